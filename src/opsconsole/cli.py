@@ -1,0 +1,208 @@
+"""The command line: parse, call into db/ and ops/, print a table or --json. Kept thin."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import click
+
+from opsconsole.config import Target, resolve_target
+from opsconsole.errors import OpsError
+from opsconsole.output import emit, err_console
+
+
+@dataclass
+class Context:
+    dsn_option: str | None
+    profile: str | None
+    as_json: bool
+    _target: Target | None = None
+    _dsn: str | None = None
+
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            self._target = resolve_target(self.dsn_option, self.profile)
+        return self._target
+
+    @property
+    def dsn(self) -> str:
+        if self._dsn is None:
+            from opsconsole.db.connect import target_dsn
+
+            self._dsn = target_dsn(self.target)
+        return self._dsn
+
+    def connect(self, app: str = "cli", **kwargs):
+        from opsconsole.db.connect import connect
+
+        return connect(self.dsn, app, **kwargs)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def wants_json(ctx: Context, local: bool) -> bool:
+    return local or ctx.as_json
+
+
+class OpsGroup(click.Group):
+    """Turns expected failures (OpsError) into one sentence on stderr and their exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OpsError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted.")
+            sys.exit(130)
+
+
+@click.group(cls=OpsGroup, invoke_without_command=True)
+@click.option("--dsn", envvar=None, help="PostgreSQL connection string (highest precedence).")
+@click.option("--profile", help="Profile name from ~/.config/opsconsole/config.toml.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.version_option(package_name="opsconsole")
+@click.pass_context
+def main(ctx: click.Context, dsn: str | None, profile: str | None, as_json: bool) -> None:
+    """opsconsole: operations console for the data platform. With no command, opens the console."""
+    ctx.obj = Context(dsn, profile, as_json)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@main.group()
+def db() -> None:
+    """Schema migrations and the embedded server."""
+
+
+@db.command("migrate")
+@json_option
+@pass_ctx
+def db_migrate(ctx: Context, as_json: bool) -> None:
+    """Apply pending migrations (idempotent)."""
+    from opsconsole.db import migrate
+
+    with ctx.connect("migrate") as conn:
+        applied = migrate.migrate(conn)
+    rows = [{"version": m.version, "name": m.name, "ms": round(ms, 1)} for m, ms in applied]
+    if wants_json(ctx, as_json):
+        emit(rows, True)
+    elif rows:
+        emit(rows, False, title=f"applied {len(rows)} migration(s)")
+    else:
+        click.echo("Nothing to apply: the database is up to date.")
+
+
+@db.command("status")
+@json_option
+@pass_ctx
+def db_status(ctx: Context, as_json: bool) -> None:
+    """List applied and pending migrations; flag applied files edited since."""
+    from opsconsole.db import migrate
+
+    with ctx.connect("migrate") as conn:
+        states = migrate.status(conn)
+    rows = [
+        {
+            "version": s.migration.version,
+            "name": s.migration.name,
+            "state": s.state,
+            "applied_at": s.applied_at,
+        }
+        for s in states
+    ]
+    emit(rows, wants_json(ctx, as_json), title="migrations")
+    if any(s.state == "edited" for s in states) and not wants_json(ctx, as_json):
+        err_console.print(
+            "warning: an applied migration file was edited since it ran; add a new migration instead."
+        )
+
+
+@db.command("reset")
+@click.option("--yes", is_flag=True, help="Really drop everything.")
+@pass_ctx
+def db_reset(ctx: Context, yes: bool) -> None:
+    """Drop every platform object and re-apply all migrations (refuses without --yes)."""
+    from opsconsole.db import migrate
+
+    if not yes:
+        raise click.UsageError("db reset drops all platform data; pass --yes to confirm.")
+    with ctx.connect("migrate") as conn:
+        migrate.reset(conn)
+        applied = migrate.migrate(conn)
+    click.echo(f"Reset done: dropped the schema and applied {len(applied)} migration(s).")
+
+
+@db.group("server")
+def db_server() -> None:
+    """The embedded PostgreSQL server."""
+
+
+def _server_rows(status) -> dict:
+    return {
+        "data_dir": str(status.data_dir),
+        "initialized": status.initialized,
+        "running": status.running,
+        "pid": status.pid,
+        "version": status.version,
+        "dsn": status.dsn,
+        "psql": status.psql_command,
+    }
+
+
+@db_server.command("start")
+@json_option
+@pass_ctx
+def db_server_start(ctx: Context, as_json: bool) -> None:
+    """Start the embedded server (or reuse the one already running)."""
+    from opsconsole.db.embedded import EmbeddedServer
+
+    status = EmbeddedServer().ensure_running()
+    emit(_server_rows(status), wants_json(ctx, as_json), title="embedded server running")
+
+
+@db_server.command("stop")
+@pass_ctx
+def db_server_stop(ctx: Context) -> None:
+    """Stop the embedded server."""
+    from opsconsole.db.embedded import EmbeddedServer
+
+    if EmbeddedServer().stop():
+        click.echo("Embedded server stopped.")
+    else:
+        click.echo("The embedded server was not running.")
+
+
+@db_server.command("status")
+@json_option
+@pass_ctx
+def db_server_status(ctx: Context, as_json: bool) -> None:
+    """Where the embedded server lives, whether it runs, and how to reach it with psql."""
+    from opsconsole.db.embedded import EmbeddedServer
+
+    status = EmbeddedServer().status()
+    emit(_server_rows(status), wants_json(ctx, as_json), title="embedded server")
+
+
+@main.command("where")
+@json_option
+@pass_ctx
+def where(ctx: Context, as_json: bool) -> None:
+    """Say which database the precedence rules pick, and why."""
+    from opsconsole.db.connect import describe
+
+    target = ctx.target
+    row = {
+        "source": target.source,
+        "database": "embedded" if target.embedded else describe(target.dsn or ""),
+    }
+    emit(row, wants_json(ctx, as_json), title="connection target")
+
+
+if __name__ == "__main__":
+    main()
