@@ -64,9 +64,7 @@ def template_db(admin_dsn: str) -> str:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(4242)")
         try:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-            ).fetchone()
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if not exists:
                 for (old,) in conn.execute(
                     "SELECT datname FROM pg_database WHERE datname LIKE 'opsconsole_tpl_%%'"

@@ -250,3 +250,40 @@ CREATE TABLE external_market_data (
 );
 COMMENT ON COLUMN external_market_data.tick_id IS 'Surrogate key added to the spec''s columns.';
 CREATE INDEX external_market_data_symbol_ts_idx ON external_market_data (symbol, "timestamp" DESC);
+
+------------------------------------------------------------------------------------------------------
+-- Operator audit log: every action (console key, CLI command, SQL action function) leaves a row.
+------------------------------------------------------------------------------------------------------
+CREATE TABLE ops_audit_log (
+    audit_id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    occurred_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor            text NOT NULL DEFAULT session_user,
+    application_name text DEFAULT current_setting('application_name', true),
+    action           text NOT NULL,
+    arguments        jsonb NOT NULL DEFAULT '{}'::jsonb,
+    result           jsonb,
+    status           text NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'error', 'cancelled', 'denied')),
+    duration_ms      numeric(12,3),
+    reason           text
+);
+CREATE INDEX ops_audit_log_occurred_idx ON ops_audit_log (occurred_at DESC);
+COMMENT ON TABLE ops_audit_log IS 'Who did what, with which arguments, and what came of it; newest first by occurred_at.';
+
+-- One way to write an audit row, used by every action function (and by the Python action layer for
+-- actions that fail before reaching SQL). Returns the audit_id.
+CREATE FUNCTION record_audit(
+    p_action text,
+    p_arguments jsonb DEFAULT '{}'::jsonb,
+    p_result jsonb DEFAULT NULL,
+    p_status text DEFAULT 'ok',
+    p_duration_ms numeric DEFAULT NULL,
+    p_reason text DEFAULT NULL
+)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, public
+AS $$
+    INSERT INTO ops_audit_log (action, arguments, result, status, duration_ms, reason)
+    VALUES (p_action, coalesce(p_arguments, '{}'::jsonb), p_result, p_status, p_duration_ms, p_reason)
+    RETURNING audit_id;
+$$;

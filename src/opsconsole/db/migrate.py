@@ -84,9 +84,7 @@ CREATE TABLE IF NOT EXISTS public.opsconsole_migrations (
 
 
 def _applied(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
-    exists = conn.execute(
-        "SELECT to_regclass('public.opsconsole_migrations') IS NOT NULL"
-    ).fetchone()
+    exists = conn.execute("SELECT to_regclass('public.opsconsole_migrations') IS NOT NULL").fetchone()
     if not exists or not exists[0]:
         return {}
     rows = conn.execute(
@@ -107,9 +105,7 @@ def status(conn: psycopg.Connection, directory: Path | None = None) -> list[Migr
     return states
 
 
-def migrate(
-    conn: psycopg.Connection, directory: Path | None = None
-) -> list[tuple[Migration, float]]:
+def migrate(conn: psycopg.Connection, directory: Path | None = None) -> list[tuple[Migration, float]]:
     """Apply every pending migration in order; return what was applied with its duration in ms."""
     if not conn.autocommit:
         raise MigrationProblem("migrate() needs an autocommit connection; it manages transactions.")
@@ -133,8 +129,8 @@ def migrate(
                     )
             except psycopg.errors.InsufficientPrivilege as exc:
                 raise MigrationProblem(
-                    f"Migration {m.path.name} needs a privilege this role lacks ({exc.diag.message_primary}); "
-                    "run migrations as the database owner or an admin."
+                    f"Migration {m.path.name} needs a privilege this role lacks "
+                    f"({exc.diag.message_primary}); run migrations as the database owner or an admin."
                 ) from None
             except psycopg.Error as exc:
                 diag = exc.diag
