@@ -82,9 +82,13 @@ def run_audited(
     *,
     reason: str | None = None,
     audit_conn: Callable[[], psycopg.Connection] | None = None,
+    audited_by_callee: bool = False,
 ) -> ActionOutcome:
     """Run body(conn) and record the outcome. `audit_conn` opens a fresh connection for the audit
-    row when the action's own connection died under it (server restart, pg_terminate_backend)."""
+    row when the action's own connection died under it (server restart, pg_terminate_backend).
+
+    `audited_by_callee`: the SQL function writes its own audit row when it succeeds (retry_failed,
+    the DQ run), so one is written here only when it failed or was cancelled (its row rolled back)."""
     started = time.perf_counter()
     try:
         result = body(conn)
@@ -92,7 +96,6 @@ def run_audited(
     except Exception as exc:  # every failure is reported and audited, never raised into the UI
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             conn.rollback()
-        result = {}
         if is_cancel(exc):
             status, message = "cancelled", "cancelled by the operator"
         else:
@@ -100,6 +103,8 @@ def run_audited(
         result = {"error": message}
     duration_ms = (time.perf_counter() - started) * 1000
     outcome = ActionOutcome(action, status, result, duration_ms, message)
+    if status == "ok" and audited_by_callee:
+        return outcome
     try:
         target = conn if not conn.closed and not conn.broken else None
         if target is None and audit_conn is not None:

@@ -24,6 +24,7 @@ KNOWN_RELATIONS: tuple[str, ...] = (
     "financial_processing_monitor",
     "dq_rule_definitions",
     "data_quality_metrics",
+    "dq_latest_results",
     "customer_360_mv",
     "lakehouse_customers",
     "data_catalog",

@@ -23,9 +23,11 @@ def _rows(conn: psycopg.Connection, sql: str, params: Any = None) -> list[dict[s
 # -- pipeline -----------------------------------------------------------------------------------------
 
 
-def pending_count(conn: psycopg.Connection) -> int:
+def due_count(conn: psycopg.Connection) -> int:
+    """Rows a batch would claim now: pending, or failed and due for their retry."""
     row = conn.execute(
-        "SELECT count(*) FROM financial_transactions_staging WHERE processing_status = 'pending'"
+        "SELECT count(*) FROM financial_transactions_staging"
+        " WHERE processing_status IN ('pending', 'failed') AND next_attempt_at <= now()"
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -113,7 +115,22 @@ def active_rules(conn: psycopg.Connection) -> list[str]:
 def run_dq_checks(conn: psycopg.Connection, rule_name: str | None = None) -> list[dict[str, Any]]:
     if rule_name is None:
         return _rows(conn, "SELECT * FROM execute_data_quality_checks()")
-    return _rows(conn, "SELECT * FROM execute_data_quality_checks(p_rule_name => %s)", (rule_name,))
+    return _rows(
+        conn,
+        "SELECT * FROM execute_data_quality_checks(p_table_name => NULL::text, p_rule_name => %s::text)",
+        (rule_name,),
+    )
+
+
+def last_dq_run_ms(conn: psycopg.Connection) -> float | None:
+    """How long the last complete DQ run took (dq_runs, when the DQ migration keeps it)."""
+    if conn.execute("SELECT to_regclass('dq_runs') IS NOT NULL").fetchone()[0] is not True:
+        return None
+    row = conn.execute(
+        "SELECT duration_ms FROM dq_runs WHERE rule_filter IS NULL AND table_filter IS NULL"
+        " AND duration_ms IS NOT NULL ORDER BY started_at DESC LIMIT 1"
+    ).fetchone()
+    return float(row[0]) if row else None
 
 
 # -- customer 360 -------------------------------------------------------------------------------------

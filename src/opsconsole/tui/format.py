@@ -27,9 +27,9 @@ def tone(app: App, name: str) -> str:
     return str(value) if value else fallback
 
 
-def styled(app: App, text: str, name: str, bold: bool = False) -> Text:
+def styled(app: App, text: str, name: str, bold: bool = False, justify: str | None = None) -> Text:
     style = tone(app, name)
-    return Text(text, style=f"bold {style}" if bold else style)
+    return Text(text, style=f"bold {style}" if bold else style, justify=justify)  # type: ignore[arg-type]
 
 
 def num(value: Any, digits: int = 0) -> str:

@@ -31,6 +31,7 @@ class Job:
     id: int = field(default_factory=lambda: next(_ids))
     status: str = "running"  # running | ok | error | cancelled
     progress: tuple[int, int] | None = None
+    expected_s: float | None = None  # how long it should take (an estimate), for a progress bar
     counters: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     finished: float | None = None
@@ -89,6 +90,10 @@ def running_line(job: Job, now: float) -> str:
         done, total = job.progress
         filled = int(20 * done / total) if total else 0
         progress = f"  [$accent]{'█' * filled}{'░' * (20 - filled)}[/] {done}/{total}"
+    elif job.expected_s:
+        share = min(0.95, (now - job.started) / job.expected_s)
+        filled = int(20 * share)
+        progress = f"  [$accent]{'█' * filled}{'░' * (20 - filled)}[/] ~{share:.0%} of the last run's time"
     cancelling = "  [$warning]cancelling…[/]" if job.cancel_event.is_set() else "  [dim](x cancels)[/]"
     return f"[b $accent]⟳ {escape(job.title)}[/]{progress}  {elapsed}{cancelling}"
 

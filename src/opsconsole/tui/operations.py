@@ -18,6 +18,7 @@ from opsconsole.db.connect import connect
 from opsconsole.ops import sqlcalls
 from opsconsole.ops.actions import ActionOutcome, describe_error, is_cancel, run_audited, write_audit
 from opsconsole.ops.registry import ActionSpec
+from opsconsole.tui.format import interval_text
 from opsconsole.tui.jobs import Job
 
 if TYPE_CHECKING:
@@ -124,11 +125,11 @@ class Operations:
         size = await self._batch_size("Process one batch")
         if size is None:
             return
-        pending = await self.app.lookup_async(sqlcalls.pending_count)
-        take = min(size, pending)
+        due = await self.app.lookup_async(sqlcalls.due_count)
+        take = min(size, due)
         lines = [
-            f"Process up to [b]{plural(size, 'row')}[/] now: {plural(take, 'pending row')} of "
-            f"{pending:,} would be claimed, validated, scored and moved.",
+            f"Process up to [b]{plural(size, 'row')}[/] now: {take:,} of the {plural(due, 'row')} due "
+            "(pending, or failed and due for a retry) would be claimed, validated, scored and moved.",
             f"Database: [b]{self.db}[/]",
         ]
         word = "process" if size >= LARGE_BATCH else None
@@ -143,7 +144,7 @@ class Operations:
             lambda conn, job: sqlcalls.process_batch(conn, size, BATCH_MAX_SECONDS),
             summary=lambda r: (
                 f"{r.get('processed_count', 0):,} processed, {r.get('failed_count', 0):,} failed"
-                f" in {r.get('batch_duration') or '?'}"
+                f" in {interval_text(r.get('batch_duration'))}"
             ),
         )
 
@@ -151,11 +152,11 @@ class Operations:
         size = await self._batch_size("Start continuous processing")
         if size is None:
             return
-        pending = await self.app.lookup_async(sqlcalls.pending_count)
+        due = await self.app.lookup_async(sqlcalls.due_count)
         lines = [
             f"Keep processing batches of [b]{plural(size, 'row')}[/] in the background until you "
             "stop it (c again, or x).",
-            f"{plural(pending, 'row')} pending now. Database: [b]{self.db}[/]",
+            f"{plural(due, 'row')} due now. Database: [b]{self.db}[/]",
         ]
         if not await self.confirm("Start continuous processing", lines, verb="Start"):
             return
@@ -256,6 +257,7 @@ class Operations:
             lambda conn, job: sqlcalls.retry_failed(conn, reason=reason, **kwargs),
             summary=lambda r: f"re-queued {plural(r.get('requeued', 0), 'row')}",
             after=after,
+            audited_by_callee=True,
         )
 
     async def flow_run_dq(self, spec: ActionSpec) -> None:
@@ -267,33 +269,24 @@ class Operations:
         ]
         if not await self.confirm("Run data-quality checks", lines, verb="Run"):
             return
-        per_rule = self.app.caps is not None and self.app.caps.function_has_arg(
-            "execute_data_quality_checks", "p_rule_name"
-        )
+        # One call, so that the run keeps one run id; progress is estimated from the last run's length.
+        expected_ms = await self.app.lookup_async(sqlcalls.last_dq_run_ms)
 
         def body(conn: psycopg.Connection, job: Job) -> dict[str, Any]:
-            results: list[dict[str, Any]] = []
-            if per_rule:
-                job.progress = (0, len(rules))
-                for i, rule in enumerate(rules):
-                    if job.cancel_event.is_set():
-                        raise psycopg.errors.QueryCanceled("canceling statement due to user request")
-                    results.extend(sqlcalls.run_dq_checks(conn, rule))
-                    job.progress = (i + 1, len(rules))
-                    self.app.post_message(JobProgress(job))
-            else:
-                results = sqlcalls.run_dq_checks(conn)
+            results = sqlcalls.run_dq_checks(conn)
             failed = [r["rule_name"] for r in results if not r.get("passed")]
             return {"rules": len(results), "passed": len(results) - len(failed), "failed": failed}
 
-        self._launch(
+        job = self._launch(
             spec,
             f"run {plural(len(rules), 'DQ rule')}",
-            "execute_data_quality_checks",
+            "dq.run",
             {"rules": len(rules)},
             body,
             summary=lambda r: f"{r.get('passed', 0)} passed, {len(r.get('failed', []))} failed",
+            audited_by_callee=True,
         )
+        job.expected_s = expected_ms / 1000 if expected_ms else None
 
     async def flow_run_dq_rule(self, spec: ActionSpec) -> None:
         rule = self.app.panes["quality"].op_context(spec.id).get("rule_name")
@@ -318,10 +311,11 @@ class Operations:
         self._launch(
             spec,
             f"run rule {rule}",
-            "execute_data_quality_checks",
-            {"rule_name": rule},
+            "dq.run",
+            {"rule": rule},
             body,
             summary=lambda r: f"{'passed' if r.get('passed') else 'failed'} (score {r.get('score')})",
+            audited_by_callee=True,
         )
 
     async def flow_refresh_c360(self, spec: ActionSpec) -> None:
@@ -378,6 +372,7 @@ class Operations:
         after: Callable[[ActionOutcome], None] | None = None,
         app_name: str = "action",
         audit_start: bool = False,
+        audited_by_callee: bool = False,
     ) -> Job:
         app = self.app
         job = Job(spec, title, arguments, app.clock.monotonic())
@@ -407,6 +402,7 @@ class Operations:
                     lambda c: body(c, job),
                     reason="console",
                     audit_conn=lambda: connect(app.dsn, app_name),
+                    audited_by_callee=audited_by_callee,
                 )
             finally:
                 job.conn = None

@@ -14,7 +14,7 @@ from opsconsole.db.queries import query
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import plain, pretty_json, styled, summarize
 from opsconsole.tui.screens.base import PaneScreen
-from opsconsole.tui.widgets.keyed_table import KeyedTable
+from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
 LIMIT = 200
 
@@ -22,7 +22,6 @@ COLUMNS = [
     ("when", "when"),
     ("ago", "ago"),
     ("actor", "who"),
-    ("app", "from"),
     ("action", "action"),
     ("scope", "scope"),
     ("status", "status"),
@@ -31,15 +30,24 @@ COLUMNS = [
 ]
 
 
+def result_cell(r: dict[str, Any]) -> Text:
+    """ok: the result; otherwise what went wrong (the error, else the reason)."""
+    result = r["result"]
+    if r["status"] == "ok":
+        return summarize(result, 22)
+    error = result.get("error") if isinstance(result, dict) else None
+    return plain(error or r["reason"] or result, 22)
+
+
 class ActivityScreen(PaneScreen):
     PANE_ID = "activity"
     PANE_KEY = "6"
     PANE_TITLE = "Activity"
     NEEDS_RELATIONS = ("ops_audit_log",)
-    PANE_BINDINGS = [Binding("enter", "details", "Details", key_display="⏎")]
+    PANE_BINDINGS = [Binding("enter", "details", "Details", key_display="⏎", show=False)]
 
     def compose_body(self) -> ComposeResult:
-        yield KeyedTable(COLUMNS, id="audit")
+        yield keyed_table(COLUMNS, enter="Details", id="audit")
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> Any:
@@ -59,14 +67,11 @@ class ActivityScreen(PaneScreen):
                     (
                         Text(clock.time(r["occurred_at"])),
                         Text(clock.ago(r["occurred_at"])),
-                        plain(r["actor"], 16),
-                        plain((r["application_name"] or "").removeprefix("opsconsole:"), 16),
-                        plain(r["action"], 30),
-                        summarize(r["arguments"], 34),
+                        plain(r["actor"], 12),
+                        plain(r["action"], 24),
+                        summarize(r["arguments"], 24),
                         styled(self.app, status, tones.get(status, "secondary"), bold=status != "ok"),
-                        summarize(r["result"], 34)
-                        if status == "ok"
-                        else plain(r["reason"] or r["result"], 34),
+                        result_cell(r),
                         Text(
                             f"{float(r['duration_ms']):,.0f}" if r["duration_ms"] is not None else "—",
                             justify="right",

@@ -23,7 +23,7 @@ from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, num, plain, pretty_json, styled
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.screens.monitor import fetch_open
-from opsconsole.tui.widgets.keyed_table import KeyedTable
+from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
 LIMIT = 500
 
@@ -37,7 +37,6 @@ ROW_COLUMNS = [
     ("next", "next attempt"),
     ("batch", "batch"),
     ("txn", "transaction"),
-    ("amount", "amount"),
 ]
 CODE_COLUMNS = [("code", "error code"), ("failed", "failed"), ("dead", "dead"), ("due", "next due")]
 
@@ -57,7 +56,7 @@ class BacklogScreen(PaneScreen):
     NEEDS_RELATIONS = ("financial_transactions_staging",)
     PANE_BINDINGS = [
         Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("enter", "details", "Details", key_display="⏎"),
+        Binding("enter", "details", "Details", key_display="⏎", show=False),
         Binding("space", "toggle_select", "Select"),
         Binding("escape", "clear", "Clear", show=False),
     ]
@@ -68,15 +67,13 @@ class BacklogScreen(PaneScreen):
         self.filter_text: str = ""
 
     def compose_body(self) -> ComposeResult:
-        yield Static("", id="backlog-summary")
-        with Horizontal(id="backlog-split"):
+        with Horizontal(id="backlog-top"):
+            yield Static("", id="backlog-summary")
             with Vertical(id="codes-box"):
-                yield Static("[b]by error code[/]", classes="box-title")
-                yield KeyedTable(CODE_COLUMNS, id="codes", zebra_stripes=False)
-            with Vertical(id="rows-box"):
-                yield Input(placeholder="filter: status, error code, message, batch, or an id", id="filter")
-                yield Static("", id="rows-title", classes="box-title")
-                yield KeyedTable(ROW_COLUMNS, id="rows")
+                yield KeyedTable(CODE_COLUMNS, id="codes", zebra_stripes=False, cursor_type="none")
+        yield Input(placeholder="filter: status, error code, message, batch, or an id", id="filter")
+        yield Static("", id="rows-title", classes="box-title")
+        yield keyed_table(ROW_COLUMNS, enter="Details", id="rows")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -114,10 +111,11 @@ class BacklogScreen(PaneScreen):
             due_text = "due now" if wait <= 0 else f"in {human_duration(wait)}"
         retries = sum(int(v.get("retries") or 0) for v in data.open.values())
         self.query_one("#backlog-summary", Static).update(
-            f"pending [b]{num(pending.get('rows') or 0)}[/] "
-            f"(oldest {human_duration(oldest) if oldest is not None else '—'})  "
-            f"failed [b]{num(failed.get('rows') or 0)}[/] (oldest due {due_text})  "
-            f"dead letter [b]{num(dead.get('rows') or 0)}[/]  retries so far [b]{num(retries)}[/]"
+            f"pending      [b]{num(pending.get('rows') or 0):>9}[/]  oldest "
+            f"{human_duration(oldest) if oldest is not None else '—'}\n"
+            f"failed       [b]{num(failed.get('rows') or 0):>9}[/]  next retry {due_text}\n"
+            f"dead letter  [b]{num(dead.get('rows') or 0):>9}[/]  needs an operator\n"
+            f"retries      [b]{num(retries):>9}[/]  on open rows"
         )
         self.query_one("#codes", KeyedTable).sync(
             (
@@ -125,7 +123,9 @@ class BacklogScreen(PaneScreen):
                 (
                     plain(r["error_code"], 18),
                     cell_num(r["failed"]),
-                    styled(app, num(r["dead_letter"]), "error") if r["dead_letter"] else cell_num(0),
+                    styled(app, num(r["dead_letter"]), "error", justify="right")
+                    if r["dead_letter"]
+                    else cell_num(0),
                     Text(self._due(r["next_due"])),
                 ),
             )
@@ -155,13 +155,12 @@ class BacklogScreen(PaneScreen):
                 styled(app, "●", "accent") if r["staging_id"] in self.selected else Text(" "),
                 Text(str(r["staging_id"]), justify="right"),
                 styled(app, status, "error" if status == "dead_letter" else "warning"),
-                plain(r["error_code"], 18),
-                plain(r["error_message"], 34),
+                plain(r["error_code"], 20),
+                plain(r["error_message"], 28),
                 cell_num(r["retry_count"]),
                 Text(self._due(r["next_attempt_at"]) if status == "failed" else "—"),
-                plain(r["batch_id"], 16),
+                plain(r["batch_id"], 14),
                 Text(str(r["transaction_id"]) if r["transaction_id"] is not None else "—", justify="right"),
-                cell_num(r["amount"], 2),
             ),
         )
 

@@ -66,7 +66,7 @@ class PaneScreen(Screen):
             with Vertical(id="pane-body"):
                 yield from self.compose_body()
         yield JobsBar()
-        yield Footer()
+        yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:  # pragma: no cover - overridden
         yield from ()

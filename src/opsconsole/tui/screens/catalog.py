@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from rich import box
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -155,7 +156,7 @@ class CatalogScreen(PaneScreen):
             for c in (self.data.columns if self.data else [])
             if (c["schema_name"], c["table_name"]) == (schema, table)
         ]
-        grid = Table(title=f"{schema}.{table}", title_justify="left", expand=True, show_edge=False)
+        grid = Table(title=f"{schema}.{table}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
         for name in ("column", "type", "null", "classification"):
             grid.add_column(name, no_wrap=True, overflow="ellipsis")
         for c in cols:
@@ -215,7 +216,7 @@ class CatalogScreen(PaneScreen):
 
 
 def lineage_table(name: str, up: list[dict[str, Any]], down: list[dict[str, Any]]) -> Table:
-    grid = Table(title=f"lineage of {name}", title_justify="left", expand=True, show_edge=False)
+    grid = Table(title=f"lineage of {name}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     grid.add_column("direction", no_wrap=True)
     grid.add_column("edge", overflow="fold")
     for direction, rows in (("upstream", up), ("downstream", down)):

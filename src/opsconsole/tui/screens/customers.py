@@ -24,26 +24,24 @@ from textual.widgets import Footer, Input, Static
 
 from opsconsole.db.queries import query
 from opsconsole.ops.registry import Capabilities
-from opsconsole.output import format_cell
-from opsconsole.tui.format import plain, pretty_json
+from opsconsole.tui.format import cell_num, plain, pretty_json
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.widgets.chrome import StatusHeader
-from opsconsole.tui.widgets.keyed_table import KeyedTable
+from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
 LIMIT = 50
 DEBOUNCE_S = 0.2
-COLUMNS = [("id", "customer id"), ("name", "name"), ("email", "email"), ("phone", "phone"), ("extra", "")]
+COLUMNS = [
+    ("id", "customer id"),
+    ("name", "name"),
+    ("email", "email"),
+    ("phone", "phone"),
+    ("match", "match"),
+    ("orders", "orders"),
+    ("ltv", "lifetime value"),
+    ("segment", "segment"),
+]
 NAME_KEYS = ("first_name", "last_name")
-SKIP_EXTRA = {
-    "customer_id",
-    "customer_uuid",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "full_name",
-    "name",
-}
 
 
 @dataclass
@@ -66,7 +64,7 @@ class CustomersScreen(PaneScreen):
     NEEDS_RELATIONS = ("crm_customers",)
     PANE_BINDINGS = [
         Binding("slash", "search", "Search", key_display="/"),
-        Binding("enter", "open", "Open", key_display="⏎"),
+        Binding("enter", "open", "Open", key_display="⏎", show=False),
         Binding("escape", "leave_search", "Results", show=False),
     ]
 
@@ -78,7 +76,7 @@ class CustomersScreen(PaneScreen):
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="search: name, email, phone, customer id or uuid", id="search")
         yield Static("", id="search-info")
-        yield KeyedTable(COLUMNS, id="results")
+        yield keyed_table(COLUMNS, enter="Open", id="results")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -110,20 +108,21 @@ class CustomersScreen(PaneScreen):
         )
         rows = []
         for r in data.rows:
-            extra = ", ".join(
-                f"{k} {format_cell(v)}"
-                for k, v in r.items()
-                if k not in SKIP_EXTRA and v is not None and not isinstance(v, dt.datetime | dt.date)
-            )
+            match = r.get("match_kind")
+            if match and r.get("score") is not None:
+                match = f"{match} {float(r['score']):.2f}"
             rows.append(
                 (
                     str(r["customer_id"]),
                     (
                         Text(str(r["customer_id"]), justify="right"),
-                        plain(display_name(r), 28),
-                        plain(r.get("email"), 32),
-                        plain(r.get("phone"), 16),
-                        plain(extra, 30),
+                        plain(display_name(r), 20),
+                        plain(r.get("email"), 24),
+                        plain(r.get("phone"), 14),
+                        plain(match, 12),
+                        cell_num(r.get("total_orders")),
+                        cell_num(r.get("total_lifetime_value"), 2),
+                        plain(r.get("value_segment"), 14),
                     ),
                 )
             )
@@ -260,7 +259,7 @@ class CustomerScreen(Screen):
             yield Static("", id="c-transactions")
             yield Static("", id="c-versions")
             yield Static("", id="c-travel")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#customer-body").focus()

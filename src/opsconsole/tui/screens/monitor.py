@@ -35,6 +35,7 @@ COLUMNS = [
     ("processed", "processed"),
     ("failed", "failed"),
     ("pending", "pending"),
+    ("dead", "dead letter"),
     ("avg", "avg ms"),
     ("p95", "p95 ms"),
     ("max", "max ms"),
@@ -166,12 +167,15 @@ class MonitorScreen(PaneScreen):
                         Text(clock.time(r["minute_bucket"], seconds=False)),
                         cell_num(r["total_transactions"]),
                         cell_num(r["processed_count"]),
-                        styled(app, num(r["failed_count"]), "error") if r["failed_count"] else cell_num(0),
+                        styled(app, num(r["failed_count"]), "error", justify="right")
+                        if r["failed_count"]
+                        else cell_num(0),
                         cell_num(r["pending_count"]),
+                        cell_num(r.get("dead_letter_count")),
                         Text(ms(r["avg_processing_ms"]), justify="right"),
                         Text(ms(r["p95_processing_ms"]), justify="right"),
                         Text(ms(r["max_processing_ms"]), justify="right"),
-                        styled(app, pct(sla), "error", bold=True)
+                        styled(app, pct(sla), "error", bold=True, justify="right")
                         if over
                         else Text(pct(sla), justify="right"),
                     ),

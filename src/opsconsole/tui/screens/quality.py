@@ -3,6 +3,7 @@ scores, run all checks (r) or the rule under the cursor (o), and a rule's histor
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import psycopg
@@ -16,19 +17,19 @@ from opsconsole.db.queries import query
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import num, plain, pretty_json, spark, styled, summarize
 from opsconsole.tui.screens.base import PaneScreen
-from opsconsole.tui.widgets.keyed_table import KeyedTable
+from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
 COLUMNS = [
     ("status", "status"),
     ("rule", "rule"),
     ("table", "table"),
-    ("type", "type"),
     ("score", "score"),
     ("threshold", "threshold"),
     ("severity", "severity"),
     ("trend", "trend"),
     ("last", "last run"),
 ]
+FAILING = ("fail", "error")
 SEVERITY_TONE = {"critical": "error", "error": "error", "warning": "warning", "info": "secondary"}
 
 
@@ -41,11 +42,11 @@ class QualityScreen(PaneScreen):
     PANE_KEY = "3"
     PANE_TITLE = "Data quality"
     NEEDS_RELATIONS = ("dq_rule_definitions", "data_quality_metrics")
-    PANE_BINDINGS = [Binding("enter", "history", "History", key_display="⏎")]
+    PANE_BINDINGS = [Binding("enter", "history", "History", key_display="⏎", show=False)]
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="dq-summary")
-        yield KeyedTable(COLUMNS, id="rules")
+        yield keyed_table(COLUMNS, enter="History", id="rules")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -53,14 +54,15 @@ class QualityScreen(PaneScreen):
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> Any:
+        name = "quality_latest_view" if caps.has_relation("dq_latest_results") else "quality_latest"
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("console/quality_latest"))
+            cur.execute(query(f"console/{name}"))
             return cur.fetchall()
 
     def render_data(self, data: list[dict[str, Any]]) -> None:
         app = self.console_app
         clock = app.clock
-        failing = [r for r in data if r["status"] is not None and r["status"] != "pass"]
+        failing = [r for r in data if r["status"] in FAILING]
         never = [r for r in data if r["status"] is None]
         severe = [r for r in failing if r["severity"] in ("critical", "error")]
         last = max((r["check_timestamp"] for r in data if r["check_timestamp"]), default=None)
@@ -76,22 +78,23 @@ class QualityScreen(PaneScreen):
         rows = []
         for r in data:
             status = r["status"] or "never run"
-            tone = "success" if status == "pass" else ("secondary" if r["status"] is None else "error")
+            tone = "error" if status in FAILING else ("secondary" if r["status"] is None else "success")
+            if status == "warn":
+                tone = "warning"
             recent = [float(v) if v is not None else None for v in (r["recent"] or [])]
             rows.append(
                 (
                     r["rule_name"],
                     (
                         styled(app, status.upper() if r["status"] else status, tone, bold=tone == "error"),
-                        plain(r["rule_name"] + ("" if r["is_active"] else " (inactive)"), 34),
+                        plain(r["rule_name"] + ("" if r["is_active"] else " (inactive)"), 30),
                         plain(r["table_name"], 22),
-                        plain(r["rule_type"], 12),
                         Text(score_text(r["score"]), justify="right"),
                         Text(score_text(r["threshold_value"]), justify="right"),
                         styled(
                             app, r["severity"] or "—", SEVERITY_TONE.get(r["severity"] or "", "secondary")
                         ),
-                        Text(spark(recent, 12)),
+                        Text(spark(recent, 10)),
                         Text(clock.ago(r["check_timestamp"]) if r["check_timestamp"] else "—"),
                     ),
                 )
@@ -117,7 +120,11 @@ class QualityScreen(PaneScreen):
         def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
             with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(query("console/quality_history"), {"rule": rule})
-                return cur.fetchall()
+                rows = [r["row"] for r in cur.fetchall()]
+            for r in rows:
+                if r.get("check_timestamp"):
+                    r["check_timestamp"] = dt.datetime.fromisoformat(r["check_timestamp"])
+            return rows
 
         try:
             history = await self.console_app.lookup_async(read)
@@ -127,9 +134,10 @@ class QualityScreen(PaneScreen):
         clock = self.console_app.clock
         rule_row = next((r for r in (self.data or []) if r["rule_name"] == rule), {})
         lines = [
-            f"{clock.stamp(h['check_timestamp'])}  {h['status'] or '—':5}  "
-            f"score {score_text(h['metric_value']):>7}"
-            f"  threshold {score_text(h['threshold_value']):>7}  {summarize(h['details'], 60).plain}"
+            f"{clock.stamp(h.get('check_timestamp'))}  {h.get('status') or '—':5}  "
+            f"score {score_text(h.get('metric_value')):>7}"
+            f"  threshold {score_text(h.get('threshold_value')):>7}  "
+            f"{h.get('message') or summarize(h.get('details'), 60).plain}"
             for h in history
         ] or ["(this rule has never run)"]
         parts: list[Any] = [
@@ -137,11 +145,16 @@ class QualityScreen(PaneScreen):
             f"severity {rule_row.get('severity', '?')})",
             Text(
                 spark(
-                    [float(h["metric_value"]) for h in reversed(history) if h["metric_value"] is not None], 50
+                    [
+                        float(h["metric_value"])
+                        for h in reversed(history)
+                        if h.get("metric_value") is not None
+                    ],
+                    50,
                 )
             ),
             Text("\n".join(lines)),
         ]
         if history:
-            parts += ["[b]latest details[/]", Text(pretty_json(history[0]["details"]))]
+            parts += ["[b]the latest result in full[/]", Text(pretty_json(history[0]))]
         self.app.push_screen(DetailScreen(f"History of {rule}", parts))

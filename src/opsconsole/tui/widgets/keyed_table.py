@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
@@ -76,3 +77,18 @@ class KeyedTable(DataTable):
         self._row_locations = TwoWayDict({by_value[k]: i for i, k in enumerate(wanted)})
         self._update_count += 1
         self.refresh()
+
+
+_WITH_ENTER: dict[str, type[KeyedTable]] = {}
+
+
+def keyed_table(columns: Sequence[tuple[str, str]], enter: str | None = None, **kwargs: Any) -> KeyedTable:
+    """A KeyedTable whose Enter key shows in the footer as `enter` (what Enter does on that pane)."""
+    if enter is None:
+        return KeyedTable(columns, **kwargs)
+    cls = _WITH_ENTER.get(enter)
+    if cls is None:
+        binding = Binding("enter", "select_cursor", enter, key_display="⏎")
+        cls = type(f"KeyedTable{enter.title().replace(' ', '')}", (KeyedTable,), {"BINDINGS": [binding]})
+        _WITH_ENTER[enter] = cls
+    return cls(columns, **kwargs)
