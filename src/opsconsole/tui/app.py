@@ -94,11 +94,18 @@ class OpsConsoleApp(App):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
         if self.listener is not None:
             self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)
         if self.start_pane and self.start_pane != self.current_pane:
             self.action_show_pane(self.start_pane)
         self.engine.start()
+
+    def _theme_changed(self, theme: object) -> None:
+        """Table cells carry theme colours: draw the panes' data again in the new ones."""
+        for screen in self.panes.values():
+            if screen.is_mounted and screen.data is not None and not screen.unavailable:
+                screen.render_data(screen.data)
 
     def on_unmount(self) -> None:
         self.engine.stop()
@@ -233,6 +240,10 @@ class OpsConsoleApp(App):
         return rows
 
     # -- actions --------------------------------------------------------------------------------
+    def actions_reason(self, action_id: str) -> str | None:
+        """Why an action may not run now (None when it may)."""
+        return ACTIONS_BY_ID[action_id].unavailable_reason(self.caps, self.read_only)
+
     def op_allowed(self, action_id: str) -> bool:
         spec = ACTIONS_BY_ID.get(action_id)
         return spec is not None and spec.unavailable_reason(self.caps, self.read_only) is None

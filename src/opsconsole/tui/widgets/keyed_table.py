@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
+
+
+def same_cell(a: Any, b: Any) -> bool:
+    """Text equality that also sees the style and alignment (Rich's __eq__ ignores them)."""
+    if isinstance(a, Text) and isinstance(b, Text):
+        return a.plain == b.plain and a.style == b.style and a.justify == b.justify and a.spans == b.spans
+    return a == b
 
 
 class KeyedTable(DataTable):
@@ -57,7 +65,7 @@ class KeyedTable(DataTable):
             for key, cells in rows:
                 if key in present:
                     for column, value in zip(column_keys, cells, strict=False):
-                        if self.get_cell(key, column) != value:
+                        if not same_cell(self.get_cell(key, column), value):
                             self.update_cell(key, column, value, update_width=True)
                 else:
                     self.add_row(*cells, key=key)
