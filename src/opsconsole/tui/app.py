@@ -326,21 +326,36 @@ class OpsConsoleApp(App):
         }
 
     # -- helpers for tests and screenshots ----------------------------------------------------------
-    async def settle(self, pilot: Any = None, timeout: float = 10.0) -> None:
-        """Wait until no refresh, lookup or action is in flight."""
+    async def wait_loaded(
+        self, pane: str, check: Callable[[Any], bool] | None = None, timeout: float = 15.0
+    ) -> None:
+        """Wait until the pane shows data (passing `check`) or says why it cannot, with nothing in flight."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        screen = self.panes[pane]
+        while loop.time() < deadline:
+            done = (
+                screen.unavailable is not None
+                or screen.fetch_error is not None
+                or (screen.data is not None and (check is None or check(screen.data)))
+            )
+            if done and not self.engine.in_flight and not self._busy_workers():
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"the {pane} pane did not load within {timeout} s")
+
+    async def wait_screen(self, name: str, timeout: float = 10.0) -> Screen:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            await asyncio.sleep(0.05)
-            busy = self.engine.in_flight or any(job.running for job in self.jobs.values())
-            busy = busy or any(
-                w.state.name in {"PENDING", "RUNNING"} for w in self.workers if w.group != "listen"
-            )
-            if not busy:
+            if type(self.screen).__name__ == name:
                 await asyncio.sleep(0.05)
-                if not self.engine.in_flight:
-                    return
-        raise TimeoutError("the console did not settle")
+                return self.screen
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{name} did not open within {timeout} s")
 
-    def kick_refresh(self) -> None:
-        self.engine.kick()
+    def _busy_workers(self) -> bool:
+        return any(
+            w.state.name in {"PENDING", "RUNNING"} and w.group not in {"listen", "flow", "jobs"}
+            for w in self.workers
+        )
