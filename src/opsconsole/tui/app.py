@@ -73,6 +73,8 @@ class OpsConsoleApp(App):
         version_label: str | None = None,
         start_pane: str | None = None,
     ):
+        # The first mode is the start pane (switching on mount instead leaves its footer unfilled).
+        self.DEFAULT_MODE = start_pane or "monitor"
         super().__init__()
         self.dsn = dsn
         self.database_label = database_label or "database"
@@ -83,7 +85,7 @@ class OpsConsoleApp(App):
         self.panes: dict[str, PaneScreen] = {cls.PANE_ID: cls() for cls in PANES}
         for pane_id, screen in self.panes.items():
             self.add_mode(pane_id, lambda s=screen: s)
-        self.current_pane = "monitor"
+        self.current_pane = self.DEFAULT_MODE
         self.start_pane = start_pane
         self.engine = RefreshEngine(self, dsn, interval)
         self.lookup = DbSlot(dsn, "console-lookup", LOOKUP_TIMEOUT_MS)
@@ -97,8 +99,6 @@ class OpsConsoleApp(App):
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         if self.listener is not None:
             self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)
-        if self.start_pane and self.start_pane != self.current_pane:
-            self.action_show_pane(self.start_pane)
         self.engine.start()
 
     def _theme_changed(self, theme: object) -> None:
@@ -122,8 +122,6 @@ class OpsConsoleApp(App):
     def action_show_pane(self, pane: str) -> None:
         if pane not in self.panes:
             return
-        if isinstance(self.screen, PaneScreen) or self.screen is self.panes.get(self.current_pane):
-            pass
         self.current_pane = pane
         self.switch_mode(pane)
 

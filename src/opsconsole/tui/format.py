@@ -23,6 +23,8 @@ def tone(app: App, name: str) -> str:
     """A theme colour as a Rich style string (falls back to a plain colour name)."""
     theme = app.current_theme
     value = getattr(theme, name, None) if theme is not None else None
+    if name == "foreground":
+        return ""
     fallback = {"success": "green", "warning": "yellow", "error": "red", "accent": "cyan"}.get(name, "")
     return str(value) if value else fallback
 

@@ -63,13 +63,14 @@ def seed(
     if has(conn, "financial_transactions_staging"):
         seed_staging(conn, anchor)
     if fixed_monitor and has(conn, "financial_processing_monitor"):
-        fix_monitor(conn)
+        fix_monitor(conn, anchor)
     if has(conn, "dq_rule_definitions") and has_function(conn, "execute_data_quality_checks"):
-        seed_quality(conn)
+        seed_quality(conn, anchor)
     if has_function(conn, "refresh_customer_360_incremental"):
         conn.execute("SELECT * FROM refresh_customer_360_incremental()")
     if has(conn, "data_catalog"):
-        seed_catalog(conn, fixed_catalog)
+        seed_catalog(conn, fixed_catalog, anchor)
+    conn.execute("DELETE FROM ops_audit_log")  # the seeding's own audit rows: the sample's log is curated
     seed_audit(conn, anchor)
 
 
@@ -224,13 +225,15 @@ def seed_staging(conn: psycopg.Connection, anchor: dt.datetime) -> None:
         )
 
 
-def fix_monitor(conn: psycopg.Connection) -> None:
-    """Sixty minutes of smooth, fixed figures ending at the current minute."""
+def fix_monitor(conn: psycopg.Connection, anchor: dt.datetime) -> None:
+    """Sixty minutes of smooth, fixed figures ending at the anchor's minute (not the wall clock's, so a
+    run that crosses a minute boundary draws the same picture)."""
+    minute = anchor.replace(second=0, microsecond=0).isoformat()
     conn.execute("DROP VIEW financial_processing_monitor")
     conn.execute(
-        """
+        f"""
         CREATE VIEW financial_processing_monitor AS
-        SELECT date_trunc('minute', now()) - k * interval '1 minute' AS minute_bucket,
+        SELECT '{minute}'::timestamptz - k * interval '1 minute' AS minute_bucket,
                (900 + round(300 * sin(k / 6.0)))::bigint + 4 AS total_transactions,
                (900 + round(300 * sin(k / 6.0)))::bigint AS processed_count,
                (k % 7 = 3)::int::bigint * 3 AS failed_count,
@@ -246,15 +249,21 @@ def fix_monitor(conn: psycopg.Connection) -> None:
     )
 
 
-def seed_quality(conn: psycopg.Connection) -> None:
+def seed_quality(conn: psycopg.Connection, anchor: dt.datetime) -> None:
     """Two runs of the sample rules; between them two customers lose their email, so the completeness
-    rule's trend dips and fails."""
+    rule's trend dips. The runs are then dated 20 and 5 minutes before the anchor."""
     conn.execute("SELECT count(*) FROM execute_data_quality_checks()")
+    first = conn.execute("SELECT max(check_timestamp) FROM data_quality_metrics").fetchone()[0]
     conn.execute("UPDATE crm_customers SET email = NULL WHERE customer_id IN (3, 5)")
     conn.execute("SELECT count(*) FROM execute_data_quality_checks()")
+    conn.execute(
+        "UPDATE data_quality_metrics SET check_timestamp = CASE WHEN check_timestamp <= %s"
+        " THEN %s::timestamptz ELSE %s::timestamptz END",
+        (first, anchor - dt.timedelta(minutes=20), anchor - dt.timedelta(minutes=5)),
+    )
 
 
-def seed_catalog(conn: psycopg.Connection, fixed: bool) -> None:
+def seed_catalog(conn: psycopg.Connection, fixed: bool, anchor: dt.datetime) -> None:
     if has_function(conn, "refresh_data_catalog"):
         conn.execute("SELECT refresh_data_catalog()")
     if fixed:
@@ -262,6 +271,7 @@ def seed_catalog(conn: psycopg.Connection, fixed: bool) -> None:
             "DELETE FROM data_catalog WHERE table_name NOT IN"
             " ('crm_customers', 'erp_orders', 'financial_transactions_staging', 'ops_audit_log')"
         )
+    conn.execute("UPDATE data_catalog SET last_updated = %s", (anchor - dt.timedelta(minutes=2),))
     if has_function(conn, "record_lineage"):
         for source, target, pipeline in (
             ("ext:transaction_files", "financial_transactions_staging", "ingest"),

@@ -30,8 +30,8 @@ SHOWN_NOW = dt.datetime(2025, 3, 14, 12, 30, 0, tzinfo=dt.UTC)  # what "now" loo
 
 
 def anchor_now() -> dt.datetime:
-    """The frozen "now": the current minute plus 30 s (the sample's minutes end at the current one)."""
-    return dt.datetime.now(dt.UTC).replace(second=30, microsecond=0)
+    """The frozen "now" of the pictures (the sample dates everything relative to it)."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def console_app(dsn: str, anchor: dt.datetime, pane: str, **kwargs) -> OpsConsoleApp:
@@ -50,6 +50,10 @@ def console_app(dsn: str, anchor: dt.datetime, pane: str, **kwargs) -> OpsConsol
 async def open_pane(app: OpsConsoleApp, pilot, pane: str) -> None:
     """Wait until the pane shows its data (or says why it cannot), and nothing is in flight."""
     await app.wait_loaded(pane)
+    for _ in range(40):  # the footer fills in a refresh after the screen mounts
+        if app.screen.query("FooterKey"):
+            break
+        await pilot.pause(0.05)
     for widget in app.screen.query("Input"):
         widget.cursor_blink = False  # type: ignore[attr-defined]
     await pilot.pause(0.1)

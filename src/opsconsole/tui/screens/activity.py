@@ -34,9 +34,9 @@ def result_cell(r: dict[str, Any]) -> Text:
     """ok: the result; otherwise what went wrong (the error, else the reason)."""
     result = r["result"]
     if r["status"] == "ok":
-        return summarize(result, 22)
+        return summarize(result, 18)
     error = result.get("error") if isinstance(result, dict) else None
-    return plain(error or r["reason"] or result, 22)
+    return plain(error or r["reason"] or result, 18)
 
 
 class ActivityScreen(PaneScreen):
@@ -67,9 +67,9 @@ class ActivityScreen(PaneScreen):
                     (
                         Text(clock.time(r["occurred_at"])),
                         Text(clock.ago(r["occurred_at"])),
-                        plain(r["actor"], 12),
-                        plain(r["action"], 24),
-                        summarize(r["arguments"], 24),
+                        plain(r["actor"], 10),
+                        plain(r["action"], 20),
+                        summarize(r["arguments"], 18),
                         styled(self.app, status, tones.get(status, "secondary"), bold=status != "ok"),
                         result_cell(r),
                         Text(

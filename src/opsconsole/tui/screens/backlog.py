@@ -29,14 +29,14 @@ LIMIT = 500
 
 ROW_COLUMNS = [
     ("sel", " "),
-    ("id", "staging id"),
+    ("id", "id"),
     ("status", "status"),
     ("code", "error code"),
     ("error", "error"),
     ("retries", "tries"),
-    ("next", "next attempt"),
+    ("next", "next try"),
     ("batch", "batch"),
-    ("txn", "transaction"),
+    ("txn", "txn id"),
 ]
 CODE_COLUMNS = [("code", "error code"), ("failed", "failed"), ("dead", "dead"), ("due", "next due")]
 
@@ -155,11 +155,11 @@ class BacklogScreen(PaneScreen):
                 styled(app, "●", "accent") if r["staging_id"] in self.selected else Text(" "),
                 Text(str(r["staging_id"]), justify="right"),
                 styled(app, status, "error" if status == "dead_letter" else "warning"),
-                plain(r["error_code"], 20),
-                plain(r["error_message"], 28),
+                plain(r["error_code"], 16),
+                plain(r["error_message"], 24),
                 cell_num(r["retry_count"]),
                 Text(self._due(r["next_attempt_at"]) if status == "failed" else "—"),
-                plain(r["batch_id"], 14),
+                plain(r["batch_id"], 10),
                 Text(str(r["transaction_id"]) if r["transaction_id"] is not None else "—", justify="right"),
             ),
         )

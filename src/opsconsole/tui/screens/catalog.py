@@ -109,6 +109,7 @@ class CatalogScreen(PaneScreen):
         first_build = not tree.root.children
         tree.clear()
         target: TreeNode | None = None
+        first_table: TreeNode | None = None
         for schema in schemas:
             snode = tree.root.add(Text(schema, style="bold"), data=("schema", schema))
             if ("schema", schema) in expanded or (first_build and schema == "public"):
@@ -121,6 +122,8 @@ class CatalogScreen(PaneScreen):
                 )
                 if ("table", s, table) in expanded:
                     tnode.expand()
+                if first_table is None and snode.is_expanded:
+                    first_table = tnode
                 if cursor == ("table", s, table):
                     target = tnode
                 for c in cols:
@@ -129,6 +132,8 @@ class CatalogScreen(PaneScreen):
                         target = leaf
                 if cursor == ("schema", schema):
                     target = snode
+        if target is None and first_build:
+            target = first_table  # open on the first table, its columns and lineage beside it
         if target is not None:
             self.call_after_refresh(tree.move_cursor, target)
         if self.current_table is not None:
@@ -157,7 +162,7 @@ class CatalogScreen(PaneScreen):
             if (c["schema_name"], c["table_name"]) == (schema, table)
         ]
         grid = Table(title=f"{schema}.{table}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
-        for name in ("column", "type", "null", "classification"):
+        for name in ("column", "type", "null", "class"):
             grid.add_column(name, no_wrap=True, overflow="ellipsis")
         for c in cols:
             cls = c["data_classification"] or "—"
@@ -216,12 +221,21 @@ class CatalogScreen(PaneScreen):
 
 
 def lineage_table(name: str, up: list[dict[str, Any]], down: list[dict[str, Any]]) -> Table:
+    """Flows into and out of a table: depth, source -> target, pipeline (and how, dimmed)."""
     grid = Table(title=f"lineage of {name}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
-    grid.add_column("direction", no_wrap=True)
-    grid.add_column("edge", overflow="fold")
+    grid.add_column("", no_wrap=True)
+    grid.add_column("hop", justify="right", no_wrap=True)
+    grid.add_column("flow", overflow="fold")
+    grid.add_column("pipeline", overflow="fold")
     for direction, rows in (("upstream", up), ("downstream", down)):
         if not rows:
-            grid.add_row(direction, "(none)")
+            grid.add_row(direction, "", Text("(none)", style="dim"), "")
         for r in rows:
-            grid.add_row(direction, "  ".join(f"{k}={format_cell(v)}" for k, v in r.items() if v is not None))
+            if "source_table" in r and "target_table" in r:
+                flow = Text.assemble(str(r["source_table"]), (" → ", "bold"), str(r["target_table"]))
+                if r.get("transformation_logic"):
+                    flow.append(f"\n{r['transformation_logic']}", style="dim")
+                grid.add_row(direction, str(r.get("depth") or ""), flow, str(r.get("pipeline_name") or ""))
+            else:
+                grid.add_row(direction, "", "  ".join(f"{k}={format_cell(v)}" for k, v in r.items()), "")
     return grid

@@ -32,13 +32,13 @@ from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 LIMIT = 50
 DEBOUNCE_S = 0.2
 COLUMNS = [
-    ("id", "customer id"),
+    ("id", "id"),
     ("name", "name"),
     ("email", "email"),
     ("phone", "phone"),
     ("match", "match"),
     ("orders", "orders"),
-    ("ltv", "lifetime value"),
+    ("ltv", "LTV"),
     ("segment", "segment"),
 ]
 NAME_KEYS = ("first_name", "last_name")
@@ -104,25 +104,24 @@ class CustomersScreen(PaneScreen):
             hint = "  [dim](search_customers() is not installed: plain matching on crm_customers)[/]"
         what = f"matching [b]{escape(data.q)}[/]" if data.q else "(type to search)"
         self.query_one("#search-info", Static).update(
-            f"{len(data.rows)}{'+' if len(data.rows) >= LIMIT else ''} customers {what}{hint}"
+            f"{len(data.rows)}{'+' if len(data.rows) >= LIMIT else ''} "
+            f"customer{'' if len(data.rows) == 1 else 's'} {what}{hint}"
         )
         rows = []
         for r in data.rows:
             match = r.get("match_kind")
-            if match and r.get("score") is not None:
-                match = f"{match} {float(r['score']):.2f}"
             rows.append(
                 (
                     str(r["customer_id"]),
                     (
                         Text(str(r["customer_id"]), justify="right"),
-                        plain(display_name(r), 20),
-                        plain(r.get("email"), 24),
-                        plain(r.get("phone"), 14),
-                        plain(match, 12),
+                        plain(display_name(r), 18),
+                        plain(r.get("email"), 26),
+                        plain(r.get("phone"), 13),
+                        plain(match, 6),
                         cell_num(r.get("total_orders")),
                         cell_num(r.get("total_lifetime_value"), 2),
-                        plain(r.get("value_segment"), 14),
+                        plain(r.get("value_segment"), 12),
                     ),
                 )
             )

@@ -99,7 +99,7 @@ class MonitorScreen(PaneScreen):
             with Vertical(classes="spark-box"):
                 yield Static("p95 processing ms, last hour", id="p95-label", classes="spark-label")
                 yield Sparkline([], id="p95-spark")
-        yield KeyedTable(COLUMNS, id="minutes")
+        yield KeyedTable(COLUMNS, id="minutes", cursor_type="none")
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> MonitorData:

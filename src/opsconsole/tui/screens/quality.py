@@ -30,7 +30,7 @@ COLUMNS = [
     ("last", "last run"),
 ]
 FAILING = ("fail", "error")
-SEVERITY_TONE = {"critical": "error", "error": "error", "warning": "warning", "info": "secondary"}
+SEVERITY_TONE = {"critical": "error", "error": "error", "warning": "warning", "info": "foreground"}
 
 
 def score_text(value: Any) -> str:
