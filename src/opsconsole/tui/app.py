@@ -93,6 +93,13 @@ class OpsConsoleApp(App):
         self.jobs: dict[int, Job] = {}
         self.ops = Operations(self)
         self.notifications_seen: list[tuple[str, str]] = []
+        self.notices: list[str] = []
+
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
+        """As App.notify; the last messages are also kept in `notices` (tests read them)."""
+        self.notices.append(message)
+        del self.notices[:-50]
+        super().notify(message, *args, **kwargs)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:

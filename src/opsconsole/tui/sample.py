@@ -16,6 +16,7 @@ import datetime as dt
 import json
 
 import psycopg
+from psycopg.rows import tuple_row
 
 FIRST = [
     "Ada",
@@ -47,12 +48,19 @@ LAST = [
 ]
 
 
+def scalar(conn: psycopg.Connection, sql: str, params: tuple = ()) -> object:
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
 def has(conn: psycopg.Connection, name: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+    return bool(scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (name,)))
 
 
 def has_function(conn: psycopg.Connection, name: str) -> bool:
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = %s)", (name,)).fetchone()[0]
+    return bool(scalar(conn, "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = %s)", (name,)))
 
 
 def seed(
@@ -253,7 +261,7 @@ def seed_quality(conn: psycopg.Connection, anchor: dt.datetime) -> None:
     """Two runs of the sample rules; between them two customers lose their email, so the completeness
     rule's trend dips. The runs are then dated 20 and 5 minutes before the anchor."""
     conn.execute("SELECT count(*) FROM execute_data_quality_checks()")
-    first = conn.execute("SELECT max(check_timestamp) FROM data_quality_metrics").fetchone()[0]
+    first = scalar(conn, "SELECT max(check_timestamp) FROM data_quality_metrics")
     conn.execute("UPDATE crm_customers SET email = NULL WHERE customer_id IN (3, 5)")
     conn.execute("SELECT count(*) FROM execute_data_quality_checks()")
     conn.execute(
