@@ -46,3 +46,14 @@ def table_rows(app: OpsConsoleApp, selector: str) -> list[list[str]]:
 def screen_text(app: OpsConsoleApp) -> str:
     """Everything the current screen shows, as plain text lines."""
     return "\n".join("".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips())
+
+
+def statics_text(screen) -> str:
+    """The text of every Static on a screen, including what is scrolled out of view."""
+    from textual.widgets import Static
+
+    out = []
+    for widget in screen.query(Static):
+        content = widget.content
+        out.append(str(getattr(content, "plain", content)))
+    return "\n".join(out)
