@@ -47,8 +47,8 @@ def stage(
 ) -> None:
     """n pending staging rows (payments referencing order `order_id`)."""
     conn.execute(
-        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, amount,"
-        " transaction_type, reference_data, batch_id, ingestion_timestamp)"
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
+        " amount, transaction_type, reference_data, batch_id, ingestion_timestamp)"
         " SELECT %s + i, 100 + i %% 5, now() - interval '1 minute', 10 + i, 'payment', %s::jsonb, 'b-test',"
         " now() - %s * interval '1 second' FROM generate_series(0, %s - 1) AS i",
         (first_id, json.dumps({"order_id": order_id} if order_id else {}), ingested_ago_s, n),
@@ -60,8 +60,9 @@ def seed_orders(conn: psycopg.Connection) -> None:
         "INSERT INTO crm_customers (customer_id, first_name, last_name) VALUES (1, 'Ada', 'Lovelace')"
     )
     conn.execute(
-        "INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount, currency_code,"
-        " status, partition_date) VALUES (1, 1, 'SO-1', current_date, 10, 'EUR', 'completed', current_date)"
+        "INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount,"
+        " currency_code, status, partition_date)"
+        " VALUES (1, 1, 'SO-1', current_date, 10, 'EUR', 'completed', current_date)"
     )
 
 
@@ -91,7 +92,7 @@ async def test_monitor_shows_the_monitor_view_and_the_backlog(make_app, conn):
     worker = psycopg.connect(conn.info.dsn, application_name="opsconsole:worker-test")
     try:
         app = make_app(start_pane="monitor", listen=False)
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=SIZE):
             await app.wait_loaded("monitor")
             with conn.cursor(row_factory=dict_row) as cur:
                 view = cur.execute(
@@ -123,7 +124,7 @@ async def test_an_sla_breach_turns_the_border_red_and_raises_a_toast(make_app, c
     stage(conn, 10, ingested_ago_s=5)  # processed 5 s after ingestion: every row misses the 1 s SLA
     conn.execute("SELECT * FROM process_financial_batch(100, '1 minute')")
     app = make_app(start_pane="monitor", listen=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE):
         await app.wait_loaded("monitor")
         assert app.screen.query_one("#pane-frame").has_class("-breach")
         assert any(n.startswith("SLA breach: 100.0% of transactions took over 1000 ms") for n in app.notices)
@@ -203,7 +204,8 @@ async def test_backlog_lists_filters_drills_and_retries_the_selection(make_app, 
         assert job.status == "ok" and job.message == "re-queued 2 rows"
         with conn.cursor(row_factory=dict_row) as cur:
             statuses = cur.execute(
-                "SELECT staging_id, processing_status FROM financial_transactions_staging WHERE staging_id = ANY(%s)",
+                "SELECT staging_id, processing_status FROM financial_transactions_staging"
+                " WHERE staging_id = ANY(%s)",
                 (selected,),
             ).fetchall()
         assert {r["processing_status"] for r in statuses} == {"pending"}
@@ -333,8 +335,8 @@ async def test_quality_pane_and_running_checks(make_app, conn):
             latest = {
                 r["metric_name"]: r
                 for r in cur.execute(
-                    "SELECT DISTINCT ON (metric_name) metric_name, metric_value, status FROM data_quality_metrics"
-                    " ORDER BY metric_name, check_timestamp DESC"
+                    "SELECT DISTINCT ON (metric_name) metric_name, metric_value, status"
+                    " FROM data_quality_metrics ORDER BY metric_name, check_timestamp DESC"
                 ).fetchall()
             }
         assert shown[0][1] == "customer_email_not_null" and shown[0][0] == "FAIL"  # failing first
