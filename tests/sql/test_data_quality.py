@@ -133,66 +133,66 @@ def test_spec_sample_rules_are_installed_unchanged(conn):
     ]
 
 
-@pytest.mark.parametrize(
-    ("expression", "canonical"),
-    [
-        ("email IS NOT NULL", "email IS NOT NULL"),
-        ("lower(email) LIKE '%@example.com'", "lower(email) LIKE '%@example.com'"),
-        ("length(btrim(email)) BETWEEN 3 AND 255", "length(btrim(email)) BETWEEN 3 AND 255"),
-        ("EMAIL ~ '^[a-z0-9]+@' or Email is null", "email ~ '^[a-z0-9]+@' OR email IS NULL"),
-        ("created_at::date >= DATE '2020-01-01'", "created_at::date >= DATE '2020-01-01'"),
-        ("created_at > now() - interval '1 day'", "created_at > now() - INTERVAL '1 day'"),
-        ("address->>'city' IS NOT NULL", "address ->> 'city' IS NOT NULL"),
-        ("email = 'it''s'", "email = 'it''s'"),
-        ("\"email\" IN ('a', 'b')", "email IN ('a', 'b')"),
-        (
-            "coalesce(phone, '') <> '' AND customer_id > 1e3",
-            "coalesce(phone, '') <> '' AND customer_id > 1e3",
-        ),
-        ("email = 'a\\'", "email = E'a\\\\'"),  # a backslash stays a plain character
-    ],
-)
-def test_validator_re_emits_allowed_expressions(conn, expression, canonical):
-    got = conn.execute("SELECT dq_validated_predicate('crm_customers', %s) AS p", (expression,)).fetchone()[
-        "p"
-    ]
-    assert got == canonical
+VALIDATOR_RE_EMITS_ALLOWED_EXPRESSIONS_CASES = [
+    ("email IS NOT NULL", "email IS NOT NULL"),
+    ("lower(email) LIKE '%@example.com'", "lower(email) LIKE '%@example.com'"),
+    ("length(btrim(email)) BETWEEN 3 AND 255", "length(btrim(email)) BETWEEN 3 AND 255"),
+    ("EMAIL ~ '^[a-z0-9]+@' or Email is null", "email ~ '^[a-z0-9]+@' OR email IS NULL"),
+    ("created_at::date >= DATE '2020-01-01'", "created_at::date >= DATE '2020-01-01'"),
+    ("created_at > now() - interval '1 day'", "created_at > now() - INTERVAL '1 day'"),
+    ("address->>'city' IS NOT NULL", "address ->> 'city' IS NOT NULL"),
+    ("email = 'it''s'", "email = 'it''s'"),
+    ("\"email\" IN ('a', 'b')", "email IN ('a', 'b')"),
+    (
+        "coalesce(phone, '') <> '' AND customer_id > 1e3",
+        "coalesce(phone, '') <> '' AND customer_id > 1e3",
+    ),
+    ("email = 'a\\'", "email = E'a\\\\'"),  # a backslash stays a plain character
+]
 
 
-@pytest.mark.parametrize(
-    ("expression", "reason"),
-    [
-        (INJECTION, '";" is not allowed'),
-        ("email IS NOT NULL -- comment", "comments are not allowed"),
-        ("email IS NOT NULL /* x */", "comments are not allowed"),
-        ("email = (SELECT 'a')", "subqueries (SELECT) are not allowed"),
-        ("email IN (WITH x AS (SELECT 1) SELECT * FROM x)", "subqueries (WITH) are not allowed"),
-        ("pg_sleep(1) IS NULL", 'unknown name "pg_sleep"'),
-        ('"pg_sleep"(1) IS NULL', 'column "pg_sleep" does not exist'),
-        ("email(1) IS NULL", '"(" after email'),
-        ("crm_customers.email IS NULL", 'unknown name "crm_customers"'),
-        ("email IS NOT NULL)) FROM crm_customers, pg_authid WHERE ((true", "unbalanced parentheses"),
-        ("(email IS NULL", "unbalanced parentheses"),
-        ("email IS NULL, true", "a comma outside parentheses"),
-        ("$$x$$ = email", '"$"'),
-        ("email = $1", '"$"'),
-        ("email::regclass IS NULL", 'cast to "regclass" is not allowed'),
-        ("ctid IS NOT NULL", 'unknown name "ctid"'),
-        ("email[1] = 'a'", 'character "[" at position 6'),
-        ("email = 'unterminated", "unterminated string literal"),
-        ("current_user = 'postgres'", 'unknown name "current_user"'),
-        ("set_config('a.b', 'c', false) = 'c'", 'unknown name "set_config"'),
-        ("email", "argument of FILTER must be type boolean"),
-        ("customer_id + 1", "argument of FILTER must be type boolean"),
-        ("email > 5", "operator does not exist"),
-        ("", "the rule expression is empty"),
-    ],
-)
-def test_validator_rejects(conn, expression, reason):
-    with pytest.raises(psycopg.Error) as exc:
-        conn.execute("SELECT dq_validated_predicate('crm_customers', %s)", (expression,))
-    assert reason in exc.value.diag.message_primary
-    assert no_pwned(conn)
+def test_validator_re_emits_allowed_expressions(conn):
+    for expression, canonical in VALIDATOR_RE_EMITS_ALLOWED_EXPRESSIONS_CASES:
+        got = conn.execute(
+            "SELECT dq_validated_predicate('crm_customers', %s) AS p", (expression,)
+        ).fetchone()["p"]
+        assert got == canonical, expression
+
+
+VALIDATOR_REJECTS_CASES = [
+    (INJECTION, '";" is not allowed'),
+    ("email IS NOT NULL -- comment", "comments are not allowed"),
+    ("email IS NOT NULL /* x */", "comments are not allowed"),
+    ("email = (SELECT 'a')", "subqueries (SELECT) are not allowed"),
+    ("email IN (WITH x AS (SELECT 1) SELECT * FROM x)", "subqueries (WITH) are not allowed"),
+    ("pg_sleep(1) IS NULL", 'unknown name "pg_sleep"'),
+    ('"pg_sleep"(1) IS NULL', 'column "pg_sleep" does not exist'),
+    ("email(1) IS NULL", '"(" after email'),
+    ("crm_customers.email IS NULL", 'unknown name "crm_customers"'),
+    ("email IS NOT NULL)) FROM crm_customers, pg_authid WHERE ((true", "unbalanced parentheses"),
+    ("(email IS NULL", "unbalanced parentheses"),
+    ("email IS NULL, true", "a comma outside parentheses"),
+    ("$$x$$ = email", '"$"'),
+    ("email = $1", '"$"'),
+    ("email::regclass IS NULL", 'cast to "regclass" is not allowed'),
+    ("ctid IS NOT NULL", 'unknown name "ctid"'),
+    ("email[1] = 'a'", 'character "[" at position 6'),
+    ("email = 'unterminated", "unterminated string literal"),
+    ("current_user = 'postgres'", 'unknown name "current_user"'),
+    ("set_config('a.b', 'c', false) = 'c'", 'unknown name "set_config"'),
+    ("email", "argument of FILTER must be type boolean"),
+    ("customer_id + 1", "argument of FILTER must be type boolean"),
+    ("email > 5", "operator does not exist"),
+    ("", "the rule expression is empty"),
+]
+
+
+def test_validator_rejects(conn):
+    for expression, reason in VALIDATOR_REJECTS_CASES:
+        with pytest.raises(psycopg.Error) as exc:
+            conn.execute("SELECT dq_validated_predicate('crm_customers', %s)", (expression,))
+        assert reason in exc.value.diag.message_primary, expression
+        assert no_pwned(conn)
 
 
 def test_injection_rule_is_rejected_on_insert(conn):
@@ -279,78 +279,79 @@ def test_structured_rules_compile_to_quoted_sql(conn):
     ]
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        (
-            {"table": "nosuch", "rule_type": "validity", "expression": "a > 1"},
-            'table "nosuch" does not exist',
-        ),
-        (
-            {"table": "pg_catalog.pg_authid", "rule_type": "completeness", "column": "rolname"},
-            "data-quality rules cannot read system schemas",
-        ),
-        (
-            {
-                "table": "erp_orders",
-                "rule_type": "validity",
-                "column": "nosuch",
-                "operator": ">",
-                "value": "0",
-            },
-            'column "nosuch" does not exist in table erp_orders',
-        ),
-        (
-            {
-                "table": "erp_orders",
-                "rule_type": "validity",
-                "column": "total_amount",
-                "operator": "between",
-                "value": '[0, "abc"]',
-            },
-            'invalid input syntax for type numeric: "abc"',
-        ),
-        (
-            {"table": "erp_orders", "rule_type": "freshness", "column": "customer_id", "max_age": "1 day"},
-            'freshness column "customer_id" is bigint, not a timestamp or date',
-        ),
-        (
-            {"table": "erp_orders", "rule_type": "freshness", "column": "created_at"},
-            "freshness rules need column_name (a timestamp or date column) and max_age",
-        ),
-        (
-            {
-                "table": "erp_orders",
-                "rule_type": "consistency",
-                "column": "customer_id",
-                "ref_table": "nosuch",
-            },
-            'table "nosuch" does not exist',
-        ),
-        (
-            {"table": "erp_orders", "rule_type": "uniqueness", "expression": "customer_id; DROP TABLE x"},
-            "uniqueness rules need a comma-separated list of columns",
-        ),
-        (
-            {
-                "table": "erp_orders",
-                "rule_type": "validity",
-                "expression": "total_amount > 0",
-                "column": "status",
-            },
-            "give either rule_expression or column_name/operator/value, not both",
-        ),
-        ({"table": "erp_orders", "rule_type": "sanity", "expression": "true"}, 'unknown rule type "sanity"'),
-    ],
-)
-def test_invalid_rules_are_rejected_with_a_reason(conn, kwargs, message):
-    table = kwargs.pop("table")
-    rule_type = kwargs.pop("rule_type")
-    expression = kwargs.pop("expression", None)
-    with pytest.raises(psycopg.Error) as exc:
-        add_rule(conn, "bad_rule", table, rule_type, expression, **kwargs)
-    assert message in exc.value.diag.message_primary
-    assert conn.execute("SELECT count(*) AS n FROM dq_rule_definitions").fetchone()["n"] == 4
+INVALID_RULES_ARE_REJECTED_WITH_A_REASON_CASES = [
+    (
+        {"table": "nosuch", "rule_type": "validity", "expression": "a > 1"},
+        'table "nosuch" does not exist',
+    ),
+    (
+        {"table": "pg_catalog.pg_authid", "rule_type": "completeness", "column": "rolname"},
+        "data-quality rules cannot read system schemas",
+    ),
+    (
+        {
+            "table": "erp_orders",
+            "rule_type": "validity",
+            "column": "nosuch",
+            "operator": ">",
+            "value": "0",
+        },
+        'column "nosuch" does not exist in table erp_orders',
+    ),
+    (
+        {
+            "table": "erp_orders",
+            "rule_type": "validity",
+            "column": "total_amount",
+            "operator": "between",
+            "value": '[0, "abc"]',
+        },
+        'invalid input syntax for type numeric: "abc"',
+    ),
+    (
+        {"table": "erp_orders", "rule_type": "freshness", "column": "customer_id", "max_age": "1 day"},
+        'freshness column "customer_id" is bigint, not a timestamp or date',
+    ),
+    (
+        {"table": "erp_orders", "rule_type": "freshness", "column": "created_at"},
+        "freshness rules need column_name (a timestamp or date column) and max_age",
+    ),
+    (
+        {
+            "table": "erp_orders",
+            "rule_type": "consistency",
+            "column": "customer_id",
+            "ref_table": "nosuch",
+        },
+        'table "nosuch" does not exist',
+    ),
+    (
+        {"table": "erp_orders", "rule_type": "uniqueness", "expression": "customer_id; DROP TABLE x"},
+        "uniqueness rules need a comma-separated list of columns",
+    ),
+    (
+        {
+            "table": "erp_orders",
+            "rule_type": "validity",
+            "expression": "total_amount > 0",
+            "column": "status",
+        },
+        "give either rule_expression or column_name/operator/value, not both",
+    ),
+    ({"table": "erp_orders", "rule_type": "sanity", "expression": "true"}, 'unknown rule type "sanity"'),
+]
+
+
+def test_invalid_rules_are_rejected_with_a_reason(conn):
+    for case, message in INVALID_RULES_ARE_REJECTED_WITH_A_REASON_CASES:
+        kwargs = dict(case)
+        table = kwargs.pop("table")
+        rule_type = kwargs.pop("rule_type")
+        expression = kwargs.pop("expression", None)
+        with pytest.raises(psycopg.Error) as exc:
+            add_rule(conn, "bad_rule", table, rule_type, expression, **kwargs)
+        assert message in exc.value.diag.message_primary, case
+        assert conn.execute("SELECT count(*) AS n FROM dq_rule_definitions").fetchone()["n"] == 4
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -769,80 +770,80 @@ def test_validate_unknown_rule_is_skipped_and_all_rules_run(conn):
     ]
 
 
-@pytest.mark.parametrize(
-    ("table", "rules", "error", "message"),
-    [
-        (
-            "nosuch",
-            '{"not_null_check": "email"}',
-            psycopg.errors.UndefinedTable,
-            'table "nosuch" does not exist',
-        ),
-        (
-            "crm_customers; DROP TABLE crm_customers",
-            '{"not_null_check": "email"}',
-            psycopg.errors.UndefinedTable,
-            "does not exist",
-        ),
-        (
-            "crm_customers",
-            '{"not_null_check": "nosuch"}',
-            psycopg.errors.UndefinedColumn,
-            'column "nosuch" does not exist in table crm_customers',
-        ),
-        (
-            "crm_customers",
-            '{"unique_check": "email) FROM x; --"}',
-            psycopg.errors.UndefinedColumn,
-            "does not exist in table crm_customers",
-        ),
-        (
-            "crm_customers",
-            '{"not_null_check": 5}',
-            psycopg.errors.InvalidParameterValue,
-            "not_null_check takes a column name or an array of column names",
-        ),
-        (
-            "crm_customers",
-            '["not_null_check"]',
-            psycopg.errors.InvalidParameterValue,
-            "validation rules must be a JSON object",
-        ),
-    ],
-)
-def test_validate_unknown_table_or_column_is_a_clear_error(conn, table, rules, error, message):
-    with pytest.raises(error) as exc:
-        validate(conn, table, rules)
-    assert message in exc.value.diag.message_primary
-    assert conn.execute("SELECT to_regclass('crm_customers') IS NOT NULL AS ok").fetchone()["ok"]
+VALIDATE_UNKNOWN_TABLE_OR_COLUMN_IS_A_CLEAR_ERROR_CASES = [
+    (
+        "nosuch",
+        '{"not_null_check": "email"}',
+        psycopg.errors.UndefinedTable,
+        'table "nosuch" does not exist',
+    ),
+    (
+        "crm_customers; DROP TABLE crm_customers",
+        '{"not_null_check": "email"}',
+        psycopg.errors.UndefinedTable,
+        "does not exist",
+    ),
+    (
+        "crm_customers",
+        '{"not_null_check": "nosuch"}',
+        psycopg.errors.UndefinedColumn,
+        'column "nosuch" does not exist in table crm_customers',
+    ),
+    (
+        "crm_customers",
+        '{"unique_check": "email) FROM x; --"}',
+        psycopg.errors.UndefinedColumn,
+        "does not exist in table crm_customers",
+    ),
+    (
+        "crm_customers",
+        '{"not_null_check": 5}',
+        psycopg.errors.InvalidParameterValue,
+        "not_null_check takes a column name or an array of column names",
+    ),
+    (
+        "crm_customers",
+        '["not_null_check"]',
+        psycopg.errors.InvalidParameterValue,
+        "validation rules must be a JSON object",
+    ),
+]
 
 
-@pytest.mark.parametrize(
-    ("range_check", "message"),
-    [
-        (f'"{INJECTION}"', '";" is not allowed'),
-        ('"true) OR (SELECT pg_sleep(1)) IS NULL OR (true"', "unbalanced parentheses at position 5"),
-        ('"total_amount > 0 OR (SELECT pg_sleep(1)) IS NULL"', "subqueries (SELECT) are not allowed"),
-        ('{"expression": "1=1) ; CREATE TABLE pwned (a int); --"}', "unbalanced parentheses at position 4"),
-        ('{"expression": "1=1 ; CREATE TABLE pwned (a int)"}', '";" is not allowed (position 5)'),
-        (
-            '{"column": "total_amount", "min": "0; CREATE TABLE pwned (a int)"}',
-            'invalid input syntax for type numeric: "0; CREATE TABLE pwned (a int)"',
-        ),
-        (
-            '{"column": "total_amount\\"; CREATE TABLE pwned (a int); --", "min": 0}',
-            "does not exist in table",
-        ),
-        (
-            '{"column": "total_amount", "min": 0, "sql": "CREATE TABLE pwned (a int)"}',
-            "range_check accepts only the keys column, min, max and expression",
-        ),
-        ('{"column": "total_amount", "max": {"nested": 1}}', 'range_check needs "column" and a scalar'),
-    ],
-)
-def test_validate_range_check_injection_attempts(conn, range_check, message):
+def test_validate_unknown_table_or_column_is_a_clear_error(conn):
+    for table, rules, error, message in VALIDATE_UNKNOWN_TABLE_OR_COLUMN_IS_A_CLEAR_ERROR_CASES:
+        with pytest.raises(error) as exc:
+            validate(conn, table, rules)
+        assert message in exc.value.diag.message_primary, (table, rules)
+        assert conn.execute("SELECT to_regclass('crm_customers') IS NOT NULL AS ok").fetchone()["ok"]
+
+
+VALIDATE_RANGE_CHECK_INJECTION_ATTEMPTS_CASES = [
+    (f'"{INJECTION}"', '";" is not allowed'),
+    ('"true) OR (SELECT pg_sleep(1)) IS NULL OR (true"', "unbalanced parentheses at position 5"),
+    ('"total_amount > 0 OR (SELECT pg_sleep(1)) IS NULL"', "subqueries (SELECT) are not allowed"),
+    ('{"expression": "1=1) ; CREATE TABLE pwned (a int); --"}', "unbalanced parentheses at position 4"),
+    ('{"expression": "1=1 ; CREATE TABLE pwned (a int)"}', '";" is not allowed (position 5)'),
+    (
+        '{"column": "total_amount", "min": "0; CREATE TABLE pwned (a int)"}',
+        'invalid input syntax for type numeric: "0; CREATE TABLE pwned (a int)"',
+    ),
+    (
+        '{"column": "total_amount\\"; CREATE TABLE pwned (a int); --", "min": 0}',
+        "does not exist in table",
+    ),
+    (
+        '{"column": "total_amount", "min": 0, "sql": "CREATE TABLE pwned (a int)"}',
+        "range_check accepts only the keys column, min, max and expression",
+    ),
+    ('{"column": "total_amount", "max": {"nested": 1}}', 'range_check needs "column" and a scalar'),
+]
+
+
+def test_validate_range_check_injection_attempts(conn):
     order(conn, 1, 1)
-    with pytest.raises(psycopg.Error) as exc:
-        validate(conn, "erp_orders", f'{{"range_check": {range_check}}}')
-    assert message in exc.value.diag.message_primary
-    assert no_pwned(conn)
+    for range_check, message in VALIDATE_RANGE_CHECK_INJECTION_ATTEMPTS_CASES:
+        with pytest.raises(psycopg.Error) as exc:
+            validate(conn, "erp_orders", f'{{"range_check": {range_check}}}')
+        assert message in exc.value.diag.message_primary, range_check
+        assert no_pwned(conn)

@@ -199,6 +199,6 @@ def _audit_rejection(conn: psycopg.Connection, spec: RuleSpec, reason: str, ms: 
     # A role that may not write the audit log still gets the rejection reason.
     with contextlib.suppress(psycopg.Error):
         conn.execute(
-            "SELECT record_audit('dq.add_rule', %s::jsonb, NULL, 'error', %s, %s)",
+            "SELECT record_audit('dq.add_rule', %s::jsonb, NULL, 'error', %s::numeric, %s)",
             (json.dumps(spec.arguments(), default=str), round(ms, 3), reason),
         )
