@@ -128,7 +128,8 @@ CREATE TYPE dq_compiled_rule AS (
 -- Name resolution
 ------------------------------------------------------------------------------------------------------
 
--- A table named by a rule: 'name' (schema public) or 'schema.name', never a system schema.
+-- A table named by a rule: 'name' (schema public) or 'schema.name', never a system schema; a table,
+-- partitioned table, materialized view, or a view owned by the engine's owner.
 CREATE FUNCTION dq_resolve_table(p_table_name text)
 RETURNS regclass
 LANGUAGE plpgsql
@@ -140,6 +141,8 @@ DECLARE
     v_schema text;
     v_table text;
     v_oid oid;
+    v_kind "char";
+    v_owner oid;
 BEGIN
     IF p_table_name IS NULL OR btrim(p_table_name) = '' THEN
         RAISE EXCEPTION 'a table name is required' USING ERRCODE = 'invalid_parameter_value';
@@ -164,11 +167,18 @@ BEGIN
         RAISE EXCEPTION 'table "%": data-quality rules cannot read system schemas', p_table_name
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    SELECT c.oid INTO v_oid
+    SELECT c.oid, c.relkind, c.relowner INTO v_oid, v_kind, v_owner
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = v_schema AND c.relname = v_table AND c.relkind IN ('r', 'p', 'v', 'm', 'f');
+    WHERE n.nspname = v_schema AND c.relname = v_table AND c.relkind IN ('r', 'p', 'v', 'm');
     IF v_oid IS NULL THEN
         RAISE EXCEPTION 'table "%" does not exist', p_table_name USING ERRCODE = 'undefined_table';
+    END IF;
+    -- Reading a view runs the functions it calls as the reader, who is the engine's owner inside
+    -- dq_run (SECURITY DEFINER); so only views of that same owner are trusted. Tables and
+    -- materialized views run no code when read.
+    IF v_kind = 'v' AND v_owner <> (SELECT c.relowner FROM pg_class c WHERE c.oid = 'dq_rule_definitions'::regclass) THEN
+        RAISE EXCEPTION 'view "%" is not owned by the owner of the DQ engine; check its underlying tables instead',
+            p_table_name USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN v_oid::regclass;
 END;
@@ -685,6 +695,17 @@ AS $$
 DECLARE
     c dq_compiled_rule;
 BEGIN
+    -- Switching a rule off must work even when it no longer compiles (its table was dropped, say);
+    -- it is validated again when switched back on, and at every run in any case.
+    IF TG_OP = 'UPDATE' AND NOT NEW.is_active
+       AND (NEW.table_name, NEW.rule_type, NEW.rule_expression, NEW.column_name, NEW.operator, NEW.value,
+            NEW.reference_table, NEW.reference_column, NEW.max_age)
+           IS NOT DISTINCT FROM
+           (OLD.table_name, OLD.rule_type, OLD.rule_expression, OLD.column_name, OLD.operator, OLD.value,
+            OLD.reference_table, OLD.reference_column, OLD.max_age) THEN
+        NEW.updated_at := clock_timestamp();
+        RETURN NEW;
+    END IF;
     BEGIN
         c := dq_compile_rule(NEW);
     EXCEPTION WHEN OTHERS THEN

@@ -354,6 +354,37 @@ def test_invalid_rules_are_rejected_with_a_reason(conn):
         assert conn.execute("SELECT count(*) AS n FROM dq_rule_definitions").fetchone()["n"] == 4
 
 
+def test_views_are_trusted_only_when_owned_by_the_engine_owner(conn):
+    conn.execute("CREATE VIEW own_view AS SELECT customer_id, email FROM crm_customers")
+    assert add_rule(conn, "own_view_email", "own_view", "completeness", column="email")["rule_id"] > 0
+    conn.execute("CREATE ROLE dq_someone NOLOGIN")
+    try:
+        conn.execute("CREATE VIEW their_view AS SELECT customer_id FROM crm_customers")
+        conn.execute("ALTER VIEW their_view OWNER TO dq_someone")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="is not owned by the owner of the DQ"):
+            add_rule(conn, "their_view_id", "their_view", "completeness", column="customer_id")
+    finally:
+        conn.execute("DROP VIEW IF EXISTS their_view")
+        conn.execute("DROP ROLE dq_someone")
+
+
+def test_a_broken_rule_can_be_switched_off(conn):
+    conn.execute("CREATE TABLE scratch (a int)")
+    add_rule(conn, "scratch_a", "scratch", "completeness", column="a")
+    conn.execute("DROP TABLE scratch")
+    conn.execute("UPDATE dq_rule_definitions SET is_active = false WHERE rule_name = 'scratch_a'")
+    assert "scratch_a" not in run(conn)
+    with pytest.raises(psycopg.errors.UndefinedTable, match='rejected: table "scratch" does not exist'):
+        conn.execute("UPDATE dq_rule_definitions SET is_active = true WHERE rule_name = 'scratch_a'")
+    # Switching off does not let a new definition in unchecked.
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute(
+            "UPDATE dq_rule_definitions SET is_active = false, table_name = 'crm_customers',"
+            " column_name = NULL, rule_expression = %s WHERE rule_name = 'scratch_a'",
+            (INJECTION,),
+        )
+
+
 # ----------------------------------------------------------------------------------------------------
 # The engine
 # ----------------------------------------------------------------------------------------------------
