@@ -12,7 +12,8 @@
 -- Expression grammar (what dq_compile_expression accepts; anything else is rejected):
 --   expression  := one boolean SQL expression over the columns of the rule's table
 --   identifiers := a column of that table, bare (case-folded) or "double quoted"; never followed by "("
---   literals    := 'strings' (doubled '' inside), numbers (12, 1.5, .5, 1e3); typed literals
+--   literals    := 'strings' (doubled '' inside), E'strings' with only \\ and \' escapes (the form
+--                  quote_literal gives text holding a backslash), numbers (12, 1.5, .5, 1e3); typed literals
 --                  INTERVAL '7 days', DATE '2024-01-01', TIMESTAMPTZ '...'
 --   keywords    := AND OR NOT IS NULL TRUE FALSE UNKNOWN ISNULL NOTNULL IN BETWEEN SYMMETRIC LIKE ILIKE
 --                  ESCAPE DISTINCT FROM CASE WHEN THEN ELSE END CURRENT_DATE CURRENT_TIMESTAMP
@@ -163,7 +164,7 @@ BEGIN
         RAISE EXCEPTION 'table "%" does not exist (use name or schema.name)', p_table_name
             USING ERRCODE = 'undefined_table';
     END IF;
-    IF v_schema IN ('pg_catalog', 'information_schema', 'pg_toast') OR v_schema LIKE 'pg\_temp%' THEN
+    IF v_schema IN ('pg_catalog', 'information_schema', 'pg_toast') OR left(v_schema, 7) = 'pg_temp' THEN
         RAISE EXCEPTION 'table "%": data-quality rules cannot read system schemas', p_table_name
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -228,7 +229,9 @@ $$;
 
 -- Tokenises p_expression against the allow-list (grammar in the file header) and returns it re-emitted
 -- from its tokens: the returned text, not the input, is what ever reaches a query. Raises
--- invalid_parameter_value (or undefined_column) with the reason and position on rejection.
+-- invalid_parameter_value (or undefined_column) with the reason and position on rejection. Its own
+-- literals hold no backslash (chr(92), [.], [[:space:]] instead), so it reads the same whatever the
+-- session's standard_conforming_strings; its output is safe under either setting too (quote_literal).
 CREATE FUNCTION dq_compile_expression(p_rel regclass, p_expression text)
 RETURNS text
 LANGUAGE plpgsql
@@ -266,6 +269,8 @@ DECLARE
     v_depth     integer := 0;
     v_out       text := '';
     v_col       name;
+    v_i         integer;
+    v_ch        text;
 BEGIN
     IF p_expression IS NULL OR btrim(p_expression) = '' THEN
         RAISE EXCEPTION 'the rule expression is empty' USING ERRCODE = 'invalid_parameter_value';
@@ -277,10 +282,10 @@ BEGIN
 
     WHILE v_pos <= v_len LOOP
         v_rest := substr(p_expression, v_pos);
-        IF v_rest ~ '^\s' THEN
-            v_pos := v_pos + length((regexp_match(v_rest, '^\s+'))[1]);
+        IF v_rest ~ '^[[:space:]]' THEN
+            v_pos := v_pos + length((regexp_match(v_rest, '^[[:space:]]+'))[1]);
             CONTINUE;
-        ELSIF v_rest ~ '^(--|/\*)' THEN
+        ELSIF v_rest ~ '^(--|/[*])' THEN
             RAISE EXCEPTION 'comments are not allowed in a rule expression (position %)', v_pos
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF left(v_rest, 1) = ';' THEN
@@ -302,6 +307,40 @@ BEGIN
             v_pos := v_pos + length(v_m[1]) + 2;
             v_emit := quote_literal(replace(v_m[1], '''''', ''''));
             v_kind := 'literal';
+        ELSIF v_rest ~ '^[Ee]''' THEN
+            -- E'...' is what quote_literal emits for text holding a backslash, so the canonical form
+            -- must read back; only the escapes it uses (a doubled backslash, backslash-quote) are taken.
+            IF v_prev_kind IN ('column', 'literal', 'number') THEN
+                RAISE EXCEPTION 'a string literal cannot follow % (position %)', v_prev, v_pos
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            v_i := 3;
+            v_tok := '';
+            LOOP
+                v_ch := substr(v_rest, v_i, 1);
+                IF v_ch = '' THEN
+                    RAISE EXCEPTION 'unterminated string literal at position %', v_pos
+                        USING ERRCODE = 'invalid_parameter_value';
+                ELSIF v_ch = chr(92) THEN
+                    IF substr(v_rest, v_i + 1, 1) NOT IN (chr(92), '''') THEN
+                        RAISE EXCEPTION 'E''...'' strings may only escape a backslash or a quote (position %)', v_pos + v_i - 1
+                            USING ERRCODE = 'invalid_parameter_value';
+                    END IF;
+                    v_tok := v_tok || substr(v_rest, v_i + 1, 1);
+                    v_i := v_i + 2;
+                ELSIF v_ch = '''' AND substr(v_rest, v_i + 1, 1) = '''' THEN
+                    v_tok := v_tok || '''';
+                    v_i := v_i + 2;
+                ELSIF v_ch = '''' THEN
+                    EXIT;
+                ELSE
+                    v_tok := v_tok || v_ch;
+                    v_i := v_i + 1;
+                END IF;
+            END LOOP;
+            v_pos := v_pos + v_i;
+            v_emit := quote_literal(v_tok);
+            v_kind := 'literal';
         ELSIF left(v_rest, 1) = '"' THEN
             v_m := regexp_match(v_rest, '^"((?:[^"]|"")+)"');
             IF v_m IS NULL THEN
@@ -318,8 +357,8 @@ BEGIN
             v_pos := v_pos + length(v_m[1]) + 2;
             v_emit := format('%I', v_col);
             v_kind := 'column';
-        ELSIF v_rest ~ '^\.?[0-9]' THEN
-            v_tok := (regexp_match(v_rest, '^((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)'))[1];
+        ELSIF v_rest ~ '^[.]?[0-9]' THEN
+            v_tok := (regexp_match(v_rest, '^((?:[0-9]+(?:[.][0-9]*)?|[.][0-9]+)(?:[eE][+-]?[0-9]+)?)'))[1];
             IF substr(v_rest, length(v_tok) + 1, 1) ~ '^[A-Za-z_.0-9]' THEN
                 RAISE EXCEPTION 'malformed number at position %', v_pos USING ERRCODE = 'invalid_parameter_value';
             END IF;
@@ -343,7 +382,7 @@ BEGIN
             ELSIF v_tok = ANY (c_keywords) THEN
                 v_emit := upper(v_tok);
                 v_kind := 'keyword';
-            ELSIF v_tok = ANY (c_functions) AND substr(p_expression, v_pos) ~ '^\s*\(' THEN
+            ELSIF v_tok = ANY (c_functions) AND substr(p_expression, v_pos) ~ '^[[:space:]]*[(]' THEN
                 v_emit := v_tok;
                 v_kind := 'function';
             ELSE
@@ -602,7 +641,7 @@ BEGIN
         -- A comma-separated list of column names (bare or "quoted"), nothing else.
         IF coalesce(p_rule.rule_expression, p_rule.column_name) IS NULL
            OR coalesce(p_rule.rule_expression, p_rule.column_name)
-              !~ '^\s*([A-Za-z_][A-Za-z0-9_]*|"([^"]|"")+")\s*(,\s*([A-Za-z_][A-Za-z0-9_]*|"([^"]|"")+")\s*)*$' THEN
+              !~ '^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*|"([^"]|"")+")[[:space:]]*(,[[:space:]]*([A-Za-z_][A-Za-z0-9_]*|"([^"]|"")+")[[:space:]]*)*$' THEN
             RAISE EXCEPTION 'uniqueness rules need a comma-separated list of columns, e.g. ''customer_id'' or ''account_id, batch_id'''
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;

@@ -5,6 +5,7 @@ Every test loads a small known dataset into a fresh database and asserts exact v
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 
 import psycopg
@@ -878,3 +879,126 @@ def test_validate_range_check_injection_attempts(conn):
             validate(conn, "erp_orders", f'{{"range_check": {range_check}}}')
         assert message in exc.value.diag.message_primary, range_check
         assert no_pwned(conn)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Property: the validator either rejects with a validation error, or returns a canonical form that it
+# maps to itself and that runs inside the real check query. Expressions come from a small grammar of
+# allowed constructs, with hostile tokens spliced in at random places.
+# ----------------------------------------------------------------------------------------------------
+
+HOSTILE = [
+    ";",
+    "--",
+    "/*",
+    "SELECT",
+    "pg_sleep(1)",
+    '"pg_sleep"(1)',
+    "$1",
+    "$$",
+    "current_user",
+    ".",
+    "[",
+    "'",
+    '"',
+]
+
+
+def expressions():
+    from hypothesis import strategies as st
+
+    ws = st.sampled_from(["", " ", "  ", "\n"])
+    column = st.sampled_from(
+        ["email", "EMAIL", '"email"', "customer_id", "phone", "created_at", "first_name"]
+    )
+    literal = st.sampled_from(
+        ["'a'", "'it''s'", "'x\\'", "E'y\\\\'", "1", "2.5", ".5", "1e3", "NULL", "TRUE"]
+    )
+    operand = st.deferred(
+        lambda: (
+            column
+            | literal
+            | st.builds(
+                lambda f, o: f"{f}({o})", st.sampled_from(["lower", "upper", "length", "btrim"]), operand
+            )
+            | st.builds(lambda o, t: f"{o}::{t}", column, st.sampled_from(["text", "date", "numeric"]))
+            | st.builds(lambda a, b: f"coalesce({a}, {b})", operand, operand)
+        )
+    )
+    comparison = (
+        st.builds(
+            lambda a, op, b, w: f"{a}{w}{op}{w}{b}",
+            operand,
+            st.sampled_from(["=", "<>", "<", ">=", "~", "LIKE"]),
+            operand,
+            ws,
+        )  # fmt: skip
+        | st.builds(lambda a, n: f"{a} IS {n}NULL", operand, st.sampled_from(["", "NOT "]))
+        | st.builds(
+            lambda a, xs: f"{a} IN ({', '.join(xs)})", operand, st.lists(literal, min_size=1, max_size=3)
+        )
+        | st.builds(lambda a, lo, hi: f"{a} BETWEEN {lo} AND {hi}", operand, literal, literal)
+        | st.just("created_at > now() - INTERVAL '1 day'")
+    )
+    expr = st.recursive(
+        comparison,
+        lambda inner: (
+            st.builds(lambda a, op, b: f"{a} {op} {b}", inner, st.sampled_from(["AND", "or"]), inner)
+            | st.builds(lambda a: f"NOT ({a})", inner)
+            | st.builds(lambda a: f"({a})", inner)
+        ),
+        max_leaves=5,
+    )
+
+    def splice(text_and_choice):
+        text, (where, token) = text_and_choice
+        if token is None:
+            return text
+        at = int(where * len(text))
+        return text[:at] + token + text[at:]
+
+    hostile = st.one_of(st.just((0.0, None)), st.tuples(st.floats(0, 1), st.sampled_from(HOSTILE)))
+    return st.tuples(expr, hostile).map(splice)
+
+
+def check_expression(conn, expression):
+    """The property, for one expression; returns whether it was accepted."""
+    try:
+        canonical = conn.execute(
+            "SELECT dq_validated_predicate('crm_customers', %s) AS p", (expression,)
+        ).fetchone()["p"]
+    except psycopg.Error as exc:
+        assert exc.sqlstate in ("22023", "42703"), (expression, exc.sqlstate, str(exc))
+        return False
+    again = conn.execute("SELECT dq_validated_predicate('crm_customers', %s) AS p", (canonical,)).fetchone()[
+        "p"
+    ]
+    assert again == canonical, expression
+    pass_sql = conn.execute(
+        "SELECT dq_predicate_pass_sql('crm_customers', ARRAY[%s]) AS q", (canonical,)
+    ).fetchone()["q"]
+    # Run it for real ($1 is the deadline). A data error (e.g. email::date meeting a real email) is fine;
+    # a structural one is not.
+    conn.execute(f"PREPARE t_probe(timestamptz) AS {pass_sql}")
+    try:
+        with contextlib.suppress(psycopg.DataError):
+            conn.execute("EXECUTE t_probe('infinity')")
+    finally:
+        conn.execute("DEALLOCATE t_probe")
+    return True
+
+
+def test_validator_is_idempotent_or_rejects(conn):
+    from hypothesis import HealthCheck, given, settings
+
+    customers(conn, 3, null_every=2)
+    accepted = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(expressions())
+    def check(expression):
+        accepted.append(check_expression(conn, expression))
+
+    check()
+    assert any(accepted) and not all(accepted)
+    assert no_pwned(conn)
