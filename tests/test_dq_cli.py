@@ -77,11 +77,20 @@ def test_run_exits_1_when_an_error_or_critical_rule_fails(cli, conn):
     assert json.loads(warn_only.stdout)["results"][0]["status"] == "fail"
 
 
-def test_run_unknown_table_is_one_sentence(cli):
+def test_run_unknown_table_is_one_sentence(cli, conn):
     result = cli("dq", "run", "--table", "nosuch")
     assert result.exit_code == 1
     assert result.stderr.strip() == ('error: DQ run failed: no active DQ rule matches table "nosuch".')
     assert "Traceback" not in result.output
+    audit = conn.execute("SELECT action, status, arguments, reason FROM ops_audit_log").fetchall()
+    assert audit == [
+        {
+            "action": "dq.run",
+            "status": "error",
+            "arguments": {"table": "nosuch", "rule": None, "timeout_ms": None},
+            "reason": 'DQ run failed: no active DQ rule matches table "nosuch".',
+        }
+    ]
 
 
 def test_add_structured_and_expression_rules_then_run(cli, conn):

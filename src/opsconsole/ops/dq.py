@@ -79,6 +79,7 @@ def run_checks(
     timeout_ms: int | None = None,
 ) -> RunReport:
     """Run the active DQ rules (or one table's, or one named rule) as one run; return its report."""
+    started = time.perf_counter()
     try:
         with conn.cursor(row_factory=dict_row) as cur:
             results = cur.execute("SELECT * FROM dq_run(%s, %s, %s)", (table, rule, timeout_ms)).fetchall()
@@ -91,7 +92,11 @@ def run_checks(
                     (run_id,),
                 ).fetchone()
     except psycopg.Error as exc:
-        raise _problem(exc, "DQ run failed: ") from None
+        problem = _problem(exc, "DQ run failed: ")
+        _audit_failure(
+            conn, "dq.run", {"table": table, "rule": rule, "timeout_ms": timeout_ms}, problem.message, started
+        )
+        raise problem from None
     if summary is None:
         return RunReport(run_id=None, status="passed", results=[])
     return RunReport(run_id=run_id, results=results, **summary)
@@ -188,17 +193,20 @@ def add_rule(conn: psycopg.Connection, spec: RuleSpec) -> dict[str, Any]:
         reason = (exc.diag.message_primary or str(exc).splitlines()[0]).rstrip(".")
         if not reason.startswith("DQ rule"):
             reason = f'DQ rule "{spec.rule_name}" rejected: {reason}'
-        _audit_rejection(conn, spec, reason, (time.perf_counter() - started) * 1000)
+        _audit_failure(conn, "dq.add_rule", spec.arguments(), reason, started)
         raise RuleRejected(f"{reason}.") from None
 
 
-def _audit_rejection(conn: psycopg.Connection, spec: RuleSpec, reason: str, ms: float) -> None:
-    """A refused rule change leaves an audit row too (the SQL one rolled back with the insert)."""
+def _audit_failure(
+    conn: psycopg.Connection, action: str, arguments: dict, reason: str, started: float
+) -> None:
+    """A refused action leaves an audit row too (the SQL one rolled back with the action)."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         return
-    # A role that may not write the audit log still gets the rejection reason.
+    ms = (time.perf_counter() - started) * 1000
+    # A role that may not write the audit log still gets the reason.
     with contextlib.suppress(psycopg.Error):
         conn.execute(
-            "SELECT record_audit('dq.add_rule', %s::jsonb, NULL, 'error', %s::numeric, %s)",
-            (json.dumps(spec.arguments(), default=str), round(ms, 3), reason),
+            "SELECT record_audit(%s, %s::jsonb, NULL, 'error', %s::numeric, %s)",
+            (action, json.dumps(arguments, default=str), round(ms, 3), reason),
         )
