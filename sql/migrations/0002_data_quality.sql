@@ -543,16 +543,21 @@ BEGIN
         WHEN 'regex'    THEN RETURN format('%I ~ %L', v_col, p_value #>> '{}');
         WHEN 'iregex'   THEN RETURN format('%I ~* %L', v_col, p_value #>> '{}');
         WHEN 'between' THEN
-            IF jsonb_typeof(p_value) IS DISTINCT FROM 'array' OR jsonb_array_length(p_value) <> 2
-               OR jsonb_typeof(p_value -> 0) IN ('object', 'array', 'null')
-               OR jsonb_typeof(p_value -> 1) IN ('object', 'array', 'null') THEN
+            -- CASE, not OR: jsonb_array_length() raises on a non-array and OR has no evaluation order.
+            IF (CASE WHEN jsonb_typeof(p_value) = 'array'
+                     THEN jsonb_array_length(p_value) <> 2
+                          OR jsonb_typeof(p_value -> 0) IN ('object', 'array', 'null')
+                          OR jsonb_typeof(p_value -> 1) IN ('object', 'array', 'null')
+                     ELSE true END) THEN
                 RAISE EXCEPTION 'operator between needs a value [min, max]' USING ERRCODE = 'invalid_parameter_value';
             END IF;
             RETURN format('%I BETWEEN %L AND %L', v_col, p_value ->> 0, p_value ->> 1);
         WHEN 'in', 'not_in' THEN
-            IF jsonb_typeof(p_value) IS DISTINCT FROM 'array' OR jsonb_array_length(p_value) = 0
-               OR EXISTS (SELECT 1 FROM jsonb_array_elements(p_value) e(v)
-                          WHERE jsonb_typeof(e.v) IN ('object', 'array', 'null')) THEN
+            IF (CASE WHEN jsonb_typeof(p_value) = 'array'
+                     THEN jsonb_array_length(p_value) = 0
+                          OR EXISTS (SELECT 1 FROM jsonb_array_elements(p_value) e(v)
+                                     WHERE jsonb_typeof(e.v) IN ('object', 'array', 'null'))
+                     ELSE true END) THEN
                 RAISE EXCEPTION 'operator % needs a non-empty array of scalar values', p_operator
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
@@ -1279,8 +1284,11 @@ BEGIN
         WHEN 'not_null_check', 'unique_check' THEN
             IF jsonb_typeof(v_rule.value) = 'string' THEN
                 v_cols := ARRAY[dq_require_column(v_rel, v_rule.value #>> '{}')];
-            ELSIF jsonb_typeof(v_rule.value) = 'array' AND jsonb_array_length(v_rule.value) > 0
-                  AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_rule.value) e(v) WHERE jsonb_typeof(e.v) <> 'string') THEN
+            ELSIF (CASE WHEN jsonb_typeof(v_rule.value) = 'array'
+                        THEN jsonb_array_length(v_rule.value) > 0
+                             AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_rule.value) e(v)
+                                             WHERE jsonb_typeof(e.v) <> 'string')
+                        ELSE false END) THEN
                 v_cols := ARRAY(SELECT dq_require_column(v_rel, e.v) FROM jsonb_array_elements_text(v_rule.value)
                                 WITH ORDINALITY AS e(v, i) ORDER BY e.i);
             ELSE

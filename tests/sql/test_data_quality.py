@@ -310,6 +310,26 @@ INVALID_RULES_ARE_REJECTED_WITH_A_REASON_CASES = [
         'invalid input syntax for type numeric: "abc"',
     ),
     (
+        {
+            "table": "erp_orders",
+            "rule_type": "validity",
+            "column": "total_amount",
+            "operator": "between",
+            "value": "5",
+        },
+        "operator between needs a value [min, max]",
+    ),
+    (
+        {
+            "table": "erp_orders",
+            "rule_type": "validity",
+            "column": "status",
+            "operator": "in",
+            "value": '"a"',
+        },
+        "operator in needs a non-empty array of scalar values",
+    ),
+    (
         {"table": "erp_orders", "rule_type": "freshness", "column": "customer_id", "max_age": "1 day"},
         'freshness column "customer_id" is bigint, not a timestamp or date',
     ),
@@ -832,6 +852,12 @@ VALIDATE_UNKNOWN_TABLE_OR_COLUMN_IS_A_CLEAR_ERROR_CASES = [
         '{"not_null_check": 5}',
         psycopg.errors.InvalidParameterValue,
         "not_null_check takes a column name or an array of column names",
+    ),
+    (
+        "crm_customers",
+        '{"unique_check": {"a": 1}}',
+        psycopg.errors.InvalidParameterValue,
+        "unique_check takes a column name or an array of column names",
     ),
     (
         "crm_customers",
