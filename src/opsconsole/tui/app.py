@@ -56,7 +56,7 @@ class OpsConsoleApp(App):
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("p", "toggle_pause", "Pause"),
         Binding("plus,equals_sign", "faster", "Interval", key_display="+/-"),
-        Binding("minus", "slower", "Slower", show=False),
+        Binding("minus", "slower", "Refresh less often", show=False, key_display="-"),
         Binding("x", "cancel_job", "Cancel action"),
         Binding("q", "quit", "Quit"),
     ]
@@ -228,8 +228,9 @@ class OpsConsoleApp(App):
             assert isinstance(binding, Binding)
             if binding.action.startswith("show_pane"):
                 continue
-            rows.append(("everywhere", binding.key_display or binding.key, binding.description, ""))
-        rows.append(("everywhere", "minus", "Refresh less often", ""))
+            what = "Refresh more often" if binding.action == "faster" else binding.description
+            key = "+" if binding.action == "faster" else binding.key_display or binding.key
+            rows.append(("everywhere", key, what, ""))
         rows.append(("everywhere", "1-6", "Switch pane (or click the tab)", ""))
         rows.append(("everywhere", "ctrl+p", "Command palette: every action, theme, pane", ""))
         for pane in PANES:

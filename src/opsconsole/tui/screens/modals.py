@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rich import box
 from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, OptionList, Static
+from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 
@@ -151,17 +154,22 @@ class HelpScreen(ModalScreen[None]):
         self.rows = rows
 
     def compose(self) -> ComposeResult:
+        table = Table(box=box.SIMPLE_HEAD, expand=True, show_edge=False, pad_edge=False)
+        table.add_column("where", no_wrap=True, style="dim")
+        table.add_column("key", no_wrap=True, style="bold")
+        table.add_column("what", overflow="fold")
+        table.add_column("state", overflow="fold")
+        for where, key, what, state in self.rows:
+            table.add_row(
+                where, key, what, Text(state, style="dim" if state.startswith("unavailable") else "")
+            )
         with Vertical(classes="dialog help"):
             yield Label("[b]Keys and actions[/]  [dim](Esc closes; ctrl+p opens the command palette)[/]")
-            table: DataTable = DataTable(id="help-table", cursor_type="row", zebra_stripes=True)
-            yield table
+            with VerticalScroll(id="help-body"):
+                yield Static(table, id="help-table")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("where", "key", "what", "state")
-        for where, key, what, state in self.rows:
-            table.add_row(where, key, what, state)
-        table.focus()
+        self.query_one("#help-body").focus()
 
     def action_close(self) -> None:
         self.dismiss(None)
