@@ -57,6 +57,24 @@ async def open_pane(app: OpsConsoleApp, pilot, pane: str) -> None:
     for widget in app.screen.query("Input"):
         widget.cursor_blink = False  # type: ignore[attr-defined]
     await pilot.pause(0.1)
+    await settle_tables(app, pilot)
+
+
+async def settle_tables(app: OpsConsoleApp, pilot) -> None:
+    """Wait until every table has measured its new cells (DataTable does it when idle, so under load a
+    picture taken too early shows the column widths of before)."""
+    from textual.widgets import DataTable
+
+    for _ in range(100):
+        pending = [
+            t
+            for t in app.screen.query(DataTable)
+            if t._require_update_dimensions or t._updated_cells  # noqa: SLF001 - no public flag for this
+        ]
+        if not pending:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.05)
 
 
 async def shoot(

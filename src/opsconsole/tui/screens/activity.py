@@ -19,14 +19,14 @@ from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 LIMIT = 200
 
 COLUMNS = [
-    ("when", "when"),
-    ("ago", "ago"),
-    ("actor", "who"),
-    ("action", "action"),
-    ("scope", "scope"),
-    ("status", "status"),
-    ("result", "result"),
-    ("ms", "ms"),
+    ("when", "when", 8),
+    ("ago", "ago", 8),
+    ("actor", "who", 10),
+    ("action", "action", 20),
+    ("scope", "scope", 18),
+    ("status", "status", 9),
+    ("result", "result", 18),
+    ("ms", "ms", 6),
 ]
 
 

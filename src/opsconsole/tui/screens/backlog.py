@@ -28,17 +28,22 @@ from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 LIMIT = 500
 
 ROW_COLUMNS = [
-    ("sel", " "),
-    ("id", "id"),
-    ("status", "status"),
-    ("code", "error code"),
-    ("error", "error"),
-    ("retries", "tries"),
-    ("next", "next try"),
-    ("batch", "batch"),
-    ("txn", "txn id"),
+    ("sel", " ", 1),
+    ("id", "id", 6),
+    ("status", "status", 11),
+    ("code", "error code", 16),
+    ("error", "error", 24),
+    ("retries", "tries", 5),
+    ("next", "next try", 9),
+    ("batch", "batch", 10),
+    ("txn", "txn id", 10),
 ]
-CODE_COLUMNS = [("code", "error code"), ("failed", "failed"), ("dead", "dead"), ("due", "next due")]
+CODE_COLUMNS = [
+    ("code", "error code", 18),
+    ("failed", "failed", 6),
+    ("dead", "dead", 5),
+    ("due", "next due", 9),
+]
 
 
 @dataclass

@@ -32,14 +32,14 @@ from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 LIMIT = 50
 DEBOUNCE_S = 0.2
 COLUMNS = [
-    ("id", "id"),
-    ("name", "name"),
-    ("email", "email"),
-    ("phone", "phone"),
-    ("match", "match"),
-    ("orders", "orders"),
-    ("ltv", "LTV"),
-    ("segment", "segment"),
+    ("id", "id", 6),
+    ("name", "name", 18),
+    ("email", "email", 26),
+    ("phone", "phone", 13),
+    ("match", "match", 6),
+    ("orders", "orders", 6),
+    ("ltv", "LTV", 10),
+    ("segment", "segment", 12),
 ]
 NAME_KEYS = ("first_name", "last_name")
 

@@ -30,16 +30,16 @@ SLA_MAX_BREACH_PCT = 5.0
 MINUTES = 60
 
 COLUMNS = [
-    ("minute", "minute"),
-    ("total", "total"),
-    ("processed", "processed"),
-    ("failed", "failed"),
-    ("pending", "pending"),
-    ("dead", "dead letter"),
-    ("avg", "avg ms"),
-    ("p95", "p95 ms"),
-    ("max", "max ms"),
-    ("sla", "SLA breach"),
+    ("minute", "minute", 6),
+    ("total", "total", 7),
+    ("processed", "processed", 9),
+    ("failed", "failed", 6),
+    ("pending", "pending", 7),
+    ("dead", "dead letter", 11),
+    ("avg", "avg ms", 9),
+    ("p95", "p95 ms", 9),
+    ("max", "max ms", 9),
+    ("sla", "SLA breach", 10),
 ]
 
 

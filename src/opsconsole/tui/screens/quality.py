@@ -20,14 +20,14 @@ from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
 COLUMNS = [
-    ("status", "status"),
-    ("rule", "rule"),
-    ("table", "table"),
-    ("score", "score"),
-    ("threshold", "threshold"),
-    ("severity", "severity"),
-    ("trend", "trend"),
-    ("last", "last run"),
+    ("status", "status", 9),
+    ("rule", "rule", 26),
+    ("table", "table", 18),
+    ("score", "score", 7),
+    ("threshold", "threshold", 9),
+    ("severity", "severity", 8),
+    ("trend", "trend", 10),
+    ("last", "last run", 9),
 ]
 FAILING = ("fail", "error")
 SEVERITY_TONE = {"critical": "error", "error": "error", "warning": "warning", "info": "foreground"}
@@ -87,8 +87,8 @@ class QualityScreen(PaneScreen):
                     r["rule_name"],
                     (
                         styled(app, status.upper() if r["status"] else status, tone, bold=tone == "error"),
-                        plain(r["rule_name"] + ("" if r["is_active"] else " (inactive)"), 30),
-                        plain(r["table_name"], 22),
+                        plain(r["rule_name"] + ("" if r["is_active"] else " (inactive)"), 26),
+                        plain(r["table_name"], 18),
                         Text(score_text(r["score"]), justify="right"),
                         Text(score_text(r["threshold_value"]), justify="right"),
                         styled(

@@ -26,15 +26,19 @@ class KeyedTable(DataTable):
     KeyedTable { height: 1fr; }
     """
 
-    def __init__(self, columns: Sequence[tuple[str, str]], **kwargs: Any):
+    def __init__(self, columns: Sequence[tuple[str, str] | tuple[str, str, int]], **kwargs: Any):
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("zebra_stripes", True)
         super().__init__(**kwargs)
         self._column_spec = list(columns)
 
     def on_mount(self) -> None:
-        for key, label in self._column_spec:
-            self.add_column(label, key=key)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Columns with a width keep it (the layout does not jump as values change); others size to fit."""
+        for key, label, *width in self._column_spec:
+            self.add_column(label, key=key, width=width[0] if width else None)
 
     @property
     def cursor_key(self) -> str | None:
@@ -52,9 +56,8 @@ class KeyedTable(DataTable):
     def sync(self, rows: Iterable[tuple[str, Sequence[Any]]]) -> None:
         rows = list(rows)
         if not self.columns:  # called before mount: add the columns now
-            for key, label in self._column_spec:
-                self.add_column(label, key=key)
-        column_keys = [key for key, _ in self._column_spec]
+            self._add_columns()
+        column_keys = [spec[0] for spec in self._column_spec]
         keep = self.cursor_key
         wanted = [key for key, _ in rows]
         wanted_set = set(wanted)
@@ -90,7 +93,9 @@ class KeyedTable(DataTable):
 _WITH_ENTER: dict[str, type[KeyedTable]] = {}
 
 
-def keyed_table(columns: Sequence[tuple[str, str]], enter: str | None = None, **kwargs: Any) -> KeyedTable:
+def keyed_table(
+    columns: Sequence[tuple[str, str] | tuple[str, str, int]], enter: str | None = None, **kwargs: Any
+) -> KeyedTable:
     """A KeyedTable whose Enter key shows in the footer as `enter` (what Enter does on that pane)."""
     if enter is None:
         return KeyedTable(columns, **kwargs)
