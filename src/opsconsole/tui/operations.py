@@ -57,7 +57,9 @@ AFFECTS: dict[str, set[str]] = {
 
 
 def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
+    if n == 1:
+        return f"{n:,} {word}"
+    return f"{n:,} {word}" + ("es" if word.endswith(("ch", "sh", "s", "x")) else "s")
 
 
 class Operations:
