@@ -350,8 +350,9 @@ AS $$
             FROM pg_constraint c
             WHERE c.conrelid = p_relid AND c.contype IN ('p', 'u', 'c', 'f', 'x')), '{}'::jsonb),
         'indexes', coalesce((
-            SELECT jsonb_object_agg(ic.relname, jsonb_build_object(
-                       'unique', i.indisunique, 'definition', pg_get_indexdef(i.indexrelid)))
+            SELECT jsonb_object_agg(ic.relname, jsonb_build_object(   -- from USING on: survives a table rename
+                       'unique', i.indisunique,
+                       'definition', substring(pg_get_indexdef(i.indexrelid) FROM ' (USING .*)$')))
             FROM pg_index i
             JOIN pg_class ic ON ic.oid = i.indexrelid
             WHERE i.indrelid = p_relid
@@ -517,9 +518,11 @@ BEGIN
                                                              'after', v_new -> 'view'));
     END IF;
 
-    -- Schema changes share one new version; partition changes keep the current one.
+    -- Schema changes share one new version (a renamed table continues its old name's numbering);
+    -- partition changes keep the current one.
     IF jsonb_array_length(v_changes) > 0 THEN
-        v_version := schema_evolution_version(v_schema, v_table) + 1;
+        v_version := greatest(schema_evolution_version(v_schema, v_table),
+                              schema_evolution_version(v_old.schema_name, v_old.table_name)) + 1;
         FOR r IN SELECT e.value AS ch FROM jsonb_array_elements(v_changes) e LOOP
             PERFORM schema_evolution_record(v_schema, v_table, v_version, r.ch ->> 'type',
                                             (r.ch ->> 'compatible')::boolean, r.ch ->> 'object', p_tag,

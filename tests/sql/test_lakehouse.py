@@ -246,3 +246,148 @@ def test_concurrent_updates_keep_chains_gap_free_and_non_overlapping(db_dsn):
         pairs = [(r["customer_id"], r["email"]) for r in current]
         assert pairs == [(r["customer_id"], r["email"]) for r in crm]
         assert [r["version_number"] for r in current] == [committed[cid] + 1 for cid in customers]
+
+
+# --------------------------------------------------------------------------------------------------
+# schema_evolution_log (event triggers installed by 0005)
+# --------------------------------------------------------------------------------------------------
+
+
+def evolution(conn, *tables: str) -> list[tuple]:
+    rows = conn.execute(
+        "SELECT table_name, schema_version, evolution_type, backward_compatible, object_name"
+        " FROM schema_evolution_log WHERE table_name = ANY(%s) ORDER BY evolution_id",
+        (list(tables),),
+    ).fetchall()
+    return [tuple(r.values()) for r in rows]
+
+
+def test_each_kind_of_ddl_is_logged_with_its_compatibility(conn):
+    statements = [
+        "CREATE TABLE evo_t (id int PRIMARY KEY, a text)",
+        "ALTER TABLE evo_t ADD COLUMN b int",
+        "ALTER TABLE evo_t ADD COLUMN c int NOT NULL DEFAULT 0, ADD COLUMN d int",
+        "ALTER TABLE evo_t DROP COLUMN d",
+        "ALTER TABLE evo_t ALTER COLUMN b TYPE bigint",
+        "ALTER TABLE evo_t ALTER COLUMN a SET NOT NULL",
+        "ALTER TABLE evo_t ALTER COLUMN a DROP NOT NULL",
+        "ALTER TABLE evo_t RENAME COLUMN b TO bb",
+        "ALTER TABLE evo_t ADD CONSTRAINT evo_t_c_ck CHECK (c >= 0)",
+        "ALTER TABLE evo_t DROP CONSTRAINT evo_t_c_ck",
+        "ALTER TABLE evo_t DROP CONSTRAINT evo_t_pkey",
+        "CREATE INDEX evo_t_a_idx ON evo_t (a)",
+        "DROP INDEX evo_t_a_idx",
+        "CREATE UNIQUE INDEX evo_t_c_uq ON evo_t (c)",
+        "COMMENT ON TABLE evo_t IS 'no shape change, no row'",
+        "CREATE VIEW evo_v AS SELECT id FROM evo_t",
+        "CREATE OR REPLACE VIEW evo_v AS SELECT id, a FROM evo_t",
+        "CREATE OR REPLACE VIEW evo_v AS SELECT id, a FROM evo_t WHERE id > 0",
+        "CREATE MATERIALIZED VIEW evo_m AS SELECT id FROM evo_t",
+        "REFRESH MATERIALIZED VIEW evo_m",
+        "DROP VIEW evo_v",
+        "DROP MATERIALIZED VIEW evo_m",
+        "ALTER TABLE evo_t RENAME TO evo_t2",
+        "DROP TABLE evo_t2",
+        "CREATE TEMP TABLE evo_tmp (x int)",  # not a platform table
+    ]
+    for s in statements:
+        conn.execute(s)
+    assert evolution(conn, "evo_t", "evo_t2", "evo_v", "evo_m", "evo_tmp") == [
+        ("evo_t", 1, "CREATE_TABLE", True, None),
+        ("evo_t", 2, "ADD_COLUMN", True, "b"),
+        ("evo_t", 3, "ADD_COLUMN", True, "c"),  # NOT NULL with a default
+        ("evo_t", 3, "ADD_COLUMN", True, "d"),  # same statement, same version
+        ("evo_t", 4, "DROP_COLUMN", False, "d"),
+        ("evo_t", 5, "MODIFY_COLUMN", False, "b"),  # type change
+        ("evo_t", 6, "MODIFY_COLUMN", False, "a"),  # SET NOT NULL
+        ("evo_t", 7, "MODIFY_COLUMN", True, "a"),  # DROP NOT NULL
+        ("evo_t", 8, "RENAME_COLUMN", False, "bb"),
+        ("evo_t", 9, "ADD_CONSTRAINT", False, "evo_t_c_ck"),
+        ("evo_t", 10, "DROP_CONSTRAINT", True, "evo_t_c_ck"),  # a CHECK
+        ("evo_t", 11, "DROP_CONSTRAINT", False, "evo_t_pkey"),  # a primary key
+        ("evo_t", 12, "ADD_INDEX", True, "evo_t_a_idx"),
+        ("evo_t", 13, "DROP_INDEX", True, "evo_t_a_idx"),
+        ("evo_t", 14, "ADD_INDEX", False, "evo_t_c_uq"),  # unique: can reject writes
+        ("evo_v", 1, "CREATE_VIEW", True, None),
+        ("evo_v", 2, "ADD_COLUMN", True, "a"),
+        ("evo_v", 3, "MODIFY_VIEW", True, "evo_v"),
+        ("evo_m", 1, "CREATE_MATERIALIZED_VIEW", True, None),
+        ("evo_v", 4, "DROP_VIEW", False, None),
+        ("evo_m", 2, "DROP_MATERIALIZED_VIEW", False, None),
+        ("evo_t2", 15, "RENAME_TABLE", False, "evo_t2"),
+        ("evo_t2", 16, "DROP_TABLE", False, None),
+    ]
+    row = conn.execute(
+        "SELECT ddl_statement, applied_by = session_user AS by_me, command_tag, change_detail"
+        " FROM schema_evolution_log WHERE table_name = 'evo_t' AND schema_version = 5"
+    ).fetchone()
+    assert row["ddl_statement"] == "ALTER TABLE evo_t ALTER COLUMN b TYPE bigint"
+    assert row["by_me"] and row["command_tag"] == "ALTER TABLE"
+    assert (row["change_detail"]["before"]["type"], row["change_detail"]["after"]["type"]) == (
+        "integer",
+        "bigint",
+    )
+
+
+def test_partition_maintenance_is_one_row_per_parent_and_leaves_the_version_alone(conn):
+    conn.execute("CREATE TABLE evo_p (id int, d date NOT NULL) PARTITION BY RANGE (d)")
+    created = conn.execute(
+        "SELECT ensure_partitions('evo_p', interval '3 months', interval '1 month') AS n"
+    ).fetchone()["n"]
+    assert created >= 5  # default + at least four monthly partitions
+    again = conn.execute("SELECT ensure_partitions('evo_p', interval '3 months', interval '1 month') AS n")
+    assert again.fetchone()["n"] == 0
+    conn.execute("ALTER TABLE evo_p ADD COLUMN note text")
+    conn.execute("CREATE TABLE evo_p_x PARTITION OF evo_p FOR VALUES FROM ('1999-01-01') TO ('1999-02-01')")
+    conn.execute("DROP TABLE evo_p_x")
+    conn.execute("ALTER TABLE evo_p DETACH PARTITION evo_p_default")
+    assert evolution(conn, "evo_p") == [
+        ("evo_p", 1, "CREATE_TABLE", True, None),
+        ("evo_p", 1, "PARTITION_MAINTENANCE", True, None),
+        ("evo_p", 2, "ADD_COLUMN", True, "note"),  # once, not once per partition
+        ("evo_p", 2, "ATTACH_PARTITION", True, "public.evo_p_x"),
+        ("evo_p", 2, "DROP_PARTITION", False, "public.evo_p_x"),
+        ("evo_p", 2, "DETACH_PARTITION", False, "public.evo_p_default"),
+    ]
+    detail = conn.execute(
+        "SELECT change_detail FROM schema_evolution_log WHERE evolution_type = 'PARTITION_MAINTENANCE'"
+        " AND table_name = 'evo_p'"
+    ).fetchone()["change_detail"]
+    assert len(detail["added"]) == created and "public.evo_p_default" in detail["added"]
+    # nothing about the partitions themselves
+    n = conn.execute("SELECT count(*) AS n FROM schema_evolution_log WHERE table_name LIKE 'evo\\_p\\_%%'")
+    assert n.fetchone()["n"] == 0
+
+
+def test_migrations_run_for_a_non_superuser_owner_without_event_triggers(admin_dsn, tmp_path):
+    """The event triggers need a superuser; a plain owner gets a NOTICE and everything else."""
+    import shutil
+    import uuid
+
+    from psycopg import conninfo
+
+    from opsconsole.db import migrate
+
+    for m in migrate.discover():
+        if m.version in ("0001", "0005", "0006"):
+            shutil.copy(m.path, tmp_path / m.path.name)
+    role = f"lake_owner_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"CREATE DATABASE {role} OWNER {role}")
+    try:
+        notices: list[str] = []
+        dsn = conninfo.make_conninfo(admin_dsn, dbname=role, user=role)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+            applied = migrate.migrate(c, tmp_path)
+            c.row_factory = dict_row
+            assert [m.version for m, _ in applied] == ["0001", "0005", "0006"]
+            assert any("not a superuser" in n for n in notices)
+            assert c.execute("SELECT count(*) AS n FROM pg_event_trigger").fetchone()["n"] == 0
+            c.execute("INSERT INTO crm_customers (customer_id, email) VALUES (1, 'a')")
+            assert c.execute("SELECT count(*) AS n FROM lakehouse_customers_current").fetchone()["n"] == 1
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
