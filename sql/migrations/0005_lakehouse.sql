@@ -2,9 +2,10 @@
 --
 -- lakehouse_customers keeps every version of every CRM customer. Versions are written only by
 -- lakehouse_apply_changes(), which the CRM triggers call once per statement: it numbers versions
--- gap-free per customer, closes the previous version in the same transaction, and an exclusion
--- constraint makes two versions of one customer overlapping in time impossible. A DELETE is recorded
--- as a tombstone version, so history survives the delete.
+-- gap-free per customer (lakehouse_customer_chains holds the counter and the chain lock), closes the
+-- previous version in the same transaction, and an exclusion constraint makes two versions of one
+-- customer overlapping in time impossible. A DELETE is recorded as a tombstone version, so history
+-- survives the delete.
 
 -- The schemas the platform owns: what the schema evolution log, the catalog and the statistics job
 -- look at. One definition, used by all three.
@@ -47,10 +48,22 @@ COMMENT ON COLUMN lakehouse_customers.operation_type IS 'INSERT, UPDATE or DELET
 COMMENT ON COLUMN lakehouse_customers.transaction_id IS 'txid of the transaction that wrote the version.';
 COMMENT ON COLUMN lakehouse_customers.source_updated_at IS 'Event time at the source (crm_customers.updated_at); NULL for deletes.';
 
--- The one writer of lakehouse_customers. Takes one change per customer (parallel arrays), locks each
--- customer's chain (advisory lock, in hash order so concurrent callers cannot deadlock on each other),
--- closes the open version and appends the next one numbered max + 1. Returns the versions written.
--- Under READ COMMITTED each statement below sees chains committed by whoever held the lock before.
+-- One row per customer chain: the last version number handed out. Its row lock is the chain lock:
+-- INSERT ... ON CONFLICT DO UPDATE waits for a concurrent writer of the same customer and then counts
+-- on from the committed value, so numbers are gap-free without advisory locks (which would fill the
+-- shared lock table on a 100k-row statement or a long CRM batch transaction).
+CREATE TABLE lakehouse_customer_chains (
+    customer_id  bigint PRIMARY KEY,
+    last_version integer NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE lakehouse_customer_chains IS
+    'Internal: last version number per customer; its row lock serialises writers of one chain.';
+
+-- The one writer of lakehouse_customers. Takes one change per customer (parallel arrays), claims the
+-- next version number of each chain (locking it until commit; in customer_id order so concurrent
+-- writers cannot deadlock on each other), then closes the open version and appends the new one.
+-- Returns the number of versions written.
 CREATE FUNCTION lakehouse_apply_changes(
     p_customer_ids bigint[],
     p_customer_data jsonb[],
@@ -62,9 +75,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, public
 AS $$
 DECLARE
-    v_n       integer := coalesce(cardinality(p_customer_ids), 0);
-    v_now     timestamptz;
-    v_written integer;
+    v_n        integer := coalesce(cardinality(p_customer_ids), 0);
+    v_now      timestamptz;
+    v_ids      bigint[];
+    v_versions integer[];
+    v_written  integer;
 BEGIN
     IF v_n = 0 THEN
         RETURN 0;
@@ -84,26 +99,36 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- 1279347525 = 'LAKE': the namespace of these advisory locks.
-    PERFORM pg_advisory_xact_lock(1279347525, s.h)
-    FROM (SELECT DISTINCT hashint8(id) AS h FROM unnest(p_customer_ids) id ORDER BY 1) s;
+    -- 1. Claim the version numbers. A new chain starts after any rows already in the table (e.g.
+    --    written by hand); an existing one counts on from its committed last_version.
+    WITH claimed AS (
+        INSERT INTO lakehouse_customer_chains AS ch (customer_id, last_version)
+        SELECT u.id,
+               coalesce((SELECT max(lc.version_number) FROM lakehouse_customers lc WHERE lc.customer_id = u.id), 0) + 1
+        FROM unnest(p_customer_ids) AS u(id)
+        ORDER BY u.id
+        ON CONFLICT (customer_id) DO UPDATE
+            SET last_version = greatest(ch.last_version + 1, EXCLUDED.last_version),
+                updated_at = clock_timestamp()
+        RETURNING ch.customer_id, ch.last_version
+    )
+    SELECT array_agg(c.customer_id), array_agg(c.last_version) INTO v_ids, v_versions FROM claimed c;
 
+    -- 2. A new statement, so its snapshot includes every version committed by whoever held these
+    --    chains before us. Close each open version, append the new one.
     v_now := clock_timestamp();
     WITH input AS (
-        SELECT u.id, u.data, u.op, u.src
+        SELECT u.id, u.data, u.op, u.src, v.version
         FROM unnest(p_customer_ids, p_customer_data, p_operations,
                     coalesce(p_source_updated_at, array_fill(NULL::timestamptz, ARRAY[v_n])))
              AS u(id, data, op, src)
+        JOIN unnest(v_ids, v_versions) AS v(id, version) ON v.id = u.id
     ),
-    chain AS (    -- the chain's last version as of this statement's snapshot (taken after the lock)
-        SELECT i.id, m.last_version, m.last_to
+    last_end AS (   -- where a chain without an open version ended (hand-written rows)
+        SELECT i.id, (SELECT max(lc.effective_to) FROM lakehouse_customers lc WHERE lc.customer_id = i.id) AS ended
         FROM input i
-        CROSS JOIN LATERAL (
-            SELECT max(lc.version_number) AS last_version, max(lc.effective_to) AS last_to
-            FROM lakehouse_customers lc WHERE lc.customer_id = i.id
-        ) m
     ),
-    closed AS (   -- strictly after the version's start, even for two changes within one microsecond
+    closed AS (     -- strictly after the version's start, even for two changes within one microsecond
         UPDATE lakehouse_customers lc
         SET effective_to = greatest(v_now, lc.effective_from + interval '1 microsecond')
         FROM input i
@@ -112,13 +137,10 @@ BEGIN
     )
     INSERT INTO lakehouse_customers (customer_id, customer_data, effective_from, effective_to, version_number,
                                      operation_type, transaction_id, source_updated_at)
-    SELECT i.id, i.data,
-           coalesce(c.effective_to, greatest(v_now, ch.last_to)),
-           NULL,
-           coalesce(ch.last_version, 0) + 1,
-           i.op, txid_current(), i.src
+    SELECT i.id, i.data, coalesce(c.effective_to, greatest(v_now, e.ended)), NULL, i.version, i.op,
+           txid_current(), i.src
     FROM input i
-    JOIN chain ch ON ch.id = i.id
+    JOIN last_end e ON e.id = i.id
     LEFT JOIN closed c ON c.customer_id = i.id;   -- a joined row exists only once its close is done
     GET DIAGNOSTICS v_written = ROW_COUNT;
     RETURN v_written;
