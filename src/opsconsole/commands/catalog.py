@@ -102,4 +102,22 @@ def lake_history(ctx: Context, customer_id: int, as_json: bool) -> None:
     emit(shown, False, title=f"customer {customer_id}")
 
 
+@lake.command("export")
+@click.option("--table", "table", required=True, help="A platform table or view, e.g. lakehouse_customers.")
+@click.option("--as-of", "as_of", help="An instant (e.g. 2025-03-01T12:00:00Z): the table's state then.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["parquet", "delta"]), default="parquet", show_default=True
+)
+@click.argument("path", type=click.Path(dir_okay=True, writable=True))
+@json_option
+@pass_ctx
+def lake_export(ctx: Context, table: str, as_of: str | None, fmt: str, path: str, as_json: bool) -> None:
+    """Write TABLE, or its state at --as-of, to PATH (Parquet, or Delta Lake with the deltalake package)."""
+    from opsconsole.ops import lake as ops
+
+    with ctx.connect("lake") as conn:
+        result = ops.export_table(conn, table, path, as_of=as_of, fmt=fmt)
+    emit(result, wants_json(ctx, as_json), title="exported")
+
+
 COMMANDS = [catalog, lineage, lake]
