@@ -67,6 +67,7 @@ def test_lineage_up_down_and_both(db_dsn):
     down = as_json(run(db_dsn, "lineage", "crm_customers", "--down", "--json"))
     assert [(r["direction"], r["depth"], r["source_table"], r["target_table"]) for r in down] == [
         ("down", 1, "crm_customers", "customer_360_mv"),
+        ("down", 1, "crm_customers", "data_quality_metrics"),
         ("down", 1, "crm_customers", "lakehouse_customers"),
         ("down", 2, "lakehouse_customers", "lakehouse_customers_current"),
     ]

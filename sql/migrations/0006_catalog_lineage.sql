@@ -201,6 +201,33 @@ CREATE INDEX data_lineage_source_idx ON data_lineage (source_table);
 COMMENT ON TABLE data_lineage IS 'Where data flows: source -> target, by which pipeline and how.';
 COMMENT ON COLUMN data_lineage.source_table IS 'A table of this database, or an external source such as ext:transaction_files.';
 
+-- Tables of the platform schemas are named without their schema (public.crm_customers is stored as
+-- crm_customers), so a flow recorded either way is one flow and the walks find it.
+CREATE FUNCTION lineage_table_name(p_name text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public
+AS $$
+    SELECT CASE WHEN position('.' IN p_name) > 0 AND split_part(p_name, '.', 1) = ANY (platform_schemas()::text[])
+                THEN substr(p_name, length(split_part(p_name, '.', 1)) + 2)
+                ELSE p_name END;
+$$;
+
+CREATE FUNCTION data_lineage_normalize()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    NEW.source_table := lineage_table_name(NEW.source_table);
+    NEW.target_table := lineage_table_name(NEW.target_table);
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER data_lineage_normalize BEFORE INSERT OR UPDATE OF source_table, target_table ON data_lineage
+    FOR EACH ROW EXECUTE FUNCTION data_lineage_normalize();
+
 -- Records a flow (idempotent); returns its lineage_id.
 CREATE FUNCTION record_lineage(
     p_source_table text,
@@ -276,7 +303,7 @@ AS $$
     ORDER BY f.depth, f.source_table, f.target_table, f.pipeline_name;
 $$;
 
--- Where a table's data comes from, nearest first.
+-- Where a table's data comes from, nearest first (public.x and x name the same table).
 CREATE FUNCTION lineage_upstream(p_table text)
 RETURNS TABLE (
     depth                integer,
@@ -288,9 +315,9 @@ RETURNS TABLE (
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, public
-AS $$ SELECT * FROM lineage_walk(p_table, true) $$;
+AS $$ SELECT * FROM lineage_walk(lineage_table_name(p_table), true) $$;
 
--- Where a table's data goes, nearest first.
+-- Where a table's data goes, nearest first (public.x and x name the same table).
 CREATE FUNCTION lineage_downstream(p_table text)
 RETURNS TABLE (
     depth                integer,
@@ -302,10 +329,10 @@ RETURNS TABLE (
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, public
-AS $$ SELECT * FROM lineage_walk(p_table, false) $$;
+AS $$ SELECT * FROM lineage_walk(lineage_table_name(p_table), false) $$;
 
--- The platform's own flows, so lineage is useful from day one. Pipelines may record more (and
--- column-level flows) with record_lineage().
+-- The platform's own flows, so lineage is useful from day one (objects named by the spec and the shared
+-- contracts; pipelines may record their internal tables and column-level flows with record_lineage()).
 SELECT record_lineage(f.source, f.target, f.pipeline, f.logic)
 FROM (VALUES
     ('ext:transaction_files', 'financial_transactions_staging', 'ingest',
@@ -313,15 +340,20 @@ FROM (VALUES
     ('ext:market_data_feed', 'external_market_data', 'ingest', 'market data API ticks, appended'),
     ('financial_transactions_staging', 'financial_transactions_processed', 'financial_pipeline',
      'claim pending rows, validate, score fraud indicators, move; failures retried or dead-lettered'),
-    ('financial_transactions_staging', 'financial_transactions', 'financial_pipeline',
-     'validated transactions recorded in the ledger of record'),
+    ('financial_transactions_processed', 'financial_transactions', 'financial_pipeline',
+     'is_processed set for the transactions the pipeline recorded'),
+    ('financial_transactions_staging', 'financial_processing_monitor', 'financial_pipeline',
+     'throughput, latency and backlog per minute'),
     ('crm_customers', 'customer_360_mv', 'customer_360', 'customer profile: names, contact, customer since'),
     ('erp_orders', 'customer_360_mv', 'customer_360', 'order counts, totals, recency per customer'),
     ('ecommerce_events', 'customer_360_mv', 'customer_360', 'sessions and activity per customer'),
     ('financial_transactions', 'customer_360_mv', 'customer_360', 'payments per customer via order references'),
-    ('crm_customers', 'lakehouse_customers', 'lakehouse_cdc',
+    ('crm_customers', 'lakehouse_customers', 'lakehouse',
      'every insert, update and delete becomes a version (lakehouse_apply_changes)'),
-    ('lakehouse_customers', 'lakehouse_customers_current', 'lakehouse_cdc', 'open, non-deleted version per customer')
+    ('lakehouse_customers', 'lakehouse_customers_current', 'lakehouse', 'open, non-deleted version per customer'),
+    ('crm_customers', 'data_quality_metrics', 'data_quality', 'rule results per run (dq_rule_definitions)'),
+    ('erp_orders', 'data_quality_metrics', 'data_quality', 'rule results per run (dq_rule_definitions)'),
+    ('financial_transactions', 'data_quality_metrics', 'data_quality', 'rule results per run (dq_rule_definitions)')
 ) AS f(source, target, pipeline, logic);
 
 ------------------------------------------------------------------------------------------------------

@@ -176,13 +176,15 @@ def test_lineage_is_seeded_with_the_platforms_flows(conn):
     down = conn.execute("SELECT * FROM lineage_downstream('crm_customers')").fetchall()
     assert edges(down) == [
         (1, "crm_customers", "customer_360_mv", "customer_360"),
-        (1, "crm_customers", "lakehouse_customers", "lakehouse_cdc"),
-        (2, "lakehouse_customers", "lakehouse_customers_current", "lakehouse_cdc"),
+        (1, "crm_customers", "data_quality_metrics", "data_quality"),
+        (1, "crm_customers", "lakehouse_customers", "lakehouse"),
+        (2, "lakehouse_customers", "lakehouse_customers_current", "lakehouse"),
     ]
-    up = conn.execute("SELECT * FROM lineage_upstream('financial_transactions_processed')").fetchall()
+    up = conn.execute("SELECT * FROM lineage_upstream('financial_transactions')").fetchall()
     assert edges(up) == [
-        (1, "financial_transactions_staging", "financial_transactions_processed", "financial_pipeline"),
-        (2, "ext:transaction_files", "financial_transactions_staging", "ingest"),
+        (1, "financial_transactions_processed", "financial_transactions", "financial_pipeline"),
+        (2, "financial_transactions_staging", "financial_transactions_processed", "financial_pipeline"),
+        (3, "ext:transaction_files", "financial_transactions_staging", "ingest"),
     ]
     assert all(r["transformation_logic"] for r in up)
 
@@ -202,6 +204,14 @@ def test_record_lineage_is_idempotent_and_recursion_survives_cycles(conn):
     conn.execute("SELECT record_lineage('a', 'b', 'p', NULL, 'x', 'y')")
     conn.execute("SELECT record_lineage('a', 'b', 'p', NULL, 'x', 'y')")
     assert one(conn, "SELECT count(*) FROM data_lineage WHERE source_table = 'a'") == 2
+    # a platform table named with its schema is the same table (a direct INSERT too)
+    conn.execute(
+        "INSERT INTO data_lineage (source_table, target_table, pipeline_name)"
+        " VALUES ('public.d', 'public.e', 'p'), ('other.d', 'e', 'p')"
+    )
+    assert one(conn, "SELECT record_lineage('d', 'public.e', 'p')") == one(
+        conn, "SELECT lineage_id FROM data_lineage WHERE source_table = 'd' AND target_table = 'e'"
+    )
 
     down = conn.execute("SELECT * FROM lineage_downstream('a')").fetchall()
     assert edges(down) == [
@@ -210,9 +220,14 @@ def test_record_lineage_is_idempotent_and_recursion_survives_cycles(conn):
         (3, "c", "a", "p"),  # closes the cycle: listed, not followed
         (3, "c", "d", "p"),
         (4, "d", "d", "p"),  # self loop
+        (4, "d", "e", "p"),
     ]
     up = conn.execute("SELECT * FROM lineage_upstream('a')").fetchall()
     assert edges(up) == [(1, "c", "a", "p"), (2, "b", "c", "p"), (3, "a", "b", "p")]
+    assert edges(conn.execute("SELECT * FROM lineage_upstream('public.e')").fetchall())[:2] == [
+        (1, "d", "e", "p"),
+        (1, "other.d", "e", "p"),
+    ]
     assert conn.execute("SELECT count(*) AS n FROM lineage_upstream('nowhere')").fetchone()["n"] == 0
 
 

@@ -359,6 +359,22 @@ def test_partition_maintenance_is_one_row_per_parent_and_leaves_the_version_alon
     assert n.fetchone()["n"] == 0
 
 
+def test_ledger_and_internal_state_are_not_logged_and_logging_never_blocks_ddl(conn):
+    conn.execute("ALTER TABLE opsconsole_migrations ADD COLUMN note text")
+    conn.execute("ALTER TABLE schema_evolution_state ADD COLUMN note text")
+    assert evolution(conn, "opsconsole_migrations", "schema_evolution_state") == []
+    # if recording fails, the DDL still happens (a warning is raised instead)
+    conn.execute(
+        "ALTER TABLE schema_evolution_log ADD CONSTRAINT evo_block"
+        " CHECK (evolution_type <> 'CREATE_TABLE') NOT VALID"
+    )
+    warnings: list[str] = []
+    conn.add_notice_handler(lambda d: warnings.append(d.message_primary or ""))
+    conn.execute("CREATE TABLE evo_still_created (id int)")
+    assert conn.execute("SELECT to_regclass('evo_still_created') IS NOT NULL AS ok").fetchone()["ok"]
+    assert any("did not record this change" in w for w in warnings)
+
+
 def test_migrations_run_for_a_non_superuser_owner_without_event_triggers(admin_dsn, tmp_path):
     """The event triggers need a superuser; a plain owner gets a NOTICE and everything else."""
     import shutil
