@@ -153,9 +153,12 @@ COMMENT ON FUNCTION lakehouse_apply_changes(bigint[], jsonb[], text[], timestamp
 -- set-based write. An UPDATE that changes nothing but updated_at writes no version; an UPDATE of the
 -- key itself is recorded as a delete of the old id and an insert of the new one. Very large statements
 -- build arrays of the whole change set: load millions of customers in chunks (e.g. 100k rows).
+-- Runs as its owner: a role allowed to change CRM rows needs no write grant on the lakehouse tables
+-- (and cannot write versions any other way).
 CREATE FUNCTION lakehouse_capture_crm_changes()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
 DECLARE
@@ -726,8 +729,12 @@ BEGIN
     ON CONFLICT (relid) DO UPDATE
         SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,
             relkind = EXCLUDED.relkind, shape = EXCLUDED.shape, captured_at = clock_timestamp();
-    DROP EVENT TRIGGER IF EXISTS opsconsole_schema_evolution_ddl;
-    DROP EVENT TRIGGER IF EXISTS opsconsole_schema_evolution_drop;
+    IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'opsconsole_schema_evolution_ddl') THEN
+        DROP EVENT TRIGGER opsconsole_schema_evolution_ddl;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'opsconsole_schema_evolution_drop') THEN
+        DROP EVENT TRIGGER opsconsole_schema_evolution_drop;
+    END IF;
     CREATE EVENT TRIGGER opsconsole_schema_evolution_ddl ON ddl_command_end
         EXECUTE FUNCTION schema_evolution_on_ddl();
     CREATE EVENT TRIGGER opsconsole_schema_evolution_drop ON sql_drop

@@ -407,3 +407,26 @@ def test_migrations_run_for_a_non_superuser_owner_without_event_triggers(admin_d
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_role_that_may_only_write_crm_still_gets_versions(conn):
+    import uuid
+
+    role = f"crm_writer_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {role}")
+    try:
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON crm_customers TO {role}")
+        conn.execute(f"SET ROLE {role}")
+        conn.execute("INSERT INTO crm_customers (customer_id, email) VALUES (1, 'a')")
+        conn.execute("UPDATE crm_customers SET email = 'b' WHERE customer_id = 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "INSERT INTO lakehouse_customers (customer_id, effective_from, version_number)"
+                " VALUES (1, now(), 9)"
+            )
+        conn.execute("RESET ROLE")
+        assert [(r["version_number"], r["email"]) for r in chain(conn, 1)] == [(1, "a"), (2, "b")]
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute(f"DROP OWNED BY {role}")
+        conn.execute(f"DROP ROLE {role}")
