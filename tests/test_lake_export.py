@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import polars as pl
-import pytest
 from click.testing import CliRunner
 
 from opsconsole.cli import main
@@ -109,10 +107,37 @@ def test_export_refusals_are_one_sentence(db_dsn, tmp_path):
     assert not (tmp_path / "x.parquet").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("deltalake") is not None, reason="deltalake is installed")
-def test_delta_without_the_deltalake_package_says_so(db_dsn, tmp_path):
-    result = run(
-        db_dsn, "lake", "export", "--table", "crm_customers", "--format", "delta", str(tmp_path / "d")
+def test_delta_export_keeps_one_version_per_export(db_dsn, conn, tmp_path):
+    """Exports as of successive instants into one path read back, version by version, as time travel."""
+    from deltalake import DeltaTable
+
+    conn.execute("INSERT INTO crm_customers (customer_id, first_name, email) VALUES (1, 'Ann', 'a@v1')")
+    t1 = conn.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
+    conn.execute("UPDATE crm_customers SET email = 'a@v2' WHERE customer_id = 1")
+    conn.execute("INSERT INTO crm_customers (customer_id, first_name, email) VALUES (2, 'Bo', 'b@v1')")
+    path = tmp_path / "customers_delta"
+    for as_of in (t1.isoformat(), "now"):
+        result = run(
+            db_dsn,
+            "lake",
+            "export",
+            "--table",
+            "lakehouse_customers",
+            "--as-of",
+            as_of,
+            "--format",
+            "delta",
+            str(path),
+        )
+        assert result.exit_code == 0, result.output
+    v0 = (
+        pl.read_delta(str(path), version=0).sort("customer_id").select("customer_id", "email", "lake_version")
     )
-    assert result.exit_code == 1
-    assert "needs the deltalake package" in said(result)
+    v1 = (
+        pl.read_delta(str(path), version=1).sort("customer_id").select("customer_id", "email", "lake_version")
+    )
+    assert v0.rows() == [(1, "a@v1", 1)]
+    assert v1.rows() == [(1, "a@v2", 2), (2, "b@v1", 1)]
+    history = DeltaTable(str(path)).history()
+    as_ofs = sorted(h.get("opsconsole.as_of") for h in history)
+    assert as_ofs == sorted([t1.isoformat(), "now"])

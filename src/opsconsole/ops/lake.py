@@ -1,7 +1,7 @@
 """Lakehouse export: a platform table, or the customers as they were at an instant, to Parquet.
 
-`export_table` reads with psycopg and writes with polars (no pyarrow needed). Delta Lake output needs
-the deltalake package; when it is missing the export says so instead of failing half-way.
+`export_table` reads with psycopg and writes with polars (no pyarrow needed): Parquet, or a Delta Lake
+table (the deltalake package) where every export into the same path is a new Delta version.
 """
 
 from __future__ import annotations
@@ -146,8 +146,24 @@ def export_table(
             partial = target.with_name(target.name + ".partial")
             frame.write_parquet(partial)
             partial.replace(target)  # readers never see half a file
-        else:  # pragma: no cover - needs the deltalake package
-            frame.write_delta(str(target), mode="overwrite")
+        else:
+            # Each export is one Delta commit: exporting a table as of successive instants into the
+            # same path gives a Delta table whose versions readers (DuckDB, Spark) can time-travel.
+            from deltalake import CommitProperties
+
+            frame.write_delta(
+                str(target),
+                mode="overwrite",
+                delta_write_options={
+                    "schema_mode": "overwrite",
+                    "commit_properties": CommitProperties(
+                        custom_metadata={
+                            "opsconsole.table": f"{schema}.{name}",
+                            "opsconsole.as_of": as_of or "",
+                        }
+                    ),
+                },
+            )
 
         result = {
             "table": f"{schema}.{name}",
