@@ -508,7 +508,10 @@ BEGIN
                         THEN (c.reference_data ->> 'order_id')::bigint END AS order_id
         ) o
         LEFT JOIN financial_transaction_types t ON t.transaction_type = c.transaction_type
-        LEFT JOIN erp_order_keys k ON k.order_id = o.order_id
+        -- OFFSET 0 keeps this a per-row primary-key probe; flattened, the planner may hash the whole table
+        LEFT JOIN LATERAL (
+            SELECT k.order_id FROM erp_order_keys k WHERE k.order_id = o.order_id OFFSET 0
+        ) k ON true
     ),
     r AS (
         SELECT v.*, row_number() OVER (PARTITION BY v.transaction_id ORDER BY v.staging_id) AS rn
@@ -563,11 +566,14 @@ BEGIN
         SELECT NULL::bigint, a.account_id, h.transaction_timestamp, h.amount_abs
         FROM acct a
         CROSS JOIN LATERAL (
+            -- one index range scan per account (OFFSET 0: never flattened into a scan of processed);
+            -- the partitions outside [lo, hi) are pruned at run time
             SELECT p.transaction_timestamp, p.amount_abs
             FROM financial_transactions_processed p
             WHERE p.account_id = a.account_id
               AND p.transaction_timestamp >= a.lo
               AND p.transaction_timestamp < a.hi
+            OFFSET 0
         ) h
     ),
     windowed AS (
@@ -605,6 +611,7 @@ BEGIN
         SET is_processed = true
         FROM ins
         WHERE f.transaction_id = ins.transaction_id
+          AND f.transaction_id = ANY (ARRAY(SELECT i.transaction_id FROM ins i))   -- primary-key probes
           AND NOT f.is_processed
         RETURNING f.transaction_id
     ),
@@ -635,7 +642,10 @@ BEGIN
                x.retry_count + CASE WHEN g.payload_hash = x.payload_hash THEN 0 ELSE 1 END,
                x.next_attempt_at, x.ms
         FROM x
-        JOIN financial_transaction_ledger g ON g.transaction_id = x.transaction_id
+        CROSS JOIN LATERAL (
+            SELECT l.payload_hash, l.staging_id FROM financial_transaction_ledger l
+            WHERE l.transaction_id = x.transaction_id OFFSET 0
+        ) g
         WHERE x.new_error_code IS NULL AND NOT x.won
     ),
     upd AS (
@@ -651,6 +661,7 @@ BEGIN
             chunk_id = p_chunk_id
         FROM outcome o
         WHERE s.staging_id = o.staging_id
+          AND s.staging_id = ANY (v_ids)   -- primary-key probes, whatever the estimates of outcome
         RETURNING s.staging_id, s.ingestion_minute, o.prev_status, o.new_status, o.ms
     ),
     per_minute AS (
