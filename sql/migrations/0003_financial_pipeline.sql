@@ -1046,6 +1046,14 @@ BEGIN
            OR l.transaction_timestamp <> p.transaction_timestamp
            OR l.payload_hash IS DISTINCT FROM p.payload_hash
     ),
+    processed_differs_from_staging AS (
+        -- while staging still holds the winning row, the processed row must carry its payload
+        SELECT p.transaction_id AS id FROM financial_transactions_processed p
+        JOIN financial_transactions_staging s ON s.staging_id = p.staging_id
+        WHERE (s.transaction_id, s.account_id, s.transaction_timestamp, s.amount, s.transaction_type, s.reference_data)
+              IS DISTINCT FROM
+              (p.transaction_id, p.account_id, p.transaction_timestamp, p.amount, p.transaction_type, p.reference_data)
+    ),
     processed_twice AS (
         SELECT p.transaction_id AS id FROM financial_transactions_processed p
         GROUP BY p.transaction_id HAVING count(*) > 1
@@ -1103,6 +1111,10 @@ BEGIN
         SELECT 'processed_without_ledger', (SELECT count(*) FROM processed_without_ledger), 'transaction_id',
                ARRAY(SELECT id FROM processed_without_ledger ORDER BY id LIMIT 10),
                'processed rows with no ledger row, or whose timestamp/payload differ from it', 2
+        UNION ALL
+        SELECT 'processed_differs_from_staging', (SELECT count(*) FROM processed_differs_from_staging),
+               'transaction_id', ARRAY(SELECT id FROM processed_differs_from_staging ORDER BY id LIMIT 10),
+               'processed rows whose payload differs from the staged row they came from', 2
         UNION ALL
         SELECT 'processed_twice', (SELECT count(*) FROM processed_twice), 'transaction_id',
                ARRAY(SELECT id FROM processed_twice ORDER BY id LIMIT 10),
