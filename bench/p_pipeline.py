@@ -156,8 +156,8 @@ def _drain_parallel(dsn: str, chunk: int, workers: int) -> int:
 
 
 def p2_process(db: BenchDB, quick: bool) -> Result:
-    n = 20_000 if quick else 200_000
-    n_base = 600 if quick else 5_000  # the row-by-row baseline's rate does not improve with size
+    n = 10_000 if quick else 200_000
+    n_base = 300 if quick else 5_000  # the row-by-row baseline's rate does not improve with size
     chunk = 5_000 if quick else 10_000
     rows = staging_rows(n)
     _install_baseline(db)
@@ -216,7 +216,7 @@ def p3_latency(db: BenchDB, quick: bool) -> Result:
     """Offer a steady load (COPY every 100 ms) while two worker loops run; latency per row is
     processed_at - ingestion_timestamp (the loader's transaction start, so it includes the COPY)."""
     rate = 5_000 if quick else 20_000
-    seconds = 8 if quick else 60
+    seconds = 5 if quick else 60
     per_tick = rate // 10
     stop = threading.Event()
     backlog_samples: list[int] = []
