@@ -73,9 +73,7 @@ class PaneScreen(Screen):
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self.update_badge)
-        self.update_badge()
-        if self.data is not None:
-            self.render_data(self.data)
+        self._apply()
 
     def on_screen_resume(self) -> None:
         self.console_app.pane_shown(self.PANE_ID)
@@ -96,27 +94,36 @@ class PaneScreen(Screen):
         """Apply one refresh outcome (UI thread)."""
         self.unavailable = outcome.unavailable
         self.fetch_error = outcome.error
-        if outcome.unavailable is None and outcome.error is None:
+        fresh = outcome.unavailable is None and outcome.error is None
+        if fresh:
             self.data = outcome.data
             self.updated_at = outcome.at
-        if self.is_mounted:
-            frame = self.query_one("#pane-frame")
-            frame.set_class(outcome.unavailable is not None, "-unavailable")
-            self.query_one("#unavailable", Static).update(
-                f"not available on this database: {outcome.unavailable}" if outcome.unavailable else ""
-            )
-            if outcome.unavailable is None and outcome.error is None:
-                self.render_data(outcome.data)
-            self.update_badge()
+        self._apply(render=fresh)
+
+    def _apply(self, render: bool = True) -> None:
+        """Show the stored state, once the screen's widgets exist (a refresh can land mid-compose;
+        on_mount applies it then)."""
+        frames = self.query("#pane-frame")
+        notes = self.query("#unavailable")
+        if not self.is_mounted or not frames or not notes:
+            return
+        frames.first().set_class(self.unavailable is not None, "-unavailable")
+        notes.first(Static).update(
+            f"not available on this database: {self.unavailable}" if self.unavailable else ""
+        )
+        if render and self.unavailable is None and self.data is not None:
+            self.render_data(self.data)
+        self.update_badge()
 
     def render_data(self, data: Any) -> None:  # pragma: no cover - overridden
         pass
 
     def update_badge(self) -> None:
-        if not self.is_mounted:
+        frames = self.query("#pane-frame")
+        if not self.is_mounted or not frames:
             return
         app = self.console_app
-        frame = self.query_one("#pane-frame")
+        frame = frames.first()
         if self.unavailable:
             badge = "not available"
         elif self.updated_at is None:
