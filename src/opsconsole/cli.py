@@ -6,14 +6,15 @@ import importlib
 import sys
 
 import click
+import psycopg
 
 from opsconsole.commands.base import Context, json_option, pass_ctx, wants_json
-from opsconsole.errors import OpsError
+from opsconsole.errors import OpsError, PermissionProblem
 from opsconsole.output import emit, err_console
 
 # Each area's commands live in opsconsole.commands.<area> and expose COMMANDS (a list of click
 # commands or groups); they are attached to the main group below.
-COMMAND_MODULES: tuple[str, ...] = ("dq", "catalog", "pipeline", "console")
+COMMAND_MODULES: tuple[str, ...] = ("dq", "catalog", "pipeline", "console", "security", "serve")
 
 
 class OpsGroup(click.Group):
@@ -25,6 +26,14 @@ class OpsGroup(click.Group):
         except OpsError as exc:
             err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
             sys.exit(exc.exit_code)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # the database refused (the role lacks a grant): one sentence, exit code 3
+            problem = PermissionProblem(
+                f"Your database role may not do this ({exc.diag.message_primary}); "
+                "ask an admin for the opsconsole role that allows it (see `opsconsole db grant`)."
+            )
+            err_console.print(f"[bold red]error:[/] {problem.message}", highlight=False)
+            sys.exit(problem.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted.")
             sys.exit(130)
@@ -176,8 +185,11 @@ def where(ctx: Context, as_json: bool) -> None:
 
 
 for _module in COMMAND_MODULES:
-    for _command in importlib.import_module(f"opsconsole.commands.{_module}").COMMANDS:
+    _mod = importlib.import_module(f"opsconsole.commands.{_module}")
+    for _command in _mod.COMMANDS:
         main.add_command(_command)
+    for _command in getattr(_mod, "DB_COMMANDS", ()):
+        db.add_command(_command)
 
 
 if __name__ == "__main__":
