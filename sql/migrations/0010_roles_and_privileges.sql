@@ -61,6 +61,7 @@ INSERT INTO opsconsole_grant_policy (object_kind, object_name, role_name, audite
     ('function', 'lineage_downstream',              'opsconsole_viewer',   'read'),
     ('function', 'reconcile_financial_pipeline',    'opsconsole_viewer',   'read'),
     ('relation', 'customers_masked',                'opsconsole_viewer',   'read'),
+    ('function', 'customers_masked_rows',           'opsconsole_viewer',   'read'),
     -- support: customer lookup with PII, audited
     ('function', 'lookup_customer',                 'opsconsole_support',  'sql'),
     ('function', 'lookup_customers',                'opsconsole_support',  'sql'),
@@ -252,30 +253,43 @@ AS $$
 $$;
 
 -- The customers as roles without PII rights see them: each column masked when data_catalog classifies
--- it confidential (restricted: NULL), as stored when it is public or internal. Owned by the migration
--- owner, so it reads crm_customers with the owner's rights; viewers get SELECT on the view only.
-CREATE VIEW customers_masked AS
-SELECT c.customer_id,
-       c.customer_uuid,
-       CASE column_classification('crm_customers', 'first_name')
-            WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_name(c.first_name)
-            ELSE c.first_name::text END AS first_name,
-       CASE column_classification('crm_customers', 'last_name')
-            WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_name(c.last_name)
-            ELSE c.last_name::text END AS last_name,
-       CASE column_classification('crm_customers', 'email')
-            WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_email(c.email)
-            ELSE c.email::text END AS email,
-       CASE column_classification('crm_customers', 'phone')
-            WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_phone(c.phone)
-            ELSE c.phone::text END AS phone,
-       CASE column_classification('crm_customers', 'address', 'jsonb')
-            WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_address(c.address)
-            ELSE c.address END AS address,
-       c.created_at,
-       c.updated_at,
-       c.source_system
-FROM crm_customers c;
+-- it confidential (restricted: NULL), as stored when it is public or internal. A SECURITY DEFINER
+-- function (it reads crm_customers with the owner's rights) under a view: a plain view would pin the
+-- columns' types, so ALTER TABLE crm_customers ... TYPE (schema evolution) would need it dropped first.
+-- The classification is looked up once per call, not per row.
+CREATE FUNCTION customers_masked_rows()
+RETURNS TABLE(customer_id bigint, customer_uuid uuid, first_name text, last_name text, email text,
+              phone text, address jsonb, created_at timestamptz, updated_at timestamptz, source_system text)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    k_first   text := column_classification('crm_customers', 'first_name');
+    k_last    text := column_classification('crm_customers', 'last_name');
+    k_email   text := column_classification('crm_customers', 'email');
+    k_phone   text := column_classification('crm_customers', 'phone');
+    k_address text := column_classification('crm_customers', 'address', 'jsonb');
+BEGIN
+    RETURN QUERY
+    SELECT c.customer_id, c.customer_uuid,
+           CASE k_first WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_name(c.first_name::text)
+                ELSE c.first_name::text END,
+           CASE k_last WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_name(c.last_name::text)
+                ELSE c.last_name::text END,
+           CASE k_email WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_email(c.email::text)
+                ELSE c.email::text END,
+           CASE k_phone WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_phone(c.phone::text)
+                ELSE c.phone::text END,
+           CASE k_address WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_address(c.address::jsonb)
+                ELSE c.address::jsonb END,
+           c.created_at, c.updated_at, c.source_system::text
+    FROM crm_customers c;
+END;
+$$;
+
+CREATE VIEW customers_masked AS SELECT * FROM customers_masked_rows();
 COMMENT ON VIEW customers_masked IS
     'crm_customers with PII masked as data_catalog.data_classification says (email a***@domain, phone last 2 '
     'digits, names initial, address city only; restricted columns NULL).';
