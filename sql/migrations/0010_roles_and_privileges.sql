@@ -371,7 +371,8 @@ BEGIN
     PERFORM record_audit(
         'process_financial_batch',
         jsonb_build_object('batch_size', p_batch_size, 'max_processing_time', p_max_processing_time::text),
-        jsonb_build_object('processed', processed_count, 'failed', failed_count),
+        jsonb_build_object('processed_count', processed_count, 'failed_count', failed_count,
+                           'avg_processing_ms', avg_processing_ms, 'batch_duration', batch_duration::text),
         'ok', round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), NULL);
     RETURN NEXT;
 END;

@@ -189,7 +189,8 @@ def test_operator_actions_work_and_are_audited(conn, login_as):
     assert (r["processed_count"], r["failed_count"]) == (1, 1)
     (a,) = audit_rows(conn, "process_financial_batch")
     assert a["actor"] == who and a["arguments"]["batch_size"] == 100
-    assert a["result"] == {"processed": 1, "failed": 1} and a["duration_ms"] is not None
+    assert (a["result"]["processed_count"], a["result"]["failed_count"]) == (1, 1)
+    assert a["duration_ms"] is not None
     code = conn.execute(
         "SELECT error_code FROM financial_transactions_staging WHERE transaction_id = 2"
     ).fetchone()
