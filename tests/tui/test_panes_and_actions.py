@@ -392,7 +392,9 @@ async def test_cancelling_a_running_action_is_audited_and_rolls_back(make_app, c
 
 async def test_catalog_tree_lineage_and_refresh_showing_what_changed(make_app, conn):
     requires(conn, "data_catalog", "refresh_data_catalog", "lineage_upstream")
-    conn.execute("SELECT refresh_data_catalog()")
+    conn.execute(
+        "SELECT * FROM refresh_data_catalog_report()"
+    )  # setup: the unaudited report (0010 audits the other)
     app = make_app(start_pane="catalog", listen=False)
     async with app.run_test(size=SIZE) as pilot:
         await app.wait_loaded("catalog")

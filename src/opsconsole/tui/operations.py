@@ -144,6 +144,7 @@ class Operations:
             "process_financial_batch",
             args,
             lambda conn, job: sqlcalls.process_batch(conn, size, BATCH_MAX_SECONDS),
+            audited_by_callee=True,  # process_financial_batch() audits itself (0010)
             summary=lambda r: (
                 f"{r.get('processed_count', 0):,} processed, {r.get('failed_count', 0):,} failed"
                 f" in {interval_text(r.get('batch_duration'))}"
@@ -355,6 +356,7 @@ class Operations:
             "refresh_data_catalog",
             {},
             lambda conn, job: sqlcalls.refresh_catalog(conn),
+            audited_by_callee=True,  # refresh_data_catalog() audits itself (0010)
             summary=lambda r: (
                 f"{r.get('added', 0)} added, {r.get('removed', 0)} removed, {r.get('changed', 0)} changed"
             ),
@@ -446,7 +448,7 @@ def continuous_loop(app: OpsConsoleApp, conn: psycopg.Connection, job: Job, size
     conn.execute("LISTEN opsconsole_staging")
     while not job.cancel_event.is_set():
         try:
-            result = sqlcalls.process_batch(conn, size, BATCH_MAX_SECONDS)
+            result = sqlcalls.process_batch_quietly(conn, size, BATCH_MAX_SECONDS)
         except psycopg.errors.QueryCanceled as exc:
             if job.cancel_event.is_set() and is_cancel(exc):
                 break  # stopped mid-batch: that batch rolled back, the totals stand
