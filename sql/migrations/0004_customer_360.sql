@@ -217,12 +217,19 @@ BEGIN
         WHERE lower(btrim(p.email)) IN (SELECT b.email_norm FROM base b)
         GROUP BY 1
     ),
-    orders AS MATERIALIZED (
-        SELECT o.customer_id, o.order_date, o.total_amount, o.currency_code
+    -- Every order of these customers, read once: the order metrics use the non-cancelled ones, the
+    -- financial profile all of them.
+    cust_orders AS MATERIALIZED (
+        SELECT o.order_id, o.customer_id, o.order_date, o.total_amount, o.currency_code,
+               lower(coalesce(o.status, '')) = 'cancelled' AS cancelled
         FROM erp_orders o
         WHERE ($1 IS NULL OR o.customer_id = ANY ($1))
           AND o.customer_id IS NOT NULL
-          AND lower(coalesce(o.status, '')) <> 'cancelled'
+    ),
+    orders AS (
+        SELECT co.customer_id, co.order_date, co.total_amount, co.currency_code
+        FROM cust_orders co
+        WHERE NOT co.cancelled
     ),
     order_facts AS (
         SELECT o.customer_id,
@@ -281,14 +288,15 @@ BEGIN
               FROM events e WHERE e.device IS NOT NULL GROUP BY 1, 2) x
         ORDER BY x.customer_id, x.n DESC, x.latest DESC, x.device COLLATE "C"
     ),
+    -- For a few customers, look their orders' references up in financial_transactions_order_ref_idx
+    -- (the array condition); for all customers the condition folds away and a hash join runs.
     fin AS MATERIALIZED (
-        SELECT o.customer_id, ft.account_id, ft.amount, ft.transaction_type, ft.transaction_timestamp
-        FROM erp_orders o
-        JOIN financial_transactions ft
-          ON ft.reference_data ? 'order_id'
-         AND ft.reference_data->>'order_id' = o.order_id::text
-        WHERE ($1 IS NULL OR o.customer_id = ANY ($1))
-          AND o.customer_id IS NOT NULL
+        SELECT co.customer_id, ft.account_id, ft.amount, ft.transaction_type, ft.transaction_timestamp
+        FROM financial_transactions ft
+        JOIN cust_orders co ON ft.reference_data->>'order_id' = co.order_id::text
+        WHERE ft.reference_data ? 'order_id'
+          AND ($1 IS NULL
+               OR ft.reference_data->>'order_id' = ANY (ARRAY(SELECT c2.order_id::text FROM cust_orders c2)))
           AND ft.is_processed
           AND ft.transaction_timestamp >= $3
     ),
@@ -653,11 +661,16 @@ BEGIN
         SELECT lower(btrim(c.email)) FROM crm_customers c
         WHERE c.customer_id IN (SELECT t.customer_id FROM touched t)
     ),
+    -- A full run recomputes everyone (customer_360_rows(NULL)); its keys are then only the stored
+    -- rows, to find those whose customer is gone.
     keys AS (
-        SELECT t.customer_id FROM touched t
+        SELECT t.customer_id FROM touched t WHERE NOT p_full
         UNION
         SELECT c.customer_id FROM crm_customers c
-        WHERE lower(btrim(c.email)) IN (SELECT e.email_norm FROM emails e WHERE e.email_norm <> '')
+        WHERE NOT p_full   -- an array, so that crm_customers_email_norm_idx is probed, not scanned
+          AND lower(btrim(c.email)) = ANY (ARRAY(SELECT e.email_norm FROM emails e WHERE e.email_norm <> ''))
+        UNION
+        SELECT s.customer_id FROM customer_360_store s WHERE p_full
     ),
     fresh AS (
         SELECT * FROM customer_360_rows(CASE WHEN p_full THEN NULL ELSE ARRAY(SELECT k.customer_id FROM keys k) END)
@@ -694,7 +707,7 @@ BEGIN
     ),
     removed AS (
         DELETE FROM customer_360_store s
-        WHERE (p_full OR s.customer_id IN (SELECT k.customer_id FROM keys k))
+        WHERE s.customer_id IN (SELECT k.customer_id FROM keys k)
           AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.customer_id = s.customer_id)
         RETURNING 1
     )
@@ -755,10 +768,11 @@ CREATE INDEX crm_customers_phone_trgm_idx ON crm_customers
 -- Customers matching p_query, best first.
 --   * all digits (and a valid bigint): the customer with that id first (score 2), then phone matches;
 --   * a uuid: the customer with that customer_uuid, nothing else;
---   * otherwise fragments of the name ('first last'), the email or the phone digits, plus near
---     misses by trigram similarity (pg_trgm.similarity_threshold). Score: the best trigram match of
---     the query against name and email (word_similarity: how well it matches a part), +1 for an exact
---     name or email, +0.5 for a prefix. Ties go to the lower customer_id.
+--   * otherwise rows holding the query literally in the name ('first last'), the email or the phone
+--     digits, ranked by score: the best trigram match of the query against name and email
+--     (word_similarity: how well it matches a part), +1 for an exact name or email, +0.5 for a prefix;
+--     then, only when those do not fill p_limit, near misses of the name by trigram similarity
+--     (pg_trgm.similarity_threshold), ranked after every literal match. Ties go to the lower id.
 -- Values are only ever parameters; LIKE wildcards in the query are escaped, so they match literally.
 CREATE FUNCTION search_customers(p_query text, p_limit integer DEFAULT 20)
 RETURNS TABLE(
@@ -818,7 +832,8 @@ BEGIN
         FROM crm_customers c
         WHERE v_q ~ '^[0-9]{1,18}$' AND c.customer_id = CASE WHEN v_q ~ '^[0-9]{1,18}$' THEN v_q::bigint END
     ),
-    by_text AS (
+    -- Rows that hold the query literally (name, email, or phone digits).
+    literal AS MATERIALIZED (
         SELECT c.customer_id,
                lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) AS name_l,
                lower(c.email) AS email_l,
@@ -826,8 +841,7 @@ BEGIN
         FROM crm_customers c
         WHERE v_digits IS NULL
           AND (lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) LIKE v_like
-               OR lower(c.email) LIKE v_like
-               OR lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) % v_lower)
+               OR lower(c.email) LIKE v_like)
         UNION ALL
         SELECT c.customer_id, NULL, NULL, regexp_replace(c.phone, '[^0-9]', '', 'g')
         FROM crm_customers c
@@ -848,21 +862,36 @@ BEGIN
                                WHEN t.name_l LIKE v_lower || '%' OR t.email_l LIKE v_lower || '%' THEN 0.5
                                ELSE 0 END
                END::real AS score
-        FROM by_text t
+        FROM literal t
+    ),
+    -- Near misses (typos) by trigram similarity of the name, only when the literal matches do not
+    -- fill the page: the similarity scan is the expensive part of a search.
+    near AS (
+        SELECT c.customer_id, 'name'::text AS match_kind,
+               word_similarity(v_lower, lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')))::real
+                   AS score
+        FROM crm_customers c
+        WHERE v_digits IS NULL
+          AND (SELECT count(*) FROM literal) < v_limit
+          AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) % v_lower
+          AND NOT EXISTS (SELECT 1 FROM literal l WHERE l.customer_id = c.customer_id)
     ),
     ranked AS (
-        SELECT b.customer_id, b.match_kind, b.score FROM by_id b
+        SELECT b.customer_id, b.match_kind, b.score, 0 AS tier FROM by_id b
         UNION ALL
-        SELECT s.customer_id, s.match_kind, s.score FROM scored s
+        SELECT s.customer_id, s.match_kind, s.score, 1 FROM scored s
         WHERE NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = s.customer_id)
+        UNION ALL
+        SELECT n.customer_id, n.match_kind, n.score, 2 FROM near n
+        WHERE NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = n.customer_id)
     )
     SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone,
            r.match_kind, r.score, m.golden_customer_id, m.total_orders, m.total_lifetime_value,
            m.value_segment, m.activity_segment
-    FROM (SELECT * FROM ranked ORDER BY ranked.score DESC, ranked.customer_id LIMIT v_limit) r
+    FROM (SELECT * FROM ranked ORDER BY ranked.tier, ranked.score DESC, ranked.customer_id LIMIT v_limit) r
     JOIN crm_customers c ON c.customer_id = r.customer_id
     LEFT JOIN customer_360_mv m ON m.customer_id = r.customer_id
-    ORDER BY r.score DESC, r.customer_id;
+    ORDER BY r.tier, r.score DESC, r.customer_id;
 END;
 $$;
 COMMENT ON FUNCTION search_customers(text, integer) IS
