@@ -35,12 +35,20 @@
 --     preferred_device ignores events without a user agent (unknown is not a preference).
 --   * Duplicates: records whose normalised email lower(btrim(email)) is equal (and not empty) are the
 --     same person, whichever source_system they came from. The survivor is the lowest customer_id of the
---     group (the oldest id, and stable: it changes only if that record goes away). golden_customer_id is
---     the survivor's id on every row (its own id when unique); duplicate_of is the survivor's id on the
---     other rows and NULL on the survivor; duplicate_group_size counts the group.
+--     group (the oldest id, and stable: it changes only if that record leaves the group).
+--     golden_customer_id is the survivor's id on every row (its own id when unique); duplicate_of is
+--     the survivor's id on the other rows and NULL on the survivor; duplicate_group_size counts the group.
 --   * last_updated is when the refresh last recomputed the row (clock time); data_staleness is, at read
 --     time, how long ago the newest source fact about the customer happened (profile update, web
 --     activity, financial activity, as in the spec).
+--   * Counts and sums are 0, never NULL, for a customer without orders, events or processed
+--     transactions (transaction_count and total_transaction_amount included; avg_transaction_amount
+--     stays NULL: there is no average of nothing).
+--   * Freshness: a change to any source is queued by its writer's own transaction; the next
+--     refresh_customer_360_incremental() (cron, the worker, or `opsconsole c360 refresh`) makes the row
+--     right. Until then customer_360_mv shows the previous facts with refresh_pending = true; the fields
+--     relative to today are right regardless. Write erp_orders through its parent table: the capture
+--     triggers are statement triggers on the parent.
 
 ------------------------------------------------------------------------------------------------------
 -- Clock helpers (one definition of "today" and of the rolling window)
@@ -100,7 +108,7 @@ $$;
 -- The maintained rows
 ------------------------------------------------------------------------------------------------------
 CREATE TABLE customer_360_store (
-    customer_id              bigint PRIMARY KEY,
+    customer_id              bigint CONSTRAINT idx_customer_360_customer_id PRIMARY KEY,
     customer_uuid            uuid NOT NULL,
     first_name               varchar(100),
     last_name                varchar(100),
@@ -158,9 +166,11 @@ COMMENT ON COLUMN customer_360_store.last_updated IS 'When a refresh last recomp
 COMMENT ON COLUMN customer_360_store.window_expires_at IS
     'The incremental refresh recomputes the row from this instant on: its one-year window has moved.';
 
--- The spec's indexes, on the store: segments (activity is a range of last_order_date) and last_updated.
-CREATE INDEX customer_360_store_segments_idx ON customer_360_store (value_segment, last_order_date);
-CREATE INDEX customer_360_store_updated_idx ON customer_360_store (last_updated);
+-- The spec's indexes, with its names, on the store (the primary key above is its unique index on
+-- customer_id); activity_segment is computed at read time from last_order_date, so the segments index
+-- pairs value_segment with that date.
+CREATE INDEX idx_customer_360_segments ON customer_360_store (value_segment, last_order_date);
+CREATE INDEX idx_customer_360_updated ON customer_360_store (last_updated);
 CREATE INDEX customer_360_store_expiry_idx ON customer_360_store (window_expires_at)
     WHERE window_expires_at IS NOT NULL;
 CREATE INDEX customer_360_store_golden_idx ON customer_360_store (golden_customer_id);
@@ -406,8 +416,10 @@ SELECT s.customer_id,
        s.last_order_date,
        s.avg_order_value,
        s.primary_currency,
-       (SELECT count(*) FROM unnest(s.recent_order_dates) AS d(day) WHERE d.day >= t.today - 30) AS orders_30d,
-       (SELECT count(*) FROM unnest(s.recent_order_dates) AS d(day) WHERE d.day >= t.today - 90) AS orders_90d,
+       (SELECT count(*) FROM unnest(s.recent_order_dates) AS d(day) WHERE d.day >= t.today - 30)
+           AS orders_30d,
+       (SELECT count(*) FROM unnest(s.recent_order_dates) AS d(day) WHERE d.day >= t.today - 90)
+           AS orders_90d,
        s.total_events,
        s.total_sessions,
        s.active_days,
@@ -565,22 +577,26 @@ CREATE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON crm_customers
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
 
 CREATE TRIGGER customer_360_capture_ins AFTER INSERT ON erp_orders
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
 CREATE TRIGGER customer_360_capture_upd AFTER UPDATE ON erp_orders
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
 CREATE TRIGGER customer_360_capture_del AFTER DELETE ON erp_orders
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
 CREATE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON erp_orders
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
 
 CREATE TRIGGER customer_360_capture_ins AFTER INSERT ON ecommerce_events
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
 CREATE TRIGGER customer_360_capture_upd AFTER UPDATE ON ecommerce_events
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
 CREATE TRIGGER customer_360_capture_del AFTER DELETE ON ecommerce_events
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
 CREATE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON ecommerce_events
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
 
@@ -673,7 +689,8 @@ BEGIN
         SELECT s.customer_id FROM customer_360_store s WHERE p_full
     ),
     fresh AS (
-        SELECT * FROM customer_360_rows(CASE WHEN p_full THEN NULL ELSE ARRAY(SELECT k.customer_id FROM keys k) END)
+        SELECT * FROM customer_360_rows(
+            CASE WHEN p_full THEN NULL ELSE ARRAY(SELECT k.customer_id FROM keys k) END)
     ),
     upserted AS (
         INSERT INTO customer_360_store SELECT * FROM fresh
@@ -832,18 +849,23 @@ BEGIN
         FROM crm_customers c
         WHERE v_q ~ '^[0-9]{1,18}$' AND c.customer_id = CASE WHEN v_q ~ '^[0-9]{1,18}$' THEN v_q::bigint END
     ),
-    -- Rows that hold the query literally (name, email, or phone digits).
+    -- Rows that hold the query literally (name, email, or phone digits), with their trigram
+    -- similarities computed once (they are the cost of a search that matches thousands of rows).
     literal AS MATERIALIZED (
-        SELECT c.customer_id,
-               lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) AS name_l,
-               lower(c.email) AS email_l,
-               regexp_replace(c.phone, '[^0-9]', '', 'g') AS phone_d
-        FROM crm_customers c
-        WHERE v_digits IS NULL
-          AND (lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) LIKE v_like
-               OR lower(c.email) LIKE v_like)
+        SELECT x.customer_id, x.name_l, x.email_l, x.phone_d,
+               word_similarity(v_lower, x.name_l) AS ws_name,
+               coalesce(word_similarity(v_lower, x.email_l), 0) AS ws_email
+        FROM (SELECT c.customer_id,
+                     lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) AS name_l,
+                     lower(c.email) AS email_l,
+                     NULL::text AS phone_d
+              FROM crm_customers c
+              WHERE v_digits IS NULL
+                AND (lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) LIKE v_like
+                     OR lower(c.email) LIKE v_like)
+              OFFSET 0) x
         UNION ALL
-        SELECT c.customer_id, NULL, NULL, regexp_replace(c.phone, '[^0-9]', '', 'g')
+        SELECT c.customer_id, NULL, NULL, regexp_replace(c.phone, '[^0-9]', '', 'g'), NULL, NULL
         FROM crm_customers c
         WHERE v_digits IS NOT NULL
           AND regexp_replace(c.phone, '[^0-9]', '', 'g') LIKE '%' || v_digits || '%'
@@ -851,13 +873,12 @@ BEGIN
     scored AS (
         SELECT t.customer_id,
                CASE WHEN v_digits IS NOT NULL THEN 'phone'
-                    WHEN coalesce(word_similarity(v_lower, t.email_l), 0) > word_similarity(v_lower, t.name_l)
-                         THEN 'email'
+                    WHEN t.ws_email > t.ws_name THEN 'email'
                     ELSE 'name' END AS match_kind,
                CASE WHEN v_digits IS NOT NULL THEN
                         (CASE WHEN t.phone_d = v_digits THEN 1.0 ELSE 0.5 END)
                         + length(v_digits)::real / greatest(length(t.phone_d), 1)
-                    ELSE greatest(word_similarity(v_lower, t.name_l), coalesce(word_similarity(v_lower, t.email_l), 0))
+                    ELSE greatest(t.ws_name, t.ws_email)
                         + CASE WHEN t.name_l = v_lower OR t.email_l = v_lower THEN 1.0
                                WHEN t.name_l LIKE v_lower || '%' OR t.email_l LIKE v_lower || '%' THEN 0.5
                                ELSE 0 END
@@ -868,7 +889,8 @@ BEGIN
     -- fill the page: the similarity scan is the expensive part of a search.
     near AS (
         SELECT c.customer_id, 'name'::text AS match_kind,
-               word_similarity(v_lower, lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')))::real
+               word_similarity(
+                   v_lower, lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')))::real
                    AS score
         FROM crm_customers c
         WHERE v_digits IS NULL
