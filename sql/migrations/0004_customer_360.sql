@@ -470,6 +470,8 @@ COMMENT ON VIEW customer_360_mv IS
 -- Change capture triggers: statement-level with transition tables, so a bulk load costs one
 -- INSERT ... SELECT into the queue per statement, not one per row. Write through the parent of
 -- erp_orders: direct DML on a partition does not fire the parent's statement triggers.
+-- The trigger functions run as their owner: a role allowed to write a source needs no grant on the
+-- queue (and cannot write the queue any other way).
 ------------------------------------------------------------------------------------------------------
 
 -- CRM: the customer itself; on update and delete also the old normalised email, whose group may have
@@ -477,6 +479,7 @@ COMMENT ON VIEW customer_360_mv IS
 CREATE FUNCTION customer_360_capture_crm()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
 BEGIN
@@ -502,6 +505,7 @@ $$;
 CREATE FUNCTION customer_360_capture_customer_rows()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
 BEGIN
@@ -527,6 +531,7 @@ $$;
 CREATE FUNCTION customer_360_capture_financial()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
 BEGIN
@@ -557,6 +562,7 @@ $$;
 CREATE FUNCTION customer_360_capture_truncate()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
 BEGIN

@@ -542,6 +542,44 @@ def test_changes_committed_around_a_refresh_are_not_lost(conn, db_dsn):
     assert row(conn, 1)["total_events"] == 2
 
 
+def test_a_role_that_may_only_write_the_sources_is_still_captured(conn):
+    import uuid
+
+    role = f"src_writer_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {role}")
+    try:
+        for table in ("crm_customers", "erp_orders", "ecommerce_events", "financial_transactions"):
+            conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {table} TO {role}")
+        # 0001's order-id uniqueness trigger runs as the writer (not this module's concern).
+        conn.execute(f"GRANT SELECT, INSERT, DELETE ON erp_order_keys TO {role}")
+        conn.execute(f"SET ROLE {role}")
+        add_customer(conn, 1)
+        add_order(conn, 1, 1, today(conn), 10)
+        add_event(conn, 1, dt.datetime.now(UTC))
+        add_txn(conn, 1, 5, dt.datetime.now(UTC), 10, {"order_id": 1})
+        conn.execute("UPDATE crm_customers SET email = 'x@y.z'")
+        conn.execute("TRUNCATE ecommerce_events")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO customer_360_dirty (customer_id, source) VALUES (2, 'forged')")
+        conn.execute("RESET ROLE")
+        sources = conn.execute(
+            "SELECT array_agg(DISTINCT source ORDER BY source) AS s FROM customer_360_dirty"
+        )
+        assert sources.fetchone()["s"] == ["crm", "ecommerce_events", "erp_orders", "financial_transactions"]
+        refresh(conn)
+        r = row(conn, 1)
+        assert (r["total_orders"], r["total_events"], r["transaction_count"], r["email"]) == (
+            1,
+            0,
+            1,
+            "x@y.z",
+        )
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute(f"DROP OWNED BY {role}")
+        conn.execute(f"DROP ROLE {role}")
+
+
 def test_refresh_refuses_a_snapshot_older_than_its_lock(db_dsn):
     with psycopg.connect(db_dsn) as c:
         c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
