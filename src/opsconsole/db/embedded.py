@@ -108,13 +108,13 @@ class EmbeddedServer:
             pid = int(first)
         except (OSError, ValueError, IndexError):
             return None
+        # A stale postmaster.pid (machine rebooted, server killed) may name a pid that now belongs
+        # to another process: only a live postgres process counts.
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
             return None
-        except PermissionError:
-            pass
-        return pid
+        return pid if b"postgres" in cmdline else None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def ensure_running(self) -> ServerStatus:

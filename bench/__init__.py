@@ -1,0 +1,1 @@
+"""The benchmark harness (make bench): every figure is a ratio against a baseline run back to back."""

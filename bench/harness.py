@@ -1,0 +1,180 @@
+"""Run the benchmarks, write bench/results/latest.json, print a table, refresh the README table.
+
+Each benchmark module under bench/ exposes BENCHMARKS: a list of functions f(db: BenchDB, quick: bool)
+-> Result. A benchmark measures its candidate and its baseline in the same run, median of 3, so the
+ratio means something on a noisy 2-core machine; absolute numbers are printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import conninfo
+from rich.console import Console
+from rich.table import Table
+
+from opsconsole.db import migrate
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results" / "latest.json"
+README = ROOT.parent / "README.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+MODULES = ("p_pipeline", "p_customers", "p_dq", "p_console")
+
+
+@dataclass
+class Result:
+    id: str
+    what: str
+    value: float  # the candidate, in `unit`
+    baseline: float | None  # the baseline, same unit (None when the target is absolute)
+    ratio: float | None  # how many times better than the baseline
+    target: str
+    ok: bool
+    unit: str
+    details: dict = field(default_factory=dict)
+
+
+def median_of(fn: Callable[[], float], runs: int = 3) -> float:
+    """Median of `runs` calls of fn (fn returns the measured quantity, e.g. seconds)."""
+    return statistics.median(fn() for _ in range(runs))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+class BenchDB:
+    """A fresh, migrated database on the target server, dropped afterwards."""
+
+    def __init__(self, admin_dsn: str):
+        self.admin_dsn = admin_dsn
+        self.name = f"opsconsole_bench_{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self) -> BenchDB:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        self.dsn = conninfo.make_conninfo(self.admin_dsn, dbname=self.name)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            migrate.migrate(conn)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, autocommit=True, **kwargs)
+
+
+def collect(selected: set[str] | None) -> list[Callable]:
+    found = []
+    for name in MODULES:
+        try:
+            module = importlib.import_module(f"bench.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"bench.{name}":
+                continue
+            raise
+        for fn in getattr(module, "BENCHMARKS", []):
+            if selected is None or fn.__name__.split("_")[0].upper() in selected:
+                found.append(fn)
+    return sorted(found, key=lambda f: f.__name__)
+
+
+def render(results: list[Result]) -> Table:
+    table = Table(title="opsconsole benchmarks")
+    for col in ("id", "what", "value", "baseline", "ratio", "target", "ok"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(
+            r.id,
+            r.what,
+            f"{r.value:,.1f} {r.unit}",
+            "—" if r.baseline is None else f"{r.baseline:,.1f} {r.unit}",
+            "—" if r.ratio is None else f"{r.ratio:,.1f}x",
+            r.target,
+            "yes" if r.ok else "NO",
+        )
+    return table
+
+
+def readme_table(results: list[Result], machine: str, quick: bool) -> str:
+    lines = [
+        f"Measured by `make bench{' QUICK=1' if quick else ''}` on {machine}.",
+        "",
+        "| id | what | value | baseline | ratio | target | ok |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        base = "—" if r.baseline is None else f"{r.baseline:,.1f} {r.unit}"
+        ratio = "—" if r.ratio is None else f"{r.ratio:,.1f}x"
+        lines.append(
+            f"| {r.id} | {r.what} | {r.value:,.1f} {r.unit} | {base} | {ratio} | {r.target} | "
+            f"{'yes' if r.ok else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(block: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        return
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}", encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes; finishes in under a minute")
+    parser.add_argument("--only", help="comma-separated ids, e.g. P1,P4")
+    parser.add_argument("--dsn", help="admin DSN of the server to use (default: the embedded server)")
+    args = parser.parse_args()
+
+    console = Console()
+    if args.dsn:
+        admin = args.dsn
+    else:
+        from opsconsole.db.embedded import EmbeddedServer
+
+        admin = conninfo.make_conninfo(EmbeddedServer().ensure_running().dsn, dbname="postgres")
+    selected = {s.strip().upper() for s in args.only.split(",")} if args.only else None
+    benches = collect(selected)
+    if not benches:
+        console.print("No benchmarks found.")
+        return 1
+    results: list[Result] = []
+    for fn in benches:
+        console.print(f"[bold]{fn.__name__}[/] ...")
+        with BenchDB(admin) as db:
+            result = fn(db, args.quick)
+        console.print(f"  {result.id}: {result.value:,.1f} {result.unit} (ratio {result.ratio})")
+        results.append(result)
+    with psycopg.connect(admin) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, PostgreSQL {version}"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    payload = [asdict(r) | {"machine": machine, "quick": args.quick} for r in results]
+    RESULTS.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    console.print(render(results))
+    if not args.only:
+        update_readme(readme_table(results, machine, args.quick))
+    console.print(f"wrote {RESULTS.relative_to(ROOT.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

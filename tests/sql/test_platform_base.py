@@ -1,0 +1,106 @@
+"""The base schema: partitions on a rolling horizon, order_id uniqueness, and house rules that every
+migration must keep (timestamptz only, pinned search_path)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+import pytest
+
+
+def test_rows_of_any_date_insert_and_land_in_their_month(conn: psycopg.Connection) -> None:
+    today = dt.date.today()
+    rows = [(1, dt.date(1999, 12, 31)), (2, today), (3, today + dt.timedelta(days=4000))]
+    for order_id, day in rows:
+        conn.execute(
+            "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date)"
+            " VALUES (%s, 1, %s, %s)",
+            (order_id, day, day),
+        )
+    placed = {
+        r["order_id"]: r["tableoid"]
+        for r in conn.execute("SELECT order_id, tableoid::regclass::text AS tableoid FROM erp_orders")
+    }
+    assert placed[1] == "erp_orders_default"
+    assert placed[2] == f"erp_orders_{today:%Y_%m}"
+    assert placed[3] == "erp_orders_default"
+
+
+def test_ensure_partitions_moves_default_rows_and_keeps_order_keys(conn: psycopg.Connection) -> None:
+    conn.execute(
+        "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date)"
+        " VALUES (10, 1, '2001-03-04', '2001-03-04')"
+    )
+    created = conn.execute(
+        "SELECT ensure_partitions('erp_orders', now() - timestamptz '2001-01-01', interval '0')"
+    ).fetchone()["ensure_partitions"]
+    assert created > 200
+    row = conn.execute(
+        "SELECT tableoid::regclass::text AS part FROM erp_orders WHERE order_id = 10"
+    ).fetchone()
+    assert row["part"] == "erp_orders_2001_03"
+    assert conn.execute("SELECT partition_date FROM erp_order_keys WHERE order_id = 10").fetchone() == {
+        "partition_date": dt.date(2001, 3, 4)
+    }
+    again = conn.execute("SELECT ensure_partitions('erp_orders')").fetchone()["ensure_partitions"]
+    assert again == 0
+
+
+def test_order_id_is_unique_across_partitions(conn: psycopg.Connection) -> None:
+    conn.execute(
+        "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date)"
+        " VALUES (7, 1, '2024-01-05', '2024-01-05')"
+    )
+    with pytest.raises(psycopg.errors.UniqueViolation, match="duplicate order_id 7"):
+        conn.execute(
+            "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date)"
+            " VALUES (7, 2, '2025-06-05', '2025-06-05')"
+        )
+    conn.execute("DELETE FROM erp_orders WHERE order_id = 7")
+    conn.execute(
+        "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date)"
+        " VALUES (7, 2, '2025-06-05', '2025-06-05')"
+    )
+    assert conn.execute("SELECT count(*) AS n FROM erp_order_keys").fetchone()["n"] == 1
+
+
+def test_ensure_partitions_refuses_a_plain_table(conn: psycopg.Connection) -> None:
+    with pytest.raises(psycopg.errors.WrongObjectType):
+        conn.execute("SELECT ensure_partitions('crm_customers')")
+
+
+def test_no_timestamp_without_time_zone_anywhere(conn: psycopg.Connection) -> None:
+    naive = conn.execute(
+        """SELECT table_name, column_name FROM information_schema.columns
+           WHERE table_schema = 'public' AND data_type = 'timestamp without time zone'"""
+    ).fetchall()
+    assert naive == []
+
+
+def test_every_platform_function_pins_search_path(conn: psycopg.Connection) -> None:
+    unpinned = conn.execute(
+        """SELECT p.oid::regprocedure::text AS fn
+           FROM pg_proc p
+           WHERE p.pronamespace = 'public'::regnamespace
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                             WHERE d.objid = p.oid AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e')
+             AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')"""
+    ).fetchall()
+    assert unpinned == []
+
+
+def test_record_audit_writes_who_and_what(conn: psycopg.Connection) -> None:
+    conn.execute("SET application_name = 'opsconsole:test'")
+    audit_id = conn.execute(
+        "SELECT record_audit('retry', '{\"batch\": \"b-1\"}', '{\"rows\": 3}', 'ok', 12.5, 'replay')"
+    ).fetchone()["record_audit"]
+    row = conn.execute("SELECT * FROM ops_audit_log WHERE audit_id = %s", (audit_id,)).fetchone()
+    assert row["actor"] == conn.execute("SELECT session_user AS u").fetchone()["u"]
+    assert (row["action"], row["arguments"], row["result"], row["status"]) == (
+        "retry",
+        {"batch": "b-1"},
+        {"rows": 3},
+        "ok",
+    )
+    assert row["application_name"] == "opsconsole:test" and row["reason"] == "replay"
