@@ -307,5 +307,55 @@ class _StatusLine:
             click.echo(time.strftime("%H:%M:%S ") + line)
 
 
-COMMANDS = [seed_cmd, simulate_cmd]
-__all__ = ["COMMANDS", "OpsError"]
+# --------------------------------------------------------------------------------------------------
+# ingest
+# --------------------------------------------------------------------------------------------------
+@click.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--table", required=True, help="Target table (table or schema.table).")
+@click.option("--force", is_flag=True, help="Load files whose content was loaded into this table before.")
+@click.option("--evolve", is_flag=True, help="Add columns the table lacks (ALTER TABLE ... ADD COLUMN).")
+@json_option
+@pass_ctx
+def ingest_cmd(
+    ctx: Context, paths: tuple[Path, ...], table: str, force: bool, evolve: bool, as_json: bool
+) -> None:
+    """Load Parquet, CSV, JSON/NDJSON and Avro files; bad rows go to ingest_rejects with a reason."""
+    from opsconsole.pipeline import ingest
+
+    results = ingest.ingest(ctx.dsn, list(paths), table, force=force, evolve=evolve)
+    rows = [r.as_dict() for r in results]
+    if wants_json(ctx, as_json):
+        emit(rows, True)
+    else:
+        emit(
+            [
+                {
+                    "file": r.path,
+                    "status": r.status,
+                    "rows": r.rows_total,
+                    "loaded": r.loaded,
+                    "rejected": r.rejected,
+                    "skipped": r.skipped,
+                    "note": r.note,
+                }
+                for r in results
+            ],
+            False,
+            title=f"ingest into {results[0].table if results else table}",
+        )
+        for r in results:
+            if r.reasons:
+                reasons = "; ".join(f"{reason} ({n:,})" for reason, n in r.reasons.most_common(5))
+                click.echo(f"{r.path}: rejected rows by reason: {reasons}")
+            if r.added_columns:
+                click.echo(f"{r.path}: added column(s) {', '.join(r.added_columns)} to {r.table}")
+    bad = [r for r in results if r.status in ("refused", "failed")]
+    if bad:
+        raise OpsError(
+            f"{len(bad)} of {len(results)} file(s) were not loaded ({', '.join(r.path for r in bad)}); "
+            "see the note beside each."
+        )
+
+
+COMMANDS = [seed_cmd, simulate_cmd, ingest_cmd]
