@@ -9,6 +9,7 @@ table exists, nothing is created and the tests run against it.
 from __future__ import annotations
 
 import psycopg
+from psycopg.rows import tuple_row
 
 STANDINS = {
     "financial_transactions_staging": """
@@ -66,8 +67,9 @@ STANDINS = {
 def ensure(conn: psycopg.Connection, *names: str) -> list[str]:
     """Create the named stand-ins that do not exist; returns those created."""
     created = []
+    cur = conn.cursor(row_factory=tuple_row)
     for name in names or tuple(STANDINS):
-        row = conn.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone()
+        row = cur.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone()
         if row and row[0]:
             conn.execute(STANDINS[name])
             created.append(name)

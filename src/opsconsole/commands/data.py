@@ -74,7 +74,11 @@ class _RichProgress:
                 completed=result.rows,
                 rate=f"{result.rows_per_s:,.0f} rows/s",
             )
-            if self.enabled:
+            if not self.enabled:
+                return
+            if result.status == "skipped":
+                self.progress.console.print(f"{result.table}: skipped ({result.note})", highlight=False)
+            else:
                 self.progress.console.print(
                     f"{result.table}: {result.rows:,} rows in {result.seconds:.1f} s "
                     f"({result.rows_per_s:,.0f} rows/s)",
