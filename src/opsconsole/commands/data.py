@@ -349,6 +349,8 @@ def ingest_cmd(
             title=f"ingest into {results[0].table if results else table}",
         )
         for r in results:
+            if r.status in ("refused", "failed", "skipped") and r.note:
+                click.echo(f"{r.path}: {r.status}: {r.note}")
             if r.reasons:
                 reasons = "; ".join(f"{reason} ({n:,})" for reason, n in r.reasons.most_common(5))
                 click.echo(f"{r.path}: rejected rows by reason: {reasons}")
