@@ -72,8 +72,13 @@ def template_db(admin_dsn: str) -> str:
                     conn.execute(f'DROP DATABASE "{old}" WITH (FORCE)')
                 conn.execute(f'CREATE DATABASE "{name}"')
                 dsn = conninfo.make_conninfo(admin_dsn, dbname=name)
-                with psycopg.connect(dsn, autocommit=True) as tconn:
-                    migrate.migrate(tconn)
+                try:
+                    with psycopg.connect(dsn, autocommit=True) as tconn:
+                        migrate.migrate(tconn)
+                except BaseException:
+                    # never leave a half-migrated template to be reused by the next run
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    raise
         finally:
             conn.execute("SELECT pg_advisory_unlock(4242)")
     return name
