@@ -305,3 +305,26 @@ def test_cli_summary_and_exit_codes(fixtures: dict[str, Fixture], tmp_path: Path
     assert bad.exit_code == 1 and "unsupported file type" in bad.output and "Traceback" not in bad.output
     missing = runner.invoke(main, ["--dsn", db, "ingest", str(unknown), "--table", "no_such_table"])
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_explicit_identity_values_move_the_sequence(
+    tmp_path: Path, db: str, conn: psycopg.Connection
+) -> None:
+    path = tmp_path / "events.ndjson"
+    events = [
+        {"event_id": 500 + i, "event_timestamp": "2026-01-01T10:00:00Z", "event_type": "page_view",
+         "event_data": {"category": "books"}, "ip_address": "10.0.0.1"}
+        for i in range(3)
+    ]  # fmt: skip
+    path.write_text("\n".join(json.dumps(e) for e in events))
+    (result,) = ingest.ingest(db, [path], "ecommerce_events")
+    assert result.loaded == 3
+    row = conn.execute(
+        "INSERT INTO ecommerce_events (event_timestamp, event_type) "
+        "VALUES (now(), 'page_view') RETURNING event_id"
+    ).fetchone()
+    assert row["event_id"] == 503
+    data = conn.execute(
+        "SELECT event_data, host(ip_address) AS ip FROM ecommerce_events WHERE event_id = 500"
+    ).fetchone()
+    assert data == {"event_data": {"category": "books"}, "ip": "10.0.0.1"}

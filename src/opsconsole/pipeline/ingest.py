@@ -912,6 +912,8 @@ def _load(
                 ],
                 prefetch=False,
             )
+    if loaded:
+        _advance_sequences(conn, target, cols)
     _record_lineage(conn, abspath, target, result.file_format, prepared.mapping, result.added_columns)
     if prepared.ignored:
         result.note = "ignored generated/identity column(s): " + ", ".join(prepared.ignored)
@@ -919,6 +921,25 @@ def _load(
         conn.execute(
             "SELECT pg_notify('opsconsole_staging', %s)",
             (json.dumps({"source": "ingest", "rows": loaded, "file_id": result.file_id}),),
+        )
+
+
+def _advance_sequences(conn: psycopg.Connection, target: Target, cols: list[Column]) -> None:
+    """Explicit values loaded into identity/serial columns would collide with later default values:
+    move each such sequence past the column's maximum (never backwards)."""
+    for column in cols:
+        row = conn.execute(
+            "SELECT pg_get_serial_sequence(%s, %s)",
+            (sql.Identifier(target.schema, target.name).as_string(conn), column.name),
+        ).fetchone()
+        if not row or row[0] is None:
+            continue
+        conn.execute(
+            sql.SQL(
+                "SELECT setval(%s::regclass, m) FROM (SELECT max({col}) AS m FROM {table}) x "
+                "WHERE m > coalesce(pg_sequence_last_value(%s::regclass), 0)"
+            ).format(col=sql.Identifier(column.name), table=target.ident),
+            (row[0], row[0]),
         )
 
 

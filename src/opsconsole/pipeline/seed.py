@@ -752,8 +752,9 @@ class Progress:
         pass
 
 
-def seeded_row_counts(conn: psycopg.Connection) -> dict[str, int]:
-    """Row counts of the seedable tables that hold data (estimate-free: exists-checks + count)."""
+def seeded_row_counts(conn: psycopg.Connection, *, exact: bool = True) -> dict[str, int]:
+    """Row counts of the seedable tables that hold data (exists-checks, then count(*) when ``exact``;
+    otherwise 1 per non-empty table, which is all --truncate needs to know)."""
     present = existing_tables(conn, SOURCE_TABLES + OPTIONAL_TABLES)
     counts = {}
     for table in SOURCE_TABLES + OPTIONAL_TABLES:
@@ -763,6 +764,9 @@ def seeded_row_counts(conn: psycopg.Connection) -> dict[str, int]:
             sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(table))
         ).fetchone()
         if has and has[0]:
+            if not exact:
+                counts[table] = 1
+                continue
             (n,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
             counts[table] = int(n)
     return counts
@@ -982,7 +986,7 @@ def seed(
     progress = progress or Progress()
     started = time.perf_counter()
     with connect(dsn, "seed") as conn:
-        counts = seeded_row_counts(conn)
+        counts = seeded_row_counts(conn, exact=not truncate_first)
         truncated: list[str] = []
         if counts and not truncate_first:
             if if_empty:

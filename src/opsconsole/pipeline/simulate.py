@@ -831,9 +831,11 @@ def run(
                 stats._window.append((now, stats.staging_rows))
                 while stats._window and now - stats._window[0][0] > RATE_WINDOW_S:
                     stats._window.popleft()
-                if len(stats._window) > 1:
+                if len(stats._window) > 1 and stats._window[-1][0] > stats._window[0][0]:
                     (ta, ra), (tb, rb) = stats._window[0], stats._window[-1]
-                    stats.window_rate = (rb - ra) / (tb - ta) if tb > ta else 0.0
+                    stats.window_rate = (rb - ra) / (tb - ta)
+                else:
+                    stats.window_rate = stats.achieved_rate
                 if on_status is not None and now >= next_status:
                     on_status(stats)
                     next_status = now + status_every
