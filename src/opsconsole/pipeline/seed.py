@@ -1086,7 +1086,13 @@ def seed_lineage(conn: psycopg.Connection) -> TableResult:
             [[row[i] for row in LINEAGE] for i in range(len(cols))],
         )
         n = cur.rowcount
-    return TableResult("data_lineage", rows=max(n, 0), seconds=time.perf_counter() - t0)
+    rows = max(n, 0)
+    return TableResult(
+        "data_lineage",
+        rows=rows,
+        seconds=time.perf_counter() - t0,
+        note="" if rows else "flows already recorded",
+    )
 
 
 def _audit(conn: psycopg.Connection, plan: SeedPlan, summary: dict, seconds: float) -> None:
