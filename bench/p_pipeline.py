@@ -1,11 +1,20 @@
-"""P1: bulk ingest into financial_transactions_staging, COPY (binary) vs executemany."""
+"""The financial pipeline benchmarks.
+
+P1 bulk ingest (COPY vs executemany), P2 processing (set-based vs the spec's row-by-row function),
+P3 latency under a steady offered load, P4 the monitor query (rollups vs the spec's view).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
+import psycopg
 
 from bench.harness import BenchDB, Result, median_of, timed
 
@@ -101,4 +110,257 @@ def p1_ingest(db: BenchDB, quick: bool) -> Result:
     )
 
 
-BENCHMARKS = [p1_ingest]
+# --------------------------------------------------------------------------------------------------
+# P2-P4: processing, latency under load, the monitor (the pipeline issue)
+# --------------------------------------------------------------------------------------------------
+BASELINE_SQL = Path(__file__).resolve().parent / "baseline_spec.sql"
+RESET_PIPELINE = (
+    "TRUNCATE financial_transactions_staging, financial_transactions_processed, "
+    "financial_transaction_ledger, "
+    "financial_processing_rollup, financial_latency_rollup"
+)
+
+
+def _install_baseline(db: BenchDB) -> None:
+    """The spec's row-by-row pipeline, made to run, in schema spec_baseline (never migrated)."""
+    with db.connect() as conn:
+        conn.execute(BASELINE_SQL.read_text(encoding="utf-8"))
+
+
+def _load_staging(db: BenchDB, rows: list[tuple]) -> None:
+    with db.connect() as conn:
+        conn.execute(RESET_PIPELINE)
+    _copy(db, rows)
+    with db.connect() as conn:
+        conn.execute("ANALYZE financial_transactions_staging")
+
+
+def _drain(dsn: str, chunk: int, stop_at: int | None = None) -> int:
+    """One worker loop: process chunks (one transaction each) until nothing is due."""
+    done = 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT claimed_count FROM process_financial_batch_detail(%s)", (chunk,)
+            ).fetchone()
+            if not row or row[0] == 0:
+                return done
+            done += row[0]
+            if stop_at is not None and done >= stop_at:
+                return done
+
+
+def _drain_parallel(dsn: str, chunk: int, workers: int) -> int:
+    with ThreadPoolExecutor(workers) as pool:
+        return sum(pool.map(lambda _: _drain(dsn, chunk), range(workers)))
+
+
+def p2_process(db: BenchDB, quick: bool) -> Result:
+    n = 10_000 if quick else 200_000
+    n_base = 300 if quick else 5_000  # the row-by-row baseline's rate does not improve with size
+    chunk = 5_000 if quick else 10_000
+    rows = staging_rows(n)
+    _install_baseline(db)
+
+    def one_worker() -> float:
+        _load_staging(db, rows)
+        seconds = timed(lambda: _drain(db.dsn, chunk))
+        return n / seconds
+
+    def two_workers() -> float:
+        _load_staging(db, rows)
+        seconds = timed(lambda: _drain_parallel(db.dsn, chunk, 2))
+        return n / seconds
+
+    def baseline() -> float:
+        with db.connect() as conn:
+            conn.execute(
+                "TRUNCATE spec_baseline.financial_transactions_staging, "
+                "spec_baseline.financial_transactions_processed"
+            )
+            cols = ", ".join(STAGING_COLUMNS)
+            conn.execute(
+                f"INSERT INTO spec_baseline.financial_transactions_staging ({cols}) "
+                f"SELECT {cols} FROM financial_transactions_staging ORDER BY staging_id LIMIT %s",
+                (n_base,),
+            )
+            conn.execute("ANALYZE spec_baseline.financial_transactions_staging")
+            seconds = timed(
+                lambda: conn.execute("SELECT * FROM spec_baseline.process_financial_batch(%s)", (n_base,))
+            )
+            got = conn.execute(
+                "SELECT count(*) FROM spec_baseline.financial_transactions_staging "
+                "WHERE processing_status = 'processed'"
+            ).fetchone()[0]
+        return got / seconds
+
+    rate1 = median_of(one_worker)
+    rate2 = median_of(two_workers)
+    base = median_of(baseline)  # staging still holds the rows loaded by the last run above
+    ratio = rate1 / base
+    scaling = rate2 / rate1
+    return Result(
+        id="P2",
+        what=f"process {n:,} staged rows (validate + score + move), chunks of {chunk:,}",
+        value=rate1,
+        baseline=base,
+        ratio=ratio,
+        target=">= 15x with 1 worker; 2 workers >= 1.3x one",
+        ok=ratio >= 15 and scaling >= 1.3,
+        unit="rows/s",
+        details={"rows": n, "baseline_rows": n_base, "two_workers_rows_s": rate2, "two_vs_one": scaling},
+    )
+
+
+def p3_latency(db: BenchDB, quick: bool) -> Result:
+    """Offer a steady load (COPY every 100 ms) while two worker loops run; latency per row is
+    processed_at - ingestion_timestamp (the loader's transaction start, so it includes the COPY)."""
+    rate = 5_000 if quick else 20_000
+    seconds = 5 if quick else 60
+    per_tick = rate // 10
+    stop = threading.Event()
+    backlog_samples: list[int] = []
+
+    def worker() -> None:
+        with psycopg.connect(db.dsn, autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute(
+                    "SELECT claimed_count FROM process_financial_batch_detail(5000)"
+                ).fetchone()
+                if not row or row[0] == 0:
+                    time.sleep(0.01)
+
+    with db.connect() as conn:
+        conn.execute(RESET_PIPELINE)
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    offered = 0
+    try:
+        with db.connect() as conn, conn.cursor() as cur:
+            started = time.perf_counter()
+            tick = 0
+            while time.perf_counter() - started < seconds:
+                batch = staging_rows(per_tick, offset=offered)
+                cols = ", ".join(STAGING_COLUMNS)
+                with cur.copy(
+                    f"COPY financial_transactions_staging ({cols}) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["int8", "int8", "timestamptz", "numeric", "varchar", "jsonb", "varchar"])
+                    for row in batch:
+                        copy.write_row(row)
+                offered += per_tick
+                tick += 1
+                if tick % 10 == 0:
+                    backlog_samples.append(
+                        cur.execute(
+                            "SELECT count(*) FROM financial_transactions_staging "
+                            "WHERE processing_status = 'pending'"
+                        ).fetchone()[0]
+                    )
+                sleep = started + tick * 0.1 - time.perf_counter()
+                if sleep > 0:
+                    time.sleep(sleep)
+            elapsed = time.perf_counter() - started
+        deadline = time.monotonic() + 60
+        with db.connect() as conn:
+            while time.monotonic() < deadline:
+                left = conn.execute(
+                    "SELECT count(*) FROM financial_transactions_staging WHERE processing_status = 'pending'"
+                ).fetchone()[0]
+                if left == 0:
+                    break
+                time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    with db.connect() as conn:
+        row = conn.execute(
+            "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP "
+            "(ORDER BY extract(epoch FROM processed_at - ingestion_timestamp) * 1000) AS p, count(*) AS n "
+            "FROM financial_transactions_staging WHERE processing_status = 'processed'"
+        ).fetchone()
+    p50, p95, p99 = row[0]
+    half = len(backlog_samples) // 2
+    growing = bool(backlog_samples) and half > 0 and min(backlog_samples[half:]) > max(backlog_samples[:half])
+    achieved = offered / elapsed
+    return Result(
+        id="P3",
+        what=f"staging -> processed latency p99 at {rate:,} rows/s offered for {seconds} s, 2 workers",
+        value=p99,
+        baseline=None,
+        ratio=None,
+        target="p99 < 1 s, no growing backlog",
+        ok=p99 < 1000 and not growing and achieved >= 0.9 * rate,
+        unit="ms",
+        details={
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "p99_ms": p99,
+            "rows": row[1],
+            "offered_rows_s": achieved,
+            "pending_samples": backlog_samples,
+        },
+    )
+
+
+def p4_monitor(db: BenchDB, quick: bool) -> Result:
+    """The monitor with N rows in staging: the rollup view vs the spec's view over the same rows."""
+    n = 200_000 if quick else 10_000_000
+    _install_baseline(db)
+    with db.connect() as conn:
+        conn.execute(RESET_PIPELINE)
+        # N processed rows ingested over the last hour, in both schemas (server-side, no client cost)
+        for schema, extra_col, extra_val in (
+            ("public", ", processed_at", ", now()"),
+            ("spec_baseline", "", ""),
+        ):
+            conn.execute(
+                f"INSERT INTO {schema}.financial_transactions_staging (transaction_id, account_id, "
+                "transaction_timestamp, amount, transaction_type, ingestion_timestamp, processing_status, "
+                f"processing_duration_ms{extra_col}) "
+                "SELECT g, g %% 5000, now() - interval '2 hours', g %% 1000, 'payment', "
+                f"now() - (g %% 3600) * interval '1 second', 'processed', g %% 1500{extra_val} "
+                "FROM generate_series(1, %s) g",
+                (n,),
+            )
+        # the latency histogram the chunks would have written (the status counts came from the trigger)
+        conn.execute(
+            "INSERT INTO financial_latency_rollup (minute_bucket, bucket_lower_ms, bucket_upper_ms, "
+            "row_count) "
+            "SELECT m.minute_bucket, b.lo, b.hi, 100 FROM financial_processing_rollup m "
+            "CROSS JOIN (VALUES (0, 100), (100, 500), (500, 1000), (1000, 1500)) b(lo, hi)"
+        )
+        conn.execute(
+            "UPDATE financial_processing_rollup SET latency_count = processed_count, "
+            "latency_sum_ms = processed_count * 700, latency_max_ms = 1499"
+        )
+        conn.execute("VACUUM ANALYZE financial_transactions_staging")
+        conn.execute("VACUUM ANALYZE spec_baseline.financial_transactions_staging")
+
+        def query(sql: str) -> float:
+            def once() -> float:
+                return timed(lambda: conn.execute(sql).fetchall())
+
+            once()  # warm the cache for both
+            return median_of(once, runs=5)
+
+        ours = query("SELECT * FROM financial_processing_monitor")
+        spec = query("SELECT * FROM spec_baseline.financial_processing_monitor")
+        minutes = len(conn.execute("SELECT * FROM financial_processing_monitor").fetchall())
+    ratio = spec / ours
+    return Result(
+        id="P4",
+        what=f"monitor query with {n:,} rows in staging",
+        value=ours * 1000,
+        baseline=spec * 1000,
+        ratio=ratio,
+        target=">= 100x",
+        ok=ratio >= 100,
+        unit="ms",
+        details={"rows": n, "minutes_returned": minutes},
+    )
+
+
+BENCHMARKS = [p1_ingest, p2_process, p3_latency, p4_monitor]

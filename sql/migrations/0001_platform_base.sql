@@ -37,6 +37,7 @@ DECLARE
     v_lo       text;
     v_hi       text;
     v_created  integer := 0;
+    v_cols     text;
 BEGIN
     SELECT n.nspname, c.relname INTO v_schema, v_table
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -89,10 +90,14 @@ BEGIN
                            v_schema, v_part, p_parent);
             -- Triggers stay quiet during the move: the rows are not new, only relocated.
             EXECUTE format('ALTER TABLE %I.%I DISABLE TRIGGER USER', v_schema, v_default);
+            -- Generated columns cannot be inserted into; move the stored columns only.
+            SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
+            FROM pg_attribute a
+            WHERE a.attrelid = p_parent AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
             EXECUTE format(
                 'WITH moved AS (DELETE FROM %I.%I WHERE %I >= %L AND %I < %L RETURNING *) '
-                'INSERT INTO %I.%I OVERRIDING SYSTEM VALUE SELECT * FROM moved',
-                v_schema, v_default, v_key, v_lo, v_key, v_hi, v_schema, v_part);
+                'INSERT INTO %I.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM moved',
+                v_schema, v_default, v_key, v_lo, v_key, v_hi, v_schema, v_part, v_cols, v_cols);
             EXECUTE format('ALTER TABLE %I.%I ENABLE TRIGGER USER', v_schema, v_default);
             EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
                            p_parent, v_schema, v_part, v_lo, v_hi);

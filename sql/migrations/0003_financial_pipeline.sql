@@ -1,0 +1,1266 @@
+-- 0003 financial pipeline: staging -> validate -> fraud score -> processed, exactly once per transaction_id.
+--
+-- Shape of the design (details beside each object):
+--   * financial_transactions_staging: what loaders COPY into. Every row is in exactly one state:
+--     pending -> processed | failed (retry due at next_attempt_at) | dead_letter | duplicate.
+--   * A chunk is claimed with FOR UPDATE SKIP LOCKED in one statement, then validated, scored, written
+--     to financial_transactions_processed and marked, all set-based, in the caller's transaction.
+--     The row locks are the claim: no 'processing' status that other sessions cannot see anyway.
+--   * financial_transaction_ledger holds one row per transaction_id ever processed (with the payload
+--     hash), which the partitioned processed table cannot guarantee (its key includes the timestamp).
+--     Same id + same payload again = 'duplicate'; same id + different payload = 'payload_conflict'.
+--   * Per-minute rollups (by ingestion minute) are maintained in the same transactions that change
+--     staging, so financial_processing_monitor reads a few hundred rows whatever the size of staging.
+--
+-- Transactions: a PL/pgSQL function cannot commit, so process_financial_batch() processes one or more
+-- chunks inside the caller's transaction, checking its time budget with clock_timestamp() between
+-- chunks. Committing per chunk is the caller's loop: the Python worker (`opsconsole worker`) calls it
+-- with p_batch_size = one chunk in autocommit mode, so each chunk is its own transaction. (A procedure
+-- could COMMIT in a loop, but a procedure with a pinned search_path may not control transactions.)
+--
+-- Concurrency note: two workers scoring the same account at the same moment do not see each other's
+-- uncommitted rows in the velocity window; the score is exact with respect to what was committed
+-- when the chunk ran. Exactly-once is unaffected (the ledger).
+
+------------------------------------------------------------------------------------------------------
+-- Settings (one row) and reference data
+------------------------------------------------------------------------------------------------------
+CREATE TABLE financial_pipeline_settings (
+    id                   boolean PRIMARY KEY DEFAULT true CHECK (id),
+    business_time_zone   text     NOT NULL DEFAULT 'UTC',   -- business hours/weekends are judged here
+    business_hour_start  smallint NOT NULL DEFAULT 8  CHECK (business_hour_start BETWEEN 0 AND 23),
+    business_hour_end    smallint NOT NULL DEFAULT 18 CHECK (business_hour_end BETWEEN 0 AND 23),
+    fraud_window         interval NOT NULL DEFAULT interval '1 hour' CHECK (fraud_window > interval '0'),
+    amount_min           numeric(20,4) NOT NULL DEFAULT -100000000,
+    amount_max           numeric(20,4) NOT NULL DEFAULT 100000000,
+    future_tolerance     interval NOT NULL DEFAULT interval '5 minutes',
+    max_attempts         integer  NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+    backoff_base         interval NOT NULL DEFAULT interval '10 seconds' CHECK (backoff_base >= interval '0'),
+    backoff_max          interval NOT NULL DEFAULT interval '1 hour',
+    chunk_size           integer  NOT NULL DEFAULT 10000 CHECK (chunk_size > 0),
+    sla_ms               integer  NOT NULL DEFAULT 1000 CHECK (sla_ms > 0),
+    staging_retention    interval NOT NULL DEFAULT interval '7 days',
+    rollup_retention     interval NOT NULL DEFAULT interval '30 days',
+    CHECK (amount_min <= amount_max),
+    CHECK (business_hour_start <= business_hour_end)
+);
+INSERT INTO financial_pipeline_settings DEFAULT VALUES;
+COMMENT ON TABLE financial_pipeline_settings IS
+    'Pipeline knobs (one row): business time zone and hours for the fraud score, validation bounds, retries, chunking, SLA, retention.';
+
+-- An unknown zone name would only fail later, inside a chunk; refuse it at the door instead.
+CREATE FUNCTION financial_pipeline_settings_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    PERFORM now() AT TIME ZONE NEW.business_time_zone;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER financial_pipeline_settings_check BEFORE INSERT OR UPDATE ON financial_pipeline_settings
+    FOR EACH ROW EXECUTE FUNCTION financial_pipeline_settings_check();
+
+CREATE TABLE financial_transaction_types (
+    transaction_type varchar(50) PRIMARY KEY,
+    description      text
+);
+INSERT INTO financial_transaction_types (transaction_type, description) VALUES
+    ('payment', 'money in for goods or services'),
+    ('refund', 'money back to the customer'),
+    ('transfer', 'between accounts'),
+    ('fee', 'charged by us'),
+    ('adjustment', 'manual correction'),
+    ('chargeback', 'reversed by the card issuer');
+COMMENT ON TABLE financial_transaction_types IS 'Known transaction types; a staged row of any other type fails unknown_type.';
+
+-- Stable error codes. retryable = the condition can clear by itself (late order, clock skew), so the
+-- row is retried with backoff; the others go to dead_letter at once (retrying cannot fix them).
+CREATE TABLE financial_error_codes (
+    error_code  varchar(40) PRIMARY KEY,
+    retryable   boolean NOT NULL,
+    description text NOT NULL
+);
+INSERT INTO financial_error_codes (error_code, retryable, description) VALUES
+    ('missing_field',        false, 'a required field (transaction_id, account_id, transaction_timestamp, amount, transaction_type) is NULL'),
+    ('unknown_type',         false, 'transaction_type is not in financial_transaction_types'),
+    ('amount_out_of_bounds', false, 'amount is outside [amount_min, amount_max] of financial_pipeline_settings'),
+    ('future_timestamp',     true,  'transaction_timestamp is later than now + future_tolerance'),
+    ('bad_order_reference',  false, 'reference_data.order_id is present but not a positive integer'),
+    ('order_not_found',      true,  'reference_data.order_id does not match any erp_orders.order_id (yet)'),
+    ('payload_conflict',     false, 'transaction_id was already processed with a different payload'),
+    ('duplicate',            false, 'transaction_id was already processed with the same payload (a replay; not an error)'),
+    ('internal_error',       true,  'processing raised an unexpected error; the message holds it');
+COMMENT ON TABLE financial_error_codes IS 'Stable error codes stored on staging rows, and whether they are retried.';
+
+------------------------------------------------------------------------------------------------------
+-- Staging
+------------------------------------------------------------------------------------------------------
+CREATE TABLE financial_transactions_staging (
+    staging_id             bigserial PRIMARY KEY,
+    -- input columns (what loaders COPY)
+    transaction_id         bigint,
+    account_id             bigint,
+    transaction_timestamp  timestamptz(6),                       -- event time, at the source
+    amount                 numeric(20,4),
+    transaction_type       varchar(50),
+    reference_data         jsonb,
+    batch_id               varchar(100),
+    ingestion_timestamp    timestamptz NOT NULL DEFAULT now(),   -- ingestion time, here
+    -- processing state
+    processing_status      varchar(20) NOT NULL DEFAULT 'pending'
+        CHECK (processing_status IN ('pending', 'processed', 'failed', 'dead_letter', 'duplicate')),
+    error_message          text,
+    retry_count            integer NOT NULL DEFAULT 0,           -- failed attempts since last (re)queue
+    processing_duration_ms integer,                              -- ingestion -> outcome of the last attempt
+    error_code             varchar(40) REFERENCES financial_error_codes,
+    next_attempt_at        timestamptz NOT NULL DEFAULT now(),   -- due time: arrival for pending, backoff for failed
+    processed_at           timestamptz,                          -- when the row reached its current state
+    claimed_by             text,                                 -- application_name#pid of the last claimer
+    chunk_id               bigint,                               -- the chunk that last handled the row
+    requeue_count          integer NOT NULL DEFAULT 0,           -- times an operator re-queued it (retry_failed)
+    -- The rollup key: the ingestion minute, truncated in UTC so it never depends on the session TimeZone.
+    -- (Spelled with AT TIME ZONE: the 3-argument date_trunc is only immutable from PostgreSQL 16.)
+    ingestion_minute       timestamptz GENERATED ALWAYS AS (
+        date_trunc('minute', ingestion_timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') STORED,
+    -- One definition of "same payload": the ledger stores it, duplicates and conflicts compare it.
+    -- The epoch is taken in UTC so the hash does not depend on the session TimeZone; batch_id is not
+    -- part of the payload (the same transaction re-sent in another batch is a replay).
+    payload_hash           uuid GENERATED ALWAYS AS (md5(
+        coalesce(account_id::text, '') || '|' ||
+        coalesce(extract(epoch FROM (transaction_timestamp AT TIME ZONE 'UTC'))::text, '') || '|' ||
+        coalesce(amount::text, '') || '|' ||
+        coalesce(transaction_type::text, '') || '|' ||
+        coalesce(reference_data::text, ''))::uuid) STORED,
+    -- failed, dead_letter and duplicate rows say why; processed rows carry no error. A re-queued
+    -- (pending) row keeps its last error until it is processed.
+    CHECK (processing_status NOT IN ('failed', 'dead_letter', 'duplicate') OR error_code IS NOT NULL),
+    CHECK (processing_status <> 'processed' OR error_code IS NULL),
+    CHECK (processing_status <> 'processed' OR processed_at IS NOT NULL)
+);
+COMMENT ON TABLE financial_transactions_staging IS
+    'Incoming transactions. Each row is in exactly one state; error_code says why for failed, dead_letter and duplicate.';
+
+-- The claim: due rows in due order. Partial, so terminal rows cost nothing here.
+CREATE INDEX financial_staging_claim_idx ON financial_transactions_staging (next_attempt_at, staging_id)
+    WHERE processing_status IN ('pending', 'failed');
+-- The spec's index: retention (processed rows by age) and the backlog pane (rows by status).
+CREATE INDEX idx_financial_staging_status ON financial_transactions_staging (processing_status, ingestion_timestamp);
+-- retry_failed by batch or by error code.
+CREATE INDEX financial_staging_retry_batch_idx ON financial_transactions_staging (batch_id)
+    WHERE processing_status IN ('failed', 'dead_letter');
+CREATE INDEX financial_staging_retry_code_idx ON financial_transactions_staging (error_code)
+    WHERE processing_status IN ('failed', 'dead_letter');
+
+CREATE SEQUENCE financial_chunk_seq;
+
+------------------------------------------------------------------------------------------------------
+-- Processed: partitioned by event time; the ledger gives exactly-once per transaction_id
+------------------------------------------------------------------------------------------------------
+CREATE TABLE financial_transactions_processed (
+    transaction_id         bigint NOT NULL,
+    account_id             bigint NOT NULL,
+    transaction_timestamp  timestamptz(6) NOT NULL,
+    amount                 numeric(20,4) NOT NULL,
+    transaction_type       varchar(50) NOT NULL,
+    reference_data         jsonb,
+    batch_id               varchar(100),
+    -- Computed fields for fast queries. date_partition is the UTC day; it is not the partition key.
+    date_partition         date GENERATED ALWAYS AS ((transaction_timestamp AT TIME ZONE 'UTC')::date) STORED,
+    amount_abs             numeric(20,4) GENERATED ALWAYS AS (abs(amount)) STORED,
+    is_large_amount        boolean GENERATED ALWAYS AS (abs(amount) > 10000) STORED,
+    -- Audit fields
+    processed_at           timestamptz NOT NULL DEFAULT now(),
+    processing_duration_ms integer,
+    validation_status      varchar(20) NOT NULL DEFAULT 'valid',
+    risk_score             numeric(5,2),
+    staging_id             bigint,
+    ingestion_timestamp    timestamptz,
+    payload_hash           uuid,
+    PRIMARY KEY (transaction_id, transaction_timestamp)
+) PARTITION BY RANGE (transaction_timestamp);
+COMMENT ON TABLE financial_transactions_processed IS
+    'Validated, scored transactions; one row per transaction_id (guaranteed by financial_transaction_ledger).';
+CREATE INDEX idx_financial_processed_account_timestamp
+    ON financial_transactions_processed (account_id, transaction_timestamp DESC);
+CREATE INDEX idx_financial_processed_risk_score
+    ON financial_transactions_processed (risk_score DESC) WHERE validation_status <> 'valid';
+SELECT ensure_partitions('financial_transactions_processed');
+
+CREATE TABLE financial_transaction_ledger (
+    transaction_id        bigint PRIMARY KEY,
+    payload_hash          uuid NOT NULL,
+    staging_id            bigint NOT NULL,          -- the staged row that won (staging may be purged later)
+    account_id            bigint NOT NULL,
+    transaction_timestamp timestamptz NOT NULL,     -- locates the processed row: (transaction_id, this)
+    recorded_at           timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE financial_transaction_ledger IS
+    'Exactly-once: one row per transaction_id ever processed, across all partitions of the processed table.';
+
+------------------------------------------------------------------------------------------------------
+-- Rollups: per ingestion minute (UTC buckets), current state counts and latency of processed rows
+------------------------------------------------------------------------------------------------------
+CREATE TABLE financial_processing_rollup (
+    minute_bucket      timestamptz PRIMARY KEY,
+    total_transactions bigint NOT NULL DEFAULT 0,    -- rows ingested in this minute
+    pending_count      bigint NOT NULL DEFAULT 0,    -- ... of which now pending
+    processed_count    bigint NOT NULL DEFAULT 0,
+    failed_count       bigint NOT NULL DEFAULT 0,
+    dead_letter_count  bigint NOT NULL DEFAULT 0,
+    duplicate_count    bigint NOT NULL DEFAULT 0,
+    latency_count      bigint NOT NULL DEFAULT 0,    -- processed rows with a latency
+    latency_sum_ms     bigint NOT NULL DEFAULT 0,
+    latency_max_ms     integer,
+    sla_breaches       bigint NOT NULL DEFAULT 0,    -- processed rows slower than sla_ms
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE financial_processing_rollup IS
+    'Per ingestion minute: rows in each state and latency totals, kept exact by the transactions that change staging.';
+
+CREATE TABLE financial_latency_rollup (
+    minute_bucket   timestamptz NOT NULL,
+    bucket_lower_ms integer NOT NULL,
+    bucket_upper_ms integer,                          -- NULL for the open last bucket
+    row_count       bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute_bucket, bucket_lower_ms)
+);
+COMMENT ON TABLE financial_latency_rollup IS 'Latency histogram of processed rows per ingestion minute (for p95).';
+
+-- Lower bounds (ms) of the latency histogram buckets; finer around the 1 s SLA.
+CREATE FUNCTION financial_latency_bounds()
+RETURNS integer[]
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public
+AS $$
+    SELECT ARRAY[0, 1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 400, 500, 600, 700, 800, 900, 1000,
+                 1200, 1500, 2000, 3000, 5000, 10000, 30000, 60000, 300000, 3600000];
+$$;
+
+-- The one way rollups change. p_deltas is a JSON array of per-minute deltas (any subset of the keys);
+-- rows are applied in minute order so that concurrent writers lock rollup rows in the same order.
+CREATE FUNCTION financial_rollup_apply(p_deltas jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    IF p_deltas IS NULL OR jsonb_array_length(p_deltas) = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO financial_processing_rollup AS r (
+        minute_bucket, total_transactions, pending_count, processed_count, failed_count, dead_letter_count,
+        duplicate_count, latency_count, latency_sum_ms, latency_max_ms, sla_breaches, updated_at)
+    SELECT d.minute_bucket,
+           sum(coalesce(d.total_delta, 0)), sum(coalesce(d.pending_delta, 0)),
+           sum(coalesce(d.processed_delta, 0)), sum(coalesce(d.failed_delta, 0)),
+           sum(coalesce(d.dead_letter_delta, 0)), sum(coalesce(d.duplicate_delta, 0)),
+           sum(coalesce(d.latency_count, 0)), sum(coalesce(d.latency_sum_ms, 0)), max(d.latency_max_ms),
+           sum(coalesce(d.sla_breaches, 0)), clock_timestamp()
+    FROM jsonb_to_recordset(p_deltas) AS d(
+        minute_bucket timestamptz, total_delta bigint, pending_delta bigint, processed_delta bigint,
+        failed_delta bigint, dead_letter_delta bigint, duplicate_delta bigint, latency_count bigint,
+        latency_sum_ms bigint, latency_max_ms integer, sla_breaches bigint)
+    GROUP BY d.minute_bucket
+    ORDER BY d.minute_bucket
+    ON CONFLICT (minute_bucket) DO UPDATE SET
+        total_transactions = r.total_transactions + EXCLUDED.total_transactions,
+        pending_count      = r.pending_count + EXCLUDED.pending_count,
+        processed_count    = r.processed_count + EXCLUDED.processed_count,
+        failed_count       = r.failed_count + EXCLUDED.failed_count,
+        dead_letter_count  = r.dead_letter_count + EXCLUDED.dead_letter_count,
+        duplicate_count    = r.duplicate_count + EXCLUDED.duplicate_count,
+        latency_count      = r.latency_count + EXCLUDED.latency_count,
+        latency_sum_ms     = r.latency_sum_ms + EXCLUDED.latency_sum_ms,
+        latency_max_ms     = greatest(r.latency_max_ms, EXCLUDED.latency_max_ms),
+        sla_breaches       = r.sla_breaches + EXCLUDED.sla_breaches,
+        updated_at         = EXCLUDED.updated_at;
+END;
+$$;
+
+-- p_hist: JSON array of {minute_bucket, bucket_lower_ms, bucket_upper_ms, row_count}.
+CREATE FUNCTION financial_latency_apply(p_hist jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    IF p_hist IS NULL OR jsonb_array_length(p_hist) = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO financial_latency_rollup AS r (minute_bucket, bucket_lower_ms, bucket_upper_ms, row_count)
+    SELECT h.minute_bucket, h.bucket_lower_ms, max(h.bucket_upper_ms), sum(h.row_count)
+    FROM jsonb_to_recordset(p_hist) AS h(minute_bucket timestamptz, bucket_lower_ms integer,
+                                          bucket_upper_ms integer, row_count bigint)
+    GROUP BY h.minute_bucket, h.bucket_lower_ms
+    ORDER BY h.minute_bucket, h.bucket_lower_ms
+    ON CONFLICT (minute_bucket, bucket_lower_ms) DO UPDATE SET row_count = r.row_count + EXCLUDED.row_count;
+END;
+$$;
+
+------------------------------------------------------------------------------------------------------
+-- Arrivals: rollup counts and a NOTIFY that wakes the workers, once per INSERT/COPY statement
+------------------------------------------------------------------------------------------------------
+CREATE FUNCTION financial_staging_arrived()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_deltas jsonb;
+    v_rows   bigint;
+BEGIN
+    SELECT jsonb_agg(to_jsonb(d)), sum(d.total_delta)
+    INTO v_deltas, v_rows
+    FROM (
+        SELECT n.ingestion_minute AS minute_bucket,
+               count(*) AS total_delta,
+               count(*) FILTER (WHERE n.processing_status = 'pending') AS pending_delta,
+               count(*) FILTER (WHERE n.processing_status = 'processed') AS processed_delta,
+               count(*) FILTER (WHERE n.processing_status = 'failed') AS failed_delta,
+               count(*) FILTER (WHERE n.processing_status = 'dead_letter') AS dead_letter_delta,
+               count(*) FILTER (WHERE n.processing_status = 'duplicate') AS duplicate_delta
+        FROM new_rows n
+        GROUP BY 1
+    ) d;
+    IF v_rows IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM financial_rollup_apply(v_deltas);
+    PERFORM pg_notify('opsconsole_staging', json_build_object('rows', v_rows)::text);
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER financial_staging_arrived AFTER INSERT ON financial_transactions_staging
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION financial_staging_arrived();
+
+------------------------------------------------------------------------------------------------------
+-- The fraud score: one definition
+------------------------------------------------------------------------------------------------------
+-- The score from its inputs. Both detect_fraud_indicators (one row) and process_financial_batch (a
+-- chunk) compute the window statistics and call this, so the formula exists once:
+--   velocity  = min(10 per transaction of the account in [ts - window, ts), 50)
+--   deviation = min(|amount - avg| / avg * 20, 30), rounded to 2 places; 0 when there is no history
+--   +20 when |amount| > 50,000; +10 outside business hours; +5 on Saturday/Sunday
+-- Hours and weekdays are read in the configured time zone, never the server's or the session's.
+CREATE FUNCTION financial_fraud_score(
+    p_amount numeric,
+    p_transaction_timestamp timestamptz,
+    p_recent_count bigint,
+    p_recent_avg_abs numeric,
+    p_time_zone text,
+    p_business_hour_start integer,
+    p_business_hour_end integer
+)
+RETURNS numeric(5,2)
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    RETURN least(
+        least(coalesce(p_recent_count, 0) * 10, 50)
+        + CASE WHEN coalesce(p_recent_avg_abs, 0) > 0
+               THEN round(least(abs(p_amount - p_recent_avg_abs) / p_recent_avg_abs * 20, 30), 2)
+               ELSE 0 END
+        + CASE WHEN abs(p_amount) > 50000 THEN 20 ELSE 0 END
+        + CASE WHEN extract(hour FROM p_transaction_timestamp AT TIME ZONE p_time_zone)
+                    NOT BETWEEN p_business_hour_start AND p_business_hour_end THEN 10 ELSE 0 END
+        + CASE WHEN extract(isodow FROM p_transaction_timestamp AT TIME ZONE p_time_zone) IN (6, 7)
+               THEN 5 ELSE 0 END,
+        100)::numeric(5,2);
+END;
+$$;
+
+-- The spec's entry point: the account's processed history in [ts - window, ts), event time, then
+-- the one score. A first transaction (no history) gets velocity 0 and deviation 0.
+CREATE FUNCTION detect_fraud_indicators(
+    p_account_id bigint,
+    p_amount numeric,
+    p_transaction_timestamp timestamptz,
+    p_transaction_type varchar
+)
+RETURNS numeric(5,2)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_cfg   financial_pipeline_settings;
+    v_count bigint;
+    v_avg   numeric;
+BEGIN
+    SELECT * INTO v_cfg FROM financial_pipeline_settings;
+    SELECT count(*), avg(p.amount_abs)
+    INTO v_count, v_avg
+    FROM financial_transactions_processed p
+    WHERE p.account_id = p_account_id
+      AND p.transaction_timestamp >= p_transaction_timestamp - v_cfg.fraud_window
+      AND p.transaction_timestamp < p_transaction_timestamp;
+    RETURN financial_fraud_score(p_amount, p_transaction_timestamp, v_count, v_avg,
+                                 v_cfg.business_time_zone, v_cfg.business_hour_start, v_cfg.business_hour_end);
+END;
+$$;
+
+------------------------------------------------------------------------------------------------------
+-- Failure handling: one definition of "what happens to a row that failed"
+------------------------------------------------------------------------------------------------------
+-- p_failures = failed attempts including this one.
+CREATE FUNCTION financial_failure_status(p_failures integer, p_retryable boolean, p_max_attempts integer)
+RETURNS varchar
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public
+AS $$
+    SELECT CASE WHEN NOT p_retryable OR p_failures >= p_max_attempts THEN 'dead_letter' ELSE 'failed' END::varchar;
+$$;
+
+-- Exponential backoff: base * 2^(failures - 1), capped.
+CREATE FUNCTION financial_retry_delay(p_failures integer, p_base interval, p_max interval)
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public
+AS $$
+    SELECT least(p_base * power(2, least(greatest(p_failures - 1, 0), 30))::double precision, p_max);
+$$;
+
+------------------------------------------------------------------------------------------------------
+-- One chunk, set-based (internal): validate + ledger, then score + write + mark
+------------------------------------------------------------------------------------------------------
+-- p_rows are staging rows already claimed (locked) by the caller's transaction. Returns the outcome
+-- counts and the rollup deltas; the caller applies the deltas last (so the hot rollup row is locked
+-- only briefly, and always after the ledger, which keeps lock order acyclic between workers).
+CREATE FUNCTION financial_apply_chunk(
+    p_rows financial_transactions_staging[],
+    p_cfg financial_pipeline_settings,
+    p_chunk_id bigint,
+    p_worker text,
+    p_now timestamptz,
+    OUT processed integer,
+    OUT failed integer,
+    OUT dead_letter integer,
+    OUT duplicate integer,
+    OUT latency_sum_ms bigint,
+    OUT rollup_deltas jsonb,
+    OUT latency_deltas jsonb
+)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_ids     bigint[];
+    v_codes   text[];
+    v_details text[];
+    v_won     boolean[];
+    v_bounds  integer[] := financial_latency_bounds();
+BEGIN
+    -- Step 1: validate, and claim each valid transaction_id in the ledger. One row per id per chunk
+    -- competes (the lowest staging_id); ids are inserted in order so that two workers racing on the
+    -- same ids wait for each other in the same order (no deadlock). ON CONFLICT waits for a concurrent
+    -- inserter to finish, so step 2 (a new snapshot) sees who won.
+    WITH c AS (
+        SELECT * FROM unnest(p_rows)
+    ),
+    v AS (
+        SELECT c.staging_id, c.transaction_id, c.payload_hash, c.account_id, c.transaction_timestamp,
+               CASE
+                   WHEN c.transaction_id IS NULL OR c.account_id IS NULL OR c.transaction_timestamp IS NULL
+                        OR c.amount IS NULL OR c.transaction_type IS NULL THEN 'missing_field'
+                   WHEN t.transaction_type IS NULL THEN 'unknown_type'
+                   WHEN c.amount NOT BETWEEN p_cfg.amount_min AND p_cfg.amount_max THEN 'amount_out_of_bounds'
+                   WHEN c.transaction_timestamp > p_now + p_cfg.future_tolerance THEN 'future_timestamp'
+                   WHEN o.has_ref AND o.order_id IS NULL THEN 'bad_order_reference'
+                   WHEN o.has_ref AND k.order_id IS NULL THEN 'order_not_found'
+               END AS error_code,
+               CASE
+                   WHEN c.transaction_id IS NULL OR c.account_id IS NULL OR c.transaction_timestamp IS NULL
+                        OR c.amount IS NULL OR c.transaction_type IS NULL THEN
+                       'required field(s) missing: ' || concat_ws(', ',
+                           CASE WHEN c.transaction_id IS NULL THEN 'transaction_id' END,
+                           CASE WHEN c.account_id IS NULL THEN 'account_id' END,
+                           CASE WHEN c.transaction_timestamp IS NULL THEN 'transaction_timestamp' END,
+                           CASE WHEN c.amount IS NULL THEN 'amount' END,
+                           CASE WHEN c.transaction_type IS NULL THEN 'transaction_type' END)
+                   WHEN t.transaction_type IS NULL THEN
+                       format('transaction_type %s is not a known type', quote_literal(c.transaction_type))
+                   WHEN c.amount NOT BETWEEN p_cfg.amount_min AND p_cfg.amount_max THEN
+                       format('amount %s is outside [%s, %s]', c.amount, p_cfg.amount_min, p_cfg.amount_max)
+                   WHEN c.transaction_timestamp > p_now + p_cfg.future_tolerance THEN
+                       format('transaction_timestamp is more than %s ahead of the server clock',
+                              p_cfg.future_tolerance)
+                   WHEN o.has_ref AND o.order_id IS NULL THEN
+                       'reference_data.order_id is not a positive integer'
+                   WHEN o.has_ref AND k.order_id IS NULL THEN
+                       format('order_id %s is not in erp_orders', o.order_id)
+               END AS error_detail
+        FROM c
+        -- reference_data.order_id names erp_orders.order_id (not order_number); erp_order_keys holds
+        -- one row per order_id, so the check is one primary-key probe.
+        CROSS JOIN LATERAL (
+            SELECT jsonb_typeof(c.reference_data) = 'object' AND c.reference_data ? 'order_id' AS has_ref,
+                   CASE WHEN jsonb_typeof(c.reference_data) = 'object'
+                             AND jsonb_typeof(c.reference_data -> 'order_id') IN ('number', 'string')
+                             AND (c.reference_data ->> 'order_id') ~ '^[0-9]{1,18}$'
+                        THEN (c.reference_data ->> 'order_id')::bigint END AS order_id
+        ) o
+        LEFT JOIN financial_transaction_types t ON t.transaction_type = c.transaction_type
+        -- OFFSET 0 keeps this a per-row primary-key probe; flattened, the planner may hash the whole table
+        LEFT JOIN LATERAL (
+            SELECT k.order_id FROM erp_order_keys k WHERE k.order_id = o.order_id OFFSET 0
+        ) k ON true
+    ),
+    r AS (
+        SELECT v.*, row_number() OVER (PARTITION BY v.transaction_id ORDER BY v.staging_id) AS rn
+        FROM v
+        WHERE v.error_code IS NULL
+    ),
+    l AS (
+        INSERT INTO financial_transaction_ledger
+            (transaction_id, payload_hash, staging_id, account_id, transaction_timestamp, recorded_at)
+        SELECT r.transaction_id, r.payload_hash, r.staging_id, r.account_id, r.transaction_timestamp, p_now
+        FROM r
+        WHERE r.rn = 1
+        ORDER BY r.transaction_id
+        ON CONFLICT (transaction_id) DO NOTHING
+        RETURNING staging_id
+    )
+    SELECT array_agg(v.staging_id), array_agg(v.error_code), array_agg(v.error_detail),
+           array_agg(l.staging_id IS NOT NULL)
+    INTO v_ids, v_codes, v_details, v_won
+    FROM v
+    LEFT JOIN l ON l.staging_id = v.staging_id;
+
+    -- Step 2: score the winners against their account's history in [ts - window, ts), where the
+    -- history is the processed table plus the earlier winners of this chunk; write processed; flag
+    -- financial_transactions; classify the losers (duplicate or conflict); mark every row once.
+    WITH c AS (
+        SELECT * FROM unnest(p_rows)
+    ),
+    x AS MATERIALIZED (
+        SELECT c.*, o.error_code AS new_error_code, o.error_detail, o.won,
+               c.processing_status AS prev_status,
+               -- latency: ingestion -> this outcome (capped to fit integer)
+               least(extract(epoch FROM clock_timestamp() - c.ingestion_timestamp) * 1000,
+                     2147483647)::integer AS ms
+        FROM c
+        JOIN unnest(v_ids, v_codes, v_details, v_won) AS o(staging_id, error_code, error_detail, won)
+          ON o.staging_id = c.staging_id
+    ),
+    winners AS (
+        SELECT * FROM x WHERE x.won
+    ),
+    acct AS (
+        SELECT w.account_id, min(w.transaction_timestamp) - p_cfg.fraud_window AS lo,
+               max(w.transaction_timestamp) AS hi
+        FROM winners w
+        GROUP BY w.account_id
+    ),
+    pool AS (
+        SELECT w.staging_id, w.account_id, w.transaction_timestamp, abs(w.amount) AS amount_abs
+        FROM winners w
+        UNION ALL
+        SELECT NULL::bigint, a.account_id, h.transaction_timestamp, h.amount_abs
+        FROM acct a
+        CROSS JOIN LATERAL (
+            -- one index range scan per account (OFFSET 0: never flattened into a scan of processed);
+            -- the partitions outside [lo, hi) are pruned at run time
+            SELECT p.transaction_timestamp, p.amount_abs
+            FROM financial_transactions_processed p
+            WHERE p.account_id = a.account_id
+              AND p.transaction_timestamp >= a.lo
+              AND p.transaction_timestamp < a.hi
+            OFFSET 0
+        ) h
+    ),
+    windowed AS (
+        SELECT q.staging_id,
+               count(*) OVER w AS recent_count,
+               avg(q.amount_abs) OVER w AS recent_avg
+        FROM pool q
+        -- [ts - window, ts): RANGE includes peers at ts; EXCLUDE GROUP drops them (and the row).
+        WINDOW w AS (PARTITION BY q.account_id ORDER BY q.transaction_timestamp
+                     RANGE BETWEEN p_cfg.fraud_window PRECEDING AND CURRENT ROW EXCLUDE GROUP)
+    ),
+    scored AS (
+        SELECT w.*, financial_fraud_score(w.amount, w.transaction_timestamp, s.recent_count, s.recent_avg,
+                                          p_cfg.business_time_zone, p_cfg.business_hour_start,
+                                          p_cfg.business_hour_end) AS risk_score
+        FROM winners w
+        JOIN windowed s ON s.staging_id = w.staging_id
+    ),
+    ins AS (
+        INSERT INTO financial_transactions_processed (
+            transaction_id, account_id, transaction_timestamp, amount, transaction_type, reference_data,
+            batch_id, processed_at, processing_duration_ms, validation_status, risk_score, staging_id,
+            ingestion_timestamp, payload_hash)
+        SELECT s.transaction_id, s.account_id, s.transaction_timestamp, s.amount, s.transaction_type,
+               s.reference_data, s.batch_id, clock_timestamp(), s.ms,
+               CASE WHEN s.risk_score > 70 THEN 'high_risk'
+                    WHEN s.risk_score > 40 THEN 'medium_risk'
+                    ELSE 'valid' END,
+               s.risk_score, s.staging_id, s.ingestion_timestamp, s.payload_hash
+        FROM scored s
+        RETURNING staging_id, transaction_id
+    ),
+    flagged AS (
+        UPDATE financial_transactions f
+        SET is_processed = true
+        FROM ins
+        WHERE f.transaction_id = ins.transaction_id
+          AND f.transaction_id = ANY (ARRAY(SELECT i.transaction_id FROM ins i))   -- primary-key probes
+          AND NOT f.is_processed
+        RETURNING f.transaction_id
+    ),
+    outcome AS (
+        -- processed
+        SELECT x.staging_id, x.prev_status, 'processed'::varchar AS new_status, NULL::varchar AS error_code,
+               NULL::text AS error_message, x.retry_count AS new_retry_count, x.next_attempt_at AS due, x.ms
+        FROM x
+        JOIN ins ON ins.staging_id = x.staging_id
+        UNION ALL
+        -- failed validation: retried with backoff, or dead-lettered
+        SELECT x.staging_id, x.prev_status,
+               financial_failure_status(x.retry_count + 1, e.retryable, p_cfg.max_attempts),
+               x.new_error_code, x.error_detail, x.retry_count + 1,
+               p_now + financial_retry_delay(x.retry_count + 1, p_cfg.backoff_base, p_cfg.backoff_max), x.ms
+        FROM x
+        JOIN financial_error_codes e ON e.error_code = x.new_error_code
+        UNION ALL
+        -- valid but the ledger already had the id: a replay, or a conflicting payload
+        SELECT x.staging_id, x.prev_status,
+               CASE WHEN g.payload_hash = x.payload_hash THEN 'duplicate' ELSE 'dead_letter' END,
+               CASE WHEN g.payload_hash = x.payload_hash THEN 'duplicate' ELSE 'payload_conflict' END,
+               CASE WHEN g.payload_hash = x.payload_hash
+                    THEN format('transaction_id %s was already processed with the same payload (staging_id %s)',
+                                x.transaction_id, g.staging_id)
+                    ELSE format('transaction_id %s was already processed with a different payload (staging_id %s)',
+                                x.transaction_id, g.staging_id) END,
+               x.retry_count + CASE WHEN g.payload_hash = x.payload_hash THEN 0 ELSE 1 END,
+               x.next_attempt_at, x.ms
+        FROM x
+        CROSS JOIN LATERAL (
+            SELECT l.payload_hash, l.staging_id FROM financial_transaction_ledger l
+            WHERE l.transaction_id = x.transaction_id OFFSET 0
+        ) g
+        WHERE x.new_error_code IS NULL AND NOT x.won
+    ),
+    upd AS (
+        UPDATE financial_transactions_staging s
+        SET processing_status = o.new_status,
+            error_code = o.error_code,
+            error_message = o.error_message,
+            retry_count = o.new_retry_count,
+            next_attempt_at = o.due,
+            processing_duration_ms = o.ms,
+            processed_at = clock_timestamp(),
+            claimed_by = p_worker,
+            chunk_id = p_chunk_id
+        FROM outcome o
+        WHERE s.staging_id = o.staging_id
+          AND s.staging_id = ANY (v_ids)   -- primary-key probes, whatever the estimates of outcome
+        RETURNING s.staging_id, s.ingestion_minute, o.prev_status, o.new_status, o.ms
+    ),
+    per_minute AS (
+        SELECT u.ingestion_minute AS minute_bucket,
+               count(*) FILTER (WHERE u.new_status = 'pending')
+                 - count(*) FILTER (WHERE u.prev_status = 'pending') AS pending_delta,
+               count(*) FILTER (WHERE u.new_status = 'processed')
+                 - count(*) FILTER (WHERE u.prev_status = 'processed') AS processed_delta,
+               count(*) FILTER (WHERE u.new_status = 'failed')
+                 - count(*) FILTER (WHERE u.prev_status = 'failed') AS failed_delta,
+               count(*) FILTER (WHERE u.new_status = 'dead_letter')
+                 - count(*) FILTER (WHERE u.prev_status = 'dead_letter') AS dead_letter_delta,
+               count(*) FILTER (WHERE u.new_status = 'duplicate')
+                 - count(*) FILTER (WHERE u.prev_status = 'duplicate') AS duplicate_delta,
+               count(*) FILTER (WHERE u.new_status = 'processed') AS latency_count,
+               coalesce(sum(u.ms) FILTER (WHERE u.new_status = 'processed'), 0) AS latency_sum_ms,
+               max(u.ms) FILTER (WHERE u.new_status = 'processed') AS latency_max_ms,
+               count(*) FILTER (WHERE u.new_status = 'processed' AND u.ms > p_cfg.sla_ms) AS sla_breaches
+        FROM upd u
+        GROUP BY 1
+    ),
+    hist AS (
+        SELECT u.ingestion_minute AS minute_bucket,
+               v_bounds[width_bucket(u.ms, v_bounds)] AS bucket_lower_ms,
+               v_bounds[width_bucket(u.ms, v_bounds) + 1] AS bucket_upper_ms,
+               count(*) AS row_count
+        FROM upd u
+        WHERE u.new_status = 'processed'
+        GROUP BY 1, 2, 3
+    )
+    SELECT (SELECT count(*) FROM upd WHERE upd.new_status = 'processed'),
+           (SELECT count(*) FROM upd WHERE upd.new_status = 'failed'),
+           (SELECT count(*) FROM upd WHERE upd.new_status = 'dead_letter'),
+           (SELECT count(*) FROM upd WHERE upd.new_status = 'duplicate'),
+           (SELECT coalesce(sum(upd.ms), 0) FROM upd WHERE upd.new_status = 'processed'),
+           (SELECT jsonb_agg(to_jsonb(m)) FROM per_minute m),
+           (SELECT jsonb_agg(to_jsonb(h)) FROM hist h)
+    INTO processed, failed, dead_letter, duplicate, latency_sum_ms, rollup_deltas, latency_deltas;
+END;
+$$;
+
+-- A chunk that raised (a bug, or data no validation rule foresaw) is split in halves until the rows
+-- that raise are alone; each such row is marked internal_error (retried with backoff, then
+-- dead-lettered) and the rest are processed normally. One subtransaction per split, not per row.
+CREATE FUNCTION financial_apply_isolating(
+    p_rows financial_transactions_staging[],
+    p_cfg financial_pipeline_settings,
+    p_chunk_id bigint,
+    p_worker text,
+    p_now timestamptz,
+    OUT processed integer,
+    OUT failed integer,
+    OUT dead_letter integer,
+    OUT duplicate integer,
+    OUT latency_sum_ms bigint,
+    OUT rollup_deltas jsonb,
+    OUT latency_deltas jsonb
+)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_n    integer := coalesce(array_length(p_rows, 1), 0);
+    v_half integer;
+    v_a    record;
+    v_b    record;
+    v_row  financial_transactions_staging;
+    v_err  text;
+    v_st   varchar;
+BEGIN
+    processed := 0; failed := 0; dead_letter := 0; duplicate := 0; latency_sum_ms := 0;
+    rollup_deltas := '[]'::jsonb; latency_deltas := '[]'::jsonb;
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+    BEGIN
+        SELECT * INTO v_a FROM financial_apply_chunk(p_rows, p_cfg, p_chunk_id, p_worker, p_now);
+        processed := v_a.processed; failed := v_a.failed; dead_letter := v_a.dead_letter;
+        duplicate := v_a.duplicate; latency_sum_ms := v_a.latency_sum_ms;
+        rollup_deltas := coalesce(v_a.rollup_deltas, '[]'::jsonb);
+        latency_deltas := coalesce(v_a.latency_deltas, '[]'::jsonb);
+        RETURN;
+    EXCEPTION WHEN OTHERS THEN
+        v_err := SQLERRM;
+    END;
+    IF v_n = 1 THEN
+        v_row := p_rows[1];
+        v_st := financial_failure_status(v_row.retry_count + 1, true, p_cfg.max_attempts);
+        UPDATE financial_transactions_staging s
+        SET processing_status = v_st,
+            error_code = 'internal_error',
+            error_message = left(v_err, 1000),
+            retry_count = s.retry_count + 1,
+            next_attempt_at = p_now + financial_retry_delay(s.retry_count + 1, p_cfg.backoff_base, p_cfg.backoff_max),
+            processed_at = clock_timestamp(),
+            claimed_by = p_worker,
+            chunk_id = p_chunk_id
+        WHERE s.staging_id = v_row.staging_id;
+        IF v_st = 'failed' THEN failed := 1; ELSE dead_letter := 1; END IF;
+        rollup_deltas := jsonb_build_array(jsonb_build_object(
+            'minute_bucket', v_row.ingestion_minute,
+            'pending_delta', CASE WHEN v_row.processing_status = 'pending' THEN -1 ELSE 0 END,
+            'failed_delta', CASE WHEN v_st = 'failed' THEN 1 ELSE 0 END
+                            - CASE WHEN v_row.processing_status = 'failed' THEN 1 ELSE 0 END,
+            'dead_letter_delta', CASE WHEN v_st = 'dead_letter' THEN 1 ELSE 0 END));
+        RETURN;
+    END IF;
+    v_half := v_n / 2;
+    SELECT * INTO v_a FROM financial_apply_isolating(p_rows[1:v_half], p_cfg, p_chunk_id, p_worker, p_now);
+    SELECT * INTO v_b FROM financial_apply_isolating(p_rows[v_half + 1:v_n], p_cfg, p_chunk_id, p_worker, p_now);
+    processed := v_a.processed + v_b.processed;
+    failed := v_a.failed + v_b.failed;
+    dead_letter := v_a.dead_letter + v_b.dead_letter;
+    duplicate := v_a.duplicate + v_b.duplicate;
+    latency_sum_ms := v_a.latency_sum_ms + v_b.latency_sum_ms;
+    rollup_deltas := v_a.rollup_deltas || v_b.rollup_deltas;
+    latency_deltas := v_a.latency_deltas || v_b.latency_deltas;
+END;
+$$;
+
+------------------------------------------------------------------------------------------------------
+-- process_financial_batch: claim and process due rows, chunk by chunk, within a time budget
+------------------------------------------------------------------------------------------------------
+-- The detailed form, used by the worker (one log line per chunk needs every outcome count).
+-- Processes up to p_batch_size rows in chunks of at most financial_pipeline_settings.chunk_size, all
+-- in the caller's transaction; stops early when nothing is due or when p_max_processing_time has
+-- elapsed (checked with clock_timestamp() between chunks). Sends one NOTIFY 'opsconsole_pipeline' per
+-- chunk (delivered when the caller commits).
+CREATE FUNCTION process_financial_batch_detail(
+    p_batch_size integer DEFAULT 10000,
+    p_max_processing_time interval DEFAULT '5 minutes',
+    p_worker text DEFAULT NULL
+)
+RETURNS TABLE(
+    processed_count integer,
+    failed_count integer,
+    dead_letter_count integer,
+    duplicate_count integer,
+    claimed_count integer,
+    chunk_count integer,
+    avg_processing_ms numeric,
+    batch_duration interval
+)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_start    timestamptz := clock_timestamp();
+    v_cfg      financial_pipeline_settings;
+    v_worker   text := coalesce(p_worker,
+                                coalesce(nullif(current_setting('application_name', true), ''), 'session')
+                                || '#' || pg_backend_pid());
+    v_rows     financial_transactions_staging[];
+    v_limit    integer;
+    v_now      timestamptz;
+    v_chunk_id bigint;
+    v_chunk_start timestamptz;
+    v_res      record;
+    v_sum_ms   bigint := 0;
+BEGIN
+    IF p_batch_size IS NULL OR p_batch_size < 1 THEN
+        RAISE EXCEPTION 'process_financial_batch: p_batch_size must be at least 1 (got %)', p_batch_size
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO v_cfg FROM financial_pipeline_settings;
+    processed_count := 0; failed_count := 0; dead_letter_count := 0; duplicate_count := 0;
+    claimed_count := 0; chunk_count := 0;
+
+    LOOP
+        EXIT WHEN claimed_count >= p_batch_size;
+        EXIT WHEN chunk_count > 0 AND clock_timestamp() - v_start >= p_max_processing_time;
+        v_limit := least(p_batch_size - claimed_count, v_cfg.chunk_size);
+        v_chunk_start := clock_timestamp();
+        v_now := v_chunk_start;
+
+        -- The claim: due rows in due order, skipping rows other workers hold. The lock lasts until
+        -- the caller's transaction ends; it is the claim.
+        SELECT array_agg(q.s ORDER BY (q.s).staging_id)
+        INTO v_rows
+        FROM (
+            SELECT s
+            FROM financial_transactions_staging s
+            WHERE s.processing_status IN ('pending', 'failed')
+              AND s.next_attempt_at <= v_now
+            ORDER BY s.next_attempt_at, s.staging_id
+            LIMIT v_limit
+            FOR UPDATE OF s SKIP LOCKED
+        ) q;
+        EXIT WHEN v_rows IS NULL;
+
+        v_chunk_id := nextval('financial_chunk_seq');
+        SELECT * INTO v_res FROM financial_apply_isolating(v_rows, v_cfg, v_chunk_id, v_worker, v_now);
+        PERFORM financial_rollup_apply(v_res.rollup_deltas);
+        PERFORM financial_latency_apply(v_res.latency_deltas);
+
+        claimed_count := claimed_count + array_length(v_rows, 1);
+        chunk_count := chunk_count + 1;
+        processed_count := processed_count + v_res.processed;
+        failed_count := failed_count + v_res.failed;
+        dead_letter_count := dead_letter_count + v_res.dead_letter;
+        duplicate_count := duplicate_count + v_res.duplicate;
+        v_sum_ms := v_sum_ms + v_res.latency_sum_ms;
+
+        PERFORM pg_notify('opsconsole_pipeline', json_build_object(
+            'chunk_id', v_chunk_id, 'rows', array_length(v_rows, 1), 'processed', v_res.processed,
+            'failed', v_res.failed, 'dead_letter', v_res.dead_letter, 'duplicate', v_res.duplicate,
+            'ms', round(extract(epoch FROM clock_timestamp() - v_chunk_start) * 1000, 1))::text);
+
+        EXIT WHEN array_length(v_rows, 1) < v_limit;   -- nothing more is due
+    END LOOP;
+
+    avg_processing_ms := CASE WHEN processed_count > 0
+                              THEN round(v_sum_ms::numeric / processed_count, 3) ELSE 0 END;
+    batch_duration := clock_timestamp() - v_start;
+    RETURN NEXT;
+END;
+$$;
+
+-- The spec's signature and result columns. failed_count counts rows that failed in this call,
+-- whether they will be retried (failed) or not (dead_letter); duplicates are in neither count.
+-- avg_processing_ms is the mean ingestion-to-processed latency of the rows processed.
+CREATE FUNCTION process_financial_batch(
+    p_batch_size integer DEFAULT 10000,
+    p_max_processing_time interval DEFAULT '5 minutes'
+)
+RETURNS TABLE(
+    processed_count integer,
+    failed_count integer,
+    avg_processing_ms numeric,
+    batch_duration interval
+)
+LANGUAGE sql
+SET search_path = pg_catalog, public
+AS $$
+    SELECT d.processed_count, d.failed_count + d.dead_letter_count, d.avg_processing_ms, d.batch_duration
+    FROM process_financial_batch_detail(p_batch_size, p_max_processing_time) d;
+$$;
+
+------------------------------------------------------------------------------------------------------
+-- retry_failed: operators re-queue failed (and, if asked, dead-lettered) rows; audited
+------------------------------------------------------------------------------------------------------
+-- Selectors (ids, batch, error code) are combined with AND; with none, p_all must be true. Re-queued
+-- rows become pending, due now, with their retry budget reset. Returns the number of rows re-queued.
+CREATE FUNCTION retry_failed(
+    p_staging_ids bigint[] DEFAULT NULL,
+    p_batch_id text DEFAULT NULL,
+    p_error_code text DEFAULT NULL,
+    p_all boolean DEFAULT false,
+    p_include_dead_letter boolean DEFAULT false,
+    p_reason text DEFAULT NULL
+)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_start    timestamptz := clock_timestamp();
+    v_statuses varchar[] := CASE WHEN p_include_dead_letter THEN ARRAY['failed', 'dead_letter']::varchar[]
+                                 ELSE ARRAY['failed']::varchar[] END;
+    v_count    integer;
+    v_deltas   jsonb;
+BEGIN
+    IF p_staging_ids IS NULL AND p_batch_id IS NULL AND p_error_code IS NULL AND NOT coalesce(p_all, false) THEN
+        RAISE EXCEPTION 'retry_failed: say which rows: staging ids, a batch id, an error code, or p_all => true'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    WITH target AS (
+        SELECT s.staging_id, s.processing_status
+        FROM financial_transactions_staging s
+        WHERE s.processing_status = ANY (v_statuses)
+          AND (p_staging_ids IS NULL OR s.staging_id = ANY (p_staging_ids))
+          AND (p_batch_id IS NULL OR s.batch_id = p_batch_id)
+          AND (p_error_code IS NULL OR s.error_code = p_error_code)
+        FOR UPDATE
+    ),
+    upd AS (
+        UPDATE financial_transactions_staging s
+        SET processing_status = 'pending',
+            next_attempt_at = now(),
+            retry_count = 0,
+            requeue_count = s.requeue_count + 1
+        FROM target t
+        WHERE s.staging_id = t.staging_id
+        RETURNING s.ingestion_minute, t.processing_status AS prev_status
+    ),
+    per_minute AS (
+        SELECT u.ingestion_minute AS minute_bucket,
+               count(*) AS pending_delta,
+               -count(*) FILTER (WHERE u.prev_status = 'failed') AS failed_delta,
+               -count(*) FILTER (WHERE u.prev_status = 'dead_letter') AS dead_letter_delta
+        FROM upd u
+        GROUP BY 1
+    )
+    SELECT (SELECT count(*) FROM upd), (SELECT jsonb_agg(to_jsonb(m)) FROM per_minute m)
+    INTO v_count, v_deltas;
+
+    PERFORM financial_rollup_apply(v_deltas);
+    IF v_count > 0 THEN
+        PERFORM pg_notify('opsconsole_staging', json_build_object('requeued', v_count)::text);
+    END IF;
+    PERFORM record_audit(
+        'retry_failed',
+        jsonb_build_object('staging_ids', to_jsonb(p_staging_ids), 'batch_id', p_batch_id,
+                           'error_code', p_error_code, 'all', coalesce(p_all, false),
+                           'include_dead_letter', coalesce(p_include_dead_letter, false)),
+        jsonb_build_object('requeued', v_count),
+        'ok',
+        round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
+        p_reason);
+    RETURN v_count;
+END;
+$$;
+
+------------------------------------------------------------------------------------------------------
+-- financial_transactions.is_processed follows the ledger
+------------------------------------------------------------------------------------------------------
+-- The chunk flags rows that exist when it runs; this covers source rows that arrive afterwards.
+CREATE FUNCTION financial_transactions_mark_processed()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    UPDATE financial_transactions f
+    SET is_processed = true
+    FROM new_rows n
+    JOIN financial_transaction_ledger l ON l.transaction_id = n.transaction_id
+    WHERE f.transaction_id = n.transaction_id
+      AND NOT f.is_processed;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER financial_transactions_mark_processed AFTER INSERT ON financial_transactions
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION financial_transactions_mark_processed();
+
+-- Repairs is_processed from the ledger (both directions); for the rare race where a source row and
+-- its processing commit at the same moment. Returns the number of rows changed.
+CREATE FUNCTION sync_financial_processed_flags()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_n integer;
+BEGIN
+    UPDATE financial_transactions f
+    SET is_processed = EXISTS (SELECT 1 FROM financial_transaction_ledger l WHERE l.transaction_id = f.transaction_id)
+    WHERE f.is_processed IS DISTINCT FROM
+          EXISTS (SELECT 1 FROM financial_transaction_ledger l WHERE l.transaction_id = f.transaction_id);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END;
+$$;
+
+------------------------------------------------------------------------------------------------------
+-- Reconciliation: mismatches between staging, processed, the ledger, financial_transactions, erp_orders
+------------------------------------------------------------------------------------------------------
+-- One row per check, always (mismatch_count 0 when clean), with up to 10 sample ids (transaction_id,
+-- or staging_id where the check is about staging rows; id_kind says which). Full scans: an operator
+-- check, not a hot path.
+CREATE FUNCTION reconcile_financial_pipeline()
+RETURNS TABLE(check_name text, mismatch_count bigint, id_kind text, sample_ids bigint[], description text)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    RETURN QUERY
+    WITH
+    ledger_without_processed AS (
+        SELECT l.transaction_id AS id FROM financial_transaction_ledger l
+        WHERE NOT EXISTS (SELECT 1 FROM financial_transactions_processed p
+                          WHERE p.transaction_id = l.transaction_id
+                            AND p.transaction_timestamp = l.transaction_timestamp)
+    ),
+    processed_without_ledger AS (
+        SELECT p.transaction_id AS id FROM financial_transactions_processed p
+        LEFT JOIN financial_transaction_ledger l ON l.transaction_id = p.transaction_id
+        WHERE l.transaction_id IS NULL
+           OR l.transaction_timestamp <> p.transaction_timestamp
+           OR l.payload_hash IS DISTINCT FROM p.payload_hash
+    ),
+    processed_differs_from_staging AS (
+        -- while staging still holds the winning row, the processed row must carry its payload
+        SELECT p.transaction_id AS id FROM financial_transactions_processed p
+        JOIN financial_transactions_staging s ON s.staging_id = p.staging_id
+        WHERE (s.transaction_id, s.account_id, s.transaction_timestamp, s.amount, s.transaction_type, s.reference_data)
+              IS DISTINCT FROM
+              (p.transaction_id, p.account_id, p.transaction_timestamp, p.amount, p.transaction_type, p.reference_data)
+    ),
+    processed_twice AS (
+        SELECT p.transaction_id AS id FROM financial_transactions_processed p
+        GROUP BY p.transaction_id HAVING count(*) > 1
+    ),
+    staging_processed_not_winner AS (
+        SELECT s.staging_id AS id FROM financial_transactions_staging s
+        LEFT JOIN financial_transaction_ledger l ON l.transaction_id = s.transaction_id
+        WHERE s.processing_status = 'processed' AND (l.staging_id IS DISTINCT FROM s.staging_id)
+    ),
+    staging_winner_not_processed AS (
+        SELECT s.staging_id AS id FROM financial_transactions_staging s
+        JOIN financial_transaction_ledger l ON l.staging_id = s.staging_id
+        WHERE s.processing_status <> 'processed'
+    ),
+    staging_duplicate_mismatch AS (
+        SELECT s.staging_id AS id FROM financial_transactions_staging s
+        LEFT JOIN financial_transaction_ledger l ON l.transaction_id = s.transaction_id
+        WHERE (s.processing_status = 'duplicate' AND l.payload_hash IS DISTINCT FROM s.payload_hash)
+           OR (s.error_code = 'payload_conflict' AND (l.payload_hash IS NULL OR l.payload_hash = s.payload_hash))
+    ),
+    source_flag_missing AS (
+        SELECT f.transaction_id AS id FROM financial_transactions f
+        JOIN financial_transaction_ledger l ON l.transaction_id = f.transaction_id
+        WHERE NOT f.is_processed
+    ),
+    source_flag_without_ledger AS (
+        SELECT f.transaction_id AS id FROM financial_transactions f
+        WHERE f.is_processed
+          AND NOT EXISTS (SELECT 1 FROM financial_transaction_ledger l WHERE l.transaction_id = f.transaction_id)
+    ),
+    source_payload_differs AS (
+        SELECT f.transaction_id AS id FROM financial_transactions f
+        JOIN financial_transaction_ledger l ON l.transaction_id = f.transaction_id
+        JOIN financial_transactions_processed p
+          ON p.transaction_id = l.transaction_id AND p.transaction_timestamp = l.transaction_timestamp
+        WHERE f.account_id IS DISTINCT FROM p.account_id
+           OR f.transaction_timestamp IS DISTINCT FROM p.transaction_timestamp
+           OR f.amount IS DISTINCT FROM p.amount
+           OR f.transaction_type IS DISTINCT FROM p.transaction_type
+    ),
+    processed_order_missing AS (
+        SELECT p.transaction_id AS id FROM financial_transactions_processed p
+        WHERE jsonb_typeof(p.reference_data) = 'object'
+          AND (p.reference_data ->> 'order_id') ~ '^[0-9]{1,18}$'
+          AND NOT EXISTS (SELECT 1 FROM erp_order_keys k
+                          WHERE k.order_id = (p.reference_data ->> 'order_id')::bigint)
+    )
+    SELECT c.check_name, c.n, c.id_kind, c.sample, c.description
+    FROM (
+        SELECT 'ledger_without_processed' AS check_name, (SELECT count(*) FROM ledger_without_processed) AS n,
+               'transaction_id' AS id_kind,
+               ARRAY(SELECT id FROM ledger_without_processed ORDER BY id LIMIT 10) AS sample,
+               'ledger rows whose processed row is missing' AS description, 1 AS ord
+        UNION ALL
+        SELECT 'processed_without_ledger', (SELECT count(*) FROM processed_without_ledger), 'transaction_id',
+               ARRAY(SELECT id FROM processed_without_ledger ORDER BY id LIMIT 10),
+               'processed rows with no ledger row, or whose timestamp/payload differ from it', 2
+        UNION ALL
+        SELECT 'processed_differs_from_staging', (SELECT count(*) FROM processed_differs_from_staging),
+               'transaction_id', ARRAY(SELECT id FROM processed_differs_from_staging ORDER BY id LIMIT 10),
+               'processed rows whose payload differs from the staged row they came from', 2
+        UNION ALL
+        SELECT 'processed_twice', (SELECT count(*) FROM processed_twice), 'transaction_id',
+               ARRAY(SELECT id FROM processed_twice ORDER BY id LIMIT 10),
+               'transaction_ids present more than once in processed (across partitions)', 3
+        UNION ALL
+        SELECT 'staging_processed_not_winner', (SELECT count(*) FROM staging_processed_not_winner), 'staging_id',
+               ARRAY(SELECT id FROM staging_processed_not_winner ORDER BY id LIMIT 10),
+               'staging rows marked processed that are not the ledger''s row for their transaction_id', 4
+        UNION ALL
+        SELECT 'staging_winner_not_processed', (SELECT count(*) FROM staging_winner_not_processed), 'staging_id',
+               ARRAY(SELECT id FROM staging_winner_not_processed ORDER BY id LIMIT 10),
+               'staging rows the ledger names as processed but marked otherwise', 5
+        UNION ALL
+        SELECT 'staging_duplicate_mismatch', (SELECT count(*) FROM staging_duplicate_mismatch), 'staging_id',
+               ARRAY(SELECT id FROM staging_duplicate_mismatch ORDER BY id LIMIT 10),
+               'duplicates whose payload differs from the ledger, or conflicts whose payload matches it', 6
+        UNION ALL
+        SELECT 'source_flag_missing', (SELECT count(*) FROM source_flag_missing), 'transaction_id',
+               ARRAY(SELECT id FROM source_flag_missing ORDER BY id LIMIT 10),
+               'financial_transactions processed (in the ledger) but is_processed = false', 7
+        UNION ALL
+        SELECT 'source_flag_without_ledger', (SELECT count(*) FROM source_flag_without_ledger), 'transaction_id',
+               ARRAY(SELECT id FROM source_flag_without_ledger ORDER BY id LIMIT 10),
+               'financial_transactions with is_processed = true that were never processed', 8
+        UNION ALL
+        SELECT 'source_payload_differs', (SELECT count(*) FROM source_payload_differs), 'transaction_id',
+               ARRAY(SELECT id FROM source_payload_differs ORDER BY id LIMIT 10),
+               'financial_transactions whose account/timestamp/amount/type differ from the processed row', 9
+        UNION ALL
+        SELECT 'processed_order_missing', (SELECT count(*) FROM processed_order_missing), 'transaction_id',
+               ARRAY(SELECT id FROM processed_order_missing ORDER BY id LIMIT 10),
+               'processed rows whose reference_data.order_id is no longer in erp_orders', 10
+    ) c
+    ORDER BY c.ord;
+END;
+$$;
+
+------------------------------------------------------------------------------------------------------
+-- The monitor: the spec's columns, from the rollups (cheap at any staging size, TimeZone-independent)
+------------------------------------------------------------------------------------------------------
+-- Buckets are ingestion minutes (UTC-truncated instants). avg/max/p95 are over processed rows;
+-- p95 is interpolated inside its histogram bucket (capped at the minute's max), so it is exact to the
+-- bucket's width (finest around the 1 s SLA). sla_breach_rate = processed rows slower than sla_ms per
+-- 100 rows no longer pending, as in the spec.
+CREATE VIEW financial_processing_monitor AS
+WITH recent AS (
+    SELECT r.*
+    FROM financial_processing_rollup r
+    WHERE r.minute_bucket >= now() - interval '1 hour'
+),
+hist AS (
+    SELECT h.minute_bucket, h.bucket_lower_ms, h.bucket_upper_ms, h.row_count,
+           sum(h.row_count) OVER (PARTITION BY h.minute_bucket ORDER BY h.bucket_lower_ms) AS cum,
+           sum(h.row_count) OVER (PARTITION BY h.minute_bucket) AS total
+    FROM financial_latency_rollup h
+    WHERE h.minute_bucket >= now() - interval '1 hour'
+      AND h.row_count > 0
+),
+p95 AS (
+    SELECT DISTINCT ON (h.minute_bucket)
+           h.minute_bucket, h.bucket_lower_ms, h.bucket_upper_ms, h.row_count, h.cum, h.total
+    FROM hist h
+    WHERE h.cum >= 0.95 * h.total
+    ORDER BY h.minute_bucket, h.bucket_lower_ms
+)
+SELECT r.minute_bucket,
+       r.total_transactions,
+       r.processed_count,
+       r.failed_count,
+       r.pending_count,
+       round(r.latency_sum_ms::numeric / nullif(r.latency_count, 0), 3) AS avg_processing_ms,
+       r.latency_max_ms AS max_processing_ms,
+       least(p.bucket_lower_ms
+             + (coalesce(p.bucket_upper_ms, r.latency_max_ms) - p.bucket_lower_ms)
+               * (0.95 * p.total - (p.cum - p.row_count)) / p.row_count,
+             r.latency_max_ms)::double precision AS p95_processing_ms,
+       r.sla_breaches::double precision
+           / nullif(r.total_transactions - r.pending_count, 0) * 100 AS sla_breach_rate,
+       r.dead_letter_count,
+       r.duplicate_count
+FROM recent r
+LEFT JOIN p95 p ON p.minute_bucket = r.minute_bucket
+ORDER BY r.minute_bucket DESC;
+COMMENT ON VIEW financial_processing_monitor IS
+    'Last hour by ingestion minute, from the rollups: counts by state, latency avg/max/p95, SLA breach rate.';
+
+------------------------------------------------------------------------------------------------------
+-- The console's backlog pane: what is waiting or stuck, by state and error code
+------------------------------------------------------------------------------------------------------
+CREATE VIEW financial_pipeline_backlog AS
+SELECT s.processing_status,
+       s.error_code,
+       count(*) AS row_count,
+       count(*) FILTER (WHERE s.processing_status IN ('pending', 'failed') AND s.next_attempt_at <= now()) AS due_now,
+       min(s.next_attempt_at) FILTER (WHERE s.processing_status IN ('pending', 'failed')) AS oldest_due_at,
+       min(s.ingestion_timestamp) AS oldest_ingested_at,
+       max(s.processed_at) AS last_attempt_at,
+       max(s.retry_count) AS max_retry_count
+FROM financial_transactions_staging s
+WHERE s.processing_status IN ('pending', 'failed', 'dead_letter')
+GROUP BY s.processing_status, s.error_code;
+COMMENT ON VIEW financial_pipeline_backlog IS
+    'Rows waiting (pending), retrying (failed) or stuck (dead_letter), by error code, with the oldest due time.';
+
+------------------------------------------------------------------------------------------------------
+-- Retention
+------------------------------------------------------------------------------------------------------
+-- Deletes staging rows that are done (processed, duplicate) and older than the retention, at most
+-- p_limit per call, through the status index; failed and dead-lettered rows stay until an operator
+-- acts. The monitor reads rollups and exactly-once reads the ledger, so neither loses anything.
+-- Rollups older than rollup_retention go too. Audited.
+CREATE FUNCTION purge_financial_staging(
+    p_older_than interval DEFAULT NULL,
+    p_limit integer DEFAULT 100000
+)
+RETURNS TABLE(staging_rows_deleted bigint, rollup_rows_deleted bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_start  timestamptz := clock_timestamp();
+    v_cfg    financial_pipeline_settings;
+    v_cutoff timestamptz;
+BEGIN
+    SELECT * INTO v_cfg FROM financial_pipeline_settings;
+    v_cutoff := now() - coalesce(p_older_than, v_cfg.staging_retention);
+
+    DELETE FROM financial_transactions_staging s
+    WHERE s.staging_id IN (
+        SELECT t.staging_id FROM financial_transactions_staging t
+        WHERE t.processing_status IN ('processed', 'duplicate')
+          AND t.ingestion_timestamp < v_cutoff
+        LIMIT p_limit);
+    GET DIAGNOSTICS staging_rows_deleted = ROW_COUNT;
+
+    DELETE FROM financial_latency_rollup WHERE minute_bucket < now() - v_cfg.rollup_retention;
+    DELETE FROM financial_processing_rollup WHERE minute_bucket < now() - v_cfg.rollup_retention;
+    GET DIAGNOSTICS rollup_rows_deleted = ROW_COUNT;
+
+    PERFORM record_audit(
+        'purge_financial_staging',
+        jsonb_build_object('older_than', coalesce(p_older_than, v_cfg.staging_retention)::text, 'limit', p_limit),
+        jsonb_build_object('staging_rows_deleted', staging_rows_deleted, 'rollup_rows_deleted', rollup_rows_deleted),
+        'ok',
+        round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
+        NULL);
+    RETURN NEXT;
+END;
+$$;

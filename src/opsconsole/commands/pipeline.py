@@ -1,0 +1,191 @@
+"""`opsconsole process | retry | worker | reconcile | backlog`: the financial pipeline from the shell."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import sys
+
+import click
+
+from opsconsole.commands.base import Context, json_option, pass_ctx, wants_json
+from opsconsole.ops import pipeline as ops
+from opsconsole.output import emit, err_console
+
+
+@click.command("process")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=10000,
+    show_default=True,
+    help="Rows to claim at most (processed in chunks of the configured chunk size).",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0),
+    default=300,
+    show_default=True,
+    help="Time budget, checked between chunks.",
+)
+@json_option
+@pass_ctx
+def process(ctx: Context, batch_size: int, max_seconds: float, as_json: bool) -> None:
+    """Process one batch of due staging rows now and print what happened."""
+    with ctx.connect("process") as conn:
+        result = ops.process_batch(conn, batch_size, dt.timedelta(seconds=max_seconds), audit=True)
+    if wants_json(ctx, as_json):
+        emit(result.as_dict(), True)
+    elif result.claimed == 0:
+        click.echo("Nothing was due: the staging backlog is empty.")
+    else:
+        emit(result.as_dict(), False, title="batch processed")
+
+
+def _parse_ids(values: tuple[str, ...]) -> list[int] | None:
+    ids: list[int] = []
+    for value in values:
+        for part in value.replace(",", " ").split():
+            try:
+                ids.append(int(part))
+            except ValueError:
+                raise click.BadParameter(
+                    f"{part!r} is not a staging id (an integer).", param_hint="--ids"
+                ) from None
+    return ids or None
+
+
+@click.command("retry")
+@click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
+@click.option("--batch", "batch_id", help="Only rows of this batch_id.")
+@click.option("--error-code", help="Only rows that failed with this code (see financial_error_codes).")
+@click.option("--all", "all_rows", is_flag=True, help="Every failed row (needed when no other selector).")
+@click.option("--dead-letter", is_flag=True, help="Include dead-lettered rows, not only failed ones.")
+@click.option("--reason", help="Why: stored in the audit log with your name.")
+@json_option
+@pass_ctx
+def retry(
+    ctx: Context,
+    ids: tuple[str, ...],
+    batch_id: str | None,
+    error_code: str | None,
+    all_rows: bool,
+    dead_letter: bool,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Re-queue failed (or, with --dead-letter, dead-lettered) rows. Selectors combine with AND."""
+    staging_ids = _parse_ids(ids)
+    with ctx.connect("retry") as conn:
+        n = ops.retry(
+            conn,
+            staging_ids=staging_ids,
+            batch_id=batch_id,
+            error_code=error_code,
+            all_rows=all_rows,
+            include_dead_letter=dead_letter,
+            reason=reason,
+        )
+    if wants_json(ctx, as_json):
+        emit({"requeued": n}, True)
+    else:
+        click.echo(f"Re-queued {n:,} row(s); workers will pick them up now.")
+
+
+@click.command("worker")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Claim loops, each with its own connection.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=10000,
+    show_default=True,
+    help="Rows per chunk (one transaction each).",
+)
+@click.option(
+    "--poll-seconds",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Fallback poll interval when no NOTIFY arrives.",
+)
+@pass_ctx
+def worker(ctx: Context, concurrency: int, batch_size: int, poll_seconds: float) -> None:
+    """Run the claim loop until SIGTERM or Ctrl-C (the chunk in flight finishes first)."""
+    from opsconsole.pipeline.worker import Worker
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr, force=True
+    )
+    w = Worker(ctx.dsn, concurrency=concurrency, batch_size=batch_size, poll_s=poll_seconds)
+
+    def _stop(signum, _frame) -> None:
+        logging.getLogger("opsconsole.worker").info(
+            "received %s: finishing the chunk in flight, then stopping", signal.Signals(signum).name
+        )
+        w.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    logging.getLogger("opsconsole.worker").info(
+        "worker started: %d loop(s), chunks of %d rows, listening on opsconsole_staging",
+        concurrency,
+        batch_size,
+    )
+    w.run_forever()
+    s = w.stats
+    logging.getLogger("opsconsole.worker").info(
+        "worker stopped: %d chunk(s), %d row(s): processed %d, failed %d, dead_letter %d, duplicate %d",
+        s.chunks,
+        s.rows,
+        s.processed,
+        s.failed,
+        s.dead_letter,
+        s.duplicate,
+    )
+
+
+@click.command("reconcile")
+@click.option("--all-checks", is_flag=True, help="Also list the checks that found nothing.")
+@json_option
+@pass_ctx
+def reconcile(ctx: Context, all_checks: bool, as_json: bool) -> None:
+    """Compare staging, processed, the ledger, financial_transactions and erp_orders.
+    Exit code 1 when a check finds mismatches."""
+    with ctx.connect("reconcile") as conn:
+        rows = ops.reconcile(conn)
+    bad = [r for r in rows if r["mismatch_count"]]
+    if wants_json(ctx, as_json):
+        emit(rows, True)
+    elif not bad and not all_checks:
+        click.echo(f"All {len(rows)} reconciliation checks are clean.")
+    else:
+        emit(rows if all_checks else bad, False, title="reconciliation")
+    if bad:
+        if not wants_json(ctx, as_json):
+            err_console.print(f"{len(bad)} check(s) found mismatches.")
+        sys.exit(1)
+
+
+@click.command("backlog")
+@json_option
+@pass_ctx
+def backlog(ctx: Context, as_json: bool) -> None:
+    """What is waiting (pending), retrying (failed) or stuck (dead_letter), by error code."""
+    with ctx.connect("backlog") as conn:
+        rows = ops.backlog(conn)
+    if wants_json(ctx, as_json):
+        emit(rows, True)
+    elif not rows:
+        click.echo("The backlog is empty: nothing pending, failed or dead-lettered.")
+    else:
+        emit(rows, False, title="pipeline backlog")
+
+
+COMMANDS = [process, retry, worker, reconcile, backlog]

@@ -1,0 +1,143 @@
+"""Catalog, lineage and lakehouse actions: call the SQL functions of 0005/0006, return plain data.
+
+The CLI (opsconsole.commands.catalog) and the console both call these. Each takes an open psycopg
+connection (autocommit) and raises OpsError subclasses for failures a person can meet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from opsconsole.errors import OpsError, PermissionProblem
+
+DIRECTIONS = ("up", "down", "both")
+
+
+@contextmanager
+def database_errors(what: str) -> Iterator[None]:
+    """Turn the database errors an operator can meet into one sentence."""
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise PermissionProblem(
+            f"Your database role may not {what} ({exc.diag.message_primary}); ask for the needed grant."
+        ) from None
+    except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable) as exc:
+        raise OpsError(
+            f"This database lacks the catalog and lakehouse objects ({exc.diag.message_primary}), "
+            f"so it cannot {what}; run `opsconsole db migrate` first."
+        ) from None
+
+
+def _rows(conn: psycopg.Connection, sql: str, params: tuple | dict | None = None) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+@dataclass(frozen=True)
+class CatalogRefresh:
+    added: int
+    changed: int
+    removed: int
+    total: int
+    duration_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def refresh_catalog(conn: psycopg.Connection) -> CatalogRefresh:
+    """Run refresh_data_catalog_report() and leave an audit row, in one transaction."""
+    started = time.perf_counter()
+    with database_errors("refresh the catalog"), conn.transaction():
+        row = _rows(conn, "SELECT * FROM refresh_data_catalog_report()")[0]
+        result = CatalogRefresh(
+            added=row["added"],
+            changed=row["changed"],
+            removed=row["removed"],
+            total=row["total"],
+            duration_ms=float(row["duration_ms"]),
+        )
+        conn.execute(
+            "SELECT record_audit('catalog.refresh', '{}'::jsonb, %s, 'ok', %s::numeric)",
+            (Jsonb(result.as_dict()), round((time.perf_counter() - started) * 1000, 3)),
+        )
+    return result
+
+
+def catalog_tables(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """One row per catalogued table or view: what it is, its size in columns, its most sensitive data."""
+    with database_errors("read the catalog"):
+        return _rows(
+            conn,
+            """
+            SELECT schema_name, table_name, min(object_type) AS object_type, count(*) AS columns,
+                   CASE max(CASE data_classification WHEN 'restricted' THEN 4 WHEN 'confidential' THEN 3
+                                                     WHEN 'internal' THEN 2 WHEN 'public' THEN 1 END)
+                        WHEN 4 THEN 'restricted' WHEN 3 THEN 'confidential' WHEN 2 THEN 'internal'
+                        WHEN 1 THEN 'public' END AS classification,
+                   string_agg(DISTINCT business_owner, ', ') AS business_owner,
+                   min(table_description) AS description
+            FROM data_catalog
+            WHERE database_name = current_database()
+            GROUP BY schema_name, table_name
+            ORDER BY schema_name, table_name
+            """,
+        )
+
+
+def catalog_columns(conn: psycopg.Connection, table: str) -> list[dict[str, Any]]:
+    """The catalogued columns of one table (name as stored, optionally schema-qualified)."""
+    schema, _, name = table.rpartition(".")
+    with database_errors("read the catalog"):
+        rows = _rows(
+            conn,
+            """
+            SELECT column_name, data_type, is_nullable, data_classification, column_description,
+                   business_owner, technical_owner, tags, object_type, schema_name, table_name,
+                   last_updated
+            FROM data_catalog
+            WHERE database_name = current_database() AND table_name = %(name)s
+              AND (%(schema)s = '' OR schema_name = %(schema)s)
+            ORDER BY schema_name, ordinal_position
+            """,
+            {"name": name, "schema": schema},
+        )
+    if not rows:
+        raise OpsError(
+            f"The catalog has no table named {table}; check the name or run `opsconsole catalog refresh`."
+        )
+    return rows
+
+
+def lineage(conn: psycopg.Connection, table: str, direction: str = "both") -> list[dict[str, Any]]:
+    """Flows into (up) and/or out of (down) a table, nearest first, each with its direction."""
+    if direction not in DIRECTIONS:
+        raise OpsError(f"Unknown lineage direction {direction!r}; use up, down or both.")
+    rows: list[dict[str, Any]] = []
+    with database_errors("read lineage"):
+        for name, fn in (("up", "lineage_upstream"), ("down", "lineage_downstream")):
+            if direction in (name, "both"):
+                rows += [
+                    {"direction": name, **r}
+                    for r in _rows(conn, f"SELECT * FROM {fn}(%s)", (table,))  # fn is one of two names
+                ]
+    return rows
+
+
+def lake_history(conn: psycopg.Connection, customer_id: int) -> list[dict[str, Any]]:
+    """Every version of one customer, oldest first (lake_history())."""
+    with database_errors("read the lakehouse"):
+        rows = _rows(conn, "SELECT * FROM lake_history(%s)", (customer_id,))
+    if not rows:
+        raise OpsError(f"Customer {customer_id} has no versions in the lakehouse.")
+    return rows

@@ -1,0 +1,178 @@
+"""Pipeline actions: process a batch, re-queue failed rows, reconcile, read the backlog.
+
+Each function takes a psycopg connection (autocommit, as opened by opsconsole.db.connect), calls the
+SQL function of sql/migrations/0003_financial_pipeline.sql and returns plain data. The CLI, the
+console and the worker all come through here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from opsconsole.errors import OpsError
+
+VALID_STATES = ("pending", "processed", "failed", "dead_letter", "duplicate")
+
+
+class PipelineProblem(OpsError):
+    """A pipeline action was asked for something it cannot do (bad selector, unknown code, ...)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    processed: int
+    failed: int
+    dead_letter: int
+    duplicate: int
+    claimed: int
+    chunks: int
+    avg_processing_ms: float
+    duration_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"{self.claimed} rows in {self.duration_ms:.0f} ms: processed {self.processed}, "
+            f"failed {self.failed}, dead_letter {self.dead_letter}, duplicate {self.duplicate}"
+        )
+
+
+def _ms(value: dt.timedelta | None) -> float:
+    return round(value.total_seconds() * 1000, 1) if value is not None else 0.0
+
+
+def process_batch(
+    conn: psycopg.Connection,
+    batch_size: int = 10000,
+    max_time: dt.timedelta = dt.timedelta(minutes=5),
+    worker: str | None = None,
+    audit: bool = False,
+) -> BatchResult:
+    """Claim and process up to batch_size due staging rows in one transaction (see
+    process_financial_batch_detail). With audit=True (an operator's command) an audit row is written."""
+    if batch_size < 1:
+        raise PipelineProblem("The batch size must be at least 1.")
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT * FROM process_financial_batch_detail(%s, %s, %s)", (batch_size, max_time, worker)
+        ).fetchone()
+        assert row is not None
+        result = BatchResult(
+            processed=row["processed_count"],
+            failed=row["failed_count"],
+            dead_letter=row["dead_letter_count"],
+            duplicate=row["duplicate_count"],
+            claimed=row["claimed_count"],
+            chunks=row["chunk_count"],
+            avg_processing_ms=float(row["avg_processing_ms"] or 0),
+            duration_ms=_ms(row["batch_duration"]),
+        )
+        if audit:
+            cur.execute(
+                "SELECT record_audit('process_financial_batch', %s, %s, 'ok', %s, NULL)",
+                (
+                    Jsonb({"batch_size": batch_size, "max_time_s": max_time.total_seconds()}),
+                    Jsonb(result.as_dict()),
+                    Decimal(str(result.duration_ms)),
+                ),
+            )
+    return result
+
+
+def retry(
+    conn: psycopg.Connection,
+    *,
+    staging_ids: Sequence[int] | None = None,
+    batch_id: str | None = None,
+    error_code: str | None = None,
+    all_rows: bool = False,
+    include_dead_letter: bool = False,
+    reason: str | None = None,
+) -> int:
+    """Re-queue failed (and with include_dead_letter, dead-lettered) rows; returns how many.
+
+    Selectors are combined with AND; with none, all_rows must be set. The SQL function writes the
+    audit row (who, when, the selectors and the reason)."""
+    ids = list(staging_ids) if staging_ids else None
+    if ids is None and batch_id is None and error_code is None and not all_rows:
+        raise PipelineProblem("Say which rows to retry: --ids, --batch, --error-code, or --all.")
+    if error_code is not None:
+        known = conn.execute(
+            "SELECT 1 FROM financial_error_codes WHERE error_code = %s", (error_code,)
+        ).fetchone()
+        if not known:
+            codes = [r[0] for r in conn.execute("SELECT error_code FROM financial_error_codes ORDER BY 1")]
+            raise PipelineProblem(f"Unknown error code {error_code!r}; known codes: {', '.join(codes)}.")
+    row = conn.execute(
+        "SELECT retry_failed(%s, %s, %s, %s, %s, %s)",
+        (ids, batch_id, error_code, all_rows, include_dead_letter, reason),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def reconcile(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """One row per consistency check with its mismatch count and sample ids."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM reconcile_financial_pipeline()").fetchall()
+
+
+def backlog(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Rows waiting, retrying or dead-lettered, by state and error code."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM financial_pipeline_backlog ORDER BY processing_status, error_code NULLS FIRST"
+        ).fetchall()
+
+
+def backlog_summary(conn: psycopg.Connection) -> dict[str, Any]:
+    """Totals for a header line: pending, due now, failed, dead letters, oldest due time."""
+    rows = backlog(conn)
+    summary: dict[str, Any] = {
+        "pending": 0,
+        "failed": 0,
+        "dead_letter": 0,
+        "due_now": 0,
+        "oldest_due_at": None,
+    }
+    for r in rows:
+        summary[r["processing_status"]] += r["row_count"]
+        summary["due_now"] += r["due_now"]
+        if r["oldest_due_at"] is not None and (
+            summary["oldest_due_at"] is None or r["oldest_due_at"] < summary["oldest_due_at"]
+        ):
+            summary["oldest_due_at"] = r["oldest_due_at"]
+    return summary
+
+
+def monitor(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """The last hour by ingestion minute (financial_processing_monitor)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM financial_processing_monitor").fetchall()
+
+
+def wait_until_idle(conn: psycopg.Connection, timeout_s: float = 30.0, poll_s: float = 0.05) -> bool:
+    """True once no staging row is due (pending or failed and due now); for tests and scripts."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FROM financial_transactions_staging "
+            "WHERE processing_status IN ('pending', 'failed') AND next_attempt_at <= now()"
+        ).fetchone()
+        if row is not None and row[0] == 0:
+            return True
+        time.sleep(poll_s)
+    return False

@@ -1,0 +1,185 @@
+"""The claim loop as a daemon: `opsconsole worker [--concurrency N]`.
+
+Each loop has its own connection (autocommit) and calls process_financial_batch_detail with
+p_batch_size = one chunk, so every chunk is its own transaction (claims never overlap: FOR UPDATE
+SKIP LOCKED). When nothing is due it LISTENs on 'opsconsole_staging' and wakes on the first
+notification, polling every `poll_s` seconds as the fallback (a NOTIFY can be missed while
+reconnecting, and failed rows become due by the clock, not by a notification).
+
+Stopping: stop() (SIGTERM / Ctrl-C in the CLI) lets the chunk in flight commit, then each loop ends.
+Losing the server: the loop logs one line, waits with backoff and reconnects; the chunk in flight
+rolled back with the connection, so its rows are simply claimed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+
+from opsconsole.ops import pipeline as ops
+
+log = logging.getLogger("opsconsole.worker")
+
+CHANNEL = "opsconsole_staging"
+
+
+@dataclass
+class WorkerStats:
+    chunks: int = 0
+    rows: int = 0
+    processed: int = 0
+    failed: int = 0
+    dead_letter: int = 0
+    duplicate: int = 0
+    reconnects: int = 0
+    errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, r: ops.BatchResult) -> None:
+        with self.lock:
+            self.chunks += r.chunks
+            self.rows += r.claimed
+            self.processed += r.processed
+            self.failed += r.failed
+            self.dead_letter += r.dead_letter
+            self.duplicate += r.duplicate
+
+
+class Worker:
+    """N claim loops over one database. start() returns at once; stop() asks them to finish."""
+
+    def __init__(
+        self,
+        dsn: str,
+        concurrency: int = 1,
+        batch_size: int = 10000,
+        poll_s: float = 2.0,
+        max_chunk_time: dt.timedelta = dt.timedelta(seconds=30),
+        name: str = "worker",
+    ):
+        if concurrency < 1:
+            raise ops.PipelineProblem("--concurrency must be at least 1.")
+        self.dsn = dsn
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.poll_s = poll_s
+        self.max_chunk_time = max_chunk_time
+        self.name = name
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._loop, args=(i,), name=f"{self.name}-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the loops to end; True when all have."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            t.join(remaining)
+        return not any(t.is_alive() for t in self._threads)
+
+    def run_forever(self) -> None:
+        """start() and wait until stop() is called (from a signal handler) and the loops end."""
+        self.start()
+        while not self.join(timeout=0.2):
+            pass
+
+    # -- one loop ----------------------------------------------------------------------------------
+    def _connect(self, slot: int) -> psycopg.Connection:
+        from opsconsole.db.connect import connect
+
+        conn = connect(self.dsn, f"worker-{slot}")
+        conn.execute(f"LISTEN {CHANNEL}")
+        return conn
+
+    def _loop(self, slot: int) -> None:
+        label = f"{self.name}-{slot}"
+        backoff = 0.5
+        conn: psycopg.Connection | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = self._connect(slot)
+                    if backoff > 0.5:
+                        log.info("%s: reconnected to the database", label)
+                    backoff = 0.5
+                result = ops.process_batch(conn, self.batch_size, self.max_chunk_time, worker=label)
+                if result.claimed:
+                    self.stats.add(result)
+                    log.info("%s: chunk %s", label, result.summary())
+                    continue  # more may be due: claim again at once
+                self._wait_for_work(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError, ops.OpsError) as exc:
+                if conn is not None and not conn.broken and not conn.closed:
+                    # e.g. a deadlock or a cancelled statement: the chunk rolled back, the link is fine
+                    with self.stats.lock:
+                        self.stats.errors += 1
+                    log.warning("%s: chunk rolled back (%s); claiming again", label, _first_line(exc))
+                    self._stop.wait(0.1)
+                    continue
+                # Server gone, connection killed, or unreachable: the chunk in flight rolled back.
+                with self.stats.lock:
+                    self.stats.reconnects += 1
+                log.warning(
+                    "%s: lost the database (%s); reconnecting in %.1f s",
+                    label,
+                    _first_line(exc),
+                    backoff,
+                )
+                _close(conn)
+                conn = None
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except psycopg.Error as exc:
+                # A SQL error outside the row-level isolation (e.g. a missing migration): keep going,
+                # slowly, so an operator can fix it without restarting the worker.
+                with self.stats.lock:
+                    self.stats.errors += 1
+                log.error(
+                    "%s: processing failed: %s; retrying in %.1f s", label, _first_line(exc), self.poll_s
+                )
+                self._stop.wait(self.poll_s)
+        _close(conn)
+        log.info("%s: stopped", label)
+
+    def _wait_for_work(self, conn: psycopg.Connection) -> None:
+        """Sleep until a NOTIFY on opsconsole_staging, the poll interval, or stop()."""
+        deadline = time.monotonic() + self.poll_s
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # short slices so that stop() is honoured promptly
+            for _ in conn.notifies(timeout=min(remaining, 0.25), stop_after=1):
+                return
+
+
+def _close(conn: psycopg.Connection | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):  # closing a dead connection must not take the loop down
+            conn.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
