@@ -74,11 +74,13 @@ def test_counts_and_proportions(seeded: dict, conn: psycopg.Connection) -> None:
     assert rows["crm_customers"] == N
     assert rows["erp_orders"] == 6 * N
     assert rows["external_market_data"] == 2000
-    assert rows["financial_transactions_staging"] == 100
+    assert rows["financial_transactions_staging"] == 100  # the pending backlog
     assert 18 * N <= rows["ecommerce_events"] <= 22 * N
     assert 7 * N <= rows["financial_transactions"] <= 9.5 * N
     assert 1.6 * N <= rows["lakehouse_customers"] <= 2.2 * N
-    assert rows["data_lineage"] == len(seeding.LINEAGE)
+    assert rows["data_lineage"] <= len(seeding.LINEAGE)  # flows other migrations recorded are kept
+    history = rows.pop("financial_transactions_staging (history)", 0)  # with the pipeline installed
+    rows["financial_transactions_staging"] += history
     for table, n in rows.items():
         actual = conn.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"]
         # data_lineage may also hold rows of other areas' migrations.
@@ -230,45 +232,100 @@ def test_lakehouse_versions_chain_and_end_at_the_crm_row(seeded: dict, conn: psy
     ).fetchone()["count"]
     assert differ == 0
     assert q("SELECT count(DISTINCT customer_id) FROM lakehouse_customers").fetchone()["count"] == N
+    if q("SELECT to_regclass('lakehouse_customer_chains') IS NOT NULL AS c").fetchone()["c"]:
+        # The lakehouse's own capture continues each seeded chain gap-free.
+        last = q("SELECT max(version_number) AS v FROM lakehouse_customers WHERE customer_id = 1").fetchone()[
+            "v"
+        ]
+        q("UPDATE crm_customers SET phone = '+1 555 0100' WHERE customer_id = 1")
+        newest = q(
+            "SELECT version_number, operation_type, customer_data->>'phone' AS phone, effective_to "
+            "FROM lakehouse_customers WHERE customer_id = 1 ORDER BY version_number DESC LIMIT 1"
+        ).fetchone()
+        assert dict(newest) == {
+            "version_number": last + 1,
+            "operation_type": "UPDATE",
+            "phone": "+1 555 0100",
+            "effective_to": None,
+        }
 
 
 def test_staging_backlog_is_pending_and_lineage_is_not_duplicated(
     seeded: dict, db_dsn: str, conn: psycopg.Connection
 ) -> None:
-    status = conn.execute(
-        "SELECT processing_status, count(*) AS n, count(*) FILTER (WHERE transaction_id IS NULL "
-        "OR amount IS NULL OR account_id IS NULL) AS invalid FROM financial_transactions_staging GROUP BY 1"
+    backlog = conn.execute(
+        "SELECT processing_status, count(*) AS n FROM financial_transactions_staging "
+        "WHERE batch_id LIKE 'seed-%%' GROUP BY 1"
     ).fetchall()
-    assert [r["processing_status"] for r in status] == ["pending"]
-    assert status[0]["n"] == 100
+    assert [(r["processing_status"], r["n"]) for r in backlog] == [("pending", 100)]
+    invalid = conn.execute(
+        "SELECT count(*) AS n FROM financial_transactions_staging WHERE batch_id LIKE 'seed-%%' "
+        "AND (transaction_id IS NULL OR amount IS NULL OR account_id IS NULL)"
+    ).fetchone()["n"]
+    assert invalid >= 0
     # Staging ids continue after the seeded transactions (no accidental collision).
     assert (
         conn.execute(
             "SELECT count(*) FROM financial_transactions_staging s "
-            "JOIN financial_transactions f USING (transaction_id)"
+            "JOIN financial_transactions f USING (transaction_id) WHERE s.batch_id LIKE 'seed-%%'"
         ).fetchone()["count"]
         == 0
     )
+    # Every platform flow is recorded once, whoever wrote it first; a second seed adds nothing.
+    for source, _scol, target, _tcol, _logic, pipeline in seeding.LINEAGE:
+        n = conn.execute(
+            "SELECT count(*) AS n FROM data_lineage WHERE source_table IN (%s, 'public.' || %s) "
+            "AND target_table IN (%s, 'public.' || %s)",
+            (source, source, target, target),
+        ).fetchone()["n"]
+        assert n >= 1, (source, target, pipeline)
     before = conn.execute("SELECT count(*) FROM data_lineage").fetchone()["count"]
     run_seed(db_dsn, truncate_first=True)
     assert conn.execute("SELECT count(*) FROM data_lineage").fetchone()["count"] == before
 
 
+def test_settled_history_goes_through_the_pipeline(seeded: dict, conn: psycopg.Connection) -> None:
+    """With the financial pipeline installed, is_processed comes from its ledger: the settled history
+    is staged and processed, so processed rows, ledger and flags agree and reconciliation is clean."""
+    if not conn.execute(
+        "SELECT to_regprocedure('reconcile_financial_pipeline()') IS NOT NULL AS p"
+    ).fetchone()["p"]:
+        flags = conn.execute(
+            "SELECT count(*) FILTER (WHERE is_processed) AS p, count(*) AS n FROM financial_transactions"
+        ).fetchone()
+        assert 0 < flags["p"] < flags["n"]  # no pipeline: the seed sets the flags itself
+        return
+    by_table = {t["table"]: t for t in seeded["tables"]}
+    history = by_table["financial_transactions_staging (history)"]["rows"]
+    assert by_table["financial_transactions_processed"]["rows"] == history > 0
+    flags = conn.execute(
+        "SELECT count(*) FILTER (WHERE is_processed) AS p, count(*) AS n FROM financial_transactions"
+    ).fetchone()
+    assert flags["p"] == history and flags["p"] < flags["n"]
+    assert conn.execute("SELECT count(*) AS n FROM financial_transaction_ledger").fetchone()["n"] == history
+    mismatches = conn.execute(
+        "SELECT check_name, mismatch_count FROM reconcile_financial_pipeline() WHERE mismatch_count > 0"
+    ).fetchall()
+    assert mismatches == []
+
+
 def test_plain_indexes_are_rebuilt_and_the_order_key_trigger_is_back(
-    seeded: dict, conn: psycopg.Connection
+    db_dsn: str, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    names = {
-        r["indexname"] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
-    }
-    assert {
-        "ecommerce_events_customer_idx",
-        "ecommerce_events_processed_at_idx",
-        "erp_orders_customer_idx",
-        "financial_transactions_account_idx",
-        "crm_customers_email_norm_idx",
-    } <= names
+    query = (
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+        "AND tablename IN ('ecommerce_events', 'erp_orders', 'financial_transactions', 'crm_customers')"
+    )
+    before = {r["indexname"]: r["indexdef"] for r in conn.execute(query)}
+    monkeypatch.setattr(seeding, "REBUILD_INDEXES_ABOVE", 0)  # every table takes the rebuild path
+    run_seed(db_dsn)
+    after = {r["indexname"]: r["indexdef"] for r in conn.execute(query)}
+    assert after == before and "ecommerce_events_customer_idx" in after
+    invalid = conn.execute("SELECT count(*) AS n FROM pg_index WHERE NOT indisvalid").fetchone()["n"]
+    assert invalid == 0
     disabled = conn.execute(
-        "SELECT count(*) FROM pg_trigger WHERE tgname = 'erp_orders_keys' AND tgenabled <> 'O'"
+        "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'O' "
+        "AND tgrelid IN ('erp_orders'::regclass, 'crm_customers'::regclass)"
     ).fetchone()["count"]
     assert disabled == 0
     with pytest.raises(psycopg.errors.UniqueViolation):
@@ -276,6 +333,15 @@ def test_plain_indexes_are_rebuilt_and_the_order_key_trigger_is_back(
             "INSERT INTO erp_orders (order_id, order_date, partition_date) "
             "VALUES (1, '2020-01-01', '2020-01-01')"
         )
+
+
+def test_a_demo_sized_seed_runs_no_ddl(db_dsn: str, conn: psycopg.Connection) -> None:
+    """Below the rebuild threshold no index is dropped, so the schema evolution log stays quiet."""
+    has_log = conn.execute("SELECT to_regclass('schema_evolution_log') IS NOT NULL AS x").fetchone()["x"]
+    count = "SELECT count(*) AS n FROM schema_evolution_log" if has_log else "SELECT 0 AS n"
+    before = conn.execute(count).fetchone()["n"]
+    run_seed(db_dsn)
+    assert conn.execute(count).fetchone()["n"] == before
 
 
 def test_refuses_to_mix_with_existing_data(seeded: dict, db_dsn: str) -> None:
@@ -286,6 +352,8 @@ def test_refuses_to_mix_with_existing_data(seeded: dict, db_dsn: str) -> None:
 
 
 def test_missing_optional_tables_are_skipped_with_a_reason(db_dsn: str, conn: psycopg.Connection) -> None:
+    # A database without 0003/0005/0006: their tables and the CRM capture trigger are gone.
+    conn.execute("DROP FUNCTION IF EXISTS lakehouse_capture_crm_changes() CASCADE")
     for table in ("lakehouse_customers", "financial_transactions_staging", "data_lineage"):
         conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     summary = run_seed(db_dsn)

@@ -36,7 +36,7 @@ from psycopg import sql
 
 from opsconsole.errors import OpsError
 from opsconsole.pipeline import simulate, synth
-from opsconsole.pipeline.copyio import copy_frames, existing_tables
+from opsconsole.pipeline.copyio import copy_frames, existing_tables, table_column_names
 from opsconsole.pipeline.rng import Rng, pick_weighted
 
 US = 1_000_000
@@ -63,7 +63,19 @@ SOURCE_TABLES = [
 ]
 OPTIONAL_TABLES = ["financial_transactions_staging", "lakehouse_customers"]
 # Derived tables of other areas that would describe the old data after a --truncate.
-DERIVED_TABLES = ["financial_transactions_processed", "customer_360_mv"]
+DERIVED_TABLES = [
+    "financial_transactions_processed",
+    "financial_transaction_ledger",
+    "financial_processing_rollup",
+    "financial_latency_rollup",
+    "lakehouse_customer_chains",
+    "customer_360_mv",
+]
+HISTORY_BATCH_SIZE = 50_000  # staging rows per process_financial_batch() call when seeding history
+# Tables expected to receive more rows than this are loaded with their plain indexes dropped and
+# rebuilt afterwards (~1.5x faster there). Below it the indexes stay: a rebuild is DDL, which the
+# schema evolution log (0005) rightly records, and a demo-sized seed should not fill it with noise.
+REBUILD_INDEXES_ABOVE = 1_000_000
 
 CUSTOMER_COLUMNS = [
     "customer_id",
@@ -282,6 +294,7 @@ class Generator:
             _created_us=self._created_us(k),
             _nver=self._versions(k),
             _upd_frac=0.2 + 0.8 * r.uniform("cust.updated", k),
+            _sys=r.choice("cust.dupsys", k, ["ecommerce", "erp"]),
             **{name: expr for name, expr in person.items()},
         )
         frame = frame.with_columns(
@@ -305,7 +318,6 @@ class Generator:
         frame = frame.with_columns(
             _city_cur=pl.col("country_idx") * 6 + r.randint("addr.city", pl.col("_addr_key"), 0, 6),
             _variant=synth.email_variant(r, k, pl.col("email")),
-            _sys=r.choice("cust.dupsys", k, ["ecommerce", "erp"]),
         )
         return frame.select(
             "customer_id",
@@ -356,14 +368,21 @@ class Generator:
         frame = frame.with_columns(
             _to_us=pl.col("_from_us").shift(-1).over("customer_id"),
         )
+        json_ts = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
         return frame.select(
             "customer_id",
+            # The CRM row as it was in that version, in to_jsonb(crm_customers row) shape.
             pl.struct(
+                customer_id=pl.col("customer_id"),
+                customer_uuid=r.uuid("customer.uuid", pl.col("customer_id")),
                 first_name=pl.col("first_name"),
                 last_name=pl.col("last_name"),
                 email=pl.col("_email"),
                 phone=pl.col("_phone"),
                 address=synth.address_struct(r, pl.col("_key"), pl.col("country_idx"), pl.col("_city")),
+                created_at=_ts(pl.col("_created_us")).dt.to_string(json_ts),
+                updated_at=_ts(pl.col("_from_us")).dt.to_string(json_ts),
+                source_system=pl.when(pl.col("_dup")).then(pl.col("_sys")).otherwise(pl.lit("crm")),
             ).alias("customer_data"),
             _ts(pl.col("_from_us")).alias("effective_from"),
             _ts(pl.col("_to_us")).alias("effective_to"),
@@ -371,6 +390,7 @@ class Generator:
             pl.when(v == 1).then(pl.lit("INSERT")).otherwise(pl.lit("UPDATE")).alias("operation_type"),
             (pl.col("customer_id") * 8 + v + 1_000_000_000).alias("transaction_id"),
             _ts(pl.col("_from_us")).alias("created_at"),
+            _ts(pl.col("_from_us")).alias("source_updated_at"),  # event time: the CRM row's updated_at
         )
 
     # ---------------------------------------------------------------- orders and money
@@ -706,6 +726,7 @@ class TableResult:
     seconds: float = 0.0
     status: str = "loaded"
     note: str = ""
+    relation: str = ""  # the table behind a labelled result (for ANALYZE)
 
     @property
     def rows_per_s(self) -> float:
@@ -730,8 +751,13 @@ class Job:
     chunks: Callable[[], Iterator[pl.DataFrame]]
     before: Callable[[psycopg.Connection], None] | None = None
     after: Callable[[psycopg.Connection], None] | None = None
-    phase: int = 1  # phase 2 starts when phase 1 has committed
+    phase: int = 1  # a phase starts when the previous one has committed
     skip_if_filled: str = ""  # when the table already holds rows at its turn: skip, saying this
+    name: str = ""  # shown in progress and results (default: the table)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.table
 
 
 def _ranges(total: int, chunk: int) -> Iterator[tuple[int, int]]:
@@ -819,6 +845,89 @@ def _orders_after(conn: psycopg.Connection) -> None:
     conn.execute("ALTER TABLE erp_orders ENABLE TRIGGER erp_orders_keys")
 
 
+def _lake_capture_triggers(conn: psycopg.Connection) -> list[str]:
+    """INSERT triggers on crm_customers that version new customers into the lakehouse (0005)."""
+    rows = conn.execute(
+        """
+        SELECT t.tgname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+        WHERE t.tgrelid = 'crm_customers'::regclass AND NOT t.tgisinternal
+          AND p.proname = 'lakehouse_capture_crm_changes' AND (t.tgtype & 4) <> 0
+        """
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _customers_before(triggers: list[str]) -> Callable[[psycopg.Connection], None]:
+    """The seed writes each customer's history itself (versions back to created_at), so the capture
+    that would start every chain at version 1 "now" is off for the CRM load's own transaction."""
+
+    def before(conn: psycopg.Connection) -> None:
+        for name in triggers:
+            conn.execute(sql.SQL("ALTER TABLE crm_customers DISABLE TRIGGER {}").format(sql.Identifier(name)))
+
+    return before
+
+
+def _customers_after(triggers: list[str]) -> Callable[[psycopg.Connection], None]:
+    def after(conn: psycopg.Connection) -> None:
+        for name in triggers:
+            conn.execute(sql.SQL("ALTER TABLE crm_customers ENABLE TRIGGER {}").format(sql.Identifier(name)))
+
+    return after
+
+
+def _lakehouse_after(conn: psycopg.Connection) -> None:
+    """The lakehouse's writer counts each chain on from lakehouse_customer_chains: record where the
+    seeded chains end so the next CRM change becomes version n + 1, gap-free."""
+    if existing_tables(conn, ["lakehouse_customer_chains"]):
+        conn.execute(
+            """
+            INSERT INTO lakehouse_customer_chains (customer_id, last_version)
+            SELECT customer_id, max(version_number) FROM lakehouse_customers GROUP BY customer_id
+            ON CONFLICT (customer_id) DO UPDATE SET last_version = greatest(
+                lakehouse_customer_chains.last_version, EXCLUDED.last_version)
+            """
+        )
+
+
+def has_pipeline(conn: psycopg.Connection) -> bool:
+    """The financial pipeline (0003) is installed: its ledger and its batch function exist."""
+    row = conn.execute(
+        "SELECT to_regclass('financial_transaction_ledger') IS NOT NULL "
+        "AND to_regprocedure('process_financial_batch(integer, interval)') IS NOT NULL"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def process_history(dsn: str, progress: Progress, total: int) -> TableResult:
+    """Run the staged history through the pipeline's own batch function until nothing is due, so the
+    processed table, the ledger, the rollups and financial_transactions.is_processed all agree."""
+    from opsconsole.db.connect import connect
+
+    result = TableResult("financial_transactions_processed")
+    progress.start(result.table, total)
+    t0 = time.perf_counter()
+    failed = 0
+    with connect(dsn, "seed") as conn:
+        while True:
+            row = conn.execute(
+                "SELECT processed_count, failed_count "
+                "FROM process_financial_batch(%s, interval '10 minutes')",
+                (HISTORY_BATCH_SIZE,),
+            ).fetchone()
+            processed, fails = int(row[0] or 0), int(row[1] or 0)
+            if processed + fails == 0:
+                break
+            result.rows += processed
+            failed += fails
+            progress.advance(result.table, processed + fails)
+    result.seconds = time.perf_counter() - t0
+    if failed:
+        result.note = f"{failed:,} staged history rows failed validation (see the backlog)"
+    progress.done(result)
+    return result
+
+
 def _has_keys_trigger(conn: psycopg.Connection) -> bool:
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('erp_orders') "
@@ -827,11 +936,20 @@ def _has_keys_trigger(conn: psycopg.Connection) -> bool:
     return bool(row and row[0])
 
 
-def build_jobs(gen: Generator, conn: psycopg.Connection) -> tuple[list[Job], list[TableResult]]:
-    """The load jobs for this database, biggest first; tables that do not exist are reported skipped."""
+def build_jobs(gen: Generator, conn: psycopg.Connection) -> tuple[list[Job], list[TableResult], bool]:
+    """The load jobs for this database, biggest first; tables that do not exist are reported skipped.
+    Also says whether the history goes through the financial pipeline (0003 installed)."""
     plan = gen.plan
     present = existing_tables(conn, OPTIONAL_TABLES)
+    pipeline = "financial_transactions_staging" in present and has_pipeline(conn)
     skipped: list[TableResult] = []
+
+    def transactions(lo: int, hi: int) -> pl.DataFrame:
+        frame = gen.transactions(lo, hi)
+        # With the pipeline installed, is_processed is the ledger's to set: the settled history is
+        # staged and processed below, and the pipeline flags these rows as it records them.
+        return frame.with_columns(is_processed=pl.lit(False)) if pipeline else frame
+
     jobs: list[Job] = [
         Job(
             "ecommerce_events",
@@ -843,7 +961,7 @@ def build_jobs(gen: Generator, conn: psycopg.Connection) -> tuple[list[Job], lis
             "financial_transactions",
             TRANSACTION_COLUMNS,
             int(plan.orders * 1.38),
-            lambda: (gen.transactions(lo, hi) for lo, hi in _ranges(plan.orders, CHUNK)),
+            lambda: (transactions(lo, hi) for lo, hi in _ranges(plan.orders, CHUNK)),
         ),
     ]
     keys_by_copy = _has_keys_trigger(conn)
@@ -857,23 +975,32 @@ def build_jobs(gen: Generator, conn: psycopg.Connection) -> tuple[list[Job], lis
             after=_orders_after if keys_by_copy else None,
         )
     )
+    capture = _lake_capture_triggers(conn) if "lakehouse_customers" in present else []
     jobs.append(
         Job(
             "crm_customers",
             CUSTOMER_COLUMNS,
             plan.customers,
             lambda: (gen.customers(lo, hi) for lo, hi in _ranges(plan.customers, CHUNK)),
+            before=_customers_before(capture) if capture else None,
+            after=_customers_after(capture) if capture else None,
         )
     )
     if "lakehouse_customers" in present:
+        lake_columns = LAKEHOUSE_COLUMNS + (
+            ["source_updated_at"]
+            if "source_updated_at" in table_column_names(conn, "lakehouse_customers")
+            else []
+        )
         jobs.append(
             Job(
                 "lakehouse_customers",
-                LAKEHOUSE_COLUMNS,
+                lake_columns,
                 int(plan.customers * 1.88),
                 lambda: (gen.lakehouse(lo, hi) for lo, hi in _ranges(plan.customers, CHUNK // 2)),
-                # After the CRM load: if a trigger on crm_customers already versioned the new
-                # customers, the history is the lakehouse's own and the seed leaves it alone.
+                after=_lakehouse_after,
+                # After the CRM load: if something else already versioned the new customers (a
+                # capture the seed could not switch off), that history stands and the seed keeps out.
                 phase=2,
                 skip_if_filled="already filled from crm_customers by the lakehouse's own capture",
             )
@@ -894,6 +1021,21 @@ def build_jobs(gen: Generator, conn: psycopg.Connection) -> tuple[list[Job], lis
             lambda: (gen.market(lo, hi) for lo, hi in _ranges(plan.market_ticks, CHUNK)),
         )
     )
+    if pipeline:
+
+        def history(lo: int, hi: int) -> pl.DataFrame:
+            frame = gen.transactions(lo, hi)
+            return frame.filter(pl.col("is_processed")).select(simulate.STAGING_COLUMNS)
+
+        jobs.append(
+            Job(
+                "financial_transactions_staging",
+                simulate.STAGING_COLUMNS,
+                int(plan.orders * 1.3),
+                lambda: (history(lo, hi) for lo, hi in _ranges(plan.orders, CHUNK)),
+                name="financial_transactions_staging (history)",
+            )
+        )
     if "financial_transactions_staging" in present:
         jobs.append(
             Job(
@@ -901,6 +1043,8 @@ def build_jobs(gen: Generator, conn: psycopg.Connection) -> tuple[list[Job], lis
                 simulate.STAGING_COLUMNS,
                 plan.staging_rows,
                 lambda: (gen.staging(lo, hi) for lo, hi in _ranges(plan.staging_rows, CHUNK)),
+                # The pending backlog comes after the history has been processed, so it stays pending.
+                phase=3,
             )
         )
     else:
@@ -911,19 +1055,23 @@ def build_jobs(gen: Generator, conn: psycopg.Connection) -> tuple[list[Job], lis
                 note="table does not exist (migration 0003 not applied)",
             )
         )
-    return jobs, skipped
+    return jobs, skipped, pipeline
 
 
 def _secondary_indexes(conn: psycopg.Connection, table: str) -> list[tuple[str, str, str]]:
     """(schema, name, definition) of the table's plain indexes: not unique, not backing a constraint.
-    Definitions come from pg_get_indexdef(), i.e. the server's own DDL for them."""
+    Definitions come from pg_get_indexdef(), i.e. the server's own DDL for them. Partitioned tables
+    are left alone: their index definitions read "ON ONLY parent", which would not rebuild the
+    partitions' indexes."""
     rows = conn.execute(
         """
         SELECT n.nspname, c.relname, pg_get_indexdef(i.indexrelid)
         FROM pg_index i
         JOIN pg_class c ON c.oid = i.indexrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_class t ON t.oid = i.indrelid
         WHERE i.indrelid = to_regclass(%s) AND NOT i.indisunique AND NOT i.indisprimary
+          AND t.relkind = 'r'
           AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
         ORDER BY c.relname
         """,
@@ -933,14 +1081,14 @@ def _secondary_indexes(conn: psycopg.Connection, table: str) -> list[tuple[str, 
 
 
 def run_job(dsn: str, job: Job, progress: Progress) -> TableResult:
-    """Load one table in one transaction. The table is empty here (seed refuses otherwise), so its
-    plain indexes are dropped and rebuilt after the COPY: a sorted build is ~1.5x faster overall than
-    maintaining the indexes row by row (measured on ecommerce_events: 39k -> 60k rows/s). Everything
-    is transactional: a failure leaves the table and its indexes as they were."""
+    """Load one table in one transaction. The table is empty here (seed refuses otherwise), so for a
+    big load its plain indexes are dropped and rebuilt after the COPY: a sorted build is ~1.5x faster
+    overall than maintaining the indexes row by row (measured on ecommerce_events: 39k -> 60k rows/s).
+    Everything is transactional: a failure leaves the table and its indexes as they were."""
     from opsconsole.db.connect import connect
 
-    result = TableResult(job.table)
-    progress.start(job.table, job.total)
+    result = TableResult(job.label, relation=job.table)
+    progress.start(job.label, job.total)
     t0 = time.perf_counter()
     with connect(dsn, "seed", autocommit=False) as conn:
         if job.skip_if_filled:
@@ -954,12 +1102,12 @@ def run_job(dsn: str, job: Job, progress: Progress) -> TableResult:
         conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
         if job.before:
             job.before(conn)
-        indexes = _secondary_indexes(conn, job.table)
+        indexes = _secondary_indexes(conn, job.table) if job.total > REBUILD_INDEXES_ABOVE else []
         for schema, name, _definition in indexes:
             conn.execute(sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(schema), sql.Identifier(name)))
         with conn.cursor() as cur:
             result.rows = copy_frames(
-                cur, job.table, job.columns, job.chunks(), on_rows=lambda n: progress.advance(job.table, n)
+                cur, job.table, job.columns, job.chunks(), on_rows=lambda n: progress.advance(job.label, n)
             )
         for _schema, _name, definition in indexes:
             conn.execute(sql.SQL(definition))  # pg_get_indexdef() output, not user text
@@ -999,12 +1147,19 @@ def seed(
         if truncate_first:
             truncated = truncate(conn)
         gen = Generator(plan)
-        job_list, results = build_jobs(gen, conn)
+        job_list, results, pipeline = build_jobs(gen, conn)
 
     errors: list[BaseException] = []
     lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="seed") as pool:
         for phase in sorted({job.phase for job in job_list}):
+            if phase == 3 and pipeline and not errors:
+                history_rows = sum(r.rows for r in results if r.table.endswith("(history)"))
+                try:
+                    results.append(process_history(dsn, progress, history_rows))
+                except psycopg.Error as exc:
+                    errors.append(exc)
+                    break
             futures = [pool.submit(run_job, dsn, job, progress) for job in job_list if job.phase == phase]
             for fut in futures:
                 try:
@@ -1027,9 +1182,11 @@ def seed(
         lineage = seed_lineage(conn)
         results.append(lineage)
         t0 = time.perf_counter()
-        analyzed = [r.table for r in results if r.status == "loaded" and r.rows > 0]
+        analyzed = sorted({r.relation or r.table for r in results if r.status == "loaded" and r.rows > 0})
         if "erp_orders" in analyzed:
             analyzed.append("erp_order_keys")
+        if "financial_transactions_processed" in analyzed:
+            analyzed.append("financial_transaction_ledger")
         for table in analyzed:
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
         analyze_s = time.perf_counter() - t0
