@@ -101,6 +101,13 @@ class _RichProgress:
 @click.option(
     "--jobs", type=click.IntRange(1, 8), default=2, show_default=True, help="Tables loaded at once."
 )
+@click.option(
+    "--history/--no-history",
+    default=True,
+    show_default=True,
+    help="Run the settled transactions through the financial pipeline (when installed) so processed, "
+    "ledger and is_processed agree; --no-history leaves them all unprocessed (much faster at 1M).",
+)
 @json_option
 @pass_ctx
 def seed_cmd(
@@ -111,6 +118,7 @@ def seed_cmd(
     truncate: bool,
     if_empty: bool,
     jobs: int,
+    history: bool,
     as_json: bool,
 ) -> None:
     """Fill every source table with a consistent demo dataset (~38 rows per customer)."""
@@ -121,7 +129,13 @@ def seed_cmd(
     show = not as_json and err_console.is_terminal
     with _RichProgress(show) as progress:
         summary = seeding.seed(
-            ctx.dsn, plan, truncate_first=truncate, if_empty=if_empty, jobs=jobs, progress=progress
+            ctx.dsn,
+            plan,
+            truncate_first=truncate,
+            if_empty=if_empty,
+            jobs=jobs,
+            progress=progress,
+            history=history,
         )
     if as_json:
         emit(summary, True)
