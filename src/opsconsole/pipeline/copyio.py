@@ -1,11 +1,12 @@
 """Moving polars frames into PostgreSQL with COPY, and small catalog look-ups the loaders share.
 
-Why CSV and not COPY BINARY: measured on this 2-core machine, for a 200,000-row ecommerce_events
-frame (10 columns, jsonb, inet, uuid), polars `write_csv` in 50k-row slices streamed into
-`COPY ... FROM STDIN (FORMAT csv)` loaded ~97k rows/s, while psycopg's binary `write_row` (C
-accelerated, set_types) loaded ~69k rows/s: the binary path has to visit every row in Python to hand
-psycopg uuid/inet/Jsonb objects, whereas polars writes CSV in native code at ~1.5M rows/s, so the
-server's parsing and index maintenance is the only real cost. CSV semantics used here: an unquoted
+Why CSV and not COPY BINARY: measured on this 2-core machine (median of 3, 200k rows), polars
+`write_csv` in 50k-row slices streamed into `COPY ... FROM STDIN (FORMAT csv)` loaded ecommerce_events
+(10 columns, jsonb, inet, uuid) at ~60k rows/s and staging rows at ~129k rows/s, while psycopg's
+binary `write_row` (C accelerated, set_types, JSON text passed through) managed ~52k and ~95k rows/s:
+the binary path has to visit every row in Python to hand psycopg uuid/inet/Decimal objects, whereas
+polars writes CSV in native code at ~1.5M rows/s, so the server's parsing and index maintenance is
+the only real cost. CSV semantics used here: an unquoted
 empty field is NULL, a quoted empty field ("") is the empty string (polars' default output).
 """
 
@@ -132,8 +133,7 @@ def copy_frames(
     """COPY a stream of frames (each with ``columns``) into ``table`` within one COPY statement.
 
     With ``prefetch`` the frames are generated and rendered in a background thread while this one
-    streams the previous slice: on 2 cores that overlaps client work with the server's parsing
-    (measured: ecommerce_events at 100k customers 55k -> NNk rows/s).
+    streams the previous slice, overlapping client work with the server's parsing.
     """
     total = 0
     target = sql.Identifier(table) if isinstance(table, str) else table
