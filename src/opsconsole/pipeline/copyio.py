@@ -6,8 +6,10 @@ Why CSV and not COPY BINARY: measured on this 2-core machine (median of 3, 200k 
 binary `write_row` (C accelerated, set_types, JSON text passed through) managed ~52k and ~95k rows/s:
 the binary path has to visit every row in Python to hand psycopg uuid/inet/Decimal objects, whereas
 polars writes CSV in native code at ~1.5M rows/s, so the server's parsing and index maintenance is
-the only real cost. CSV semantics used here: an unquoted
-empty field is NULL, a quoted empty field ("") is the empty string (polars' default output).
+the only real cost.
+
+CSV semantics used here: an unquoted empty field is NULL, a quoted empty field ("") is the empty
+string (polars' default output).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 import polars as pl
+from psycopg import sql
 
 from opsconsole.pipeline import synth
 from opsconsole.pipeline.rng import Rng
@@ -670,14 +671,15 @@ def database_state(conn) -> dict:
         ],
     )
 
-    def scalar(query: str) -> int:
+    def scalar(query) -> int:
         row = conn.execute(query).fetchone()
         return int(row[0] or 0) if row else 0
 
     txn_max = scalar("SELECT max(transaction_id) FROM financial_transactions")
     for table in ("financial_transactions_staging", "financial_transactions_processed"):
         if table in present:
-            txn_max = max(txn_max, scalar(f"SELECT max(transaction_id) FROM {table}"))  # fixed names
+            query = sql.SQL("SELECT max(transaction_id) FROM {}").format(sql.Identifier(table))
+            txn_max = max(txn_max, scalar(query))
     pool_rows = conn.execute(
         "SELECT customer_id, first_name, last_name, email FROM crm_customers "
         "WHERE email IS NOT NULL AND first_name IS NOT NULL AND last_name IS NOT NULL "
