@@ -29,7 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.harness $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
 screenshots: $(STAMP)
-	@echo "make screenshots: the console lands with its issue; no panes to capture yet."
+	$(BIN)/python -m opsconsole.tui.screenshots --out screenshots
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

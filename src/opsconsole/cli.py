@@ -13,7 +13,7 @@ from opsconsole.output import emit, err_console
 
 # Each area's commands live in opsconsole.commands.<area> and expose COMMANDS (a list of click
 # commands or groups); they are attached to the main group below.
-COMMAND_MODULES: tuple[str, ...] = ("dq", "catalog", "pipeline", "data")
+COMMAND_MODULES: tuple[str, ...] = ("dq", "catalog", "pipeline", "console", "data")
 
 
 class OpsGroup(click.Group):
@@ -34,13 +34,16 @@ class OpsGroup(click.Group):
 @click.option("--dsn", envvar=None, help="PostgreSQL connection string (highest precedence).")
 @click.option("--profile", help="Profile name from ~/.config/opsconsole/config.toml.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--read-only", is_flag=True, help="Console: hide every action (also `console --read-only`).")
 @click.version_option(package_name="opsconsole")
 @click.pass_context
-def main(ctx: click.Context, dsn: str | None, profile: str | None, as_json: bool) -> None:
+def main(ctx: click.Context, dsn: str | None, profile: str | None, as_json: bool, read_only: bool) -> None:
     """opsconsole: operations console for the data platform. With no command, opens the console."""
-    ctx.obj = Context(dsn, profile, as_json)
+    ctx.obj = Context(dsn, profile, as_json, read_only=read_only)
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        from opsconsole.commands.console import run_console
+
+        run_console(ctx.obj, read_only)
 
 
 @main.group()

@@ -14,6 +14,7 @@ class Context:
     dsn_option: str | None
     profile: str | None
     as_json: bool
+    read_only: bool = False
     _target: Target | None = None
     _dsn: str | None = None
 

@@ -1,0 +1,119 @@
+"""Running an operator action: time it, tell cancellation from failure, and leave an audit row.
+
+`run_audited` wraps any action body (a function of a psycopg connection returning a dict). Whatever
+happens (success, an error, a cancel from pg_cancel_backend or the console's cancel key) one row goes
+to ops_audit_log through record_audit(), on a connection that still works. The SQL calls themselves
+live in opsconsole.ops.sqlcalls so that they can be swapped for the area modules' functions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from opsconsole.output import to_jsonable
+
+AUDIT_SQL = "SELECT record_audit(%s::text, %s::jsonb, %s::jsonb, %s::text, %s::numeric, %s::text)"
+
+
+@dataclass
+class ActionOutcome:
+    action: str
+    status: str  # ok | error | cancelled
+    result: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0
+    message: str = ""
+    audit_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        text = exc.diag.message_primary
+        if exc.diag.message_hint:
+            text += f" ({exc.diag.message_hint})"
+        return text
+    first = str(exc).strip().splitlines()
+    return first[0] if first else type(exc).__name__
+
+
+def is_cancel(exc: BaseException) -> bool:
+    """A statement cancelled by the operator (psycopg cancel or pg_cancel_backend)."""
+    return isinstance(exc, pg_errors.QueryCanceled) and "statement timeout" not in str(exc)
+
+
+def write_audit(
+    conn: psycopg.Connection,
+    action: str,
+    arguments: dict[str, Any],
+    result: dict[str, Any] | None,
+    status: str,
+    duration_ms: float | None,
+    reason: str | None = None,
+) -> int | None:
+    row = conn.execute(
+        AUDIT_SQL,
+        (
+            action,
+            json.dumps(to_jsonable(arguments)),
+            json.dumps(to_jsonable(result)) if result is not None else None,
+            status,
+            round(duration_ms, 3) if duration_ms is not None else None,
+            reason,
+        ),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def run_audited(
+    conn: psycopg.Connection,
+    action: str,
+    arguments: dict[str, Any],
+    body: Callable[[psycopg.Connection], dict[str, Any]],
+    *,
+    reason: str | None = None,
+    audit_conn: Callable[[], psycopg.Connection] | None = None,
+    audited_by_callee: bool = False,
+) -> ActionOutcome:
+    """Run body(conn) and record the outcome. `audit_conn` opens a fresh connection for the audit
+    row when the action's own connection died under it (server restart, pg_terminate_backend).
+
+    `audited_by_callee`: the SQL function writes its own audit row when it succeeds (retry_failed,
+    the DQ run), so one is written here only when it failed or was cancelled (its row rolled back)."""
+    started = time.perf_counter()
+    try:
+        result = body(conn)
+        status, message = "ok", ""
+    except Exception as exc:  # every failure is reported and audited, never raised into the UI
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.rollback()
+        if is_cancel(exc):
+            status, message = "cancelled", "cancelled by the operator"
+        else:
+            status, message = "error", describe_error(exc)
+        result = {"error": message}
+    duration_ms = (time.perf_counter() - started) * 1000
+    outcome = ActionOutcome(action, status, result, duration_ms, message)
+    if status == "ok" and audited_by_callee:
+        return outcome
+    try:
+        target = conn if not conn.closed and not conn.broken else None
+        if target is None and audit_conn is not None:
+            with audit_conn() as fresh:
+                outcome.audit_id = write_audit(fresh, action, arguments, result, status, duration_ms, reason)
+        elif target is not None:
+            outcome.audit_id = write_audit(target, action, arguments, result, status, duration_ms, reason)
+    except Exception as exc:  # the action's outcome matters more than the failed audit write
+        outcome.message = (outcome.message + "; " if outcome.message else "") + (
+            f"the audit row could not be written: {describe_error(exc)}"
+        )
+    return outcome

@@ -1,0 +1,1 @@
+"""The Textual console (run it with `opsconsole` or `opsconsole console`)."""

@@ -1,0 +1,367 @@
+"""The opsconsole Textual app: six panes (one screen each, switched as modes), the refresh engine,
+the NOTIFY listener, and the operator actions.
+
+Threads and connections: pane refreshes run in a thread worker on the "console" connection;
+interactive reads (search, drill-downs, confirmation counts) on the "console-lookup" connection;
+each action on a fresh connection of its own; LISTEN on a dedicated one. Workers post messages;
+widgets are touched on the UI thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import psycopg
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from opsconsole.ops.registry import ACTIONS, ACTIONS_BY_ID, Capabilities
+from opsconsole.tui.clock import Clock, human_duration
+from opsconsole.tui.jobs import Job, JobsBar
+from opsconsole.tui.operations import JobFinished, JobProgress, Operations
+from opsconsole.tui.refresh import DbSlot, Listener, Notified, RefreshDone, RefreshEngine
+from opsconsole.tui.screens import PANES
+from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.widgets.chrome import Banner, PaneTabs, StatusHeader
+
+T = TypeVar("T")
+
+# Which panes a NOTIFY channel makes stale.
+CHANNEL_PANES: dict[str, set[str]] = {
+    "opsconsole_pipeline": {"monitor", "backlog"},
+    "opsconsole_staging": {"monitor", "backlog"},
+    "opsconsole_dq": {"quality", "activity"},
+    "opsconsole_catalog": {"catalog", "activity"},
+    "opsconsole_c360": {"customers", "activity"},
+}
+
+LOOKUP_TIMEOUT_MS = 10_000
+
+
+class OpsConsoleApp(App):
+    TITLE = "opsconsole"
+    CSS_PATH = "console.tcss"
+    DEFAULT_MODE = "monitor"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        *[
+            Binding(pane.PANE_KEY, f"show_pane('{pane.PANE_ID}')", pane.PANE_TITLE, show=False)
+            for pane in PANES
+        ],
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("p", "toggle_pause", "Pause"),
+        Binding("plus,equals_sign", "faster", "Interval", key_display="+/-"),
+        Binding("minus", "slower", "Refresh less often", show=False, key_display="-"),
+        Binding("x", "cancel_job", "Cancel action"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        database_label: str = "",
+        read_only: bool = False,
+        interval: float = 2.0,
+        clock: Clock | None = None,
+        listen: bool = True,
+        version_label: str | None = None,
+        start_pane: str | None = None,
+    ):
+        # The first mode is the start pane (switching on mount instead leaves its footer unfilled).
+        self.DEFAULT_MODE = start_pane or "monitor"
+        super().__init__()
+        self.dsn = dsn
+        self.database_label = database_label or "database"
+        self.version_label = version_label
+        self.read_only = read_only
+        self.clock = clock or Clock()
+        self.caps: Capabilities | None = None
+        self.panes: dict[str, PaneScreen] = {cls.PANE_ID: cls() for cls in PANES}
+        for pane_id, screen in self.panes.items():
+            self.add_mode(pane_id, lambda s=screen: s)
+        self.current_pane = self.DEFAULT_MODE
+        self.start_pane = start_pane
+        self.engine = RefreshEngine(self, dsn, interval)
+        self.lookup = DbSlot(dsn, "console-lookup", LOOKUP_TIMEOUT_MS)
+        self.listener = Listener(dsn, self.post_message) if listen else None
+        self.jobs: dict[int, Job] = {}
+        self.ops = Operations(self)
+        self.notifications_seen: list[tuple[str, str]] = []
+        self.notices: list[str] = []
+
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
+        """As App.notify; the last messages are also kept in `notices` (tests read them)."""
+        self.notices.append(message)
+        del self.notices[:-50]
+        super().notify(message, *args, **kwargs)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        if self.listener is not None:
+            self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)
+        self.engine.start()
+
+    def _theme_changed(self, theme: object) -> None:
+        """Table cells carry theme colours: draw the panes' data again in the new ones."""
+        for screen in self.panes.values():
+            if screen.is_mounted and screen.data is not None and not screen.unavailable:
+                screen.render_data(screen.data)
+
+    def on_unmount(self) -> None:
+        self.engine.stop()
+        if self.listener is not None:
+            self.listener.stop()
+        for job in self.jobs.values():
+            if job.running:
+                job.cancel()
+
+    def _on_exit_app(self) -> None:  # also runs on ctrl+q
+        self.on_unmount()
+
+    # -- panes ----------------------------------------------------------------------------------
+    def action_show_pane(self, pane: str) -> None:
+        if pane not in self.panes:
+            return
+        self.current_pane = pane
+        self.switch_mode(pane)
+
+    def pane_shown(self, pane: str) -> None:
+        """A pane became visible: refresh it now if its data is old or a NOTIFY marked it dirty."""
+        self.current_pane = pane
+        screen = self.panes[pane]
+        age = self.clock.since(screen.updated_at)
+        if pane in self.engine.dirty or age is None or age >= self.engine.interval:
+            self.engine.kick()
+        self.refresh_chrome()
+
+    def refresh_chrome(self) -> None:
+        screen = self.panes.get(self.current_pane)
+        if screen is None or not screen.is_mounted:
+            return
+        for widget in screen.query(StatusHeader).results():
+            widget.tick()
+        for widget in screen.query(Banner).results():
+            widget.tick()
+        for widget in screen.query(PaneTabs).results():
+            widget.tick()
+        for widget in screen.query(JobsBar).results():
+            widget.tick()
+        screen.update_badge()
+
+    # -- engine callbacks -------------------------------------------------------------------------
+    def on_refresh_done(self, message: RefreshDone) -> None:
+        self.engine.finished(message)
+
+    def caps_changed(self, caps: Capabilities) -> None:
+        self.caps = caps
+        self.refresh_bindings()
+        for screen in self.panes.values():
+            if screen.is_mounted:
+                screen.refresh_bindings()
+
+    def disconnected(self, error: str) -> None:
+        if self.engine.failures == 1:
+            self.notify(
+                f"Lost the connection to {self.database_label}: {error}. Retrying by itself.",
+                title="disconnected",
+                severity="error",
+                timeout=6,
+            )
+
+    def reconnected(self) -> None:
+        self.notify(f"Connected to {self.database_label} again.", title="reconnected", timeout=4)
+
+    def on_notified(self, message: Notified) -> None:
+        self.notifications_seen.append((message.channel, message.payload))
+        del self.notifications_seen[:-50]
+        panes = CHANNEL_PANES.get(message.channel, set())
+        if message.channel == "opsconsole_dq":
+            self._dq_alert(message.payload)
+        self.engine.request(panes)
+
+    def _dq_alert(self, payload: str) -> None:
+        try:
+            data = json.loads(payload) if payload else {}
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        failed = data.get("failed") or data.get("failed_rules") or data.get("failing")
+        severity = str(data.get("severity") or "")
+        if failed or severity in {"critical", "error"}:
+            what = data.get("rule_name") or data.get("rule") or f"{failed} rule(s)"
+            self.notify(f"Data quality: {what} failing.", title="data quality", severity="warning")
+
+    # -- interval, pause, help ----------------------------------------------------------------------
+    def action_toggle_pause(self) -> None:
+        self.engine.set_paused(not self.engine.paused)
+        self.notify("Refresh paused (p resumes)." if self.engine.paused else "Refresh resumed.", timeout=2)
+        self.refresh_chrome()
+
+    def action_faster(self) -> None:
+        interval = self.engine.faster()
+        self.notify(f"Refreshing every {human_duration(interval)}.", timeout=2)
+        self.refresh_chrome()
+
+    def action_slower(self) -> None:
+        interval = self.engine.slower()
+        self.notify(f"Refreshing every {human_duration(interval)}.", timeout=2)
+        self.refresh_chrome()
+
+    def action_help(self) -> None:
+        from opsconsole.tui.screens.modals import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_rows()))
+
+    def help_rows(self) -> list[tuple[str, str, str, str]]:
+        """(where, key, what, state) for every binding and action."""
+        rows: list[tuple[str, str, str, str]] = []
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            if binding.action.startswith("show_pane"):
+                continue
+            what = "Refresh more often" if binding.action == "faster" else binding.description
+            key = "+" if binding.action == "faster" else binding.key_display or binding.key
+            rows.append(("everywhere", key, what, ""))
+        rows.append(("everywhere", "1-6", "Switch pane (or click the tab)", ""))
+        rows.append(("everywhere", "ctrl+p", "Command palette: every action, theme, pane", ""))
+        for pane in PANES:
+            for binding in pane.BINDINGS:
+                assert isinstance(binding, Binding)
+                if binding.action.startswith("op("):
+                    continue
+                rows.append((pane.PANE_TITLE, binding.key_display or binding.key, binding.description, ""))
+        for spec in ACTIONS:
+            reason = spec.unavailable_reason(self.caps, self.read_only)
+            where = ", ".join(p.PANE_TITLE for p in PANES if p.PANE_ID in spec.panes)
+            rows.append((where, spec.key, spec.title, f"unavailable: {reason}" if reason else "available"))
+        return rows
+
+    # -- actions --------------------------------------------------------------------------------
+    def actions_reason(self, action_id: str) -> str | None:
+        """Why an action may not run now (None when it may)."""
+        return ACTIONS_BY_ID[action_id].unavailable_reason(self.caps, self.read_only)
+
+    def op_allowed(self, action_id: str) -> bool:
+        spec = ACTIONS_BY_ID.get(action_id)
+        return spec is not None and spec.unavailable_reason(self.caps, self.read_only) is None
+
+    def start_op(self, action_id: str) -> None:
+        spec = ACTIONS_BY_ID[action_id]
+        reason = spec.unavailable_reason(self.caps, self.read_only)
+        if reason:
+            self.notify(f"{spec.title} is unavailable: {reason}.", severity="warning")
+            return
+        self.ops.start(spec)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_job":
+            return any(job.running for job in self.jobs.values())
+        return True
+
+    def action_cancel_job(self) -> None:
+        running = [job for job in self.jobs.values() if job.running]
+        if running:
+            job = running[-1]
+            job.cancel()
+            self.notify(f"Cancelling {job.title}…", timeout=3)
+            self.refresh_chrome()
+
+    def on_job_progress(self, message: JobProgress) -> None:
+        self.refresh_chrome()
+        if message.job.spec.id == "continuous" and self.current_pane == "monitor":
+            self.panes["monitor"].update_counters()
+
+    def on_job_finished(self, message: JobFinished) -> None:
+        self.ops.finished(message)
+        self.refresh_bindings()
+        self.refresh_chrome()
+
+    # -- the command palette ------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for pane in PANES:
+            yield SystemCommand(
+                f"Go to {pane.PANE_TITLE} ({pane.PANE_KEY})",
+                f"Show the {pane.PANE_TITLE} pane",
+                lambda p=pane.PANE_ID: self.action_show_pane(p),
+            )
+        for spec in ACTIONS:
+            reason = spec.unavailable_reason(self.caps, self.read_only)
+            if reason and self.read_only and spec.mutating:
+                continue  # read-only hides every action, in the palette too
+            panes = ", ".join(p.PANE_TITLE for p in PANES if p.PANE_ID in spec.panes)
+            help_text = f"unavailable: {reason}" if reason else f"{spec.description} [{spec.key} on {panes}]"
+            yield SystemCommand(spec.title, help_text, lambda s=spec: self.palette_op(s.id))
+        yield SystemCommand(
+            "Pause or resume refresh (p)", "Stop or restart the timer", self.action_toggle_pause
+        )
+
+    def palette_op(self, action_id: str) -> None:
+        spec = ACTIONS_BY_ID[action_id]
+        if self.current_pane not in spec.panes:
+            self.action_show_pane(spec.panes[0])
+        self.call_after_refresh(self.start_op, action_id)
+
+    # -- interactive reads ------------------------------------------------------------------------
+    def lookup_sync(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        with self.lookup.lock:
+            try:
+                return fn(self.lookup.get())
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                self.lookup.close()
+                raise
+
+    async def lookup_async(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        return await asyncio.to_thread(self.lookup_sync, fn)
+
+    def connection_pids(self) -> dict[str, int | None]:
+        """Backend pids of the console's own long-lived connections (tests terminate them)."""
+        return {
+            "refresh": self.engine.slot.backend_pid,
+            "lookup": self.lookup.backend_pid,
+            "listen": self.listener.backend_pid if self.listener else None,
+        }
+
+    # -- helpers for tests and screenshots ----------------------------------------------------------
+    async def wait_loaded(
+        self, pane: str, check: Callable[[Any], bool] | None = None, timeout: float = 15.0
+    ) -> None:
+        """Wait until the pane shows data (passing `check`) or says why it cannot, with nothing in flight."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        screen = self.panes[pane]
+        while loop.time() < deadline:
+            done = (
+                screen.unavailable is not None
+                or screen.fetch_error is not None
+                or (screen.data is not None and (check is None or check(screen.data)))
+            )
+            if done and not self.engine.in_flight and not self._busy_workers():
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"the {pane} pane did not load within {timeout} s")
+
+    async def wait_screen(self, name: str, timeout: float = 10.0) -> Screen:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if type(self.screen).__name__ == name:
+                await asyncio.sleep(0.05)
+                return self.screen
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{name} did not open within {timeout} s")
+
+    def _busy_workers(self) -> bool:
+        return any(
+            w.state.name in {"PENDING", "RUNNING"} and w.group not in {"listen", "flow", "jobs"}
+            for w in self.workers
+        )

@@ -1,0 +1,103 @@
+"""Running operator actions: the job record the UI shows, and the bar that shows it."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from textual.markup import escape
+from textual.widgets import Static
+
+from opsconsole.ops.registry import ActionSpec
+from opsconsole.tui.clock import human_duration
+
+if TYPE_CHECKING:
+    from opsconsole.tui.app import OpsConsoleApp
+
+_ids = itertools.count(1)
+SHOW_FINISHED_S = 8.0
+
+
+@dataclass(eq=False)
+class Job:
+    spec: ActionSpec
+    title: str
+    arguments: dict[str, Any]
+    started: float
+    id: int = field(default_factory=lambda: next(_ids))
+    status: str = "running"  # running | ok | error | cancelled
+    progress: tuple[int, int] | None = None
+    expected_s: float | None = None  # how long it should take (an estimate), for a progress bar
+    counters: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    finished: float | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    conn: psycopg.Connection | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def cancel(self) -> None:
+        """Stop between steps and cancel the statement in flight (the server rolls it back)."""
+        self.cancel_event.set()
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(Exception):
+                conn.cancel_safe(timeout=5)
+
+
+class JobsBar(Static):
+    """One line per running action (and recently finished ones); hidden when there are none."""
+
+    DEFAULT_CSS = """
+    JobsBar { height: auto; max-height: 5; background: $boost; padding: 0 1; display: none; }
+    JobsBar.-visible { display: block; }
+    """
+
+    def on_mount(self) -> None:
+        self.tick()
+        self.set_interval(0.5, self.tick)
+
+    def tick(self) -> None:
+        app: OpsConsoleApp = self.app  # type: ignore[assignment]
+        now = app.clock.monotonic()
+        lines = []
+        for job in app.jobs.values():
+            if job.running:
+                lines.append(running_line(job, now))
+            elif job.finished is not None and now - job.finished < SHOW_FINISHED_S:
+                lines.append(finished_line(job))
+        self.set_class(bool(lines), "-visible")
+        self.update("\n".join(lines))
+
+
+def running_line(job: Job, now: float) -> str:
+    elapsed = human_duration(now - job.started)
+    if job.spec.id == "continuous":
+        c = job.counters
+        return (
+            f"[b $success]▶ continuous processing[/]  batches {c.get('batches', 0):,}"
+            f"  processed {c.get('processed', 0):,}  failed {c.get('failed', 0):,}"
+            f"  {c.get('rate', 0):,.0f} rows/s  running {elapsed}  [dim](c stops)[/]"
+        )
+    progress = ""
+    if job.progress:
+        done, total = job.progress
+        filled = int(20 * done / total) if total else 0
+        progress = f"  [$accent]{'█' * filled}{'░' * (20 - filled)}[/] {done}/{total}"
+    elif job.expected_s:
+        share = min(0.95, (now - job.started) / job.expected_s)
+        filled = int(20 * share)
+        progress = f"  [$accent]{'█' * filled}{'░' * (20 - filled)}[/] ~{share:.0%} of the last run's time"
+    cancelling = "  [$warning]cancelling…[/]" if job.cancel_event.is_set() else "  [dim](x cancels)[/]"
+    return f"[b $accent]⟳ {escape(job.title)}[/]{progress}  {elapsed}{cancelling}"
+
+
+def finished_line(job: Job) -> str:
+    mark = {"ok": "[$success]✓", "error": "[$error]✗", "cancelled": "[$warning]■"}.get(job.status, "•")
+    return f"{mark} {escape(job.title)}[/]: {escape(job.message)}"

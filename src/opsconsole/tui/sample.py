@@ -1,0 +1,380 @@
+"""A small deterministic dataset for the console's snapshot tests and `make screenshots`.
+
+Everything is placed relative to one anchor instant (the FrozenClock's "now"), so relative times
+("1m 30s", "in 45s", "5m ago") come out the same on every run. Parts whose tables are not installed
+are skipped, so the seed works at any migration level.
+
+Only for scratch databases: with `fixed_monitor` it replaces the financial_processing_monitor view by
+one that returns fixed figures for the last hour (real processing latencies differ from run to run),
+and with `fixed_catalog` it replaces the catalogue's rows by a small fixed set (the real catalogue
+changes with every migration).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import psycopg
+from psycopg.rows import tuple_row
+
+FIRST = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Ken",
+    "Dennis",
+    "Margaret",
+    "Linus",
+    "Frances",
+    "John",
+]
+LAST = [
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Thompson",
+    "Ritchie",
+    "Hamilton",
+    "Torvalds",
+    "Allen",
+    "Backus",
+]
+
+
+def scalar(conn: psycopg.Connection, sql: str, params: tuple = ()) -> object:
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def has(conn: psycopg.Connection, name: str) -> bool:
+    return bool(scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (name,)))
+
+
+def has_function(conn: psycopg.Connection, name: str) -> bool:
+    return bool(scalar(conn, "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = %s)", (name,)))
+
+
+def seed(
+    conn: psycopg.Connection, anchor: dt.datetime, *, fixed_monitor: bool = True, fixed_catalog: bool = True
+) -> None:
+    """Load the sample (autocommit connection, empty migrated database)."""
+    seed_sources(conn, anchor)
+    if has(conn, "financial_transactions_staging"):
+        seed_staging(conn, anchor)
+    if fixed_monitor and has(conn, "financial_processing_monitor"):
+        fix_monitor(conn, anchor)
+    if has(conn, "dq_rule_definitions") and has_function(conn, "execute_data_quality_checks"):
+        seed_quality(conn, anchor)
+    if has_function(conn, "refresh_customer_360_incremental"):
+        conn.execute("SELECT * FROM refresh_customer_360_incremental()")
+    if has(conn, "data_catalog"):
+        seed_catalog(conn, fixed_catalog, anchor)
+    conn.execute("DELETE FROM ops_audit_log")  # the seeding's own audit rows: the sample's log is curated
+    seed_audit(conn, anchor)
+
+
+def seed_sources(conn: psycopg.Connection, anchor: dt.datetime) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO crm_customers (customer_id, customer_uuid, first_name, last_name, email, phone,"
+            " created_at, updated_at) VALUES (%s, %s::uuid, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    i + 1,
+                    f"00000000-0000-4000-8000-{i + 1:012d}",
+                    FIRST[i],
+                    LAST[i],
+                    f"{FIRST[i].lower()}.{LAST[i].lower()}@example.com" if i != 7 else None,
+                    f"+1 555 01{i:02d}",
+                    anchor - dt.timedelta(days=400 - 10 * i),
+                    anchor - dt.timedelta(days=3 + i),
+                )
+                for i in range(len(FIRST))
+            ],
+        )
+        orders = []
+        for n in range(1, 37):
+            day = (anchor - dt.timedelta(days=4 * n)).date()
+            orders.append(
+                (n, 1 + n % 12, f"SO-{1000 + n}", day, 25 * (n % 9 + 1) + 0.5, "EUR", "completed", day)
+            )
+        cur.executemany(
+            "INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount,"
+            " currency_code, status, partition_date) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            orders,
+        )
+        kinds = ["page_view", "product_view", "add_to_cart", "purchase"]
+        cur.executemany(
+            "INSERT INTO ecommerce_events (customer_id, session_id, event_timestamp, event_type, event_data,"
+            " page_url, processed_at) VALUES (%s, %s::uuid, %s, %s, %s::jsonb, %s, %s)",
+            [
+                (
+                    1 + n % 12,
+                    f"00000000-0000-4000-9000-{n // 4:012d}",
+                    anchor - dt.timedelta(hours=3 * n),
+                    kinds[n % 4],
+                    json.dumps({"category": ["books", "games", "music"][n % 3]}),
+                    f"/products/{n}",
+                    anchor - dt.timedelta(hours=3 * n) + dt.timedelta(seconds=2),
+                )
+                for n in range(1, 61)
+            ],
+        )
+        cur.executemany(
+            "INSERT INTO financial_transactions (transaction_id, account_id, transaction_timestamp, amount,"
+            " transaction_type, reference_data, batch_id) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s)",
+            [
+                (
+                    90_000 + n,
+                    500 + n % 12,
+                    anchor - dt.timedelta(days=4 * n, hours=1),
+                    25 * (n % 9 + 1) + 0.5,
+                    "payment",
+                    json.dumps({"order_id": n}),
+                    "hist-1",
+                )
+                for n in range(1, 37)
+            ],
+        )
+
+
+def seed_staging(conn: psycopg.Connection, anchor: dt.datetime) -> None:
+    """Open work only: pending rows, failed rows waiting for their retry, dead letters."""
+    rows = []
+    for i in range(5):
+        rows.append(
+            (
+                10_001 + i,
+                700 + i,
+                anchor - dt.timedelta(seconds=95),
+                12.5 + i,
+                "payment",
+                json.dumps({"order_id": 1 + i}),
+                "b-0317",
+                anchor - dt.timedelta(seconds=90 - i),
+                "pending",
+                None,
+                None,
+                0,
+                anchor - dt.timedelta(seconds=90 - i),
+            )
+        )
+    for i in range(6):
+        rows.append(
+            (
+                10_101 + i,
+                710 + i,
+                anchor - dt.timedelta(minutes=12),
+                40 + i,
+                "payment",
+                json.dumps({"order_id": 9_000 + i}),
+                "b-0316" if i < 4 else "b-0315",
+                anchor - dt.timedelta(minutes=11),
+                "failed",
+                "order_not_found",
+                f"order_id {9_000 + i} is not in erp_orders",
+                2 + i % 2,
+                anchor + dt.timedelta(seconds=45 + 30 * i),
+            )
+        )
+    for i in range(3):
+        rows.append(
+            (
+                10_201 + i,
+                720 + i,
+                anchor - dt.timedelta(minutes=30),
+                9.99,
+                "bogus",
+                "{}",
+                "b-0314",
+                anchor - dt.timedelta(minutes=29),
+                "dead_letter",
+                "unknown_type",
+                "transaction_type 'bogus' is not a known type",
+                1,
+                anchor - dt.timedelta(minutes=29),
+            )
+        )
+    for i in range(2):
+        rows.append(
+            (
+                10_301 + i,
+                730 + i,
+                anchor - dt.timedelta(minutes=40),
+                None,
+                "refund",
+                "{}",
+                "b-0313",
+                anchor - dt.timedelta(minutes=39),
+                "dead_letter",
+                "missing_field",
+                "required field(s) missing: amount",
+                1,
+                anchor - dt.timedelta(minutes=39),
+            )
+        )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
+            " amount, transaction_type, reference_data, batch_id, ingestion_timestamp, processing_status,"
+            " error_code,"
+            " error_message, retry_count, next_attempt_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
+def fix_monitor(conn: psycopg.Connection, anchor: dt.datetime) -> None:
+    """Sixty minutes of smooth, fixed figures ending at the anchor's minute (not the wall clock's, so a
+    run that crosses a minute boundary draws the same picture)."""
+    minute = anchor.replace(second=0, microsecond=0).isoformat()
+    conn.execute("DROP VIEW financial_processing_monitor")
+    conn.execute(
+        f"""
+        CREATE VIEW financial_processing_monitor AS
+        SELECT '{minute}'::timestamptz - k * interval '1 minute' AS minute_bucket,
+               (900 + round(300 * sin(k / 6.0)))::bigint + 4 AS total_transactions,
+               (900 + round(300 * sin(k / 6.0)))::bigint AS processed_count,
+               (k % 7 = 3)::int::bigint * 3 AS failed_count,
+               CASE WHEN k = 0 THEN 4 ELSE 0 END::bigint AS pending_count,
+               round((120 + 40 * cos(k / 5.0))::numeric, 3) AS avg_processing_ms,
+               (480 + round(200 * cos(k / 5.0)))::integer AS max_processing_ms,
+               (260 + round(90 * cos(k / 5.0)))::double precision AS p95_processing_ms,
+               round((0.4 + 0.3 * cos(k / 5.0))::numeric, 2)::double precision AS sla_breach_rate,
+               (k % 11 = 5)::int::bigint AS dead_letter_count,
+               0::bigint AS duplicate_count
+        FROM generate_series(0, 59) AS k
+        """
+    )
+
+
+def seed_quality(conn: psycopg.Connection, anchor: dt.datetime) -> None:
+    """Two runs of the sample rules; between them two customers lose their email, so the completeness
+    rule's trend dips. The runs are then dated 20 and 5 minutes before the anchor."""
+    conn.execute("SELECT count(*) FROM execute_data_quality_checks()")
+    first = scalar(conn, "SELECT max(check_timestamp) FROM data_quality_metrics")
+    conn.execute("UPDATE crm_customers SET email = NULL WHERE customer_id IN (3, 5)")
+    conn.execute("SELECT count(*) FROM execute_data_quality_checks()")
+    conn.execute(
+        "UPDATE data_quality_metrics SET check_timestamp = CASE WHEN check_timestamp <= %s"
+        " THEN %s::timestamptz ELSE %s::timestamptz END",
+        (first, anchor - dt.timedelta(minutes=20), anchor - dt.timedelta(minutes=5)),
+    )
+
+
+def seed_catalog(conn: psycopg.Connection, fixed: bool, anchor: dt.datetime) -> None:
+    if has_function(conn, "refresh_data_catalog"):
+        conn.execute("SELECT refresh_data_catalog()")
+    if fixed:
+        conn.execute(
+            "DELETE FROM data_catalog WHERE table_name NOT IN"
+            " ('crm_customers', 'erp_orders', 'financial_transactions_staging', 'ops_audit_log')"
+        )
+    conn.execute("UPDATE data_catalog SET last_updated = %s", (anchor - dt.timedelta(minutes=2),))
+    if has_function(conn, "record_lineage"):
+        for source, target, pipeline in (
+            ("ext:transaction_files", "financial_transactions_staging", "ingest"),
+            ("financial_transactions_staging", "financial_transactions_processed", "process_financial_batch"),
+            ("crm_customers", "customer_360_store", "customer_360"),
+            ("erp_orders", "customer_360_store", "customer_360"),
+        ):
+            conn.execute("SELECT record_lineage(%s, %s, %s)", (source, target, pipeline))
+
+
+def seed_audit(conn: psycopg.Connection, anchor: dt.datetime) -> None:
+    rows = [
+        (
+            25,
+            "alice",
+            "opsconsole:cli",
+            "process_financial_batch",
+            {"batch_size": 5000},
+            {"processed_count": 4981, "failed_count": 19},
+            "ok",
+            842.0,
+            None,
+        ),
+        (
+            19,
+            "bob",
+            "opsconsole:action",
+            "retry_failed",
+            {"error_code": "order_not_found"},
+            {"requeued": 37},
+            "ok",
+            21.5,
+            "console: retry code",
+        ),
+        (
+            12,
+            "alice",
+            "opsconsole:action",
+            "dq.run",
+            {"rule": None},
+            {"rules": 4, "failed": 1},
+            "ok",
+            63.2,
+            None,
+        ),
+        (
+            7,
+            "carol",
+            "opsconsole:action",
+            "refresh_data_catalog",
+            {},
+            {"added": 3, "removed": 0, "changed": 1},
+            "ok",
+            118.4,
+            "console",
+        ),
+        (
+            4,
+            "bob",
+            "opsconsole:action",
+            "process_financial_batch",
+            {"batch_size": 20000},
+            {"error": "canceling statement due to user request"},
+            "cancelled",
+            2210.0,
+            "console",
+        ),
+        (
+            2,
+            "carol",
+            "opsconsole:action",
+            "refresh_customer_360_incremental",
+            {},
+            {"error": "permission denied for table customer_360_store"},
+            "error",
+            3.1,
+            "console",
+        ),
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO ops_audit_log (occurred_at, actor, application_name, action, arguments, result,"
+            " status, duration_ms, reason) VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)",
+            [
+                (
+                    anchor - dt.timedelta(minutes=m),
+                    who,
+                    app,
+                    action,
+                    json.dumps(args),
+                    json.dumps(res),
+                    st,
+                    ms_,
+                    reason,
+                )
+                for m, who, app, action, args, res, st, ms_, reason in rows
+            ],
+        )

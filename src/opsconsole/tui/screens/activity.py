@@ -1,0 +1,114 @@
+"""Pane 6, Activity: the operator audit log (who, what, scope, result, when), newest first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+
+from opsconsole.db.queries import query
+from opsconsole.ops.registry import Capabilities
+from opsconsole.tui.format import plain, pretty_json, styled, summarize
+from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
+
+LIMIT = 200
+
+COLUMNS = [
+    ("when", "when", 8),
+    ("ago", "ago", 8),
+    ("actor", "who", 10),
+    ("action", "action", 20),
+    ("scope", "scope", 18),
+    ("status", "status", 9),
+    ("result", "result", 18),
+    ("ms", "ms", 6),
+]
+
+
+def result_cell(r: dict[str, Any]) -> Text:
+    """ok: the result; otherwise what went wrong (the error, else the reason)."""
+    result = r["result"]
+    if r["status"] == "ok":
+        return summarize(result, 18)
+    error = result.get("error") if isinstance(result, dict) else None
+    return plain(error or r["reason"] or result, 18)
+
+
+class ActivityScreen(PaneScreen):
+    PANE_ID = "activity"
+    PANE_KEY = "6"
+    PANE_TITLE = "Activity"
+    NEEDS_RELATIONS = ("ops_audit_log",)
+    PANE_BINDINGS = [Binding("enter", "details", "Details", key_display="⏎", show=False)]
+
+    def compose_body(self) -> ComposeResult:
+        yield keyed_table(COLUMNS, enter="Details", id="audit")
+
+    @classmethod
+    def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> Any:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query("console/activity"), {"limit": LIMIT})
+            return cur.fetchall()
+
+    def render_data(self, data: list[dict[str, Any]]) -> None:
+        clock = self.console_app.clock
+        tones = {"ok": "success", "error": "error", "cancelled": "warning", "denied": "error"}
+        rows = []
+        for r in data:
+            status = r["status"]
+            rows.append(
+                (
+                    str(r["audit_id"]),
+                    (
+                        Text(clock.time(r["occurred_at"])),
+                        Text(clock.ago(r["occurred_at"])),
+                        plain(r["actor"], 10),
+                        plain(r["action"], 20),
+                        summarize(r["arguments"], 18),
+                        styled(self.app, status, tones.get(status, "secondary"), bold=status != "ok"),
+                        result_cell(r),
+                        Text(
+                            f"{float(r['duration_ms']):,.0f}" if r["duration_ms"] is not None else "—",
+                            justify="right",
+                        ),
+                    ),
+                )
+            )
+        self.query_one("#audit", KeyedTable).sync(rows)
+
+    def action_details(self) -> None:
+        from opsconsole.tui.screens.modals import DetailScreen
+
+        table = self.query_one("#audit", KeyedTable)
+        key = table.cursor_key
+        if key is None or not self.data:
+            return
+        row = next((r for r in self.data if str(r["audit_id"]) == key), None)
+        if row is None:
+            return
+        clock = self.console_app.clock
+        head = (
+            f"[b]{row['action']}[/] by [b]{row['actor']}[/] from {row['application_name'] or '—'}\n"
+            f"at {clock.stamp(row['occurred_at'])} ({clock.ago(row['occurred_at'])}), status "
+            f"[b]{row['status']}[/], {row['duration_ms'] or '—'} ms\nreason: {row['reason'] or '—'}"
+        )
+        self.app.push_screen(
+            DetailScreen(
+                f"Audit #{row['audit_id']}",
+                [
+                    head,
+                    "[b]arguments[/]",
+                    Text(pretty_json(row["arguments"])),
+                    "[b]result[/]",
+                    Text(pretty_json(row["result"])),
+                ],
+            )
+        )
+
+    def on_data_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
+        self.action_details()

@@ -1,0 +1,292 @@
+"""Pane 2, Backlog: staging rows still owed work; failed and dead-lettered rows, filterable (`/`),
+drillable (Enter), selectable (space) and retryable (r: the selection, an error code, a batch or all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.widgets import Input, Static
+
+from opsconsole.db.queries import query
+from opsconsole.ops.registry import Capabilities
+from opsconsole.tui.clock import human_duration
+from opsconsole.tui.format import cell_num, num, plain, pretty_json, styled
+from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.screens.monitor import fetch_open
+from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
+
+LIMIT = 500
+
+ROW_COLUMNS = [
+    ("sel", " ", 1),
+    ("id", "id", 6),
+    ("status", "status", 11),
+    ("code", "error code", 16),
+    ("error", "error", 24),
+    ("retries", "tries", 5),
+    ("next", "next try", 9),
+    ("batch", "batch", 10),
+    ("txn", "txn id", 10),
+]
+CODE_COLUMNS = [
+    ("code", "error code", 18),
+    ("failed", "failed", 6),
+    ("dead", "dead", 5),
+    ("due", "next due", 9),
+]
+
+
+@dataclass
+class BacklogData:
+    open: dict[str, dict[str, Any]]
+    codes: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    filter: str | None
+
+
+class BacklogScreen(PaneScreen):
+    PANE_ID = "backlog"
+    PANE_KEY = "2"
+    PANE_TITLE = "Backlog"
+    NEEDS_RELATIONS = ("financial_transactions_staging",)
+    PANE_BINDINGS = [
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("enter", "details", "Details", key_display="⏎", show=False),
+        Binding("space", "toggle_select", "Select"),
+        Binding("escape", "clear", "Clear", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: set[int] = set()
+        self.filter_text: str = ""
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="backlog-top"):
+            yield Static("", id="backlog-summary")
+            with Vertical(id="codes-box"):
+                yield KeyedTable(CODE_COLUMNS, id="codes", zebra_stripes=False, cursor_type="none")
+        yield Input(placeholder="filter: status, error code, message, batch, or an id", id="filter")
+        yield Static("", id="rows-title", classes="box-title")
+        yield keyed_table(ROW_COLUMNS, enter="Details", id="rows")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#filter", Input).display = False
+        self.query_one("#rows", KeyedTable).focus()
+
+    # -- data -----------------------------------------------------------------------------------
+    def fetch_params(self) -> dict[str, Any]:
+        return {"filter": self.filter_text.strip() or None}
+
+    @classmethod
+    def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> BacklogData:
+        flt = params.get("filter")
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query("console/backlog_codes"))
+            codes = cur.fetchall()
+            cur.execute(
+                query("console/backlog_rows"),
+                {"filter": flt, "like": f"%{flt}%" if flt else None, "limit": LIMIT},
+            )
+            rows = cur.fetchall()
+        return BacklogData(fetch_open(conn), codes, rows, flt)
+
+    def render_data(self, data: BacklogData) -> None:
+        app = self.console_app
+        clock = app.clock
+        pending = data.open.get("pending", {})
+        failed = data.open.get("failed", {})
+        dead = data.open.get("dead_letter", {})
+        oldest = clock.since(pending.get("oldest_ingested"))
+        due = failed.get("next_due")
+        due_text = "—"
+        if due is not None:
+            wait = (due - clock.now()).total_seconds()
+            due_text = "due now" if wait <= 0 else f"in {human_duration(wait)}"
+        retries = sum(int(v.get("retries") or 0) for v in data.open.values())
+        self.query_one("#backlog-summary", Static).update(
+            f"pending      [b]{num(pending.get('rows') or 0):>9}[/]  oldest "
+            f"{human_duration(oldest) if oldest is not None else '—'}\n"
+            f"failed       [b]{num(failed.get('rows') or 0):>9}[/]  next retry {due_text}\n"
+            f"dead letter  [b]{num(dead.get('rows') or 0):>9}[/]  needs an operator\n"
+            f"retries      [b]{num(retries):>9}[/]  on open rows"
+        )
+        self.query_one("#codes", KeyedTable).sync(
+            (
+                r["error_code"],
+                (
+                    plain(r["error_code"], 18),
+                    cell_num(r["failed"]),
+                    styled(app, num(r["dead_letter"]), "error", justify="right")
+                    if r["dead_letter"]
+                    else cell_num(0),
+                    Text(self._due(r["next_due"])),
+                ),
+            )
+            for r in data.codes
+        )
+        shown = len(data.rows)
+        title = f"[b]failed and dead-lettered rows[/]  {num(shown)}{'+' if shown >= LIMIT else ''} shown"
+        if data.filter:
+            title += f"  [dim]filter[/] [b]{escape(data.filter)}[/]"
+        if self.selected:
+            title += f"  [$accent]{len(self.selected)} selected[/]"
+        self.query_one("#rows-title", Static).update(title)
+        self.query_one("#rows", KeyedTable).sync(self._row_cells(r) for r in data.rows)
+
+    def _due(self, due: Any) -> str:
+        if due is None:
+            return "—"
+        wait = (due - self.console_app.clock.now()).total_seconds()
+        return "due" if wait <= 0 else f"in {human_duration(wait)}"
+
+    def _row_cells(self, r: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        app = self.console_app
+        status = r["processing_status"]
+        return (
+            str(r["staging_id"]),
+            (
+                styled(app, "●", "accent") if r["staging_id"] in self.selected else Text(" "),
+                Text(str(r["staging_id"]), justify="right"),
+                styled(app, status, "error" if status == "dead_letter" else "warning"),
+                plain(r["error_code"], 16),
+                plain(r["error_message"], 24),
+                cell_num(r["retry_count"]),
+                Text(self._due(r["next_attempt_at"]) if status == "failed" else "—"),
+                plain(r["batch_id"], 10),
+                Text(str(r["transaction_id"]) if r["transaction_id"] is not None else "—", justify="right"),
+            ),
+        )
+
+    # -- filter, selection, drill-down ------------------------------------------------------------
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+        self.console_app.engine.request({self.PANE_ID})
+
+    @on(Input.Submitted, "#filter")
+    def filter_done(self, event: Input.Submitted) -> None:
+        self.query_one("#rows", KeyedTable).focus()
+
+    def action_clear(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_focus or self.filter_text:
+            box.value = ""
+            self.filter_text = ""
+            box.display = False
+            self.query_one("#rows", KeyedTable).focus()
+            self.console_app.engine.request({self.PANE_ID})
+        elif self.selected:
+            self.clear_selection()
+
+    def action_toggle_select(self) -> None:
+        table = self.query_one("#rows", KeyedTable)
+        key = table.cursor_key
+        if key is None:
+            return
+        sid = int(key)
+        if sid in self.selected:
+            self.selected.discard(sid)
+            table.update_cell(key, "sel", Text(" "))
+        else:
+            self.selected.add(sid)
+            table.update_cell(key, "sel", styled(self.app, "●", "accent"))
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1)
+        if self.data is not None:
+            self.render_data(self.data)
+
+    def clear_selection(self) -> None:
+        self.selected.clear()
+        if self.is_mounted and self.data is not None:
+            self.render_data(self.data)
+
+    def cursor_row_data(self) -> dict[str, Any] | None:
+        if self.data is None or not self.is_mounted:
+            return None
+        key = self.query_one("#rows", KeyedTable).cursor_key
+        return next((r for r in self.data.rows if str(r["staging_id"]) == key), None)
+
+    def op_context(self, action_id: str) -> dict[str, Any]:
+        row = self.cursor_row_data()
+        return {
+            "selected": sorted(self.selected),
+            "error_code": row["error_code"] if row else None,
+            "batch_id": row["batch_id"] if row else None,
+        }
+
+    def on_data_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
+        if event.data_table.id == "rows":
+            self.action_details()
+
+    def action_details(self) -> None:
+        row = self.cursor_row_data()
+        if row is None:
+            return
+        self.run_worker(self._details(row), group="details", exclusive=True)
+
+    async def _details(self, row: dict[str, Any]) -> None:
+        from opsconsole.tui.screens.modals import DetailScreen
+
+        params = {
+            "id": row["staging_id"],
+            "transaction_id": row["transaction_id"],
+            "batch_id": row["batch_id"],
+            "error_code": row["error_code"],
+        }
+
+        def read(conn: psycopg.Connection) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(query("console/staging_row"), params)
+                full = cur.fetchone()
+                cur.execute(query("console/staging_attempts"), params)
+                attempts = cur.fetchall()
+                cur.execute(query("console/staging_history"), params)
+                history = cur.fetchall()
+            return (full or {}).get("row"), attempts, history
+
+        try:
+            full, attempts, history = await self.console_app.lookup_async(read)
+        except psycopg.Error as exc:
+            self.app.notify(f"Could not read staging row {row['staging_id']}: {exc}", severity="error")
+            return
+        clock = self.console_app.clock
+        attempt_lines = [
+            f"#{a['staging_id']}  {a['processing_status']}  code {a['error_code'] or '—'}  "
+            f"tries {a['retry_count']}  batch {a['batch_id'] or '—'}  "
+            f"ingested {clock.stamp(a['ingestion_timestamp'])}"
+            for a in attempts
+        ] or ["(none)"]
+        history_lines = [
+            f"{clock.stamp(h['occurred_at'])}  {h['actor']}  {h['action']}  {h['status']}" for h in history
+        ] or ["(no operator action names this row, its batch or its error code)"]
+        payload = (full or {}).get("reference_data")
+        parts: list[Any] = [
+            f"[b]status[/] {row['processing_status']}   [b]error[/] {escape(str(row['error_code'] or '—'))}: "
+            f"{escape(str(row['error_message'] or '—'))}",
+            "[b]payload (reference_data)[/]",
+            Text(pretty_json(payload)),
+            "[b]attempts (staging rows with this transaction_id)[/]",
+            Text("\n".join(attempt_lines)),
+            "[b]history (operator actions)[/]",
+            Text("\n".join(history_lines)),
+            "[b]the full row[/]",
+            Text(pretty_json(full)),
+        ]
+        self.app.push_screen(DetailScreen(f"Staging row {row['staging_id']}", parts))

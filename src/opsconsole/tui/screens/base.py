@@ -1,0 +1,180 @@
+"""What every pane screen has: the shared chrome, a bordered body titled with its key, a freshness
+badge, a "not available on this database" state, and key bindings generated from the action registry.
+
+A pane's data flow: `fetch_params()` (UI thread) snapshots what the fetch needs (filter text, search),
+`fetch(conn, caps, params)` runs in the refresh engine's worker thread on the refresh connection, and
+`show(data)` applies the result on the UI thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import psycopg
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from opsconsole.ops.registry import Capabilities, actions_for_pane
+from opsconsole.tui.jobs import JobsBar
+from opsconsole.tui.widgets.chrome import Banner, PaneTabs, StatusHeader
+
+if TYPE_CHECKING:
+    from opsconsole.tui.app import OpsConsoleApp
+
+
+class PaneScreen(Screen):
+    PANE_ID: ClassVar[str] = ""
+    PANE_KEY: ClassVar[str] = ""
+    PANE_TITLE: ClassVar[str] = ""
+    NEEDS_RELATIONS: ClassVar[tuple[str, ...]] = ()
+    NEEDS_FUNCTIONS: ClassVar[tuple[str, ...]] = ()
+    PANE_BINDINGS: ClassVar[list[Binding]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # BINDINGS must be in place before Textual merges them in DOMNode.__init_subclass__.
+        if cls.__dict__.get("PANE_ID"):
+            action_bindings = [
+                Binding(spec.key, f"op('{spec.id}')", spec.label, id=f"{cls.PANE_ID}.{spec.id}")
+                for spec in actions_for_pane(cls.PANE_ID)
+            ]
+            cls.BINDINGS = action_bindings + list(cls.__dict__.get("PANE_BINDINGS", []))
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self) -> None:
+        super().__init__(id=f"pane-{self.PANE_ID}")
+        self.data: Any = None
+        self.updated_at: dt.datetime | None = None
+        self.unavailable: str | None = None
+        self.fetch_error: str | None = None
+
+    @property
+    def console_app(self) -> OpsConsoleApp:
+        return self.app  # type: ignore[return-value]
+
+    # -- layout ---------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield StatusHeader()
+        yield PaneTabs(self.PANE_ID)
+        yield Banner()
+        with Vertical(id="pane-frame", classes="pane-frame") as frame:
+            frame.border_title = f"{self.PANE_KEY} {self.PANE_TITLE}"
+            yield Static("", id="unavailable", classes="unavailable")
+            with Vertical(id="pane-body"):
+                yield from self.compose_body()
+        yield JobsBar()
+        yield Footer(compact=True)
+
+    def compose_body(self) -> ComposeResult:  # pragma: no cover - overridden
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self.update_badge)
+        self._apply()
+
+    def on_screen_resume(self) -> None:
+        self.console_app.pane_shown(self.PANE_ID)
+
+    # -- data -----------------------------------------------------------------------------------
+    @classmethod
+    def unavailable_reason(cls, caps: Capabilities) -> str | None:
+        return caps.why_not_readable(cls.NEEDS_RELATIONS) or caps.why_not_callable(cls.NEEDS_FUNCTIONS)
+
+    def fetch_params(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def show(self, outcome: PaneResult) -> None:
+        """Apply one refresh outcome (UI thread)."""
+        self.unavailable = outcome.unavailable
+        self.fetch_error = outcome.error
+        fresh = outcome.unavailable is None and outcome.error is None
+        if fresh:
+            self.data = outcome.data
+            self.updated_at = outcome.at
+        self._apply(render=fresh)
+
+    def _apply(self, render: bool = True) -> None:
+        """Show the stored state, once the screen's widgets exist (a refresh can land mid-compose;
+        on_mount applies it then)."""
+        frames = self.query("#pane-frame")
+        notes = self.query("#unavailable")
+        if not self.is_mounted or not frames or not notes:
+            return
+        frames.first().set_class(self.unavailable is not None, "-unavailable")
+        notes.first(Static).update(
+            f"not available on this database: {self.unavailable}" if self.unavailable else ""
+        )
+        if render and self.unavailable is None and self.data is not None:
+            self.render_data(self.data)
+        self.update_badge()
+
+    def render_data(self, data: Any) -> None:  # pragma: no cover - overridden
+        pass
+
+    def update_badge(self) -> None:
+        frames = self.query("#pane-frame")
+        if not self.is_mounted or not frames:
+            return
+        app = self.console_app
+        frame = frames.first()
+        if self.unavailable:
+            badge = "not available"
+        elif self.updated_at is None:
+            badge = "loading…" if self.fetch_error is None else f"[$error]{self.fetch_error}[/]"
+        else:
+            ago = app.clock.ago(self.updated_at)
+            stale = (
+                app.engine.connected is False
+                or self.fetch_error is not None
+                or (
+                    (app.clock.since(self.updated_at) or 0) > max(3 * app.engine.interval, 10)
+                    and not app.engine.paused
+                )
+            )
+            if self.fetch_error:
+                badge = f"[$error]stale · {self.fetch_error}[/] · updated {ago}"
+            elif stale:
+                badge = f"[$warning]stale[/] · updated {ago}"
+            else:
+                badge = f"updated {ago}"
+        frame.border_subtitle = badge
+
+    # -- actions --------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "op" and parameters:
+            return self.console_app.op_allowed(str(parameters[0]))
+        return True
+
+    def action_op(self, action_id: str) -> None:
+        self.console_app.start_op(action_id)
+
+    def op_context(self, action_id: str) -> dict[str, Any]:
+        """What the pane contributes to an action (the cursor row, the selection)."""
+        return {}
+
+
+class PaneResult:
+    """One pane's refresh outcome: data, or why there is none."""
+
+    __slots__ = ("pane", "data", "unavailable", "error", "at")
+
+    def __init__(
+        self,
+        pane: str,
+        at: dt.datetime,
+        data: Any = None,
+        unavailable: str | None = None,
+        error: str | None = None,
+    ):
+        self.pane = pane
+        self.at = at
+        self.data = data
+        self.unavailable = unavailable
+        self.error = error

@@ -1,0 +1,403 @@
+"""Pane 4, Customers: search as you type (name, email, phone, id or uuid); Enter opens the customer:
+the customer-360 row, recent orders, events and transactions, and the lakehouse history with time
+travel to an instant the operator types (t)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from rich import box
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from opsconsole.db.queries import query
+from opsconsole.ops.registry import Capabilities
+from opsconsole.tui.format import cell_num, plain, pretty_json
+from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.widgets.chrome import StatusHeader
+from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
+
+LIMIT = 50
+DEBOUNCE_S = 0.2
+COLUMNS = [
+    ("id", "id", 6),
+    ("name", "name", 18),
+    ("email", "email", 26),
+    ("phone", "phone", 13),
+    ("match", "match", 6),
+    ("orders", "orders", 6),
+    ("ltv", "LTV", 10),
+    ("segment", "segment", 12),
+]
+NAME_KEYS = ("first_name", "last_name")
+
+
+@dataclass
+class SearchData:
+    q: str | None
+    rows: list[dict[str, Any]]
+    source: str  # "search_customers()" or "crm_customers"
+
+
+def display_name(r: dict[str, Any]) -> str:
+    if r.get("full_name") or r.get("name"):
+        return str(r.get("full_name") or r.get("name"))
+    return " ".join(str(r[k]) for k in NAME_KEYS if r.get(k)) or "—"
+
+
+class CustomersScreen(PaneScreen):
+    PANE_ID = "customers"
+    PANE_KEY = "4"
+    PANE_TITLE = "Customers"
+    NEEDS_RELATIONS = ("crm_customers",)
+    PANE_BINDINGS = [
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("enter", "open", "Open", key_display="⏎", show=False),
+        Binding("escape", "leave_search", "Results", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.search_text = ""
+        self._debounce = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Input(placeholder="search: name, email, phone, customer id or uuid", id="search")
+        yield Static("", id="search-info")
+        yield keyed_table(COLUMNS, enter="Open", id="results")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#search", Input).focus()
+
+    def fetch_params(self) -> dict[str, Any]:
+        return {"q": self.search_text.strip() or None}
+
+    @classmethod
+    def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> SearchData:
+        q = params.get("q")
+        with conn.cursor(row_factory=dict_row) as cur:
+            if q and caps.has_function("search_customers"):
+                cur.execute("SELECT * FROM search_customers(%s, %s)", (q, LIMIT))
+                return SearchData(q, cur.fetchall(), "search_customers()")
+            cur.execute(
+                query("console/customer_search"), {"q": q, "like": f"%{q}%" if q else None, "limit": LIMIT}
+            )
+            return SearchData(q, cur.fetchall(), "crm_customers")
+
+    def render_data(self, data: SearchData) -> None:
+        caps = self.console_app.caps
+        hint = ""
+        if caps is not None and not caps.has_function("search_customers"):
+            hint = "  [dim](search_customers() is not installed: plain matching on crm_customers)[/]"
+        what = f"matching [b]{escape(data.q)}[/]" if data.q else "(type to search)"
+        self.query_one("#search-info", Static).update(
+            f"{len(data.rows)}{'+' if len(data.rows) >= LIMIT else ''} "
+            f"customer{'' if len(data.rows) == 1 else 's'} {what}{hint}"
+        )
+        rows = []
+        for r in data.rows:
+            match = r.get("match_kind")
+            rows.append(
+                (
+                    str(r["customer_id"]),
+                    (
+                        Text(str(r["customer_id"]), justify="right"),
+                        plain(display_name(r), 18),
+                        plain(r.get("email"), 26),
+                        plain(r.get("phone"), 13),
+                        plain(match, 6),
+                        cell_num(r.get("total_orders")),
+                        cell_num(r.get("total_lifetime_value"), 2),
+                        plain(r.get("value_segment"), 12),
+                    ),
+                )
+            )
+        self.query_one("#results", KeyedTable).sync(rows)
+
+    @on(Input.Changed, "#search")
+    def search_changed(self, event: Input.Changed) -> None:
+        self.search_text = event.value
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(DEBOUNCE_S, lambda: self.console_app.engine.request({self.PANE_ID}))
+
+    @on(Input.Submitted, "#search")
+    def search_submitted(self, event: Input.Submitted) -> None:
+        table = self.query_one("#results", KeyedTable)
+        table.focus()
+        if table.row_count == 1:
+            self.action_open()
+
+    def action_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def action_leave_search(self) -> None:
+        self.query_one("#results", KeyedTable).focus()
+
+    def on_data_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        key = self.query_one("#results", KeyedTable).cursor_key
+        if key is not None:
+            self.app.push_screen(CustomerScreen(int(key)))
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CustomerData:
+    profile: dict[str, Any] | None
+    c360: dict[str, Any] | None
+    orders: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    transactions: list[dict[str, Any]]
+    versions: list[dict[str, Any]] | None
+    notes: list[str]
+
+
+def read_customer(conn: psycopg.Connection, caps: Capabilities | None, customer_id: int) -> CustomerData:
+    p = {"id": customer_id}
+    notes = []
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query("console/customer_profile"), p)
+        profile = cur.fetchone()
+
+        def rows(name: str, needs: tuple[str, ...]) -> list[dict[str, Any]] | None:
+            reason = caps.why_not_readable(needs) if caps else "not connected"
+            if reason:
+                notes.append(f"{name}: not available on this database: {reason}")
+                return None
+            cur.execute(query(f"console/customer_{name}"), p)
+            return cur.fetchall()
+
+        c360_rows = rows("360", ("customer_360_mv",))
+        c360 = c360_rows[0]["row"] if c360_rows else None
+        orders = rows("orders", ("erp_orders",)) or []
+        events = rows("events", ("ecommerce_events",)) or []
+        transactions = rows("transactions", ("financial_transactions", "erp_orders")) or []
+        versions = rows("versions", ("lakehouse_customers",))
+    return CustomerData(profile, c360, orders, events, transactions, versions, notes)
+
+
+def table_of(rows: list[dict[str, Any]], columns: list[str], clock: Any, title: str) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for c in columns:
+        table.add_column(c, overflow="ellipsis", no_wrap=True)
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            if isinstance(v, dt.datetime):
+                cells.append(clock.stamp(v))
+            else:
+                cells.append(plain(v, 40))
+        table.add_row(*cells)
+    if not rows:
+        table.add_row(*(["(none)"] + [""] * (len(columns) - 1)))
+    return table
+
+
+def kv_table(record: dict[str, Any], clock: Any, title: str) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False, box=None, expand=True)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    items = list(record.items())
+    half = (len(items) + 1) // 2
+    for left, right in zip(items[:half], items[half:] + [("", None)] * (2 * half - len(items)), strict=False):
+        cells = []
+        for k, v in (left, right):
+            if isinstance(v, str) and len(v) >= 19 and v[4] == "-" and v[10] == "T":
+                with contextlib.suppress(ValueError):
+                    v = clock.stamp(dt.datetime.fromisoformat(v))
+            if isinstance(v, dt.datetime):
+                v = clock.stamp(v)
+            cells += [k, plain(v, 48) if k else ""]
+        table.add_row(*cells)
+    return table
+
+
+class CustomerScreen(Screen):
+    """One customer: 360 row, orders, events, transactions, lakehouse versions, time travel."""
+
+    BINDINGS = [
+        Binding("escape,q", "close", "Back"),
+        Binding("t", "time_travel", "Time travel"),
+        Binding("ctrl+r", "reload", "Reload"),
+    ]
+
+    def __init__(self, customer_id: int):
+        super().__init__(id=f"customer-{customer_id}")
+        self.customer_id = customer_id
+        self.data: CustomerData | None = None
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader()
+        with VerticalScroll(id="customer-body", classes="pane-frame") as body:
+            body.border_title = f"4 Customers › customer {self.customer_id}"
+            yield Static("loading…", id="c-profile")
+            yield Static("", id="c-360")
+            yield Static("", id="c-orders")
+            yield Static("", id="c-events")
+            yield Static("", id="c-transactions")
+            yield Static("", id="c-versions")
+            yield Static("", id="c-travel")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#customer-body").focus()
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        self.run_worker(self._load(), group="customer", exclusive=True)
+
+    async def _load(self) -> None:
+        app = self.app
+        try:
+            data = await app.lookup_async(lambda c: read_customer(c, app.caps, self.customer_id))
+        except psycopg.Error as exc:
+            self.query_one("#c-profile", Static).update(
+                f"[$error]could not load the customer: {escape(str(exc))}[/]"
+            )
+            return
+        self.data = data
+        self.show(data)
+
+    def show(self, data: CustomerData) -> None:
+        clock = self.app.clock
+        if data.profile is None:
+            self.query_one("#c-profile", Static).update(f"No customer {self.customer_id} in crm_customers.")
+            return
+        p = data.profile
+        self.query_one("#c-profile", Static).update(
+            Text.assemble(
+                (f"{display_name(p)}", "bold"),
+                f"  #{p['customer_id']}  {p.get('email') or '—'}  {p.get('phone') or '—'}",
+                f"  uuid {p['customer_uuid']}\ncustomer since {clock.stamp(p['created_at'])}, ",
+                f"profile updated {clock.stamp(p['updated_at'])}",
+            )
+        )
+        c360 = self.query_one("#c-360", Static)
+        if data.c360 is not None:
+            c360.update(kv_table(data.c360, clock, "customer 360"))
+        else:
+            note = next(
+                (n for n in data.notes if n.startswith("360")), "360: this customer has no 360 row yet"
+            )
+            c360.update(Text(note.replace("360:", "customer 360:", 1), style="dim"))
+        self.query_one("#c-orders", Static).update(
+            table_of(
+                data.orders,
+                ["order_id", "order_number", "order_date", "total_amount", "currency_code", "status"],
+                clock,
+                "recent orders",
+            )
+        )
+        self.query_one("#c-events", Static).update(
+            table_of(
+                data.events,
+                ["event_timestamp", "event_type", "page_url", "event_data"],
+                clock,
+                "recent events",
+            )
+        )
+        self.query_one("#c-transactions", Static).update(
+            table_of(
+                data.transactions,
+                [
+                    "transaction_id",
+                    "transaction_timestamp",
+                    "amount",
+                    "transaction_type",
+                    "is_processed",
+                    "order_id",
+                ],
+                clock,
+                "recent transactions",
+            )
+        )
+        versions = self.query_one("#c-versions", Static)
+        if data.versions is None:
+            note = next((n for n in data.notes if n.startswith("versions")), "")
+            versions.update(Text(note.replace("versions:", "lakehouse history:", 1), style="dim"))
+        else:
+            versions.update(
+                table_of(
+                    data.versions,
+                    ["version_number", "operation_type", "effective_from", "effective_to", "customer_data"],
+                    clock,
+                    "lakehouse history (t: time travel)",
+                )
+            )
+
+    async def _travel(self, instant: str) -> None:
+        app = self.app
+
+        def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(query("console/customer_time_travel"), {"at": instant, "id": self.customer_id})
+                return cur.fetchall()
+
+        target = self.query_one("#c-travel", Static)
+        try:
+            rows = await app.lookup_async(read)
+        except psycopg.Error as exc:
+            msg = exc.diag.message_primary if isinstance(exc, psycopg.Error) else str(exc)
+            target.update(Text(f"time travel to {instant!r} failed: {msg}", style="bold"))
+            return
+        if not rows:
+            target.update(Text(f"At {instant} customer {self.customer_id} did not exist in the lakehouse."))
+        else:
+            target.update(
+                Text.assemble(
+                    (f"as of {instant}: version {rows[0].get('version_number')}\n", "bold"),
+                    pretty_json(rows[0].get("customer_data")),
+                )
+            )
+        target.scroll_visible()
+
+    def action_time_travel(self) -> None:
+        app = self.app
+        reason = app.caps.why_not_callable(("time_travel_customers",)) if app.caps else "not connected"
+        if reason:
+            app.notify(f"Time travel is not available on this database: {reason}.", severity="warning")
+            return
+        self.run_worker(self._ask_travel(), group="travel", exclusive=True)
+
+    async def _ask_travel(self) -> None:
+        from opsconsole.tui.screens.modals import PromptScreen
+
+        def check(text: str) -> str | None:
+            try:
+                dt.datetime.fromisoformat(text)
+            except ValueError:
+                return "an instant like 2025-01-31 14:00 or 2025-01-31T14:00:00+00:00"
+            return None
+
+        default = self.app.clock.now().strftime("%Y-%m-%d %H:%M:%S+00")
+        instant = await self.app.push_screen_wait(
+            PromptScreen(
+                "Time travel", "Show this customer as of (timestamp with time zone):", default, check
+            )
+        )
+        if instant:
+            await self._travel(instant)
+
+    def action_close(self) -> None:
+        self.dismiss()

@@ -1,0 +1,160 @@
+"""Pane 3, Data quality: the latest result of every rule (failing first), a trend of its recent
+scores, run all checks (r) or the rule under the cursor (o), and a rule's history on Enter."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Static
+
+from opsconsole.db.queries import query
+from opsconsole.ops.registry import Capabilities
+from opsconsole.tui.format import num, plain, pretty_json, spark, styled, summarize
+from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
+
+COLUMNS = [
+    ("status", "status", 9),
+    ("rule", "rule", 26),
+    ("table", "table", 18),
+    ("score", "score", 7),
+    ("threshold", "threshold", 9),
+    ("severity", "severity", 8),
+    ("trend", "trend", 10),
+    ("last", "last run", 9),
+]
+FAILING = ("fail", "error")
+SEVERITY_TONE = {"critical": "error", "error": "error", "warning": "warning", "info": "foreground"}
+
+
+def score_text(value: Any) -> str:
+    return "—" if value is None else f"{float(value) * 100:.1f}%"
+
+
+class QualityScreen(PaneScreen):
+    PANE_ID = "quality"
+    PANE_KEY = "3"
+    PANE_TITLE = "Data quality"
+    NEEDS_RELATIONS = ("dq_rule_definitions", "data_quality_metrics")
+    PANE_BINDINGS = [Binding("enter", "history", "History", key_display="⏎", show=False)]
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="dq-summary")
+        yield keyed_table(COLUMNS, enter="History", id="rules")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#rules", KeyedTable).focus()
+
+    @classmethod
+    def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> Any:
+        name = "quality_latest_view" if caps.has_relation("dq_latest_results") else "quality_latest"
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query(f"console/{name}"))
+            return cur.fetchall()
+
+    def render_data(self, data: list[dict[str, Any]]) -> None:
+        app = self.console_app
+        clock = app.clock
+        failing = [r for r in data if r["status"] in FAILING]
+        never = [r for r in data if r["status"] is None]
+        severe = [r for r in failing if r["severity"] in ("critical", "error")]
+        last = max((r["check_timestamp"] for r in data if r["check_timestamp"]), default=None)
+        summary = (
+            f"[b]{num(len(data))}[/] rules: "
+            + (f"[$error b]{len(failing)} failing[/]" if failing else "[$success]none failing[/]")
+            + (f" ([$error]{len(severe)} critical/error[/])" if severe else "")
+            + f", {len(data) - len(failing) - len(never)} passing"
+            + (f", {len(never)} never run" if never else "")
+            + f"  [dim]last run[/] {clock.ago(last)}"
+        )
+        self.query_one("#dq-summary", Static).update(summary)
+        rows = []
+        for r in data:
+            status = r["status"] or "never run"
+            tone = "error" if status in FAILING else ("secondary" if r["status"] is None else "success")
+            if status == "warn":
+                tone = "warning"
+            recent = [float(v) if v is not None else None for v in (r["recent"] or [])]
+            rows.append(
+                (
+                    r["rule_name"],
+                    (
+                        styled(app, status.upper() if r["status"] else status, tone, bold=tone == "error"),
+                        plain(r["rule_name"] + ("" if r["is_active"] else " (inactive)"), 26),
+                        plain(r["table_name"], 18),
+                        Text(score_text(r["score"]), justify="right"),
+                        Text(score_text(r["threshold_value"]), justify="right"),
+                        styled(
+                            app, r["severity"] or "—", SEVERITY_TONE.get(r["severity"] or "", "secondary")
+                        ),
+                        Text(spark(recent, 10)),
+                        Text(clock.ago(r["check_timestamp"]) if r["check_timestamp"] else "—"),
+                    ),
+                )
+            )
+        self.query_one("#rules", KeyedTable).sync(rows)
+
+    def op_context(self, action_id: str) -> dict[str, Any]:
+        if not self.is_mounted:
+            return {}
+        return {"rule_name": self.query_one("#rules", KeyedTable).cursor_key}
+
+    def on_data_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
+        self.action_history()
+
+    def action_history(self) -> None:
+        rule = self.query_one("#rules", KeyedTable).cursor_key
+        if rule:
+            self.run_worker(self._history(rule), group="details", exclusive=True)
+
+    async def _history(self, rule: str) -> None:
+        from opsconsole.tui.screens.modals import DetailScreen
+
+        def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(query("console/quality_history"), {"rule": rule})
+                rows = [r["row"] for r in cur.fetchall()]
+            for r in rows:
+                if r.get("check_timestamp"):
+                    r["check_timestamp"] = dt.datetime.fromisoformat(r["check_timestamp"])
+            return rows
+
+        try:
+            history = await self.console_app.lookup_async(read)
+        except psycopg.Error as exc:
+            self.app.notify(f"Could not read the history of {rule}: {exc}", severity="error")
+            return
+        clock = self.console_app.clock
+        rule_row = next((r for r in (self.data or []) if r["rule_name"] == rule), {})
+        lines = [
+            f"{clock.stamp(h.get('check_timestamp'))}  {h.get('status') or '—':5}  "
+            f"score {score_text(h.get('metric_value')):>7}"
+            f"  threshold {score_text(h.get('threshold_value')):>7}  "
+            f"{h.get('message') or summarize(h.get('details'), 60).plain}"
+            for h in history
+        ] or ["(this rule has never run)"]
+        parts: list[Any] = [
+            f"[b]{rule}[/] on {rule_row.get('table_name', '?')}  ({rule_row.get('rule_type', '?')}, "
+            f"severity {rule_row.get('severity', '?')})",
+            Text(
+                spark(
+                    [
+                        float(h["metric_value"])
+                        for h in reversed(history)
+                        if h.get("metric_value") is not None
+                    ],
+                    50,
+                )
+            ),
+            Text("\n".join(lines)),
+        ]
+        if history:
+            parts += ["[b]the latest result in full[/]", Text(pretty_json(history[0]))]
+        self.app.push_screen(DetailScreen(f"History of {rule}", parts))

@@ -1,0 +1,112 @@
+"""The parts every pane screen shares: the status header, the tab bar and the connection banner.
+
+They read the app's state when they render and are refreshed by the app when that state changes
+(and once a second, because they show relative times). Colours come from theme variables so every
+Textual theme works.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.markup import escape
+from textual.widgets import Static
+
+from opsconsole.tui.clock import human_duration
+
+if TYPE_CHECKING:
+    from opsconsole.tui.app import OpsConsoleApp
+
+
+class _AppView(Static):
+    @property
+    def console_app(self) -> OpsConsoleApp:
+        return self.app  # type: ignore[return-value]
+
+    def on_mount(self) -> None:
+        self.update(self.compose_text())
+        self.set_interval(1.0, self.tick)
+
+    def tick(self) -> None:
+        self.update(self.compose_text())
+
+    def compose_text(self) -> str:  # pragma: no cover - overridden
+        return ""
+
+
+class StatusHeader(_AppView):
+    """database · role · server version · connection state · last refresh · interval."""
+
+    DEFAULT_CSS = """
+    StatusHeader { height: 1; background: $panel; color: $foreground; padding: 0 1; }
+    """
+
+    def compose_text(self) -> str:
+        app = self.console_app
+        engine = app.engine
+        caps = app.caps
+        parts = [f"[b $accent]opsconsole[/] [dim]db[/] {escape(app.database_label)}"]
+        if caps is not None:
+            parts.append(f"[dim]role[/] {escape(caps.role)}")
+            parts.append(f"[dim]PostgreSQL[/] {escape(app.version_label or caps.short_version)}")
+        if engine.connected:
+            parts.append("[$success]● connected[/]")
+        elif engine.connected is None:
+            parts.append("[$warning]○ connecting[/]")
+        else:
+            parts.append("[$error]● disconnected[/]")
+        parts.append(f"[dim]refreshed[/] {app.clock.ago(engine.last_ok)}")
+        if engine.paused:
+            parts.append("[reverse $warning] paused [/]")
+        else:
+            parts.append(f"[dim]every[/] {human_duration(engine.interval)}")
+        if app.read_only:
+            parts.append("[reverse $secondary] read-only [/]")
+        return " [dim]·[/] ".join(parts)
+
+
+class PaneTabs(_AppView):
+    """1 Monitor  2 Backlog ...; the current pane highlighted; each tab is clickable."""
+
+    DEFAULT_CSS = """
+    PaneTabs { height: 1; background: $boost; padding: 0 1; }
+    """
+
+    def __init__(self, current: str, **kwargs):
+        super().__init__(**kwargs)
+        self.current = current
+
+    def compose_text(self) -> str:
+        from opsconsole.tui.screens import PANES
+
+        tabs = []
+        for pane in PANES:
+            label = f" {pane.PANE_KEY} {pane.PANE_TITLE} "
+            if self.current == pane.PANE_ID:
+                tabs.append(f"[reverse b $accent]{label}[/]")
+            else:
+                tabs.append(f"[@click=app.show_pane('{pane.PANE_ID}')]{label}[/]")
+        return " ".join(tabs)
+
+
+class Banner(_AppView):
+    """Shown only when something is wrong with the connection."""
+
+    DEFAULT_CSS = """
+    Banner { height: auto; background: $error 30%; color: $text; padding: 0 1; display: none; }
+    Banner.-visible { display: block; }
+    """
+
+    def compose_text(self) -> str:
+        app = self.console_app
+        engine = app.engine
+        visible = engine.connected is False
+        self.set_class(visible, "-visible")
+        if not visible:
+            return ""
+        wait = engine.retry_in()
+        when = f"retrying in {max(1, round(wait))}s" if wait > 0.05 else "retrying now"
+        return (
+            f"[b]disconnected, {when}[/]: {escape(engine.error or 'the server is not answering')}. "
+            "Panes show their last data, marked stale."
+        )

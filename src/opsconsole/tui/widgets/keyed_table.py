@@ -1,0 +1,107 @@
+"""A DataTable that updates in place by row key, so refreshes keep the cursor, scroll and selection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowKey
+
+
+def same_cell(a: Any, b: Any) -> bool:
+    """Text equality that also sees the style and alignment (Rich's __eq__ ignores them)."""
+    if isinstance(a, Text) and isinstance(b, Text):
+        return a.plain == b.plain and a.style == b.style and a.justify == b.justify and a.spans == b.spans
+    return a == b
+
+
+class KeyedTable(DataTable):
+    """`sync(rows)` diffs the new rows against the shown ones: removes the gone, updates changed cells,
+    adds the new, puts them in the given order, and keeps the cursor on the same key."""
+
+    DEFAULT_CSS = """
+    KeyedTable { height: 1fr; }
+    """
+
+    def __init__(self, columns: Sequence[tuple[str, str] | tuple[str, str, int]], **kwargs: Any):
+        kwargs.setdefault("cursor_type", "row")
+        kwargs.setdefault("zebra_stripes", True)
+        super().__init__(**kwargs)
+        self._column_spec = list(columns)
+
+    def on_mount(self) -> None:
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Columns with a width keep it (the layout does not jump as values change); others size to fit."""
+        for key, label, *width in self._column_spec:
+            self.add_column(label, key=key, width=width[0] if width else None)
+
+    @property
+    def cursor_key(self) -> str | None:
+        if not self.row_count:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return key.value
+
+    def keys(self) -> list[str]:
+        return [row.key.value for row in self.ordered_rows if row.key.value is not None]
+
+    def sync(self, rows: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        rows = list(rows)
+        if not self.columns:  # called before mount: add the columns now
+            self._add_columns()
+        column_keys = [spec[0] for spec in self._column_spec]
+        keep = self.cursor_key
+        wanted = [key for key, _ in rows]
+        wanted_set = set(wanted)
+        with self.app.batch_update():
+            for key in [k for k in self.keys() if k not in wanted_set]:
+                self.remove_row(key)
+            present = set(self.keys())
+            for key, cells in rows:
+                if key in present:
+                    for column, value in zip(column_keys, cells, strict=False):
+                        if not same_cell(self.get_cell(key, column), value):
+                            self.update_cell(key, column, value, update_width=True)
+                else:
+                    self.add_row(*cells, key=key)
+            self._reorder(wanted)
+            if keep is not None and keep in wanted_set:
+                index = wanted.index(keep)
+                if index != self.cursor_row:
+                    self.move_cursor(row=index, animate=False)
+
+    def _reorder(self, wanted: list[str]) -> None:
+        """Put rows in the given key order (what DataTable.sort does, with an explicit order)."""
+        if self.keys() == wanted:
+            return
+        from textual._two_way_dict import TwoWayDict
+
+        by_value: dict[str, RowKey] = {k.value: k for k in self.rows if k.value is not None}
+        self._row_locations = TwoWayDict({by_value[k]: i for i, k in enumerate(wanted)})
+        self._update_count += 1
+        self.refresh()
+
+
+_WITH_ENTER: dict[str, type[KeyedTable]] = {}
+
+
+def keyed_table(
+    columns: Sequence[tuple[str, str] | tuple[str, str, int]], enter: str | None = None, **kwargs: Any
+) -> KeyedTable:
+    """A KeyedTable whose Enter key shows in the footer as `enter` (what Enter does on that pane)."""
+    if enter is None:
+        return KeyedTable(columns, **kwargs)
+    cls = _WITH_ENTER.get(enter)
+    if cls is None:
+        binding = Binding("enter", "select_cursor", enter, key_display="⏎")
+        cls = type(f"KeyedTable{enter.title().replace(' ', '')}", (KeyedTable,), {"BINDINGS": [binding]})
+        _WITH_ENTER[enter] = cls
+    return cls(columns, **kwargs)

@@ -1,0 +1,44 @@
+"""Snapshot tests: each pane at 120x40 on the deterministic sample (opsconsole.tui.sample), with the
+clock frozen, so a snapshot changes only when the console's look does. Regenerate after an intended
+change with `pytest tests/tui/test_snapshots.py --snapshot-update` and review the SVGs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from opsconsole.tui import sample
+from opsconsole.tui.screenshots import SIZE, console_app, open_pane
+
+PANES = ["monitor", "backlog", "quality", "customers", "catalog", "activity"]
+
+
+@pytest.fixture
+def seeded(db_dsn, conn):
+    anchor = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    sample.seed(conn, anchor)
+    return db_dsn, anchor
+
+
+@pytest.mark.parametrize("pane", PANES)
+def test_pane_snapshot(snap_compare, seeded, pane):
+    dsn, anchor = seeded
+    app = console_app(dsn, anchor, pane)
+
+    async def run_before(pilot) -> None:
+        await open_pane(app, pilot, pane)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_snapshot(snap_compare, seeded):
+    dsn, anchor = seeded
+    app = console_app(dsn, anchor, "activity")
+
+    async def run_before(pilot) -> None:
+        await open_pane(app, pilot, "activity")
+        await pilot.press("question_mark")
+        await app.wait_screen("HelpScreen")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
