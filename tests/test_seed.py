@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import contract_tables
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import conninfo
+from psycopg.rows import dict_row
 
 from opsconsole.cli import main
 from opsconsole.errors import OpsError
@@ -56,6 +60,29 @@ def seeded(db_dsn: str, conn: psycopg.Connection) -> dict:
     return run_seed(db_dsn)
 
 
+@pytest.fixture(scope="module")
+def seeded_once(admin_dsn: str, template_db: str) -> Iterator[tuple[dict, str]]:
+    """One seeded database shared by the tests that only read it."""
+    name = f"opsconsole_seed_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}" STRATEGY FILE_COPY')
+    dsn = conninfo.make_conninfo(admin_dsn, dbname=name)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            contract_tables.ensure(c)
+        yield run_seed(dsn), dsn
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def ro(seeded_once: tuple[dict, str]) -> Iterator[tuple[dict, psycopg.Connection]]:
+    summary, dsn = seeded_once
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as c:
+        yield summary, c
+
+
 def test_same_seed_gives_identical_tables_and_another_seed_does_not(
     seeded: dict, db_dsn: str, conn: psycopg.Connection
 ) -> None:
@@ -69,7 +96,8 @@ def test_same_seed_gives_identical_tables_and_another_seed_does_not(
     assert [t for t in first if other[t] == first[t]] == [], "a different seed must change every table"
 
 
-def test_counts_and_proportions(seeded: dict, conn: psycopg.Connection) -> None:
+def test_counts_and_proportions(ro: tuple[dict, psycopg.Connection]) -> None:
+    seeded, conn = ro
     rows = {t["table"]: t["rows"] for t in seeded["tables"]}
     assert rows["crm_customers"] == N
     assert rows["erp_orders"] == 6 * N
@@ -88,8 +116,9 @@ def test_counts_and_proportions(seeded: dict, conn: psycopg.Connection) -> None:
 
 
 def test_orders_reference_customers_and_transactions_reference_orders(
-    seeded: dict, conn: psycopg.Connection
+    ro: tuple[dict, psycopg.Connection],
 ) -> None:
+    seeded, conn = ro
     q = conn.execute
     assert q("SELECT count(*) FROM erp_orders o LEFT JOIN crm_customers c USING (customer_id) "
              "WHERE c.customer_id IS NULL").fetchone()["count"] == 0  # fmt: skip
@@ -137,7 +166,8 @@ def test_orders_reference_customers_and_transactions_reference_orders(
              ).fetchone()["count"] == 0  # fmt: skip
 
 
-def test_events_sessions_devices_and_payloads(seeded: dict, conn: psycopg.Connection) -> None:
+def test_events_sessions_devices_and_payloads(ro: tuple[dict, psycopg.Connection]) -> None:
+    seeded, conn = ro
     q = conn.execute
     types = {r["event_type"] for r in q("SELECT DISTINCT event_type FROM ecommerce_events")}
     assert types == {"page_view", "product_view", "add_to_cart", "purchase"}
@@ -195,7 +225,8 @@ def test_events_sessions_devices_and_payloads(seeded: dict, conn: psycopg.Connec
     )
 
 
-def test_same_person_in_two_systems(seeded: dict, conn: psycopg.Connection) -> None:
+def test_same_person_in_two_systems(ro: tuple[dict, psycopg.Connection]) -> None:
+    seeded, conn = ro
     pairs = conn.execute(
         "SELECT a.customer_id AS a, b.customer_id AS b, a.email AS ea, b.email AS eb, b.source_system "
         "FROM crm_customers a JOIN crm_customers b ON lower(btrim(a.email)) = lower(btrim(b.email)) "
@@ -284,7 +315,8 @@ def test_staging_backlog_is_pending_and_lineage_is_not_duplicated(
     assert conn.execute("SELECT count(*) FROM data_lineage").fetchone()["count"] == before
 
 
-def test_settled_history_goes_through_the_pipeline(seeded: dict, conn: psycopg.Connection) -> None:
+def test_settled_history_goes_through_the_pipeline(ro: tuple[dict, psycopg.Connection]) -> None:
+    seeded, conn = ro
     """With the financial pipeline installed, is_processed comes from its ledger: the settled history
     is staged and processed, so processed rows, ledger and flags agree and reconciliation is clean."""
     if not conn.execute(

@@ -200,7 +200,7 @@ def test_generator_is_a_pure_function_of_seed_and_tick() -> None:
         )
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     rate=st.floats(min_value=0.5, max_value=5000),
     tick=st.sampled_from([0.05, 0.1, 0.2, 0.5, 1.0]),
