@@ -13,7 +13,7 @@ from opsconsole.output import emit, err_console
 
 # Each area's commands live in opsconsole.commands.<area> and expose COMMANDS (a list of click
 # commands or groups); they are attached to the main group below.
-COMMAND_MODULES: tuple[str, ...] = ("dq", "catalog", "pipeline", "console", "customers")
+COMMAND_MODULES: tuple[str, ...] = ("dq", "catalog", "pipeline", "console", "customers", "data")
 
 
 class OpsGroup(click.Group):
