@@ -550,7 +550,9 @@ def test_a_role_that_may_only_write_the_sources_is_still_captured(conn):
     try:
         for table in ("crm_customers", "erp_orders", "ecommerce_events", "financial_transactions"):
             conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {table} TO {role}")
-        # 0001's order-id uniqueness trigger runs as the writer (not this module's concern).
+        # Other modules' triggers on the sources run as the writer and read or keep their own tables
+        # (0001's order-id keys, for one): read access everywhere, and those keys. Never the queue.
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
         conn.execute(f"GRANT SELECT, INSERT, DELETE ON erp_order_keys TO {role}")
         conn.execute(f"SET ROLE {role}")
         add_customer(conn, 1)
