@@ -12,10 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The demo: embedded server, schema, 10,000 seeded customers (once), then live traffic and a worker in
+# the background while the console runs; both stop when the console exits. Logs go to .demo/.
 demo: $(STAMP)
 	$(BIN)/opsconsole db server start
 	$(BIN)/opsconsole db migrate
-	@echo "The embedded database is migrated. Seeding, live traffic and the console land with their issues."
+	$(BIN)/opsconsole seed --customers 10000 --if-empty
+	@mkdir -p .demo
+	@$(BIN)/opsconsole simulate --rate 200 --pid-file .demo/simulate.pid > .demo/simulate.log 2>&1 & sim=$$!; \
+	  $(BIN)/opsconsole worker > .demo/worker.log 2>&1 & wrk=$$!; \
+	  trap 'kill $$sim $$wrk 2>/dev/null; wait $$sim $$wrk 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/opsconsole
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

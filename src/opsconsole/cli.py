@@ -14,7 +14,16 @@ from opsconsole.output import emit, err_console
 
 # Each area's commands live in opsconsole.commands.<area> and expose COMMANDS (a list of click
 # commands or groups); they are attached to the main group below.
-COMMAND_MODULES: tuple[str, ...] = ("dq", "catalog", "pipeline", "console", "security", "serve")
+COMMAND_MODULES: tuple[str, ...] = (
+    "dq",
+    "catalog",
+    "pipeline",
+    "console",
+    "customers",
+    "data",
+    "security",
+    "serve",
+)
 
 
 class OpsGroup(click.Group):
