@@ -65,6 +65,8 @@ INSERT INTO opsconsole_grant_policy (object_kind, object_name, role_name, audite
     -- support: customer lookup with PII, audited
     ('function', 'lookup_customer',                 'opsconsole_support',  'sql'),
     ('function', 'lookup_customers',                'opsconsole_support',  'sql'),
+    ('function', 'search_customers',                'opsconsole_support',  'sql'),
+    ('relation', 'customer_360_masked',             'opsconsole_viewer',   'read'),
     -- operator: processing, retries, refreshes
     ('function', 'record_audit',                    'opsconsole_operator', 'sql'),
     ('function', 'process_financial_batch',         'opsconsole_operator', 'sql'),
@@ -73,8 +75,8 @@ INSERT INTO opsconsole_grant_policy (object_kind, object_name, role_name, audite
     ('function', 'execute_data_quality_checks',     'opsconsole_operator', 'sql'),
     ('function', 'refresh_data_catalog',            'opsconsole_operator', 'sql'),
     ('function', 'refresh_data_catalog_report',     'opsconsole_operator', 'caller'),
-    ('function', 'refresh_customer_360_incremental', 'opsconsole_operator', 'sql'),
-    ('function', 'refresh_customer_360_full',       'opsconsole_operator', 'sql'),
+    ('function', 'refresh_customer_360_incremental', 'opsconsole_operator', 'caller'),
+    ('function', 'refresh_customer_360_full',       'opsconsole_operator', 'caller'),
     -- admin: rule changes, purges
     ('function', 'dq_add_rule',                     'opsconsole_admin',    'sql'),
     ('function', 'purge_financial_staging',         'opsconsole_admin',    'sql');
@@ -294,6 +296,39 @@ COMMENT ON VIEW customers_masked IS
     'crm_customers with PII masked as data_catalog.data_classification says (email a***@domain, phone last 2 '
     'digits, names initial, address city only; restricted columns NULL).';
 
+-- Customer 360 as roles without PII rights see it: the same masks, names/email/phone per the catalog's
+-- classification of customer_360_mv's columns (looked up once per query, not per row). Everything
+-- that is not PII is as in customer_360_mv. Owned by the migration owner: viewers need no grant on
+-- the store.
+CREATE VIEW customer_360_masked AS
+SELECT m.customer_id,
+       m.customer_uuid,
+       CASE k.k_first WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_name(m.first_name::text)
+            ELSE m.first_name::text END AS first_name,
+       CASE k.k_last WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_name(m.last_name::text)
+            ELSE m.last_name::text END AS last_name,
+       CASE k.k_email WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_email(m.email::text)
+            ELSE m.email::text END AS email,
+       CASE k.k_phone WHEN 'restricted' THEN NULL WHEN 'confidential' THEN mask_phone(m.phone::text)
+            ELSE m.phone::text END AS phone,
+       m.customer_since, m.last_profile_update, m.total_orders, m.total_lifetime_value, m.first_order_date,
+       m.last_order_date, m.avg_order_value, m.primary_currency, m.orders_30d, m.orders_90d, m.total_events,
+       m.total_sessions, m.active_days, m.last_activity, m.favorite_category, m.preferred_device,
+       m.engagement_score, m.transaction_count, m.total_transaction_amount, m.last_financial_activity,
+       m.risk_indicator, m.value_segment, m.activity_segment, m.engagement_segment, m.customer_age_days,
+       m.days_since_last_order, m.last_updated, m.data_staleness, m.source_system, m.currencies_used,
+       m.page_views, m.product_views, m.cart_additions, m.online_purchases, m.avg_transaction_amount,
+       m.payment_count, m.refund_count, m.golden_customer_id, m.duplicate_of, m.is_duplicate,
+       m.duplicate_group_size, m.refresh_pending
+FROM customer_360_mv m
+CROSS JOIN (SELECT column_classification('customer_360_mv', 'first_name') AS k_first,
+                   column_classification('customer_360_mv', 'last_name') AS k_last,
+                   column_classification('customer_360_mv', 'email') AS k_email,
+                   column_classification('customer_360_mv', 'phone') AS k_phone) k;
+COMMENT ON VIEW customer_360_masked IS
+    'customer_360_mv with names, email and phone masked as data_catalog.data_classification says '
+    '(email_norm and financial_account_ids left out).';
+
 ------------------------------------------------------------------------------------------------------
 -- Support: customer lookup with PII, every call audited in the same transaction
 ------------------------------------------------------------------------------------------------------
@@ -345,6 +380,43 @@ BEGIN
                          round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), p_reason);
 END;
 $$;
+
+-- search_customers (0004) keeps its name, signature and result columns and becomes the audited
+-- support search: the search itself moves to customer_search_rows (unchanged body, invoker rights, so
+-- nobody without SELECT on crm_customers can call it usefully), and the wrapper writes the audit row.
+ALTER FUNCTION search_customers(text, integer) RENAME TO customer_search_rows;
+CREATE FUNCTION search_customers(p_query text, p_limit integer DEFAULT 20)
+RETURNS TABLE(
+    customer_id bigint,
+    customer_uuid uuid,
+    first_name varchar,
+    last_name varchar,
+    email varchar,
+    phone varchar,
+    match_kind text,
+    score real,
+    golden_customer_id bigint,
+    total_orders bigint,
+    total_lifetime_value numeric,
+    value_segment text,
+    activity_segment text
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_start timestamptz := clock_timestamp();
+    v_found integer;
+BEGIN
+    RETURN QUERY SELECT * FROM customer_search_rows(p_query, p_limit);
+    GET DIAGNOSTICS v_found = ROW_COUNT;
+    PERFORM record_audit('search_customers', jsonb_build_object('query', p_query, 'limit', p_limit),
+                         jsonb_build_object('found', v_found), 'ok',
+                         round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), NULL);
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION customer_search_rows(text, integer) FROM PUBLIC;
 
 ------------------------------------------------------------------------------------------------------
 -- Spec entry points that did not audit themselves: same signatures and result columns, now audited

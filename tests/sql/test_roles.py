@@ -269,3 +269,40 @@ def test_apply_grants_covers_objects_created_later(conn):
         "has_table_privilege('opsconsole_operator', 'later_plain', 'INSERT') AS ins"
     ).fetchone()
     assert got == {"pii": False, "plain": True, "ins": False}
+
+
+def test_customer_360_masked_for_viewer_and_search_audited_for_support(conn, login_as):
+    seed(conn)
+    conn.execute("SELECT * FROM refresh_customer_360_full()")
+    v = login_as("opsconsole_viewer")
+    rows = v.execute(
+        "SELECT customer_id, first_name, last_name, email, phone, total_orders "
+        "FROM customer_360_masked ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        {"customer_id": 1, "first_name": "J.", "last_name": "D.", "email": "j***@example.com",
+         "phone": "**********58", "total_orders": 0},
+        {"customer_id": 2, "first_name": "B.", "last_name": "S.", "email": "b***@example.org",
+         "phone": "*****99", "total_orders": 0},
+    ]  # fmt: skip
+    for sql in (
+        "SELECT * FROM customer_360_mv",
+        "SELECT * FROM search_customers('jane')",
+        "SELECT * FROM customer_search_rows('jane', 5)",
+        "SELECT * FROM refresh_customer_360_incremental()",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            v.execute(sql)
+    s = login_as("opsconsole_support")
+    who = s.execute("SELECT session_user AS u").fetchone()["u"]
+    got = s.execute("SELECT customer_id, email FROM search_customers('jane')").fetchall()
+    assert got == [{"customer_id": 1, "email": "jane.doe@example.com"}]
+    assert s.execute("SELECT * FROM search_customers(%s)", (INJECTION,)).fetchall() == []
+    rows = audit_rows(conn, "search_customers")
+    assert [(r["actor"], r["arguments"], r["result"], r["status"]) for r in rows] == [
+        (who, {"query": "jane", "limit": 20}, {"found": 1}, "ok"),
+        (who, {"query": INJECTION, "limit": 20}, {"found": 0}, "ok"),
+    ]
+    assert all(r["duration_ms"] is not None for r in rows)
+    o = login_as("opsconsole_operator")
+    assert o.execute("SELECT rows_processed FROM refresh_customer_360_incremental()").fetchone() is not None
