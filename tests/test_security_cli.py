@@ -103,3 +103,27 @@ def test_console_registry_hides_actions_the_role_lacks(db_dsn, login_role, admin
         caps = probe(c)
     for action in ("process_batch", "retry_failed", "run_dq", "refresh_catalog"):
         assert ACTIONS_BY_ID[action].unavailable_reason(caps, False) is None, action
+
+
+def test_ingest_file_column_named_like_sql_does_nothing_harmful(
+    db_dsn, login_role, run, conn, admin_dsn, tmp_path
+):
+    import polars as pl
+
+    conn.execute("CREATE TABLE y (id int)")
+    evil = 'x"; DROP TABLE y; --'
+    path = tmp_path / "evil.csv"
+    pl.DataFrame({"transaction_id": ["1", "2"], evil: ["a", "b"]}).write_csv(path)
+    # an operator may not load files at all: the database refuses (no INSERT, no ALTER)
+    with psycopg.connect(admin_dsn, autocommit=True) as a:
+        a.execute(f'GRANT opsconsole_operator TO "{login_role}"')
+    as_operator = conninfo.make_conninfo(db_dsn, user=login_role)
+    r = run(as_operator, "ingest", str(path), "--table", "financial_transactions", "--evolve")
+    # ingest reports per file (exit 1 when a file is not loaded); the note is the database's refusal
+    assert r.exit_code == 1 and "42501" in r.output, r.output
+    assert conn.execute("SELECT count(*) AS n FROM financial_transactions").fetchone()["n"] == 0
+    # the owner loads it: the name is an identifier, table y survives
+    r = run(db_dsn, "ingest", str(path), "--table", "financial_transactions", "--evolve")
+    assert r.exit_code == 0, r.output
+    assert conn.execute("SELECT to_regclass('y') IS NOT NULL AS ok").fetchone()["ok"]
+    assert conn.execute("SELECT count(*) AS n FROM financial_transactions").fetchone()["n"] == 2
