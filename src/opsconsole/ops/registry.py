@@ -26,6 +26,8 @@ KNOWN_RELATIONS: tuple[str, ...] = (
     "data_quality_metrics",
     "dq_latest_results",
     "customer_360_mv",
+    "customers_masked",
+    "customer_360_masked",
     "lakehouse_customers",
     "data_catalog",
     "data_lineage",

@@ -73,6 +73,16 @@ class CustomersScreen(PaneScreen):
         self.search_text = ""
         self._debounce = None
 
+    @classmethod
+    def unavailable_reason(cls, caps: Capabilities) -> str | None:
+        """Open for a role that can search one way or another: the audited search_customers() (support),
+        crm_customers itself, or the masked customers (viewer, 0010); otherwise why not."""
+        if caps.why_not_callable(("search_customers",)) is None:
+            return None
+        if caps.why_not_readable(("customers_masked",)) is None:
+            return None
+        return caps.why_not_readable(cls.NEEDS_RELATIONS)
+
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="search: name, email, phone, customer id or uuid", id="search")
         yield Static("", id="search-info")
@@ -89,18 +99,35 @@ class CustomersScreen(PaneScreen):
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> SearchData:
         q = params.get("q")
         with conn.cursor(row_factory=dict_row) as cur:
-            if q and caps.has_function("search_customers"):
-                cur.execute("SELECT * FROM search_customers(%s, %s)", (q, LIMIT))
-                return SearchData(q, cur.fetchall(), "search_customers()")
-            cur.execute(
-                query("console/customer_search"), {"q": q, "like": f"%{q}%" if q else None, "limit": LIMIT}
-            )
-            return SearchData(q, cur.fetchall(), "crm_customers")
+            if q and caps.why_not_callable(("search_customers",)) is None:
+                # search_customers() writes an audit row (0010): a read-write transaction of its own on
+                # this otherwise read-only refresh connection
+                if conn.autocommit:
+                    with conn.transaction():
+                        cur.execute("SET TRANSACTION READ WRITE")
+                        cur.execute("SELECT * FROM search_customers(%s, %s)", (q, LIMIT))
+                        rows = cur.fetchall()
+                else:
+                    rows = cur.execute("SELECT * FROM search_customers(%s, %s)", (q, LIMIT)).fetchall()
+                return SearchData(q, rows, "search_customers()")
+            sql_text = query("console/customer_search")
+            source = "crm_customers"
+            if (
+                caps.why_not_readable(("crm_customers",))
+                and caps.why_not_readable(("customers_masked",)) is None
+            ):
+                # a viewer: the same plain matching over the masked customers (masked in the database)
+                sql_text = sql_text.replace("FROM crm_customers", "FROM customers_masked")
+                source = "customers_masked"
+            cur.execute(sql_text, {"q": q, "like": f"%{q}%" if q else None, "limit": LIMIT})
+            return SearchData(q, cur.fetchall(), source)
 
     def render_data(self, data: SearchData) -> None:
         caps = self.console_app.caps
         hint = ""
-        if caps is not None and not caps.has_function("search_customers"):
+        if data.source == "customers_masked":
+            hint = "  [dim](masked: this role may not read customer PII)[/]"
+        elif caps is not None and not caps.has_function("search_customers"):
             hint = "  [dim](search_customers() is not installed: plain matching on crm_customers)[/]"
         what = f"matching [b]{escape(data.q)}[/]" if data.q else "(type to search)"
         self.query_one("#search-info", Static).update(
