@@ -6,6 +6,9 @@ pg_terminate_backend()s worker connections. The staged rows contain every kind o
 validation rule, a row that raises inside the chunk, retryable failures that never clear and ones
 that clear when a late ERP order arrives), exact replays and conflicting payloads for the same
 transaction_id, placed within a chunk or two of each other so that both workers race on them.
+A test-only statement trigger on the processed table pauses each chunk for CHUNK_PAUSE_S after its
+writes and before its commit, so that a worker is nearly always in the middle of a chunk when the
+chaos strikes (and the run lasts long enough for it, however fast the machine).
 
 Afterwards: no transaction_id is processed twice, none is lost, every staged row is in the state its
 kind predicts (nothing is left pending or due), the ledger, processed, staging and the rollups agree,
@@ -48,6 +51,7 @@ N_ROWS = int(os.environ.get("OPSCONSOLE_RELIABILITY_ROWS", "30000"))
 SEED = int(os.environ.get("OPSCONSOLE_RELIABILITY_SEED", "20250106"))
 MAX_EVENTS = int(os.environ.get("OPSCONSOLE_RELIABILITY_EVENTS", str(max(12, N_ROWS // 5000))))
 CHUNK = 1000
+CHUNK_PAUSE_S = 0.1
 CHAOS_SECONDS = 60.0
 MAX_ATTEMPTS = 5  # backoff 0.25, 0.5, 1, 2 s: retryable rows dead-letter within ~4 s of the drain
 KNOWN_ORDERS = 50  # erp_orders 1..50 exist from the start
@@ -349,6 +353,14 @@ def test_two_workers_under_chaos_lose_nothing_and_process_nothing_twice(db_dsn, 
         conn.execute(
             "ALTER TABLE financial_transactions_processed "
             f"ADD CONSTRAINT reliability_poison CHECK (amount <> {POISON_AMOUNT})"
+        )
+        conn.execute(
+            f"""
+            CREATE FUNCTION reliability_pause() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_sleep({CHUNK_PAUSE_S}); RETURN NULL; END $$;
+            CREATE TRIGGER reliability_pause AFTER INSERT ON financial_transactions_processed
+                FOR EACH STATEMENT EXECUTE FUNCTION reliability_pause();
+            """
         )
         conn.execute(
             "INSERT INTO erp_orders (order_id, order_date, partition_date) "
