@@ -83,7 +83,7 @@ def _copy_frame(db: BenchDB, frame: pl.DataFrame) -> None:
 
 def p1_ingest(db: BenchDB, quick: bool) -> Result:
     n = 50_000 if quick else 1_000_000
-    n_base = 20_000 if quick else 100_000  # executemany is slow; its rate is size-independent
+    n_base = 5_000 if quick else 100_000  # executemany is slow; its rate barely depends on size
     frame = staging_frame(n)
     base_rows = [tuple(r) for r in frame.head(n_base).rows()]
 

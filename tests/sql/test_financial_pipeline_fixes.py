@@ -1,0 +1,51 @@
+"""Regression tests for 0009_pipeline_fixes.sql."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+T0 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)
+
+
+def test_the_chunk_scores_each_processed_row_once(conn):
+    """The fraud score is a function call of a few microseconds; the chunk used to evaluate it three
+    times per processed row (once per reference after the planner pulled the subquery up)."""
+    conn.execute(
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
+        "amount, transaction_type) "
+        "SELECT g, g %% 7, %s::timestamptz + g * interval '1 minute', g * 10, 'payment' "
+        "FROM generate_series(1, 60) g",
+        (T0,),
+    )
+    conn.execute("INSERT INTO financial_transactions_staging (transaction_id) VALUES (NULL)")  # not scored
+    with conn.transaction():
+        conn.execute("SET LOCAL track_functions = 'pl'")
+        done = conn.execute("SELECT * FROM process_financial_batch_detail(1000)").fetchone()
+        calls = conn.execute(
+            "SELECT pg_stat_get_xact_function_calls('financial_fraud_score'::regproc) AS n"
+        ).fetchone()["n"]
+    assert (done["processed_count"], done["dead_letter_count"]) == (60, 1)
+    assert calls == 60
+
+
+def test_the_chunk_keeps_generated_columns(conn):
+    """The chunk's UPDATE assigns ingestion_timestamp to itself (a planner-side speed fix): the
+    ingestion time, its minute and the payload hash stay what they were at arrival."""
+    conn.execute(
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
+        "amount, transaction_type, reference_data, ingestion_timestamp) VALUES "
+        "(1, 1, %(t)s, 10, 'payment', NULL, %(i)s), (2, 1, %(t)s, 10, 'wire', '{\"k\": 1}', %(i)s)",
+        {"t": T0, "i": T0 + dt.timedelta(seconds=75)},
+    )
+    before = conn.execute(
+        "SELECT staging_id, ingestion_timestamp, ingestion_minute, payload_hash "
+        "FROM financial_transactions_staging ORDER BY staging_id"
+    ).fetchall()
+    conn.execute("SELECT * FROM process_financial_batch_detail(100)")
+    after = conn.execute(
+        "SELECT staging_id, ingestion_timestamp, ingestion_minute, payload_hash, processing_status "
+        "FROM financial_transactions_staging ORDER BY staging_id"
+    ).fetchall()
+    assert [r["processing_status"] for r in after] == ["processed", "dead_letter"]
+    assert [{k: r[k] for k in before[0]} for r in after] == before
+    assert before[0]["ingestion_minute"] == T0 + dt.timedelta(minutes=1)
