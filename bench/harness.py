@@ -94,6 +94,11 @@ def collect(selected: set[str] | None) -> list[Callable]:
     return sorted(found, key=lambda f: f.__name__)
 
 
+def num(value: float) -> str:
+    """Three significant figures for small values (0.038 s), thousands separators for large ones."""
+    return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+
+
 def render(results: list[Result]) -> Table:
     table = Table(title="opsconsole benchmarks")
     for col in ("id", "what", "value", "baseline", "ratio", "target", "ok"):
@@ -102,8 +107,8 @@ def render(results: list[Result]) -> Table:
         table.add_row(
             r.id,
             r.what,
-            f"{r.value:,.1f} {r.unit}",
-            "—" if r.baseline is None else f"{r.baseline:,.1f} {r.unit}",
+            f"{num(r.value)} {r.unit}",
+            "—" if r.baseline is None else f"{num(r.baseline)} {r.unit}",
             "—" if r.ratio is None else f"{r.ratio:,.1f}x",
             r.target,
             "yes" if r.ok else "NO",
@@ -119,10 +124,10 @@ def readme_table(results: list[Result], machine: str, quick: bool) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        base = "—" if r.baseline is None else f"{r.baseline:,.1f} {r.unit}"
+        base = "—" if r.baseline is None else f"{num(r.baseline)} {r.unit}"
         ratio = "—" if r.ratio is None else f"{r.ratio:,.1f}x"
         lines.append(
-            f"| {r.id} | {r.what} | {r.value:,.1f} {r.unit} | {base} | {ratio} | {r.target} | "
+            f"| {r.id} | {r.what} | {num(r.value)} {r.unit} | {base} | {ratio} | {r.target} | "
             f"{'yes' if r.ok else 'no'} |"
         )
     return "\n".join(lines)
@@ -161,7 +166,8 @@ def main() -> int:
         console.print(f"[bold]{fn.__name__}[/] ...")
         with BenchDB(admin) as db:
             result = fn(db, args.quick)
-        console.print(f"  {result.id}: {result.value:,.1f} {result.unit} (ratio {result.ratio})")
+        ratio = "—" if result.ratio is None else f"{result.ratio:.1f}x"
+        console.print(f"  {result.id}: {num(result.value)} {result.unit} (ratio {ratio})")
         results.append(result)
     with psycopg.connect(admin) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]

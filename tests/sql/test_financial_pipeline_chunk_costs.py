@@ -1,4 +1,4 @@
-"""Regression tests for 0009_pipeline_fixes.sql."""
+"""Regression tests for the two costs profiling found in the chunk (see financial_apply_chunk in 0003)."""
 
 from __future__ import annotations
 
