@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from opsconsole.db.queries import dict_rows
 from opsconsole.errors import OpsError, PermissionProblem
 
 DIRECTIONS = ("up", "down", "both")
@@ -37,12 +37,6 @@ def database_errors(what: str) -> Iterator[None]:
         ) from None
 
 
-def _rows(conn: psycopg.Connection, sql: str, params: tuple | dict | None = None) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql, params)
-        return cur.fetchall()
-
-
 @dataclass(frozen=True)
 class CatalogRefresh:
     added: int
@@ -59,7 +53,7 @@ def refresh_catalog(conn: psycopg.Connection) -> CatalogRefresh:
     """Run refresh_data_catalog_report() and leave an audit row, in one transaction."""
     started = time.perf_counter()
     with database_errors("refresh the catalog"), conn.transaction():
-        row = _rows(conn, "SELECT * FROM refresh_data_catalog_report()")[0]
+        row = dict_rows(conn, "SELECT * FROM refresh_data_catalog_report()")[0]
         result = CatalogRefresh(
             added=row["added"],
             changed=row["changed"],
@@ -77,7 +71,7 @@ def refresh_catalog(conn: psycopg.Connection) -> CatalogRefresh:
 def catalog_tables(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """One row per catalogued table or view: what it is, its size in columns, its most sensitive data."""
     with database_errors("read the catalog"):
-        return _rows(
+        return dict_rows(
             conn,
             """
             SELECT schema_name, table_name, min(object_type) AS object_type, count(*) AS columns,
@@ -99,7 +93,7 @@ def catalog_columns(conn: psycopg.Connection, table: str) -> list[dict[str, Any]
     """The catalogued columns of one table (name as stored, optionally schema-qualified)."""
     schema, _, name = table.rpartition(".")
     with database_errors("read the catalog"):
-        rows = _rows(
+        rows = dict_rows(
             conn,
             """
             SELECT column_name, data_type, is_nullable, data_classification, column_description,
@@ -129,7 +123,7 @@ def lineage(conn: psycopg.Connection, table: str, direction: str = "both") -> li
             if direction in (name, "both"):
                 rows += [
                     {"direction": name, **r}
-                    for r in _rows(conn, f"SELECT * FROM {fn}(%s)", (table,))  # fn is one of two names
+                    for r in dict_rows(conn, f"SELECT * FROM {fn}(%s)", (table,))  # fn is one of two names
                 ]
     return rows
 
@@ -137,7 +131,7 @@ def lineage(conn: psycopg.Connection, table: str, direction: str = "both") -> li
 def lake_history(conn: psycopg.Connection, customer_id: int) -> list[dict[str, Any]]:
     """Every version of one customer, oldest first (lake_history())."""
     with database_errors("read the lakehouse"):
-        rows = _rows(conn, "SELECT * FROM lake_history(%s)", (customer_id,))
+        rows = dict_rows(conn, "SELECT * FROM lake_history(%s)", (customer_id,))
     if not rows:
         raise OpsError(f"Customer {customer_id} has no versions in the lakehouse.")
     return rows

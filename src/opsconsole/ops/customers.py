@@ -15,10 +15,9 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from opsconsole.db.queries import query
+from opsconsole.db.queries import dict_rows, query
 from opsconsole.errors import OpsError, PermissionProblem
 from opsconsole.output import to_jsonable
 
@@ -58,12 +57,6 @@ def _sql_errors(what: str) -> Iterator[None]:
         ) from None
 
 
-def _rows(conn: psycopg.Connection, sql: str, params: Any = None) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
-
-
 def search(conn: psycopg.Connection, text: str, limit: int = 20) -> list[dict[str, Any]]:
     """Ranked matches for a name, email or phone fragment; an id or uuid gives that customer."""
     if not text or not text.strip():
@@ -73,7 +66,7 @@ def search(conn: psycopg.Connection, text: str, limit: int = 20) -> list[dict[st
     if not 1 <= limit <= 1000:
         raise BadCustomerQuery("The limit must be between 1 and 1000.")
     with _sql_errors("search customers"):
-        return _rows(conn, "SELECT * FROM search_customers(%s, %s)", (text, limit))
+        return dict_rows(conn, "SELECT * FROM search_customers(%s, %s)", (text, limit))
 
 
 def resolve_customer_id(conn: psycopg.Connection, ref: str | int) -> int:
@@ -92,7 +85,7 @@ def resolve_customer_id(conn: psycopg.Connection, ref: str | int) -> int:
             "find the customer with `opsconsole customer search`."
         ) from None
     with _sql_errors("read customers"):
-        rows = _rows(conn, query("customers/by_uuid"), {"uuid": as_uuid})
+        rows = dict_rows(conn, query("customers/by_uuid"), {"uuid": as_uuid})
     if not rows:
         raise CustomerNotFound(f"No customer has uuid {as_uuid}; try `opsconsole customer search`.")
     return int(rows[0]["customer_id"])
@@ -106,14 +99,14 @@ def show(conn: psycopg.Connection, ref: str | int, recent: int = 10) -> dict[str
     cid = resolve_customer_id(conn, ref)
     params = {"id": cid, "limit": max(1, min(int(recent), 1000))}
     with _sql_errors("read customers"):
-        profile = _rows(conn, query("customers/profile"), params)
+        profile = dict_rows(conn, query("customers/profile"), params)
         if not profile:
             raise CustomerNotFound(f"No customer has id {cid}; try `opsconsole customer search`.")
-        row_360 = _rows(conn, query("customers/row_360"), params)
+        row_360 = dict_rows(conn, query("customers/row_360"), params)
         c360 = row_360[0] if row_360 else None
         linked: list[dict[str, Any]] = []
         if c360 is not None:
-            linked = _rows(
+            linked = dict_rows(
                 conn, query("customers/linked_records"), {"id": cid, "golden": c360["golden_customer_id"]}
             )
         return {
@@ -122,9 +115,9 @@ def show(conn: psycopg.Connection, ref: str | int, recent: int = 10) -> dict[str
             "customer_360": c360,
             "refresh_pending": c360 is None or bool(c360.get("refresh_pending")),
             "linked_records": linked,
-            "recent_orders": _rows(conn, query("customers/recent_orders"), params),
-            "recent_events": _rows(conn, query("customers/recent_events"), params),
-            "recent_transactions": _rows(conn, query("customers/recent_transactions"), params),
+            "recent_orders": dict_rows(conn, query("customers/recent_orders"), params),
+            "recent_events": dict_rows(conn, query("customers/recent_events"), params),
+            "recent_transactions": dict_rows(conn, query("customers/recent_transactions"), params),
         }
 
 
@@ -136,7 +129,7 @@ def refresh(conn: psycopg.Connection, full: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         with _sql_errors("refresh customer 360"):
-            result = _rows(conn, f"SELECT * FROM {fn}()")[0]
+            result = dict_rows(conn, f"SELECT * FROM {fn}()")[0]
     except OpsError as exc:
         _audit(conn, action, arguments, None, "error", started, exc.message)
         raise
@@ -158,4 +151,4 @@ def _audit(conn, action, arguments, result, status, started, reason) -> None:
 def status(conn: psycopg.Connection) -> dict[str, Any]:
     """Queue depth, row count, expired windows and the latest refresh."""
     with _sql_errors("read customer 360 status"):
-        return _rows(conn, query("customers/refresh_status"))[0]
+        return dict_rows(conn, query("customers/refresh_status"))[0]

@@ -2,7 +2,8 @@
 
 Each function takes a psycopg connection (autocommit), calls one SQL function by its contract
 signature and returns plain dicts. When the area modules (ops/pipeline.py, ops/dq.py, ops/customers.py,
-ops/catalog.py) land, these can delegate to them without the console changing.
+ops/catalog.py) exist, these delegate to them where the audit semantics agree (retry does); the
+others still call SQL directly because the area functions audit differently (see the issue notes).
 """
 
 from __future__ import annotations
@@ -11,14 +12,9 @@ import datetime as dt
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-
-def _rows(conn: psycopg.Connection, sql: str, params: Any = None) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
-
+from opsconsole.db.queries import dict_rows
+from opsconsole.ops.pipeline import retry
 
 # -- pipeline -----------------------------------------------------------------------------------------
 
@@ -33,7 +29,7 @@ def due_count(conn: psycopg.Connection) -> int:
 
 
 def process_batch(conn: psycopg.Connection, batch_size: int, max_seconds: float = 300) -> dict[str, Any]:
-    rows = _rows(
+    rows = dict_rows(
         conn,
         "SELECT * FROM process_financial_batch(%s, %s::interval)",
         (int(batch_size), dt.timedelta(seconds=max_seconds)),
@@ -46,7 +42,7 @@ def process_batch_quietly(
 ) -> dict[str, Any]:
     """One batch through process_financial_batch_detail, which writes no audit row: for loops whose
     session is audited as a whole (continuous processing), so the log gets one row, not one per batch."""
-    rows = _rows(
+    rows = dict_rows(
         conn,
         "SELECT processed_count, failed_count + dead_letter_count AS failed_count, avg_processing_ms,"
         " batch_duration FROM process_financial_batch_detail(%s, %s::interval)",
@@ -106,12 +102,17 @@ def retry_failed(
     include_dead_letter: bool = False,
     reason: str | None = None,
 ) -> dict[str, Any]:
-    row = conn.execute(
-        "SELECT retry_failed(p_staging_ids => %s::bigint[], p_batch_id => %s, p_error_code => %s,"
-        " p_all => %s, p_include_dead_letter => %s, p_reason => %s)",
-        (staging_ids, batch_id, error_code, everything, include_dead_letter, reason),
-    ).fetchone()
-    return {"requeued": int(row[0]) if row and row[0] is not None else 0}
+    """The console's retry goes through the same action as `opsconsole retry` (ops.pipeline.retry)."""
+    requeued = retry(
+        conn,
+        staging_ids=staging_ids,
+        batch_id=batch_id,
+        error_code=error_code,
+        all_rows=everything,
+        include_dead_letter=include_dead_letter,
+        reason=reason,
+    )
+    return {"requeued": requeued}
 
 
 # -- data quality -------------------------------------------------------------------------------------
@@ -128,8 +129,8 @@ def active_rules(conn: psycopg.Connection) -> list[str]:
 
 def run_dq_checks(conn: psycopg.Connection, rule_name: str | None = None) -> list[dict[str, Any]]:
     if rule_name is None:
-        return _rows(conn, "SELECT * FROM execute_data_quality_checks()")
-    return _rows(
+        return dict_rows(conn, "SELECT * FROM execute_data_quality_checks()")
+    return dict_rows(
         conn,
         "SELECT * FROM execute_data_quality_checks(p_table_name => NULL::text, p_rule_name => %s::text)",
         (rule_name,),
@@ -151,7 +152,7 @@ def last_dq_run_ms(conn: psycopg.Connection) -> float | None:
 
 
 def refresh_c360(conn: psycopg.Connection) -> dict[str, Any]:
-    rows = _rows(conn, "SELECT * FROM refresh_customer_360_incremental()")
+    rows = dict_rows(conn, "SELECT * FROM refresh_customer_360_incremental()")
     return rows[0] if rows else {"rows_processed": 0}
 
 
