@@ -150,5 +150,5 @@ def test_expected_failures_are_one_sentence(seeded):
 def test_not_installed_says_migrate(empty_db_dsn):
     result = CliRunner().invoke(main, ["--dsn", empty_db_dsn, "customer", "search", "x"])
     assert result.exit_code == 1
-    assert "Customer 360 is not installed" in flat(result.output)
+    assert "lacks customer 360" in flat(result.output)
     assert "run `opsconsole db migrate`" in flat(result.output)

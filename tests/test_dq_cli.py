@@ -80,7 +80,9 @@ def test_run_exits_1_when_an_error_or_critical_rule_fails(cli, conn):
 def test_run_unknown_table_is_one_sentence(cli, conn):
     result = cli("dq", "run", "--table", "nosuch")
     assert result.exit_code == 1
-    assert result.stderr.strip() == ('error: DQ run failed: no active DQ rule matches table "nosuch".')
+    assert result.stderr.strip() == (
+        'error: Cannot run the DQ checks: no active DQ rule matches table "nosuch".'
+    )
     assert "Traceback" not in result.output
     audit = conn.execute("SELECT action, status, arguments, reason FROM ops_audit_log").fetchall()
     assert audit == [
@@ -88,7 +90,7 @@ def test_run_unknown_table_is_one_sentence(cli, conn):
             "action": "dq.run",
             "status": "error",
             "arguments": {"table": "nosuch", "rule": None, "timeout_ms": None},
-            "reason": 'DQ run failed: no active DQ rule matches table "nosuch".',
+            "reason": 'Cannot run the DQ checks: no active DQ rule matches table "nosuch".',
         }
     ]
 

@@ -9,7 +9,7 @@ import click
 import psycopg
 
 from opsconsole.commands.base import Context, json_option, pass_ctx, wants_json
-from opsconsole.errors import OpsError, PermissionProblem
+from opsconsole.errors import OpsError, from_database
 from opsconsole.output import emit, err_console
 
 # Each area's commands live in opsconsole.commands.<area> and expose COMMANDS (a list of click
@@ -37,10 +37,7 @@ class OpsGroup(click.Group):
             sys.exit(exc.exit_code)
         except psycopg.errors.InsufficientPrivilege as exc:
             # the database refused (the role lacks a grant): one sentence, exit code 3
-            problem = PermissionProblem(
-                f"Your database role may not do this ({exc.diag.message_primary}); "
-                "ask an admin for the opsconsole role that allows it (see `opsconsole db grant`)."
-            )
+            problem = from_database(exc, "do this")
             err_console.print(f"[bold red]error:[/] {problem.message}", highlight=False)
             sys.exit(problem.exit_code)
         except KeyboardInterrupt:

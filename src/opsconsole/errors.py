@@ -6,6 +6,11 @@ Nothing that derives from OpsError should ever reach the user as a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
 
 class OpsError(Exception):
     """An expected failure with a human sentence and a process exit code."""
@@ -39,3 +44,45 @@ class PermissionProblem(OpsError):
     """The connected role lacks a privilege the action needs."""
 
     exit_code = 3
+
+
+def from_database(
+    exc: psycopg.Error,
+    what: str,
+    *,
+    objects: str = "the opsconsole schema",
+    fallback: type[OpsError] | None = None,
+) -> OpsError | None:
+    """The one wording for database errors a person can meet while trying to `what`.
+
+    A missing privilege or a missing object (schema not migrated) always has a sentence; any other
+    database error becomes `fallback` when given, and None (not an expected failure) when not.
+    """
+    primary = (exc.diag.message_primary or str(exc).splitlines()[0]).rstrip(".")
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return PermissionProblem(
+            f"Your database role may not {what} ({primary}); "
+            "ask an admin for the opsconsole role that allows it (see `opsconsole db grant`)."
+        )
+    if isinstance(exc, (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable)):
+        return OpsError(
+            f"This database lacks {objects} ({primary}), so it cannot {what}; "
+            "run `opsconsole db migrate` first."
+        )
+    if fallback is not None:
+        return fallback(f"Cannot {what}: {primary}.")
+    return None
+
+
+@contextmanager
+def database_errors(
+    what: str, *, objects: str = "the opsconsole schema", fallback: type[OpsError] | None = None
+) -> Iterator[None]:
+    """Raise from_database()'s sentence instead of the database error, when it has one."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        problem = from_database(exc, what, objects=objects, fallback=fallback)
+        if problem is None:
+            raise
+        raise problem from None

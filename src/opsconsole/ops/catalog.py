@@ -7,34 +7,22 @@ connection (autocommit) and raises OpsError subclasses for failures a person can
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from opsconsole.db.queries import dict_rows
-from opsconsole.errors import OpsError, PermissionProblem
+from opsconsole.errors import OpsError
+from opsconsole.errors import database_errors as _database_errors
 
 DIRECTIONS = ("up", "down", "both")
 
 
-@contextmanager
-def database_errors(what: str) -> Iterator[None]:
-    """Turn the database errors an operator can meet into one sentence."""
-    try:
-        yield
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise PermissionProblem(
-            f"Your database role may not {what} ({exc.diag.message_primary}); ask for the needed grant."
-        ) from None
-    except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable) as exc:
-        raise OpsError(
-            f"This database lacks the catalog and lakehouse objects ({exc.diag.message_primary}), "
-            f"so it cannot {what}; run `opsconsole db migrate` first."
-        ) from None
+# The catalog and lakehouse wording of the shared database-error sentences (ops.lake uses it too).
+database_errors = partial(_database_errors, objects="the catalog and lakehouse objects")
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
+from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from opsconsole.db.queries import dict_rows, query
-from opsconsole.errors import OpsError, PermissionProblem
+from opsconsole.errors import OpsError, database_errors
 from opsconsole.output import to_jsonable
 
 MAX_ID = 2**63 - 1
@@ -36,25 +36,8 @@ class BadCustomerQuery(OpsError):
     exit_code = 1
 
 
-@contextmanager
-def _sql_errors(what: str) -> Iterator[None]:
-    """Turn the database errors a person can meet into one sentence each."""
-    try:
-        yield
-    except psycopg.errors.UndefinedFunction as exc:
-        raise OpsError(
-            f"Customer 360 is not installed in this database ({exc.diag.message_primary}); "
-            "run `opsconsole db migrate`."
-        ) from None
-    except psycopg.errors.UndefinedTable as exc:
-        raise OpsError(
-            f"Customer 360 is not installed in this database ({exc.diag.message_primary}); "
-            "run `opsconsole db migrate`."
-        ) from None
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise PermissionProblem(
-            f"This role may not {what} ({exc.diag.message_primary}); connect as a role that may."
-        ) from None
+# The customer 360 wording of the shared database-error sentences.
+_sql_errors = partial(database_errors, objects="customer 360")
 
 
 def search(conn: psycopg.Connection, text: str, limit: int = 20) -> list[dict[str, Any]]:

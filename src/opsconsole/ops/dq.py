@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from opsconsole.db.queries import query
-from opsconsole.errors import OpsError, PermissionProblem
+from opsconsole.errors import OpsError, from_database
 
 RULE_TYPES = ("completeness", "uniqueness", "validity", "accuracy", "consistency", "freshness")
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -65,11 +65,11 @@ class RunReport:
         }
 
 
-def _problem(exc: psycopg.Error, prefix: str = "") -> OpsError:
-    message = exc.diag.message_primary or str(exc).splitlines()[0]
-    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return PermissionProblem(f"{prefix}{message}; ask an admin for the opsconsole role that allows it.")
-    return DQProblem(f"{prefix}{message}.")
+def _problem(exc: psycopg.Error, what: str) -> OpsError:
+    """The DQ wording of the shared database-error sentences; refusals become DQProblem."""
+    problem = from_database(exc, what, objects="the data-quality objects", fallback=DQProblem)
+    assert problem is not None  # a fallback always gives a sentence
+    return problem
 
 
 def run_checks(
@@ -92,7 +92,7 @@ def run_checks(
                     (run_id,),
                 ).fetchone()
     except psycopg.Error as exc:
-        problem = _problem(exc, "DQ run failed: ")
+        problem = _problem(exc, "run the DQ checks")
         _audit_failure(
             conn, "dq.run", {"table": table, "rule": rule, "timeout_ms": timeout_ms}, problem.message, started
         )
@@ -112,7 +112,7 @@ def list_rules(
                 query("dq_rules"), {"table": table, "include_inactive": include_inactive}
             ).fetchall()
     except psycopg.Error as exc:
-        raise _problem(exc, "Cannot list DQ rules: ") from None
+        raise _problem(exc, "list the DQ rules") from None
 
 
 def history(conn: psycopg.Connection, rule: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -130,7 +130,7 @@ def history(conn: psycopg.Connection, rule: str, limit: int = 20) -> list[dict[s
                     )
             return rows
     except psycopg.Error as exc:
-        raise _problem(exc, "Cannot read DQ history: ") from None
+        raise _problem(exc, "read the DQ history") from None
 
 
 @dataclass
@@ -189,7 +189,7 @@ def add_rule(conn: psycopg.Connection, spec: RuleSpec) -> dict[str, Any]:
             ).fetchone()
     except psycopg.Error as exc:
         if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-            raise _problem(exc, "Cannot add the DQ rule: ") from None
+            raise _problem(exc, "add the DQ rule") from None
         reason = (exc.diag.message_primary or str(exc).splitlines()[0]).rstrip(".")
         if not reason.startswith("DQ rule"):
             reason = f'DQ rule "{spec.rule_name}" rejected: {reason}'
