@@ -174,6 +174,11 @@ def main() -> int:
     machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, PostgreSQL {version}"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     payload = [asdict(r) | {"machine": machine, "quick": args.quick} for r in results]
+    if args.only and RESULTS.exists():
+        # a partial run replaces only its own ids, so the file keeps the last figure of every benchmark
+        measured = {r.id for r in results}
+        kept = [r for r in json.loads(RESULTS.read_text(encoding="utf-8")) if r["id"] not in measured]
+        payload = sorted(kept + payload, key=lambda r: r["id"])
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     console.print(render(results))
     if not args.only:
