@@ -667,7 +667,7 @@ $$;
 -- ledger keeps exactly-once, the rollups keep the monitor, ops_audit_log keeps the audit. The DEFAULT
 -- partition (rows older than the partitions, the survivors) is purged the old way: processed and
 -- duplicate rows older than the cutoff, at most p_limit per call. staging_rows_deleted counts both.
--- Rollups older than rollup_retention go too. Also creates the days ahead (ensure_staging_partitions).
+-- Rollups older than rollup_retention go too. Last, it creates the days ahead (ensure_staging_partitions).
 -- Dropping a partition takes an ACCESS EXCLUSIVE lock on staging until commit: workers wait for the
 -- few milliseconds of a detach, a survivors' copy and a drop, once a day.
 CREATE OR REPLACE FUNCTION purge_financial_staging(
@@ -695,7 +695,6 @@ BEGIN
     v_cutoff := now() - coalesce(p_older_than, v_cfg.staging_retention);
     staging_rows_deleted := 0;
 
-    PERFORM ensure_staging_partitions();
     SELECT p.partition_name INTO v_default FROM financial_staging_partitions() p WHERE p.range_from IS NULL;
     SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
     FROM pg_attribute a
@@ -736,6 +735,10 @@ BEGIN
     DELETE FROM financial_latency_rollup WHERE minute_bucket < now() - v_cfg.rollup_retention;
     DELETE FROM financial_processing_rollup WHERE minute_bucket < now() - v_cfg.rollup_retention;
     GET DIAGNOSTICS rollup_rows_deleted = ROW_COUNT;
+
+    -- The days ahead, last: after a drop this session already holds staging exclusively; before one,
+    -- an ATTACH (which locks DEFAULT) followed by the LOCK above could deadlock with a claiming worker.
+    PERFORM ensure_staging_partitions();
 
     PERFORM record_audit(
         'purge_financial_staging',

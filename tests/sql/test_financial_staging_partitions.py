@@ -398,3 +398,35 @@ def test_upgrade_converts_a_populated_staging_table(empty_db_dsn, tmp_path):
             raise AssertionError("the foreign key to financial_error_codes is missing")
         except psycopg.errors.ForeignKeyViolation:
             pass
+
+
+def test_purge_waits_for_a_running_chunk_and_loses_nothing(db_dsn):
+    with psycopg.connect(db_dsn, autocommit=True, row_factory=dict_row) as c:
+        c.execute("SELECT ensure_staging_partitions(p_back => interval '10 days')")
+        stage_at(c, "now() - interval '9 days'", [(i, i, MONDAY_10, 10, "payment") for i in range(1, 5)])
+    result = {}
+    with psycopg.connect(db_dsn, row_factory=dict_row) as a:
+        assert a.execute("SELECT * FROM process_financial_batch_detail(2)").fetchone()["claimed_count"] == 2
+
+        def purge():
+            with psycopg.connect(db_dsn, autocommit=True, row_factory=dict_row) as b:
+                result["r"] = b.execute("SELECT * FROM purge_financial_staging()").fetchone()
+
+        t = threading.Thread(target=purge)
+        t.start()
+        t.join(1.0)
+        assert t.is_alive()  # the drop waits for the chunk in flight, which commits whole
+        a.commit()
+        t.join(10)
+    assert result["r"]["staging_rows_deleted"] == 2
+    with psycopg.connect(db_dsn, autocommit=True, row_factory=dict_row) as c:
+        left = c.execute(
+            "SELECT transaction_id, processing_status, tableoid::regclass::text AS p "
+            "FROM financial_transactions_staging ORDER BY 1"
+        ).fetchall()
+        assert [tuple(r.values()) for r in left] == [
+            (3, "pending", "financial_transactions_staging_default"),
+            (4, "pending", "financial_transactions_staging_default"),
+        ]
+        assert process(c)["processed_count"] == 2
+        assert c.execute("SELECT count(*) AS n FROM financial_transaction_ledger").fetchone()["n"] == 4
