@@ -13,7 +13,8 @@
 -- table is created LIKE it (same columns in the same order, defaults, generated columns, checks,
 -- comments), the rows are copied with their staging_id, the sequence changes owner, and indexes,
 -- the arrival trigger, the foreign key, the backlog view and the two chunk functions whose argument
--- is the staging row type are created again on the new table. Grants follow the policy (last line).
+-- is the staging row type are created again on the new table. Grants made to other roles are copied;
+-- the policy's are re-applied (last line).
 -- Workers should be stopped while it runs (it holds the old table exclusively while copying).
 --
 -- The primary key becomes (staging_id, ingestion_timestamp): a unique key must include the
@@ -149,6 +150,7 @@ SELECT ensure_staging_partitions((SELECT s.staging_retention FROM financial_pipe
 DO $$
 DECLARE
     v_cols text;
+    r      record;
 BEGIN
     SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
     FROM pg_attribute a
@@ -157,6 +159,19 @@ BEGIN
     -- no arrival trigger yet: these rows are already counted in the rollups
     EXECUTE format('INSERT INTO financial_transactions_staging (%s) SELECT %s '
                    'FROM financial_transactions_staging_unpartitioned ORDER BY staging_id', v_cols, v_cols);
+    -- Grants made outside the policy (a loader role's INSERT, say) carry over; the policy's own are
+    -- re-applied at the end. Privilege names are checked against the fixed list, grantees quoted.
+    FOR r IN
+        SELECT a.privilege_type, a.is_grantable,
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee
+        FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+        WHERE c.oid = 'financial_transactions_staging_unpartitioned'::regclass
+          AND a.grantee <> c.relowner
+          AND a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER')
+    LOOP
+        EXECUTE format('GRANT %s ON financial_transactions_staging TO %s%s', r.privilege_type, r.grantee,
+                       CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
 END;
 $$;
 DROP TABLE financial_transactions_staging_unpartitioned;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import threading
+import uuid
 
 import psycopg
 from psycopg.rows import dict_row
@@ -284,7 +285,20 @@ def test_two_workers_claim_disjoint_rows_across_partitions(db_dsn):
         assert c.execute("SELECT count(*) AS n FROM financial_transaction_ledger").fetchone()["n"] == 12
 
 
-def test_upgrade_converts_a_populated_staging_table(empty_db_dsn, tmp_path):
+def test_upgrade_converts_a_populated_staging_table(empty_db_dsn, admin_dsn, tmp_path):
+    loader = f"oc_test_loader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as a:
+        a.execute(f'CREATE ROLE "{loader}" NOLOGIN')
+    try:
+        _upgrade_converts_a_populated_staging_table(empty_db_dsn, tmp_path, loader)
+    finally:
+        with psycopg.connect(empty_db_dsn, autocommit=True) as c:
+            c.execute(f'DROP OWNED BY "{loader}"')
+        with psycopg.connect(admin_dsn, autocommit=True) as a:
+            a.execute(f'DROP ROLE IF EXISTS "{loader}"')
+
+
+def _upgrade_converts_a_populated_staging_table(empty_db_dsn, tmp_path, loader):
     for m in migrate.discover():
         if m.version <= "0010":
             shutil.copy(m.path, tmp_path / m.path.name)
@@ -303,6 +317,7 @@ def test_upgrade_converts_a_populated_staging_table(empty_db_dsn, tmp_path):
             [(1, 1, MONDAY_10, 10, "payment"), (2, 1, MONDAY_10, 10, "bogus")],
         )
         c.execute("UPDATE financial_pipeline_settings SET backoff_base = interval '1 hour'")
+        c.execute(f'GRANT INSERT ON financial_transactions_staging TO "{loader}"')  # a DBA's grant
         ids += stage_at(c, "now() - interval '2 days'", [(3, 2, MONDAY_10, 10, "payment", {"order_id": 7})])
         process(c)
         ids += stage_at(c, "now()", [(4, 3, MONDAY_10, 10, "payment"), (1, 1, MONDAY_10, 10, "payment")])
@@ -378,6 +393,9 @@ def test_upgrade_converts_a_populated_staging_table(empty_db_dsn, tmp_path):
             "AS v, has_table_privilege('opsconsole_operator', 'financial_transactions_staging', 'UPDATE') "
             "AS o"
         ).fetchone() == {"v": True, "o": False}
+        assert c.execute(
+            "SELECT has_table_privilege(%s, 'financial_transactions_staging', 'INSERT') AS i", (loader,)
+        ).fetchone() == {"i": True}
         # and it works: the pending rows are processed, a new arrival is counted and gets the next id
         done = process(c)
         assert (done["processed_count"], done["duplicate_count"]) == (1, 1)
