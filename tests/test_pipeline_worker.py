@@ -266,3 +266,32 @@ def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
     assert [(c["check_name"], c["sample_ids"]) for c in json.loads(r.output) if c["mismatch_count"]] == [
         ("processed_differs_from_staging", [100])
     ]
+
+
+def test_purge_command_drops_old_days_and_refuses_bad_input(db_dsn, plain):
+    plain.execute("SELECT ensure_staging_partitions(p_back => interval '10 days')")
+    old = plain.execute("SELECT now() - interval '9 days'").fetchone()[0]
+    plain.execute(
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
+        " amount, transaction_type, ingestion_timestamp) VALUES"
+        " (1, 1, now() - interval '9 days', 10, 'payment', %(old)s),"
+        " (2, 1, now() - interval '9 days', 10, 'bogus', %(old)s)",
+        {"old": old},
+    )
+    plain.execute("SELECT * FROM process_financial_batch_detail(100)")
+    old_day = "financial_transactions_staging_" + old.astimezone(dt.UTC).strftime("%Y_%m_%d")
+
+    r = run_cli(db_dsn, "purge", "--older-than", "2 days", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert old_day in out["partitions_dropped"]
+    assert out["staging_rows_deleted"] == 1  # the processed row; the dead letter is kept
+    kept = plain.execute(
+        "SELECT transaction_id, processing_status, tableoid::regclass::text FROM financial_transactions_staging"
+    ).fetchall()
+    assert kept == [(2, "dead_letter", "financial_transactions_staging_default")]
+
+    r = run_cli(db_dsn, "purge", "--older-than", "a fortnight")
+    assert r.exit_code == 1
+    assert "Cannot purge staging: invalid input syntax for type interval" in r.output
+    assert "Traceback" not in r.output

@@ -1,4 +1,4 @@
-"""`opsconsole process | retry | worker | reconcile | backlog`: the financial pipeline from the shell."""
+"""`opsconsole process | retry | worker | reconcile | backlog | purge`: the financial pipeline from the shell."""
 
 from __future__ import annotations
 
@@ -188,4 +188,36 @@ def backlog(ctx: Context, as_json: bool) -> None:
         emit(rows, False, title="pipeline backlog")
 
 
-COMMANDS = [process, retry, worker, reconcile, backlog]
+@click.command("purge")
+@click.option(
+    "--older-than",
+    metavar="INTERVAL",
+    help="Retention as a PostgreSQL interval, e.g. '7 days' (default: staging_retention in the settings).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Rows to delete at most from the DEFAULT partition (whole days are dropped regardless).",
+)
+@json_option
+@pass_ctx
+def purge(ctx: Context, older_than: str | None, limit: int, as_json: bool) -> None:
+    """Staging retention: drop old ingestion days (keeping rows still owed a retry or a decision),
+    trim old rollups and create the days ahead. Run it daily (cron); admin role."""
+    with ctx.connect("purge") as conn:
+        result = ops.purge(conn, older_than, limit)
+    if wants_json(ctx, as_json):
+        emit(result, True)
+        return
+    dropped = result["partitions_dropped"]
+    click.echo(
+        f"Deleted {result['staging_rows_deleted']:,} staging rows and {result['rollup_rows_deleted']:,} "
+        f"rollup rows; dropped {len(dropped)} day partition(s)"
+        + (f" ({', '.join(dropped)})" if dropped else "")
+        + f", created {len(result['partitions_created'])} ahead."
+    )
+
+
+COMMANDS = [process, retry, worker, reconcile, backlog, purge]

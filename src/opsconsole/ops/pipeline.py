@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from opsconsole.errors import OpsError
+from opsconsole.errors import OpsError, database_errors
 
 VALID_STATES = ("pending", "processed", "failed", "dead_letter", "duplicate")
 
@@ -122,6 +122,29 @@ def retry(
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def purge(conn: psycopg.Connection, older_than: str | None = None, limit: int = 100_000) -> dict[str, Any]:
+    """Staging retention (purge_financial_staging, which audits itself): drop the day partitions older
+    than the retention, keeping their owed rows, and trim old rollups. Returns the counts and which
+    partitions were dropped and created (compared before and after, in the same transaction)."""
+    if limit < 1:
+        raise PipelineProblem("The limit must be at least 1.")
+    listing = "SELECT partition_name::text FROM financial_staging_partitions()"
+    with database_errors("purge staging", fallback=PipelineProblem), conn.transaction():
+        before = {r[0] for r in conn.execute(listing)}
+        row = conn.execute(
+            "SELECT staging_rows_deleted, rollup_rows_deleted FROM purge_financial_staging(%s::interval, %s)",
+            (older_than, limit),
+        ).fetchone()
+        after = {r[0] for r in conn.execute(listing)}
+    assert row is not None
+    return {
+        "staging_rows_deleted": row[0],
+        "rollup_rows_deleted": row[1],
+        "partitions_dropped": sorted(before - after),
+        "partitions_created": sorted(after - before),
+    }
 
 
 def reconcile(conn: psycopg.Connection) -> list[dict[str, Any]]:
