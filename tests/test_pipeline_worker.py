@@ -287,7 +287,8 @@ def test_purge_command_drops_old_days_and_refuses_bad_input(db_dsn, plain):
     assert old_day in out["partitions_dropped"]
     assert out["staging_rows_deleted"] == 1  # the processed row; the dead letter is kept
     kept = plain.execute(
-        "SELECT transaction_id, processing_status, tableoid::regclass::text FROM financial_transactions_staging"
+        "SELECT transaction_id, processing_status, tableoid::regclass::text"
+        " FROM financial_transactions_staging"
     ).fetchall()
     assert kept == [(2, "dead_letter", "financial_transactions_staging_default")]
 

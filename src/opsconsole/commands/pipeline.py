@@ -1,4 +1,4 @@
-"""`opsconsole process | retry | worker | reconcile | backlog | purge`: the financial pipeline from the shell."""
+"""`opsconsole process | retry | worker | reconcile | backlog | purge`: the pipeline from the shell."""
 
 from __future__ import annotations
 
