@@ -63,6 +63,10 @@ RETURNS TABLE(
 LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, public
+-- Tier 2 reads at most a few hundred rows (LIMIT without ORDER BY), and the planner, assuming matches
+-- spread evenly, would often pick a sequential scan that "stops early"; when the matches are rare or
+-- clustered that reads the whole table. Every path of this search has an index, so seq scans are off.
+SET enable_seqscan = off
 AS $fn$
 DECLARE
     v_q       text := btrim(coalesce(p_query, ''));
@@ -100,41 +104,47 @@ BEGIN
     -- $6 page size, $7 tier-2 cap.
     RETURN QUERY EXECUTE $q$
     WITH by_id AS (
-        SELECT c.customer_id
+        SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
         FROM crm_customers c
         WHERE $1 ~ '^[0-9]{1,18}$' AND c.customer_id = CASE WHEN $1 ~ '^[0-9]{1,18}$' THEN $1::bigint END
     ),
     -- Tier 1: each field's first p_limit prefix matches in index order (an exact match sorts first).
     prefixed AS MATERIALIZED (
-        SELECT DISTINCT p.customer_id
-        FROM ((SELECT c.customer_id FROM crm_customers c
+        SELECT DISTINCT ON (p.customer_id) p.*
+        FROM ((SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+               FROM crm_customers c
                WHERE $5 IS NULL
                  AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) COLLATE "C" LIKE $4
                ORDER BY lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) COLLATE "C",
                         c.customer_id
                LIMIT $6)
               UNION ALL
-              (SELECT c.customer_id FROM crm_customers c
+              (SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+               FROM crm_customers c
                WHERE $5 IS NULL AND lower(c.last_name) COLLATE "C" LIKE $4
                ORDER BY lower(c.last_name) COLLATE "C", c.customer_id
                LIMIT $6)
               UNION ALL
-              (SELECT c.customer_id FROM crm_customers c
+              (SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+               FROM crm_customers c
                WHERE $5 IS NULL AND lower(c.email) COLLATE "C" LIKE $4
                ORDER BY lower(c.email) COLLATE "C", c.customer_id
                LIMIT $6)) p
         WHERE NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = p.customer_id)
+        ORDER BY p.customer_id
     ),
     -- Tier 2: rows holding the query anywhere (trigram GIN indexes), read only when tiers 0-1 leave
     -- room on the page and at most $7 of them: no ORDER BY here, so the scan stops early.
     contained AS MATERIALIZED (
-        SELECT x.customer_id
-        FROM (SELECT c.customer_id FROM crm_customers c
+        SELECT x.*
+        FROM (SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+              FROM crm_customers c
               WHERE $5 IS NULL
                 AND (lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) LIKE $3
                      OR lower(c.email) LIKE $3)
               UNION ALL
-              SELECT c.customer_id FROM crm_customers c
+              SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+              FROM crm_customers c
               WHERE $5 IS NOT NULL AND regexp_replace(c.phone, '[^0-9]', '', 'g') LIKE '%' || $5 || '%') x
         WHERE (SELECT count(*) FROM by_id) + (SELECT count(*) FROM prefixed) < $6
           AND NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = x.customer_id)
@@ -142,14 +152,14 @@ BEGIN
         LIMIT $7
     ),
     matched AS (
-        SELECT b.customer_id, 0 AS tier FROM by_id b
+        SELECT b.*, 0 AS tier FROM by_id b
         UNION ALL
-        SELECT p.customer_id, 1 FROM prefixed p
+        SELECT p.*, 1 FROM prefixed p
         UNION ALL
-        SELECT t.customer_id, 2 FROM contained t
+        SELECT t.*, 2 FROM contained t
     ),
     scored AS (
-        SELECT m.customer_id, m.tier,
+        SELECT m.customer_id, m.customer_uuid, m.first_name, m.last_name, m.email, m.phone, m.tier,
                CASE WHEN m.tier = 0 THEN 'id'
                     WHEN $5 IS NOT NULL THEN 'phone'
                     WHEN f.ws_email > f.ws_name THEN 'email'
@@ -164,18 +174,18 @@ BEGIN
                                ELSE 0 END
                END::real AS score
         FROM matched m
-        JOIN crm_customers c ON c.customer_id = m.customer_id
         CROSS JOIN LATERAL (
-            SELECT n.name_l, lower(c.email) AS email_l,
-                   regexp_replace(c.phone, '[^0-9]', '', 'g') AS phone_d,
+            SELECT n.name_l, n.email_l, regexp_replace(m.phone, '[^0-9]', '', 'g') AS phone_d,
                    word_similarity($2, n.name_l) AS ws_name,
-                   coalesce(word_similarity($2, lower(c.email)), 0) AS ws_email
-            FROM (SELECT lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) AS name_l) n
+                   coalesce(word_similarity($2, n.email_l), 0) AS ws_email
+            FROM (SELECT lower(coalesce(m.first_name, '') || ' ' || coalesce(m.last_name, '')) AS name_l,
+                         lower(m.email) AS email_l) n
         ) f
     ),
     -- Tier 3: near misses (typos) by trigram similarity of the name, only when tiers 0-2 leave room.
     near AS (
-        SELECT c.customer_id, 3 AS tier, 'name'::text AS match_kind,
+        SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone, 3 AS tier,
+               'name'::text AS match_kind,
                word_similarity(
                    $2, lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')))::real AS score
         FROM crm_customers c
@@ -184,16 +194,15 @@ BEGIN
           AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) % $2
           AND NOT EXISTS (SELECT 1 FROM matched x WHERE x.customer_id = c.customer_id)
     ),
-    ranked AS (
-        SELECT s.customer_id, s.tier, s.match_kind, s.score FROM scored s
-        UNION ALL
-        SELECT n.customer_id, n.tier, n.match_kind, n.score FROM near n
+    page AS (
+        SELECT * FROM (SELECT * FROM scored UNION ALL SELECT * FROM near) r
+        ORDER BY r.tier, r.score DESC, r.customer_id
+        LIMIT $6
     )
-    SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone,
+    SELECT r.customer_id, r.customer_uuid, r.first_name, r.last_name, r.email, r.phone,
            r.match_kind, r.score, m.golden_customer_id, m.total_orders, m.total_lifetime_value,
            m.value_segment, m.activity_segment
-    FROM (SELECT * FROM ranked ORDER BY ranked.tier, ranked.score DESC, ranked.customer_id LIMIT $6) r
-    JOIN crm_customers c ON c.customer_id = r.customer_id
+    FROM page r
     LEFT JOIN customer_360_mv m ON m.customer_id = r.customer_id
     ORDER BY r.tier, r.score DESC, r.customer_id
     $q$
