@@ -40,10 +40,39 @@ IMMUTABLE
 SET search_path = pg_catalog, public
 AS $$ SELECT greatest(10 * p_limit, 200) $$;
 
+-- The smallest string above every string that starts with p_prefix, in byte (C collation) order:
+-- the last character's code point + 1 (UTF-8 byte order is code point order). So `k >= p AND k < it`
+-- is "k starts with p" as a btree range that a cached, generic plan can use (LIKE 'p%' needs the
+-- value at planning time). NULL when there is none (a non-ASCII query outside UTF-8, or nothing but
+-- U+10FFFF): the caller then skips the prefix tier; tier 2 still finds those rows.
+CREATE FUNCTION search_prefix_upper_bound(p_prefix text)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_rest text := p_prefix;
+    v_cp   integer;
+BEGIN
+    WHILE v_rest <> '' LOOP
+        v_cp := ascii(right(v_rest, 1));
+        IF v_cp > 127 AND getdatabaseencoding() <> 'UTF8' THEN
+            RETURN NULL;
+        END IF;
+        IF v_cp < 1114111 THEN
+            -- skip the UTF-16 surrogates, which are no characters
+            RETURN left(v_rest, -1) || chr(CASE WHEN v_cp + 1 = 55296 THEN 57344 ELSE v_cp + 1 END);
+        END IF;
+        v_rest := left(v_rest, -1);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
 -- The search itself (invoker rights; search_customers of 0010 wraps it and writes the audit row).
--- The statement runs through EXECUTE ... USING so that it is planned with the query's values: only
--- then can `LIKE 'prefix%'` become an index range (a cached generic plan could not). Values are only
--- ever parameters; LIKE wildcards in the query are escaped, so they match literally.
+-- Static SQL with a generic plan, so a session plans it once.
+-- Values are only ever parameters; LIKE wildcards in the query are escaped, so they match literally.
 CREATE OR REPLACE FUNCTION customer_search_rows(p_query text, p_limit integer DEFAULT 20)
 RETURNS TABLE(
     customer_id bigint,
@@ -67,13 +96,20 @@ SET search_path = pg_catalog, public
 -- spread evenly, would often pick a sequential scan that "stops early"; when the matches are rare or
 -- clustered that reads the whole table. Every path of this search has an index, so seq scans are off.
 SET enable_seqscan = off
+-- Planning this statement costs more than running it (~4 ms against ~2-4 ms); every path is fixed by
+-- the indexes above, so one generic plan per session serves every query.
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
     v_q       text := btrim(coalesce(p_query, ''));
     v_lower   text;
-    v_escaped text;
+    v_upper   text;
+    v_like    text;
+    v_prefix  text;
     v_digits  text;
+    v_id      bigint;
     v_limit   integer := least(greatest(coalesce(p_limit, 20), 1), 1000);
+    v_cap     integer;
 BEGIN
     IF v_q = '' THEN
         RAISE EXCEPTION 'search_customers: the query is empty' USING ERRCODE = 'invalid_parameter_value';
@@ -91,7 +127,13 @@ BEGIN
     END IF;
 
     v_lower := lower(v_q);
-    v_escaped := replace(replace(replace(v_lower, '\', '\\'), '%', '\%'), '_', '\_');
+    v_upper := search_prefix_upper_bound(v_lower);
+    v_like := '%' || replace(replace(replace(v_lower, '\', '\\'), '%', '\%'), '_', '\_') || '%';
+    v_prefix := substr(v_like, 2);  -- 'query%'
+    v_cap := search_scan_cap(v_limit);
+    IF v_q ~ '^[0-9]{1,18}$' THEN
+        v_id := v_q::bigint;
+    END IF;
     -- Phone fragments: a query made of digits and phone punctuation, with at least 3 digits.
     IF v_q ~ '^[0-9 +().-]+$' THEN
         v_digits := regexp_replace(v_q, '[^0-9]', '', 'g');
@@ -100,56 +142,58 @@ BEGIN
         END IF;
     END IF;
 
-    -- $1 query, $2 lowercased, $3 '%query%' (escaped), $4 'query%' (escaped), $5 phone digits or NULL,
-    -- $6 page size, $7 tier-2 cap.
-    RETURN QUERY EXECUTE $q$
+    RETURN QUERY
     WITH by_id AS (
         SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
         FROM crm_customers c
-        WHERE $1 ~ '^[0-9]{1,18}$' AND c.customer_id = CASE WHEN $1 ~ '^[0-9]{1,18}$' THEN $1::bigint END
+        WHERE c.customer_id = v_id
     ),
-    -- Tier 1: each field's first p_limit prefix matches in index order (an exact match sorts first).
+    -- Tier 1: each field's first v_limit prefix matches in index order (an exact match sorts first).
     prefixed AS MATERIALIZED (
         SELECT DISTINCT ON (p.customer_id) p.*
         FROM ((SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
                FROM crm_customers c
-               WHERE $5 IS NULL
-                 AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) COLLATE "C" LIKE $4
+               WHERE v_digits IS NULL AND v_upper IS NOT NULL
+                 AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) COLLATE "C" >= v_lower
+                 AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) COLLATE "C" < v_upper
                ORDER BY lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) COLLATE "C",
                         c.customer_id
-               LIMIT $6)
+               LIMIT v_limit)
               UNION ALL
               (SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
                FROM crm_customers c
-               WHERE $5 IS NULL AND lower(c.last_name) COLLATE "C" LIKE $4
+               WHERE v_digits IS NULL AND v_upper IS NOT NULL
+                 AND lower(c.last_name) COLLATE "C" >= v_lower AND lower(c.last_name) COLLATE "C" < v_upper
                ORDER BY lower(c.last_name) COLLATE "C", c.customer_id
-               LIMIT $6)
+               LIMIT v_limit)
               UNION ALL
               (SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
                FROM crm_customers c
-               WHERE $5 IS NULL AND lower(c.email) COLLATE "C" LIKE $4
+               WHERE v_digits IS NULL AND v_upper IS NOT NULL
+                 AND lower(c.email) COLLATE "C" >= v_lower AND lower(c.email) COLLATE "C" < v_upper
                ORDER BY lower(c.email) COLLATE "C", c.customer_id
-               LIMIT $6)) p
+               LIMIT v_limit)) p
         WHERE NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = p.customer_id)
         ORDER BY p.customer_id
     ),
     -- Tier 2: rows holding the query anywhere (trigram GIN indexes), read only when tiers 0-1 leave
-    -- room on the page and at most $7 of them: no ORDER BY here, so the scan stops early.
+    -- room on the page and at most v_cap of them: no ORDER BY here, so the scan stops early.
     contained AS MATERIALIZED (
         SELECT x.*
         FROM (SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
               FROM crm_customers c
-              WHERE $5 IS NULL
-                AND (lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) LIKE $3
-                     OR lower(c.email) LIKE $3)
+              WHERE v_digits IS NULL
+                AND (lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) LIKE v_like
+                     OR lower(c.email) LIKE v_like)
               UNION ALL
               SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
               FROM crm_customers c
-              WHERE $5 IS NOT NULL AND regexp_replace(c.phone, '[^0-9]', '', 'g') LIKE '%' || $5 || '%') x
-        WHERE (SELECT count(*) FROM by_id) + (SELECT count(*) FROM prefixed) < $6
+              WHERE v_digits IS NOT NULL
+                AND regexp_replace(c.phone, '[^0-9]', '', 'g') LIKE '%' || v_digits || '%') x
+        WHERE (SELECT count(*) FROM by_id) + (SELECT count(*) FROM prefixed) < v_limit
           AND NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = x.customer_id)
           AND NOT EXISTS (SELECT 1 FROM prefixed p WHERE p.customer_id = x.customer_id)
-        LIMIT $7
+        LIMIT v_cap
     ),
     matched AS (
         SELECT b.*, 0 AS tier FROM by_id b
@@ -161,23 +205,23 @@ BEGIN
     scored AS (
         SELECT m.customer_id, m.customer_uuid, m.first_name, m.last_name, m.email, m.phone, m.tier,
                CASE WHEN m.tier = 0 THEN 'id'
-                    WHEN $5 IS NOT NULL THEN 'phone'
+                    WHEN v_digits IS NOT NULL THEN 'phone'
                     WHEN f.ws_email > f.ws_name THEN 'email'
                     ELSE 'name' END AS match_kind,
                CASE WHEN m.tier = 0 THEN 2
-                    WHEN $5 IS NOT NULL THEN
-                        (CASE WHEN f.phone_d = $5 THEN 1.0 ELSE 0.5 END)
-                        + length($5)::real / greatest(length(f.phone_d), 1)
+                    WHEN v_digits IS NOT NULL THEN
+                        (CASE WHEN f.phone_d = v_digits THEN 1.0 ELSE 0.5 END)
+                        + length(v_digits)::real / greatest(length(f.phone_d), 1)
                     ELSE greatest(f.ws_name, f.ws_email)
-                        + CASE WHEN f.name_l = $2 OR f.email_l = $2 THEN 1.0
-                               WHEN f.name_l LIKE $4 OR f.email_l LIKE $4 THEN 0.5
+                        + CASE WHEN f.name_l = v_lower OR f.email_l = v_lower THEN 1.0
+                               WHEN f.name_l LIKE v_prefix OR f.email_l LIKE v_prefix THEN 0.5
                                ELSE 0 END
                END::real AS score
         FROM matched m
         CROSS JOIN LATERAL (
             SELECT n.name_l, n.email_l, regexp_replace(m.phone, '[^0-9]', '', 'g') AS phone_d,
-                   word_similarity($2, n.name_l) AS ws_name,
-                   coalesce(word_similarity($2, n.email_l), 0) AS ws_email
+                   word_similarity(v_lower, n.name_l) AS ws_name,
+                   coalesce(word_similarity(v_lower, n.email_l), 0) AS ws_email
             FROM (SELECT lower(coalesce(m.first_name, '') || ' ' || coalesce(m.last_name, '')) AS name_l,
                          lower(m.email) AS email_l) n
         ) f
@@ -187,26 +231,25 @@ BEGIN
         SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone, 3 AS tier,
                'name'::text AS match_kind,
                word_similarity(
-                   $2, lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')))::real AS score
+                   v_lower, lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')))::real
+                   AS score
         FROM crm_customers c
-        WHERE $5 IS NULL
-          AND (SELECT count(*) FROM matched) < $6
-          AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) % $2
+        WHERE v_digits IS NULL
+          AND (SELECT count(*) FROM matched) < v_limit
+          AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) % v_lower
           AND NOT EXISTS (SELECT 1 FROM matched x WHERE x.customer_id = c.customer_id)
     ),
     page AS (
         SELECT * FROM (SELECT * FROM scored UNION ALL SELECT * FROM near) r
         ORDER BY r.tier, r.score DESC, r.customer_id
-        LIMIT $6
+        LIMIT v_limit
     )
     SELECT r.customer_id, r.customer_uuid, r.first_name, r.last_name, r.email, r.phone,
            r.match_kind, r.score, m.golden_customer_id, m.total_orders, m.total_lifetime_value,
            m.value_segment, m.activity_segment
     FROM page r
     LEFT JOIN customer_360_mv m ON m.customer_id = r.customer_id
-    ORDER BY r.tier, r.score DESC, r.customer_id
-    $q$
-    USING v_q, v_lower, '%' || v_escaped || '%', v_escaped || '%', v_digits, v_limit, search_scan_cap(v_limit);
+    ORDER BY r.tier, r.score DESC, r.customer_id;
 END;
 $fn$;
 
