@@ -191,3 +191,17 @@ def test_prefix_predicates_use_the_btree_indexes(conn):
             for r in conn.execute(f"EXPLAIN SELECT customer_id FROM crm_customers WHERE {predicate}")
         )
         assert f"crm_customers_{index}_idx" in plan, plan
+
+
+def test_prefix_upper_bound_and_non_ascii_prefixes(conn):
+    bound = conn.execute(
+        "SELECT search_prefix_upper_bound('abc') AS a, search_prefix_upper_bound('zé') AS b,"
+        " search_prefix_upper_bound(chr(55295)) = chr(57344) AS skips_surrogates,"
+        " search_prefix_upper_bound('a' || chr(1114111)) AS c, search_prefix_upper_bound(chr(1114111)) AS d"
+    ).fetchone()
+    assert bound == {"a": "abd", "b": "zê", "skips_surrogates": True, "c": "b", "d": None}
+    add(conn, [(1, "Élise", "Zoë", "elise@example.fr", None), (2, "Eli", "Zoe", "eli@example.fr", None)])
+    assert ids(search(conn, "élise")) == [1]
+    hits = search(conn, "zoë")
+    assert ids(hits)[:1] == [1] and hits[0]["score"] > 0.5
+    assert ids(search(conn, "eli")) == [2, 1]  # 'eli zoe' and the email 'elise@' start with it
