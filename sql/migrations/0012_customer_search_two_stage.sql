@@ -105,6 +105,7 @@ DECLARE
     v_lower   text;
     v_upper   text;
     v_like    text;
+    v_probe   text;
     v_prefix  text;
     v_digits  text;
     v_id      bigint;
@@ -130,6 +131,11 @@ BEGIN
     v_upper := search_prefix_upper_bound(v_lower);
     v_like := '%' || replace(replace(replace(v_lower, '\', '\\'), '%', '\%'), '_', '\_') || '%';
     v_prefix := substr(v_like, 2);  -- 'query%'
+    -- What tier 2 asks the trigram index for: a run of 4+ digits in the query when there is one (ids in
+    -- emails and names are their most distinctive part, while letters like 'user' or '.com' occur in
+    -- nearly every row and make the GIN scan walk huge posting lists), else the whole query. Each
+    -- row found is then checked for the whole query with strpos (literal, no pattern).
+    v_probe := coalesce('%' || substring(v_lower FROM '[0-9]{4,}') || '%', v_like);
     v_cap := search_scan_cap(v_limit);
     IF v_q ~ '^[0-9]{1,18}$' THEN
         v_id := v_q::bigint;
@@ -183,14 +189,23 @@ BEGIN
         FROM (SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
               FROM crm_customers c
               WHERE v_digits IS NULL
-                AND (lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) LIKE v_like
-                     OR lower(c.email) LIKE v_like)
+                AND (lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) LIKE v_probe
+                     OR lower(c.email) LIKE v_probe)
+                AND (strpos(lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')), v_lower) > 0
+                     OR strpos(lower(c.email), v_lower) > 0)
               UNION ALL
+              -- The index is searched for the last 7 digits (the subscriber number: country and area
+              -- codes are shared by many), the whole fragment is then checked on the row.
               SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
               FROM crm_customers c
               WHERE v_digits IS NOT NULL
-                AND regexp_replace(c.phone, '[^0-9]', '', 'g') LIKE '%' || v_digits || '%') x
+                AND regexp_replace(c.phone, '[^0-9]', '', 'g') LIKE '%' || right(v_digits, 7) || '%'
+                AND strpos(regexp_replace(c.phone, '[^0-9]', '', 'g'), v_digits) > 0) x
         WHERE (SELECT count(*) FROM by_id) + (SELECT count(*) FROM prefixed) < v_limit
+          -- an exact name or email answers the query: no need to look further
+          AND NOT EXISTS (SELECT 1 FROM prefixed p
+                          WHERE lower(coalesce(p.first_name, '') || ' ' || coalesce(p.last_name, '')) = v_lower
+                             OR lower(p.email) = v_lower)
           AND NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = x.customer_id)
           AND NOT EXISTS (SELECT 1 FROM prefixed p WHERE p.customer_id = x.customer_id)
         LIMIT v_cap
@@ -226,7 +241,9 @@ BEGIN
                          lower(m.email) AS email_l) n
         ) f
     ),
-    -- Tier 3: near misses (typos) by trigram similarity of the name, only when tiers 0-2 leave room.
+    -- Tier 3: near misses (typos) by trigram similarity of the name, only when nothing holds the
+    -- query literally, and like tier 2 at most v_cap rows read: a typo of a common name has tens of
+    -- thousands of similar candidates.
     near AS (
         SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone, 3 AS tier,
                'name'::text AS match_kind,
@@ -235,9 +252,9 @@ BEGIN
                    AS score
         FROM crm_customers c
         WHERE v_digits IS NULL
-          AND (SELECT count(*) FROM matched) < v_limit
+          AND NOT EXISTS (SELECT 1 FROM matched)
           AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) % v_lower
-          AND NOT EXISTS (SELECT 1 FROM matched x WHERE x.customer_id = c.customer_id)
+        LIMIT v_cap
     ),
     page AS (
         SELECT * FROM (SELECT * FROM scored UNION ALL SELECT * FROM near) r

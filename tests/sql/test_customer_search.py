@@ -42,11 +42,12 @@ def ids(hits):
 def test_exact_name_and_email_rank_first(conn):
     add(conn)
     hits = search(conn, "Anna Smith")
-    # the exact name (tier 1, 2.0), 'joanna smith' holds it (tier 2), then near misses (tier 3).
-    assert ids(hits)[:2] == [5, 6]
+    # The exact name answers the query: tier 2 ('joanna smith' holds it) and near misses are not read.
+    assert ids(hits) == [5]
     assert (hits[0]["match_kind"], hits[0]["score"]) == ("name", pytest.approx(2.0))
-    assert hits[1]["score"] == pytest.approx(0.82, abs=0.01)
-    assert all(h["score"] < 0.8 for h in hits[2:]) and 1 in ids(hits[2:])
+    hits = search(conn, "anna smit")  # no exact match: prefix first, then what contains it
+    assert ids(hits) == [5, 6]
+    assert hits[1]["score"] == pytest.approx(0.7)
     hits = search(conn, "JANE@smithers.io")
     assert (hits[0]["customer_id"], hits[0]["match_kind"], hits[0]["score"]) == (2, "email", 2.0)
 
@@ -76,6 +77,23 @@ def test_typo_falls_back_to_near_misses(conn):
     hits = search(conn, "jon smiht")
     assert hits and hits[0]["customer_id"] == 1
     assert all(h["score"] < 1 for h in hits)
+    # Near misses only when nothing holds the query: 'anna smit' has literal matches only.
+    assert ids(search(conn, "anna smit")) == [5, 6]
+
+
+def test_digit_runs_and_phone_tails_probe_the_index_but_the_whole_query_must_match(conn):
+    add(
+        conn,
+        [
+            (1, "A", "One", "user92809@example.com", "+1 555 0157257"),
+            (2, "B", "Two", "admin92809@example.com", "+44 555 0157257"),
+            (3, "C", "Three", "user9280@example.com", "+1 555 0157258"),
+        ],
+    )
+    assert ids(search(conn, "user92809")) == [1]  # '92809' probes, 'admin92809' fails the check
+    assert ids(search(conn, "r9280")) == [3, 1]
+    assert ids(search(conn, "1 555 0157257")) == [1]  # the last 7 digits probe, all 11 must match
+    assert ids(search(conn, "555 0157257")) == [1, 2]
 
 
 def test_quotes_wildcards_and_backslashes_are_literal(conn):
