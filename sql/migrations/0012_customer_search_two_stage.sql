@@ -12,15 +12,17 @@
 --           a match and scores highest). Found through btree indexes in key order (C collation), at
 --           most p_limit per field, so the first in alphabetical order when there are more;
 --   tier 2  the query anywhere in the name or email, or in the phone digits for a phone-like query;
---           only when tiers 0-1 do not fill the page. When more than search_scan_cap(p_limit) rows
---           hold it, the best of the first that many (in storage order) are ranked;
---   tier 3  near misses of the name by trigram similarity (typos), only when tiers 0-2 do not fill it.
+--           only when tiers 0-1 do not fill the page and hold no exact name/email. When more than
+--           search_scan_cap(p_limit) rows hold it, the best of the first that many (storage order);
+--   tier 3  near misses of the name by trigram similarity (typos), only when tiers 0-2 found nothing,
+--           capped the same way.
 -- Within a tier: score descending, then the lower customer_id. The score is 0004's, unchanged:
 -- word_similarity against name and email (+1 exact name/email, +0.5 name/email prefix); for phones
 -- 0.5 (1 when the digits are the whole number) + the share of the number the query covers.
 -- What changed against 0004: a surname-prefix match now ranks above a row that only contains the
 -- query (0004 ranked by score alone, so e.g. 'van smith' 1.0 came before 'smithers' 0.83 for 'smith');
--- and the capped tier 2 (0004 scored every match however many there were).
+-- an exact name/email no longer pads the page with rows containing it; near misses only when nothing
+-- matches literally; and the caps (0004 scored every match however many there were).
 
 -- Prefix lookups in byte order: the C collation makes `LIKE 'abc%'` a btree range scan whatever the
 -- database collation, and customer_id in the key gives the tie order without a sort. The expressions
@@ -273,8 +275,9 @@ $fn$;
 COMMENT ON FUNCTION customer_search_rows(text, integer) IS
     'Ranked customer search (invoker rights; search_customers audits it). Best first: tier 0 exact id or '
     'uuid; 1 name, surname or email starts with the query (btree, first p_limit per field in alphabetical '
-    'order); 2 contains it in name, email or phone digits (trigram GIN; only if 0-1 leave room; at most '
-    'search_scan_cap(p_limit) rows read, in storage order); 3 trigram near misses of the name. Within a '
+    'order); 2 contains it in name, email or phone digits (trigram GIN; only if 0-1 leave room and hold no '
+    'exact name/email; at most search_scan_cap(p_limit) rows read, in storage order); 3 trigram near '
+    'misses of the name, only if 0-2 found nothing (same cap). Within a '
     'tier: score desc (word_similarity, +1 exact, +0.5 prefix; phones by share of the number), then id.';
 COMMENT ON FUNCTION search_customers(text, integer) IS
     'Ranked customer search by name, email or phone fragment; exact lookups for an id or a uuid. '
