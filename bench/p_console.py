@@ -247,6 +247,7 @@ async def drive(dsn: str, rounds: int) -> dict[str, Any]:
     samples: list[tuple[str, float, bool]] = []
     fetches: list[tuple[str, float]] = []
     errors: list[tuple[str, str]] = []
+    misses: list[str] = []
     lag = LoopLag()
     async with app.run_test(size=SIZE) as pilot:
         probe = FrameProbe(app)
@@ -290,6 +291,13 @@ async def drive(dsn: str, rounds: int) -> dict[str, Any]:
                     await asyncio.sleep(0.002)
                 probe.pending = None
                 hit = probe.hit_at is not None
+                if not hit:  # what the screen showed instead, for the report
+                    focused = app.focused
+                    misses.append(
+                        f"{press.what} ({key}): screen {type(app.screen).__name__}, focused "
+                        f"{type(focused).__name__}#{getattr(focused, 'id', None)} "
+                        f"value {getattr(focused, 'value', None)!r}"
+                    )
                 samples.append((press.what, (probe.hit_at - t0) if hit else FRAME_TIMEOUT_S, hit))
                 await asyncio.sleep(GAPS[n % len(GAPS)])
                 n += 1
@@ -301,6 +309,7 @@ async def drive(dsn: str, rounds: int) -> dict[str, Any]:
         "samples": samples,
         "fetches": fetches,
         "errors": errors,
+        "misses": misses,
         "lags": lag.lags,
         "ticks": ticks,
         "seconds": elapsed,
@@ -331,6 +340,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
     return {
         "presses": len(ms),
         "missed": sum(1 for s in run["samples"] if not s[2]),
+        "misses": run["misses"],
         "p50_ms": round(statistics.median(ms), 1),
         "p95_ms": round(pct(ms, 0.95), 1),
         "max_ms": round(max(ms), 1),
