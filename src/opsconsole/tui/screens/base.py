@@ -16,11 +16,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from opsconsole.ops.registry import Capabilities, actions_for_pane
 from opsconsole.tui.jobs import JobsBar
-from opsconsole.tui.widgets.chrome import Banner, PaneTabs, StatusHeader
+from opsconsole.tui.widgets.chrome import Banner, PaneFooter, PaneTabs, StatusHeader
 
 if TYPE_CHECKING:
     from opsconsole.tui.app import OpsConsoleApp
@@ -66,7 +66,7 @@ class PaneScreen(Screen):
             with Vertical(id="pane-body"):
                 yield from self.compose_body()
         yield JobsBar()
-        yield Footer(compact=True)
+        yield PaneFooter(compact=True)
 
     def compose_body(self) -> ComposeResult:  # pragma: no cover - overridden
         yield from ()

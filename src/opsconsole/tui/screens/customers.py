@@ -20,13 +20,13 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from opsconsole.db.queries import query
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import cell_num, plain, pretty_json
 from opsconsole.tui.screens.base import PaneScreen
-from opsconsole.tui.widgets.chrome import StatusHeader
+from opsconsole.tui.widgets.chrome import PaneFooter, StatusHeader
 from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
 LIMIT = 50
@@ -285,7 +285,7 @@ class CustomerScreen(Screen):
             yield Static("", id="c-transactions")
             yield Static("", id="c-versions")
             yield Static("", id="c-travel")
-        yield Footer(compact=True)
+        yield PaneFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#customer-body").focus()
