@@ -116,19 +116,26 @@ def render(results: list[Result]) -> Table:
     return table
 
 
-def readme_table(results: list[Result], machine: str, quick: bool) -> str:
+def readme_table(records: list[dict]) -> str:
+    """The README's table from latest.json's records (a partial run keeps the others' last figures)."""
+    machines = sorted({r["machine"] for r in records})
+    sizes = {r["quick"] for r in records}
+    how = "`make bench QUICK=1`" if sizes == {True} else "`make bench`"
+    if sizes == {True, False}:
+        how += " (rows marked *quick* at the small sizes of `QUICK=1`)"
     lines = [
-        f"Measured by `make bench{' QUICK=1' if quick else ''}` on {machine}.",
+        f"Measured by {how} on {'; '.join(machines)}.",
         "",
         "| id | what | value | baseline | ratio | target | ok |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        base = "—" if r.baseline is None else f"{num(r.baseline)} {r.unit}"
-        ratio = "—" if r.ratio is None else f"{r.ratio:,.1f}x"
+    for r in records:
+        base = "—" if r["baseline"] is None else f"{num(r['baseline'])} {r['unit']}"
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:,.1f}x"
+        what = r["what"] + (" (*quick*)" if r["quick"] and sizes == {True, False} else "")
         lines.append(
-            f"| {r.id} | {r.what} | {num(r.value)} {r.unit} | {base} | {ratio} | {r.target} | "
-            f"{'yes' if r.ok else 'no'} |"
+            f"| {r['id']} | {what} | {num(r['value'])} {r['unit']} | {base} | {ratio} | {r['target']} | "
+            f"{'yes' if r['ok'] else 'no'} |"
         )
     return "\n".join(lines)
 
@@ -147,7 +154,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes; finishes in under a minute")
     parser.add_argument("--only", help="comma-separated ids, e.g. P1,P4")
     parser.add_argument("--dsn", help="admin DSN of the server to use (default: the embedded server)")
+    parser.add_argument("--readme", action="store_true", help="only rewrite the README table (latest.json)")
     args = parser.parse_args()
+    if args.readme:
+        update_readme(readme_table(json.loads(RESULTS.read_text(encoding="utf-8"))))
+        return 0
 
     console = Console()
     if args.dsn:
@@ -181,8 +192,7 @@ def main() -> int:
         payload = sorted(kept + payload, key=lambda r: r["id"])
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     console.print(render(results))
-    if not args.only:
-        update_readme(readme_table(results, machine, args.quick))
+    update_readme(readme_table(payload))
     console.print(f"wrote {RESULTS.relative_to(ROOT.parent)}")
     return 0
 
