@@ -1,0 +1,209 @@
+-- 0013: search results say which field held the query.
+-- 0012 labelled a match 'email' only when the email was more similar (word_similarity) than the name;
+-- for short fragments both similarities are 0, so a row found by its email ('5' in aiko.young15@...)
+-- was labelled 'name'. The label now comes from the field that contains the query. Only the match_kind
+-- expression differs from 0012; the rest of the body is 0012's, repeated because a function is
+-- replaced whole.
+
+CREATE OR REPLACE FUNCTION customer_search_rows(p_query text, p_limit integer DEFAULT 20)
+RETURNS TABLE(
+    customer_id bigint,
+    customer_uuid uuid,
+    first_name varchar,
+    last_name varchar,
+    email varchar,
+    phone varchar,
+    match_kind text,
+    score real,
+    golden_customer_id bigint,
+    total_orders bigint,
+    total_lifetime_value numeric,
+    value_segment text,
+    activity_segment text
+)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, public
+-- Tier 2 reads at most a few hundred rows (LIMIT without ORDER BY), and the planner, assuming matches
+-- spread evenly, would often pick a sequential scan that "stops early"; when the matches are rare or
+-- clustered that reads the whole table. Every path of this search has an index, so seq scans are off.
+SET enable_seqscan = off
+-- Planning this statement costs more than running it (~4 ms against ~2-4 ms); every path is fixed by
+-- the indexes above, so one generic plan per session serves every query.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    v_q       text := btrim(coalesce(p_query, ''));
+    v_lower   text;
+    v_upper   text;
+    v_like    text;
+    v_probe   text;
+    v_prefix  text;
+    v_digits  text;
+    v_id      bigint;
+    v_limit   integer := least(greatest(coalesce(p_limit, 20), 1), 1000);
+    v_cap     integer;
+BEGIN
+    IF v_q = '' THEN
+        RAISE EXCEPTION 'search_customers: the query is empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF v_q ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+        RETURN QUERY
+        SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone,
+               'uuid'::text, 2::real, m.golden_customer_id, m.total_orders, m.total_lifetime_value,
+               m.value_segment, m.activity_segment
+        FROM crm_customers c
+        LEFT JOIN customer_360_mv m ON m.customer_id = c.customer_id
+        WHERE c.customer_uuid = v_q::uuid;
+        RETURN;
+    END IF;
+
+    v_lower := lower(v_q);
+    v_upper := search_prefix_upper_bound(v_lower);
+    v_like := '%' || replace(replace(replace(v_lower, '\', '\\'), '%', '\%'), '_', '\_') || '%';
+    v_prefix := substr(v_like, 2);  -- 'query%'
+    -- What tier 2 asks the trigram index for: a run of 4+ digits in the query when there is one (ids in
+    -- emails and names are their most distinctive part, while letters like 'user' or '.com' occur in
+    -- nearly every row and make the GIN scan walk huge posting lists), else the whole query. Each
+    -- row found is then checked for the whole query with strpos (literal, no pattern).
+    v_probe := coalesce('%' || substring(v_lower FROM '[0-9]{4,}') || '%', v_like);
+    v_cap := search_scan_cap(v_limit);
+    IF v_q ~ '^[0-9]{1,18}$' THEN
+        v_id := v_q::bigint;
+    END IF;
+    -- Phone fragments: a query made of digits and phone punctuation, with at least 3 digits.
+    IF v_q ~ '^[0-9 +().-]+$' THEN
+        v_digits := regexp_replace(v_q, '[^0-9]', '', 'g');
+        IF length(v_digits) < 3 THEN
+            v_digits := NULL;
+        END IF;
+    END IF;
+
+    RETURN QUERY
+    WITH by_id AS (
+        SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+        FROM crm_customers c
+        WHERE c.customer_id = v_id
+    ),
+    -- Tier 1: each field's first v_limit prefix matches in index order (an exact match sorts first).
+    prefixed AS MATERIALIZED (
+        SELECT DISTINCT ON (p.customer_id) p.*
+        FROM ((SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+               FROM crm_customers c
+               WHERE v_digits IS NULL AND v_upper IS NOT NULL
+                 AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) COLLATE "C" >= v_lower
+                 AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) COLLATE "C" < v_upper
+               ORDER BY lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) COLLATE "C",
+                        c.customer_id
+               LIMIT v_limit)
+              UNION ALL
+              (SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+               FROM crm_customers c
+               WHERE v_digits IS NULL AND v_upper IS NOT NULL
+                 AND lower(c.last_name) COLLATE "C" >= v_lower AND lower(c.last_name) COLLATE "C" < v_upper
+               ORDER BY lower(c.last_name) COLLATE "C", c.customer_id
+               LIMIT v_limit)
+              UNION ALL
+              (SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+               FROM crm_customers c
+               WHERE v_digits IS NULL AND v_upper IS NOT NULL
+                 AND lower(c.email) COLLATE "C" >= v_lower AND lower(c.email) COLLATE "C" < v_upper
+               ORDER BY lower(c.email) COLLATE "C", c.customer_id
+               LIMIT v_limit)) p
+        WHERE NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = p.customer_id)
+        ORDER BY p.customer_id
+    ),
+    -- Tier 2: rows holding the query anywhere (trigram GIN indexes), read only when tiers 0-1 leave
+    -- room on the page and at most v_cap of them: no ORDER BY here, so the scan stops early.
+    contained AS MATERIALIZED (
+        SELECT x.*
+        FROM (SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+              FROM crm_customers c
+              WHERE v_digits IS NULL
+                AND (lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) LIKE v_probe
+                     OR lower(c.email) LIKE v_probe)
+                AND (strpos(lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')), v_lower) > 0
+                     OR strpos(lower(c.email), v_lower) > 0)
+              UNION ALL
+              -- The index is searched for the last 7 digits (the subscriber number: country and area
+              -- codes are shared by many), the whole fragment is then checked on the row.
+              SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone
+              FROM crm_customers c
+              WHERE v_digits IS NOT NULL
+                AND regexp_replace(c.phone, '[^0-9]', '', 'g') LIKE '%' || right(v_digits, 7) || '%'
+                AND strpos(regexp_replace(c.phone, '[^0-9]', '', 'g'), v_digits) > 0) x
+        WHERE (SELECT count(*) FROM by_id) + (SELECT count(*) FROM prefixed) < v_limit
+          -- an exact name or email answers the query: no need to look further
+          AND NOT EXISTS (SELECT 1 FROM prefixed p
+                          WHERE lower(coalesce(p.first_name, '') || ' ' || coalesce(p.last_name, '')) = v_lower
+                             OR lower(p.email) = v_lower)
+          AND NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = x.customer_id)
+          AND NOT EXISTS (SELECT 1 FROM prefixed p WHERE p.customer_id = x.customer_id)
+        LIMIT v_cap
+    ),
+    matched AS (
+        SELECT b.*, 0 AS tier FROM by_id b
+        UNION ALL
+        SELECT p.*, 1 FROM prefixed p
+        UNION ALL
+        SELECT t.*, 2 FROM contained t
+    ),
+    scored AS (
+        SELECT m.customer_id, m.customer_uuid, m.first_name, m.last_name, m.email, m.phone, m.tier,
+               CASE WHEN m.tier = 0 THEN 'id'
+                    WHEN v_digits IS NOT NULL THEN 'phone'
+                    -- the field that holds the query; similarity only decides between two that both
+                    -- do (or, in tier 1, neither: a prefix of 'first last' is always in the name)
+                    WHEN strpos(f.email_l, v_lower) > 0 AND strpos(f.name_l, v_lower) = 0 THEN 'email'
+                    WHEN strpos(f.name_l, v_lower) > 0 AND strpos(f.email_l, v_lower) = 0 THEN 'name'
+                    WHEN f.ws_email > f.ws_name THEN 'email'
+                    ELSE 'name' END AS match_kind,
+               CASE WHEN m.tier = 0 THEN 2
+                    WHEN v_digits IS NOT NULL THEN
+                        (CASE WHEN f.phone_d = v_digits THEN 1.0 ELSE 0.5 END)
+                        + length(v_digits)::real / greatest(length(f.phone_d), 1)
+                    ELSE greatest(f.ws_name, f.ws_email)
+                        + CASE WHEN f.name_l = v_lower OR f.email_l = v_lower THEN 1.0
+                               WHEN f.name_l LIKE v_prefix OR f.email_l LIKE v_prefix THEN 0.5
+                               ELSE 0 END
+               END::real AS score
+        FROM matched m
+        CROSS JOIN LATERAL (
+            SELECT n.name_l, n.email_l, regexp_replace(m.phone, '[^0-9]', '', 'g') AS phone_d,
+                   word_similarity(v_lower, n.name_l) AS ws_name,
+                   coalesce(word_similarity(v_lower, n.email_l), 0) AS ws_email
+            FROM (SELECT lower(coalesce(m.first_name, '') || ' ' || coalesce(m.last_name, '')) AS name_l,
+                         lower(m.email) AS email_l) n
+        ) f
+    ),
+    -- Tier 3: near misses (typos) by trigram similarity of the name, only when nothing holds the
+    -- query literally, and like tier 2 at most v_cap rows read: a typo of a common name has tens of
+    -- thousands of similar candidates.
+    near AS (
+        SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone, 3 AS tier,
+               'name'::text AS match_kind,
+               word_similarity(
+                   v_lower, lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')))::real
+                   AS score
+        FROM crm_customers c
+        WHERE v_digits IS NULL
+          AND NOT EXISTS (SELECT 1 FROM matched)
+          AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) % v_lower
+        LIMIT v_cap
+    ),
+    page AS (
+        SELECT * FROM (SELECT * FROM scored UNION ALL SELECT * FROM near) r
+        ORDER BY r.tier, r.score DESC, r.customer_id
+        LIMIT v_limit
+    )
+    SELECT r.customer_id, r.customer_uuid, r.first_name, r.last_name, r.email, r.phone,
+           r.match_kind, r.score, m.golden_customer_id, m.total_orders, m.total_lifetime_value,
+           m.value_segment, m.activity_segment
+    FROM page r
+    LEFT JOIN customer_360_mv m ON m.customer_id = r.customer_id
+    ORDER BY r.tier, r.score DESC, r.customer_id;
+END;
+$fn$;
+
+SELECT opsconsole_apply_grants();
