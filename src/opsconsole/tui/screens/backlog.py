@@ -80,8 +80,7 @@ class BacklogScreen(PaneScreen):
         yield Static("", id="rows-title", classes="box-title")
         yield keyed_table(ROW_COLUMNS, enter="Details", id="rows")
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def pane_mounted(self) -> None:
         self.query_one("#filter", Input).display = False
         self.query_one("#rows", KeyedTable).focus()
 
