@@ -130,3 +130,19 @@ def test_gc_policy_collects_when_the_keyboard_is_quiet():
     finally:
         policy.stop()
     assert gc.get_threshold() == saved and gc.get_freeze_count() == 0
+
+
+async def test_closing_the_backlog_filter_queries_only_when_it_filtered(make_app, seeded):
+    app = make_app(dsn=seeded, start_pane="backlog", listen=False, interval=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.wait_loaded("backlog")
+        ticks = app.engine.ticks
+        await pilot.press("slash", "escape")  # opened and closed, nothing typed
+        await pilot.pause(0.3)
+        assert not app.screen.query_one("#filter").display
+        assert app.engine.ticks == ticks and not app.engine.in_flight
+        await pilot.press("slash", "x")
+        await app.wait_loaded("backlog", lambda d: d.filter == "x")
+        await pilot.press("escape")  # the rows shown were filtered: fetch them all again
+        await app.wait_loaded("backlog", lambda d: d.filter is None)
+        assert app.engine.ticks > ticks + 1
