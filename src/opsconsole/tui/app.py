@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import psycopg
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
 from opsconsole.ops.registry import ACTIONS, ACTIONS_BY_ID, Capabilities
 from opsconsole.tui.clock import Clock, human_duration
+from opsconsole.tui.gcpolicy import GcPolicy
 from opsconsole.tui.jobs import Job, JobsBar
 from opsconsole.tui.operations import JobFinished, JobProgress, Operations
 from opsconsole.tui.refresh import DbSlot, Listener, Notified, RefreshDone, RefreshEngine
@@ -94,6 +96,9 @@ class OpsConsoleApp(App):
         self.ops = Operations(self)
         self.notifications_seen: list[tuple[str, str]] = []
         self.notices: list[str] = []
+        self.premounted = False  # every pane composed and mounted (see _premount)
+        self._instant_switch = False
+        self.gc_policy = GcPolicy()
 
     def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
         """As App.notify; the last messages are also kept in `notices` (tests read them)."""
@@ -115,6 +120,7 @@ class OpsConsoleApp(App):
                 screen.render_data(screen.data)
 
     def on_unmount(self) -> None:
+        self.gc_policy.stop()
         self.engine.stop()
         if self.listener is not None:
             self.listener.stop()
@@ -125,12 +131,42 @@ class OpsConsoleApp(App):
     def _on_exit_app(self) -> None:  # also runs on ctrl+q
         self.on_unmount()
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent):
+            self.gc_policy.input_seen()
+        await super().on_event(event)
+
     # -- panes ----------------------------------------------------------------------------------
     def action_show_pane(self, pane: str) -> None:
         if pane not in self.panes:
             return
         self.current_pane = pane
-        self.switch_mode(pane)
+        # switch_mode holds every frame back 50 ms (App.delay_update) to hide a screen composing itself;
+        # a mounted pane is composed and laid out already, so it can be drawn in the next frame (P8).
+        self._instant_switch = self.panes[pane].is_mounted
+        try:
+            self.switch_mode(pane)
+        finally:
+            self._instant_switch = False
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        if not self._instant_switch:
+            super().delay_update(delay)
+
+    async def _premount(self) -> None:
+        """Compose and mount the panes not shown yet, one at a time, so that the first switch to each
+        one costs a redraw instead of composing a screen (100-270 ms on the UI thread, P8). Then the
+        app's objects all exist: hand full garbage collections to the GcPolicy."""
+        init_mode = getattr(self, "_init_mode", None)  # Textual's own first step of switch_mode
+        for pane_id, screen in self.panes.items():
+            if init_mode is None or not self.is_running:  # not running: shutting down
+                break
+            if not screen.is_running:
+                await init_mode(pane_id)
+            await asyncio.sleep(0)  # keys go first
+        self.premounted = True
+        self.gc_policy.start()
+        self.set_interval(1.0, self.gc_policy.tick, name="gc")
 
     def pane_shown(self, pane: str) -> None:
         """A pane became visible: refresh it now if its data is old or a NOTIFY marked it dirty."""
@@ -158,6 +194,8 @@ class OpsConsoleApp(App):
     # -- engine callbacks -------------------------------------------------------------------------
     def on_refresh_done(self, message: RefreshDone) -> None:
         self.engine.finished(message)
+        if self.engine.ticks == 1:  # the first pane shows its data: now prepare the others
+            self.run_worker(self._premount(), group="premount", exit_on_error=False)
 
     def caps_changed(self, caps: Capabilities) -> None:
         self.caps = caps
@@ -345,7 +383,7 @@ class OpsConsoleApp(App):
                 or screen.fetch_error is not None
                 or (screen.data is not None and (check is None or check(screen.data)))
             )
-            if done and not self.engine.in_flight and not self._busy_workers():
+            if done and self.premounted and not self.engine.in_flight and not self._busy_workers():
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError(f"the {pane} pane did not load within {timeout} s")

@@ -14,6 +14,7 @@ from textual.widgets import Static
 
 from opsconsole.ops.registry import ActionSpec
 from opsconsole.tui.clock import human_duration
+from opsconsole.tui.widgets.chrome import shown
 
 if TYPE_CHECKING:
     from opsconsole.tui.app import OpsConsoleApp
@@ -64,6 +65,8 @@ class JobsBar(Static):
         self.set_interval(0.5, self.tick)
 
     def tick(self) -> None:
+        if not shown(self):
+            return
         app: OpsConsoleApp = self.app  # type: ignore[assignment]
         now = app.clock.monotonic()
         lines = []

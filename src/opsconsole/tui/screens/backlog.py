@@ -80,8 +80,7 @@ class BacklogScreen(PaneScreen):
         yield Static("", id="rows-title", classes="box-title")
         yield keyed_table(ROW_COLUMNS, enter="Details", id="rows")
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def pane_mounted(self) -> None:
         self.query_one("#filter", Input).display = False
         self.query_one("#rows", KeyedTable).focus()
 
@@ -187,11 +186,13 @@ class BacklogScreen(PaneScreen):
     def action_clear(self) -> None:
         box = self.query_one("#filter", Input)
         if box.has_focus or self.filter_text:
+            filtered = bool(self.filter_text.strip())
             box.value = ""
             self.filter_text = ""
             box.display = False
             self.query_one("#rows", KeyedTable).focus()
-            self.console_app.engine.request({self.PANE_ID})
+            if filtered:  # the rows shown were filtered: fetch them all (closing an empty filter: no query)
+                self.console_app.engine.request({self.PANE_ID})
         elif self.selected:
             self.clear_selection()
 

@@ -12,6 +12,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import psycopg
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -20,7 +21,7 @@ from textual.widgets import Static
 
 from opsconsole.ops.registry import Capabilities, actions_for_pane
 from opsconsole.tui.jobs import JobsBar
-from opsconsole.tui.widgets.chrome import Banner, PaneFooter, PaneTabs, StatusHeader
+from opsconsole.tui.widgets.chrome import Banner, PaneFooter, PaneTabs, StatusHeader, shown
 
 if TYPE_CHECKING:
     from opsconsole.tui.app import OpsConsoleApp
@@ -72,10 +73,23 @@ class PaneScreen(Screen):
         yield from ()
 
     def on_mount(self) -> None:
+        if not self.app.is_running:
+            return  # the app quit while this pane was being mounted ahead of time (widgets gone)
         self.set_interval(1.0, self.update_badge)
         self._apply()
+        self.pane_mounted()
 
-    def on_screen_resume(self) -> None:
+    def pane_mounted(self) -> None:
+        """A pane's own setup once its widgets exist (which widget has the focus ...)."""
+
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        # Textual re-applies the whole stylesheet to a screen it switches to, and every DataTable then
+        # drops its rendered rows; a pane's styles are kept current while it is hidden (classes,
+        # focus and hover restyle their widgets as they change; a theme change refreshes all screens),
+        # so the restyle only cost time: ~40% of a pane switch's UI-thread work (P8).
+        event.refresh_styles = False
+        if not self.is_current:
+            return  # mounted ahead of time (OpsConsoleApp._premount), not shown
         self.console_app.pane_shown(self.PANE_ID)
 
     # -- data -----------------------------------------------------------------------------------
@@ -119,6 +133,8 @@ class PaneScreen(Screen):
         pass
 
     def update_badge(self) -> None:
+        if not shown(self):
+            return
         frames = self.query("#pane-frame")
         if not self.is_mounted or not frames:
             return

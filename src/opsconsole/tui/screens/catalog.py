@@ -67,8 +67,7 @@ class CatalogScreen(PaneScreen):
                 yield Static("Highlight a table to see its columns and lineage.", id="table-info")
                 yield Static("", id="lineage")
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def pane_mounted(self) -> None:
         self.query_one("#catalog-tree", Tree).focus()
 
     @classmethod

@@ -88,8 +88,7 @@ class CustomersScreen(PaneScreen):
         yield Static("", id="search-info")
         yield keyed_table(COLUMNS, enter="Open", id="results")
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def pane_mounted(self) -> None:
         self.query_one("#search", Input).focus()
 
     def fetch_params(self) -> dict[str, Any]:

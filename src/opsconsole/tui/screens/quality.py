@@ -48,8 +48,7 @@ class QualityScreen(PaneScreen):
         yield Static("", id="dq-summary")
         yield keyed_table(COLUMNS, enter="History", id="rules")
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def pane_mounted(self) -> None:
         self.query_one("#rules", KeyedTable).focus()
 
     @classmethod

@@ -12,12 +12,23 @@ from typing import TYPE_CHECKING, Any
 from textual.app import ComposeResult
 from textual.markup import escape
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Static
 
 from opsconsole.tui.clock import human_duration
 
 if TYPE_CHECKING:
     from opsconsole.tui.app import OpsConsoleApp
+
+
+def shown(widget: Widget) -> bool:
+    """Whether the widget's screen is in the current pane's stack (the pane, or under its dialog):
+    every pane is mounted, and the hidden ones need not redraw their clocks each second (the app
+    refreshes a pane's chrome when it is shown)."""
+    try:
+        return widget.screen in widget.app.screen_stack
+    except Exception:  # not attached (any more)
+        return False
 
 
 class _AppView(Static):
@@ -30,7 +41,8 @@ class _AppView(Static):
         self.set_interval(1.0, self.tick)
 
     def tick(self) -> None:
-        self.update(self.compose_text())
+        if shown(self):
+            self.update(self.compose_text())
 
     def compose_text(self) -> str:  # pragma: no cover - overridden
         return ""

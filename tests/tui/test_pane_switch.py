@@ -1,0 +1,148 @@
+"""Switching panes is a redraw (P8: key press -> screen update, p95 < 100 ms): every pane is mounted
+up front, a switch neither holds frames back nor re-applies the stylesheet, a pane shown again does
+not render its table cells again or query the database while its data is fresh, and full garbage
+collections wait for a quiet keyboard."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+
+import pytest
+from textual.widgets import DataTable
+
+from opsconsole.tui import sample
+from opsconsole.tui.gcpolicy import AT_LEAST_S, EVERY_S, NEVER, QUIET_S, GcPolicy
+from tests.tui.helpers import SIZE, wait_for
+
+
+@pytest.fixture
+def seeded(db_dsn, conn):
+    sample.seed(conn, dt.datetime.now(dt.UTC).replace(microsecond=0))
+    return db_dsn
+
+
+async def test_a_switch_to_a_shown_pane_redraws_without_delay_restyle_or_query(make_app, seeded, monkeypatch):
+    app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.wait_loaded("monitor")
+        assert all(screen.is_mounted for screen in app.panes.values())  # mounted before first shown
+        await pilot.press("2")
+        await app.wait_loaded("backlog")
+        await pilot.press("1")
+        await wait_for(pilot, lambda: app.screen is app.panes["monitor"])
+        await pilot.pause(0.2)
+
+        restyled: list[object] = []
+        update_nodes = app.stylesheet.update_nodes
+
+        def counting_update_nodes(nodes, animate=False):
+            nodes = list(nodes)
+            restyled.extend(nodes)
+            return update_nodes(nodes, animate=animate)
+
+        monkeypatch.setattr(app.stylesheet, "update_nodes", counting_update_nodes)
+        cells: list[tuple[int, int]] = []
+        render_cell = DataTable._render_cell
+
+        def counting_render_cell(self, row_index, column_index, *args, **kwargs):
+            cells.append((row_index, column_index))
+            return render_cell(self, row_index, column_index, *args, **kwargs)
+
+        monkeypatch.setattr(DataTable, "_render_cell", counting_render_cell)
+        ticks = app.engine.ticks
+        fetched_at = app.panes["backlog"].updated_at
+
+        app.action_show_pane("backlog")
+        assert app.screen is app.panes["backlog"]
+        assert app._batch_count == 0  # no App.delay_update: the next frame shows the pane
+        await pilot.pause(0.3)
+
+        assert restyled == []  # the stylesheet was not re-applied to the pane
+        assert cells == []  # its table drew from its cache: nothing changed since it was last shown
+        assert app.engine.ticks == ticks and not app.engine.in_flight  # fresh data: no query
+        assert app.panes["backlog"].updated_at == fetched_at
+        assert app.panes["backlog"].query_one("#rows", DataTable).row_count > 0
+
+
+async def test_a_pane_shown_again_after_its_data_aged_refreshes(make_app, seeded):
+    app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.wait_loaded("monitor")
+        await pilot.press("2")
+        await app.wait_loaded("backlog")
+        first = app.panes["backlog"].updated_at
+        await pilot.press("1")
+        await wait_for(pilot, lambda: app.screen is app.panes["monitor"])
+        app.engine.interval = 0.01  # the backlog's data is now older than the interval
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.panes["backlog"].updated_at != first, what="a backlog refresh")
+
+
+async def test_hidden_panes_do_not_redraw_their_clocks(make_app, seeded):
+    app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.wait_loaded("monitor")
+        header = app.panes["quality"].query_one("StatusHeader")
+        shown_header = app.panes["monitor"].query_one("StatusHeader")
+        before, shown_before = header.content, shown_header.content
+        app.engine.paused = True  # the shown header's text changes: "paused" instead of "every 1 min"
+        await pilot.pause(1.3)  # one tick of the 1 s interval
+        assert "paused" in str(shown_header.content) and shown_header.content != shown_before
+        assert header.content is before
+        await pilot.press("3")  # shown: brought up to date at once
+        await wait_for(pilot, lambda: "paused" in str(header.content), what="the quality header")
+
+
+async def test_the_app_takes_over_full_collections_and_gives_them_back(make_app, seeded):
+    saved = gc.get_threshold()
+    app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
+    async with app.run_test(size=SIZE):
+        await app.wait_loaded("monitor")
+        assert app.gc_policy.active
+        assert gc.get_threshold() == (saved[0], saved[1], NEVER)
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == saved
+    assert gc.get_freeze_count() == 0
+
+
+def test_gc_policy_collects_when_the_keyboard_is_quiet():
+    now = [1000.0]
+    policy = GcPolicy(clock=lambda: now[0])
+    assert not policy.due()  # not started
+    saved = gc.get_threshold()
+    policy.start()
+    try:
+        now[0] += EVERY_S - 1
+        assert not policy.tick()  # too soon after the last one
+        now[0] += 1
+        policy.input_seen()
+        assert not policy.tick()  # due, but a key was just pressed
+        now[0] += QUIET_S
+        assert policy.tick() and policy.collections == 1  # quiet: collected
+        for _ in range(int(AT_LEAST_S) - 1):  # typing without a pause ...
+            now[0] += 1
+            policy.input_seen()
+            assert not policy.tick()
+        now[0] += 1
+        policy.input_seen()
+        assert policy.tick() and policy.collections == 2  # ... still gets one every AT_LEAST_S
+    finally:
+        policy.stop()
+    assert gc.get_threshold() == saved and gc.get_freeze_count() == 0
+
+
+async def test_closing_the_backlog_filter_queries_only_when_it_filtered(make_app, seeded):
+    app = make_app(dsn=seeded, start_pane="backlog", listen=False, interval=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.wait_loaded("backlog")
+        ticks = app.engine.ticks
+        await pilot.press("slash", "escape")  # opened and closed, nothing typed
+        await pilot.pause(0.3)
+        assert not app.screen.query_one("#filter").display
+        assert app.engine.ticks == ticks and not app.engine.in_flight
+        await pilot.press("slash", "x")
+        await app.wait_loaded("backlog", lambda d: d.filter == "x")
+        await pilot.press("escape")  # the rows shown were filtered: fetch them all again
+        await app.wait_loaded("backlog", lambda d: d.filter is None)
+        assert app.engine.ticks > ticks + 1
