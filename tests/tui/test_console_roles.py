@@ -41,7 +41,7 @@ def seed(conn) -> None:
 
 async def _search(app, pilot, text: str) -> list:
     await wait_for(pilot, lambda: app.panes["customers"].data is not None, what="the customers pane")
-    await pilot.press(*text)
+    await pilot.press("slash", *text)
     await wait_for(pilot, lambda: app.panes["customers"].data.q == text, what="search results")
     await pilot.pause(0.1)
     return table_rows(app, "#results")

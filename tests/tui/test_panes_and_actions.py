@@ -451,7 +451,7 @@ async def test_customer_detail_360_history_time_travel_and_refresh(make_app, con
         await confirm(app, pilot)
         job = await job_done(app, pilot, "refresh_c360")
         assert job.status == "ok"
-        await pilot.press(*"Hopper")
+        await pilot.press("slash", *"Hopper")
         await app.wait_loaded("customers", lambda d: d.q == "Hopper" and d.rows)
         await pilot.press("escape", "enter")
         screen = await app.wait_screen("CustomerScreen")

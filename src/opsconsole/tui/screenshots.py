@@ -90,7 +90,7 @@ async def shoot(
 
 
 async def _search(app: OpsConsoleApp, pilot) -> None:
-    await pilot.press(*"ada")
+    await pilot.press("slash", *"ada")
     await app.wait_loaded("customers", lambda d: d.q == "ada")
 
 

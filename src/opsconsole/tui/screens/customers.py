@@ -84,12 +84,15 @@ class CustomersScreen(PaneScreen):
         return caps.why_not_readable(cls.NEEDS_RELATIONS)
 
     def compose_body(self) -> ComposeResult:
-        yield Input(placeholder="search: name, email, phone, customer id or uuid", id="search")
+        yield Input(placeholder="press / to search: name, email, phone, customer id or uuid", id="search")
         yield Static("", id="search-info")
         yield keyed_table(COLUMNS, enter="Open", id="results")
 
     def pane_mounted(self) -> None:
-        self.query_one("#search", Input).focus()
+        # The results, not the search box, have the focus on arrival: a focused input takes the number
+        # keys as text, so an operator passing through with 4 then 5 would be stuck typing '5'. `/`
+        # searches, Esc or Enter come back to the results.
+        self.query_one("#results", KeyedTable).focus()
 
     def fetch_params(self) -> dict[str, Any]:
         return {"q": self.search_text.strip() or None}
@@ -128,7 +131,7 @@ class CustomersScreen(PaneScreen):
             hint = "  [dim](masked: this role may not read customer PII)[/]"
         elif caps is not None and not caps.has_function("search_customers"):
             hint = "  [dim](search_customers() is not installed: plain matching on crm_customers)[/]"
-        what = f"matching [b]{escape(data.q)}[/]" if data.q else "(type to search)"
+        what = f"matching [b]{escape(data.q)}[/]" if data.q else "(press / to search)"
         self.query_one("#search-info", Static).update(
             f"{len(data.rows)}{'+' if len(data.rows) >= LIMIT else ''} "
             f"customer{'' if len(data.rows) == 1 else 's'} {what}{hint}"
