@@ -223,6 +223,10 @@ BEGIN
         SELECT m.customer_id, m.customer_uuid, m.first_name, m.last_name, m.email, m.phone, m.tier,
                CASE WHEN m.tier = 0 THEN 'id'
                     WHEN v_digits IS NOT NULL THEN 'phone'
+                    -- the field that holds the query; similarity only decides between two that both
+                    -- do (or, in tier 1, neither: a prefix of 'first last' is always in the name)
+                    WHEN strpos(f.email_l, v_lower) > 0 AND strpos(f.name_l, v_lower) = 0 THEN 'email'
+                    WHEN strpos(f.name_l, v_lower) > 0 AND strpos(f.email_l, v_lower) = 0 THEN 'name'
                     WHEN f.ws_email > f.ws_name THEN 'email'
                     ELSE 'name' END AS match_kind,
                CASE WHEN m.tier = 0 THEN 2

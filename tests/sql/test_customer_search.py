@@ -69,7 +69,7 @@ def test_fragment_inside_a_word_is_found(conn):
     assert ids(search(conn, "ksmit")) == [4]
     assert ids(search(conn, "obrien@")) == [7]
     assert search(conn, "obrien@")[0]["match_kind"] == "email"
-    # a fragment too short for any similarity is still labelled by the field that holds it (0013)
+    # a fragment too short for any similarity is still labelled by the field that holds it
     assert [(h["customer_id"], h["match_kind"]) for h in search(conn, "@s")] == [(2, "email")]
     assert ids(search(conn, "010-30")) == [2]  # phone digits, punctuation ignored
 
