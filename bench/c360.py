@@ -9,7 +9,7 @@ P6  customer-360 incremental refresh after 1% of customers change (a mix of CRM 
     new orders and processed transactions) against refresh_customer_360_full() on the same data,
     median of 3, ratio >= 20x, and 0 rows differing from a full recompute.
 
-N is 1,000,000 (30,000 with --quick, so make bench QUICK=1 stays under a minute). Both build one
+N is 1,000,000 (15,000 with --quick, so make bench QUICK=1 stays under a minute). Both build one
 scratch database on the benchmark server
 (OPSCONSOLE_BENCH_DSN, an admin DSN, or the embedded server), migrate it, load it and drop it.
 Run alone: python bench/c360.py [--quick] [--only P5|P6]. The harness calls bench_p5/bench_p6.
@@ -320,7 +320,7 @@ def measure_p6(dsn: str, n: int) -> dict:
 
 
 def run(quick: bool = False, dsn: str | None = None, only: set[str] | None = None) -> list[dict]:
-    n = 30_000 if quick else 1_000_000
+    n = 15_000 if quick else 1_000_000
     admin = dsn or server_dsn()
     started = time.perf_counter()
     bench_dsn = build(admin, n)

@@ -35,13 +35,13 @@ def _result(found: dict, what: str, target: str) -> Result:
 
 def p5_customer_search(db: BenchDB, quick: bool) -> Result:
     found = _both(db.admin_dsn, quick)["P5"]
-    return _result(found, f"customer search p95, {'30k' if quick else '1M'} customers", ">= 50x")
+    return _result(found, f"customer search p95, {'15k' if quick else '1M'} customers", ">= 50x")
 
 
 def p6_customer_360_incremental(db: BenchDB, quick: bool) -> Result:
     found = _both(db.admin_dsn, quick)["P6"]
     return _result(
-        found, f"c360 incremental after 1% change, {'30k' if quick else '1M'} customers", ">= 20x, 0 diffs"
+        found, f"c360 incremental after 1% change, {'15k' if quick else '1M'} customers", ">= 20x, 0 diffs"
     )
 
 
