@@ -17,17 +17,8 @@ import polars as pl
 import psycopg
 
 from bench.harness import BenchDB, Result, median_of, timed
-from opsconsole.pipeline.copyio import copy_frame, pg_text_frame
+from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frame, pg_text_frame
 
-STAGING_COLUMNS = (
-    "transaction_id",
-    "account_id",
-    "transaction_timestamp",
-    "amount",
-    "transaction_type",
-    "reference_data",
-    "batch_id",
-)
 TYPES = ["payment", "refund", "transfer", "fee"]
 
 

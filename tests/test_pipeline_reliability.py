@@ -44,6 +44,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from opsconsole.ops import pipeline as ops
+from opsconsole.pipeline.copyio import STAGING_COLUMNS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 T0 = dt.datetime(2025, 1, 6, 8, 0, tzinfo=dt.UTC)
@@ -56,15 +57,7 @@ CHAOS_SECONDS = 60.0
 MAX_ATTEMPTS = 5  # backoff 0.25, 0.5, 1, 2 s: retryable rows dead-letter within ~4 s of the drain
 KNOWN_ORDERS = 50  # erp_orders 1..50 exist from the start
 TYPES = ["payment", "refund", "transfer", "fee", "adjustment", "chargeback"]
-COLS = (
-    "transaction_id",
-    "account_id",
-    "transaction_timestamp",
-    "amount",
-    "transaction_type",
-    "reference_data",
-    "batch_id",
-)
+COLS = STAGING_COLUMNS
 
 # Expected fate of a bad row: (status, error_code); retryable ones after MAX_ATTEMPTS failures.
 BAD_FATES = {

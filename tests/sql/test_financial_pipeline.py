@@ -13,18 +13,12 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from opsconsole.pipeline.copyio import STAGING_COLUMNS
+
 UTC = dt.UTC
 MONDAY_10 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=UTC)  # a Monday, inside business hours in UTC
 
-STAGING_COLS = (
-    "transaction_id",
-    "account_id",
-    "transaction_timestamp",
-    "amount",
-    "transaction_type",
-    "reference_data",
-    "batch_id",
-)
+STAGING_COLS = STAGING_COLUMNS
 
 
 def stage(conn, rows: list[tuple]) -> list[int]:

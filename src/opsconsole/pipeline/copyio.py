@@ -23,6 +23,16 @@ import psycopg
 from psycopg import sql
 
 COPY_SLICE_ROWS = 50_000
+# The staging table's input columns: what every loader COPYs (the rest have defaults or are computed).
+STAGING_COLUMNS = (
+    "transaction_id",
+    "account_id",
+    "transaction_timestamp",
+    "amount",
+    "transaction_type",
+    "reference_data",
+    "batch_id",
+)
 TS_FORMAT = "%Y-%m-%d %H:%M:%S%.6f+00:00"
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -36,7 +36,7 @@ from psycopg import sql
 
 from opsconsole.errors import OpsError
 from opsconsole.pipeline import simulate, synth
-from opsconsole.pipeline.copyio import copy_frames, existing_tables, table_column_names
+from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frames, existing_tables, table_column_names
 from opsconsole.pipeline.rng import Rng, pick_weighted
 
 US = 1_000_000
@@ -713,7 +713,7 @@ class Generator:
         )
         rows = simulate.financial_rows(cfg, lo, hi)
         return rows.with_columns(batch_id=pl.lit("seed-") + (pl.col("_g") // 500).cast(pl.String)).select(
-            simulate.STAGING_COLUMNS
+            STAGING_COLUMNS
         )
 
 
@@ -747,7 +747,7 @@ class TableResult:
 @dataclass
 class Job:
     table: str
-    columns: list[str]
+    columns: Sequence[str]
     total: int  # expected rows (progress bar)
     chunks: Callable[[], Iterator[pl.DataFrame]]
     before: Callable[[psycopg.Connection], None] | None = None
@@ -1048,12 +1048,12 @@ def build_jobs(
 
         def history(lo: int, hi: int) -> pl.DataFrame:
             frame = gen.transactions(lo, hi)
-            return frame.filter(pl.col("is_processed")).select(simulate.STAGING_COLUMNS)
+            return frame.filter(pl.col("is_processed")).select(STAGING_COLUMNS)
 
         jobs.append(
             Job(
                 "financial_transactions_staging",
-                simulate.STAGING_COLUMNS,
+                STAGING_COLUMNS,
                 int(plan.orders * 1.3),
                 lambda: (history(lo, hi) for lo, hi in _ranges(plan.orders, CHUNK)),
                 name="financial_transactions_staging (history)",
@@ -1063,7 +1063,7 @@ def build_jobs(
         jobs.append(
             Job(
                 "financial_transactions_staging",
-                simulate.STAGING_COLUMNS,
+                STAGING_COLUMNS,
                 plan.staging_rows,
                 lambda: (gen.staging(lo, hi) for lo, hi in _ranges(plan.staging_rows, CHUNK)),
                 # The pending backlog comes after the history has been processed, so it stays pending.

@@ -38,6 +38,7 @@ import polars as pl
 from psycopg import sql
 
 from opsconsole.pipeline import synth
+from opsconsole.pipeline.copyio import STAGING_COLUMNS
 from opsconsole.pipeline.rng import Rng
 
 US = 1_000_000
@@ -58,15 +59,6 @@ LATE_MIN_S, LATE_MAX_S = 120, 6 * 3600
 OOO_MIN_S, OOO_MAX_S = 1, 60
 FUTURE_MIN_S, FUTURE_MAX_S = 3600, 30 * 86400
 
-STAGING_COLUMNS = [
-    "transaction_id",
-    "account_id",
-    "transaction_timestamp",
-    "amount",
-    "transaction_type",
-    "reference_data",
-    "batch_id",
-]
 EVENT_COLUMNS = [
     "session_id",
     "customer_id",
