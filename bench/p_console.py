@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 
 from bench.harness import BenchDB, Result
-from bench.p_pipeline import _copy_frame, staging_frame
+from bench.p_pipeline import copy_staging_frame, staging_frame
 from opsconsole.tui import sample
 from opsconsole.tui.refresh import INTERVALS
 
@@ -83,7 +83,7 @@ def load(db: BenchDB, rows: int) -> dict[str, Any]:
     seeded = time.perf_counter()
     offset = 10_000_000_000  # clear of the sample's transaction ids
     for start in range(0, rows, LOAD_CHUNK):
-        _copy_frame(db, staging_mix(min(LOAD_CHUNK, rows - start), offset + start, now, codes))
+        copy_staging_frame(db, staging_mix(min(LOAD_CHUNK, rows - start), offset + start, now, codes))
     loaded = time.perf_counter()
     with db.connect() as conn:
         conn.execute("VACUUM ANALYZE financial_transactions_staging")

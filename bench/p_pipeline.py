@@ -67,7 +67,7 @@ def _executemany(db: BenchDB, rows: list[tuple]) -> None:
         )
 
 
-def _copy_frame(db: BenchDB, frame: pl.DataFrame) -> None:
+def copy_staging_frame(db: BenchDB, frame: pl.DataFrame) -> None:
     """The product's loader (pipeline.copyio: polars CSV slices streamed into COPY)."""
     with db.connect() as conn, conn.cursor() as cur:
         copy_frame(cur, "financial_transactions_staging", frame)
@@ -81,7 +81,7 @@ def p1_ingest(db: BenchDB, quick: bool) -> Result:
 
     def run_copy() -> float:
         _truncate(db)
-        return n / timed(lambda: _copy_frame(db, frame))
+        return n / timed(lambda: copy_staging_frame(db, frame))
 
     def run_many() -> float:
         _truncate(db)
