@@ -95,11 +95,19 @@ class CustomersScreen(PaneScreen):
         self.query_one("#results", KeyedTable).focus()
 
     def fetch_params(self) -> dict[str, Any]:
-        return {"q": self.search_text.strip() or None}
+        q = self.search_text.strip() or None
+        data = self.data
+        if q and isinstance(data, SearchData) and data.q == q and data.source == "search_customers()":
+            # search_customers() audits every call: it runs once per query typed, not once per refresh
+            # tick (a search left on screen wrote an audit row every interval)
+            return {"q": q, "unchanged": data}
+        return {"q": q}
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> SearchData:
         q = params.get("q")
+        if params.get("unchanged") is not None:
+            return params["unchanged"]
         with conn.cursor(row_factory=dict_row) as cur:
             if q and caps.why_not_callable(("search_customers",)) is None:
                 # search_customers() writes an audit row (0010): a read-write transaction of its own on
