@@ -20,7 +20,7 @@ LIMIT = 200
 
 COLUMNS = [
     ("when", "when", 8),
-    ("ago", "ago", 8),
+    ("ago", "ago", 11),
     ("actor", "who", 10),
     ("action", "action", 20),
     ("scope", "scope", 18),
