@@ -38,7 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.harness $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
 screenshots: $(STAMP)
-	$(BIN)/python -m opsconsole.tui.screenshots --out screenshots
+	$(BIN)/python -m tools.screenshots --out screenshots
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -32,8 +32,8 @@ import polars as pl
 
 from bench.harness import BenchDB, Result
 from bench.p_pipeline import copy_staging_frame, staging_frame
-from opsconsole.tui import sample
 from opsconsole.tui.refresh import INTERVALS
+from tools import sample
 
 SIZE = (120, 40)
 LOAD_CHUNK = 500_000  # rows per COPY statement (each fires the rollup trigger once)

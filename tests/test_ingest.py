@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import contract_tables
 import polars as pl
 import psycopg
 import pytest
@@ -29,7 +28,6 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fixture]:
 
 @pytest.fixture
 def db(db_dsn: str, conn: psycopg.Connection) -> str:
-    contract_tables.ensure(conn, "data_lineage", "schema_evolution_log", "financial_transactions_staging")
     return db_dsn
 
 

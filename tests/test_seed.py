@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import contract_tables
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -15,8 +14,8 @@ from psycopg import conninfo
 from psycopg.rows import dict_row
 
 from opsconsole.cli import main
+from opsconsole.datagen import seed as seeding
 from opsconsole.errors import OpsError
-from opsconsole.pipeline import seed as seeding
 
 AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
 N = 200
@@ -56,7 +55,6 @@ def run_seed(dsn: str, seed: int = 7, **kw) -> dict:
 
 @pytest.fixture
 def seeded(db_dsn: str, conn: psycopg.Connection) -> dict:
-    contract_tables.ensure(conn)  # stand-ins only where 0003/0005/0006 are not merged yet
     return run_seed(db_dsn)
 
 
@@ -68,8 +66,6 @@ def seeded_once(admin_dsn: str, template_db: str) -> Iterator[tuple[dict, str]]:
         admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}" STRATEGY FILE_COPY')
     dsn = conninfo.make_conninfo(admin_dsn, dbname=name)
     try:
-        with psycopg.connect(dsn, autocommit=True) as c:
-            contract_tables.ensure(c)
         yield run_seed(dsn), dsn
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as admin:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from opsconsole.commands.serve import console_command
+from opsconsole.cli.serve import console_command
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 ESCAPES = re.compile(

@@ -9,7 +9,6 @@ import math
 import threading
 from dataclasses import replace
 
-import contract_tables
 import polars as pl
 import psycopg
 import pytest
@@ -18,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opsconsole.cli import main
-from opsconsole.pipeline import simulate
-from opsconsole.pipeline.simulate import FaultRates, SimConfig, generate_tick, generate_ticks
+from opsconsole.datagen import simulate
+from opsconsole.datagen.simulate import FaultRates, SimConfig, generate_tick, generate_ticks
 
 START_US = 1_780_000_000 * 1_000_000
 RATES = FaultRates(
@@ -245,9 +244,8 @@ def test_stats_say_plainly_when_the_rate_is_not_held() -> None:
 def seeded_db(db_dsn: str, conn: psycopg.Connection) -> str:
     from datetime import UTC, datetime
 
-    from opsconsole.pipeline import seed as seeding
+    from opsconsole.datagen import seed as seeding
 
-    contract_tables.ensure(conn, "financial_transactions_staging")
     seeding.seed(db_dsn, seeding.SeedPlan(customers=50, seed=1, as_of=datetime(2026, 6, 1, tzinfo=UTC)))
     return db_dsn
 

@@ -11,9 +11,9 @@ import gc
 import pytest
 from textual.widgets import DataTable
 
-from opsconsole.tui import sample
 from opsconsole.tui.gcpolicy import AT_LEAST_S, EVERY_S, NEVER, QUIET_S, GcPolicy
 from tests.tui.helpers import SIZE, wait_for
+from tools import sample
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from opsconsole.tui import sample
 from tests.tui.helpers import SIZE, screen_text, statics_text, table_rows, wait_for
+from tools import sample
 
 
 def requires(conn: psycopg.Connection, *names: str) -> None:

@@ -1,4 +1,4 @@
-"""Snapshot tests: each pane at 120x40 on the deterministic sample (opsconsole.tui.sample), with the
+"""Snapshot tests: each pane at 120x40 on the deterministic sample (tools.sample), with the
 clock frozen, so a snapshot changes only when the console's look does. Regenerate after an intended
 change with `pytest tests/tui/test_snapshots.py --snapshot-update` and review the SVGs."""
 
@@ -8,8 +8,8 @@ import datetime as dt
 
 import pytest
 
-from opsconsole.tui import sample
-from opsconsole.tui.screenshots import SIZE, console_app, open_pane
+from tools import sample
+from tools.screenshots import SIZE, console_app, open_pane
 
 PANES = ["monitor", "backlog", "quality", "customers", "catalog", "activity"]
 

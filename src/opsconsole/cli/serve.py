@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from opsconsole.commands.base import Context, pass_ctx
-from opsconsole.commands.console import PANE_CHOICES
+from opsconsole.cli.base import Context, pass_ctx
+from opsconsole.cli.console import PANE_CHOICES
 
 
 def console_command(allow_actions: bool, pane: str | None = None) -> str:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import click
 
-from opsconsole.commands.base import Context, json_option, pass_ctx, wants_json
+from opsconsole.cli.base import Context, json_option, pass_ctx, wants_json
 from opsconsole.ops import dq as ops
 from opsconsole.output import emit, err_console
 

@@ -1,9 +1,9 @@
 """`make screenshots`: open every pane on a freshly seeded scratch database and save screenshots/*.svg.
 
-    python -m opsconsole.tui.screenshots [--out screenshots] [--admin-dsn DSN]
+    python -m tools.screenshots [--out screenshots] [--admin-dsn DSN]
 
 The scratch database (opsconsole_screenshots) lives on the embedded server unless --admin-dsn names a
-server where the role may CREATE DATABASE; it is migrated, loaded with opsconsole.tui.sample, and
+server where the role may CREATE DATABASE; it is migrated, loaded with tools.sample, and
 dropped afterwards. The clock is frozen so the pictures only change when the console does.
 """
 
@@ -20,9 +20,9 @@ import psycopg
 from psycopg import conninfo
 
 from opsconsole.db import migrate
-from opsconsole.tui import sample
 from opsconsole.tui.app import OpsConsoleApp
 from opsconsole.tui.clock import FrozenClock
+from tools import sample
 
 SIZE = (120, 40)
 SCRATCH_DB = "opsconsole_screenshots"

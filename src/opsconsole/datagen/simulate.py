@@ -37,9 +37,9 @@ from dataclasses import dataclass, field, replace
 import polars as pl
 from psycopg import sql
 
-from opsconsole.pipeline import synth
+from opsconsole.datagen import synth
+from opsconsole.datagen.rng import Rng
 from opsconsole.pipeline.copyio import STAGING_COLUMNS
-from opsconsole.pipeline.rng import Rng
 
 US = 1_000_000
 FAULT_KINDS = ("invalid", "duplicate", "conflict", "late", "out_of_order")

@@ -2,7 +2,7 @@
 polars and loaded with COPY.
 
 The data is a pure function of (seed, customers, as_of): every value is drawn from a counter-based
-random stream (opsconsole.pipeline.rng), so any chunk of any table can be generated independently,
+random stream (opsconsole.datagen.rng), so any chunk of any table can be generated independently,
 in any order, on any thread, and the database ends up byte-identical for the same inputs.
 
 Proportions per customer (averages; documented in the README):
@@ -34,10 +34,10 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from opsconsole.datagen import simulate, synth
+from opsconsole.datagen.rng import Rng, pick_weighted
 from opsconsole.errors import OpsError
-from opsconsole.pipeline import simulate, synth
 from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frames, existing_tables, table_column_names
-from opsconsole.pipeline.rng import Rng, pick_weighted
 
 US = 1_000_000
 DAY_US = 86_400 * US

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from opsconsole.commands.base import Context, json_option, pass_ctx, wants_json
+from opsconsole.cli.base import Context, json_option, pass_ctx, wants_json
 from opsconsole.errors import OpsError
 from opsconsole.output import console, emit, err_console
 
@@ -122,7 +122,7 @@ def seed_cmd(
     as_json: bool,
 ) -> None:
     """Fill every source table with a consistent demo dataset (~38 rows per customer)."""
-    from opsconsole.pipeline import seed as seeding
+    from opsconsole.datagen import seed as seeding
 
     plan = seeding.SeedPlan(customers=customers, seed=seed_value, as_of=seeding.parse_as_of(as_of))
     as_json = wants_json(ctx, as_json)
@@ -225,7 +225,7 @@ def simulate_cmd(
     as_json: bool,
 ) -> None:
     """Live traffic into staging, events, CRM and market data until Ctrl-C or --duration."""
-    from opsconsole.pipeline import simulate
+    from opsconsole.datagen import simulate
 
     faults = simulate.FaultRates(
         invalid=invalid_rate,

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from opsconsole.commands.base import Context, json_option, pass_ctx, wants_json
+from opsconsole.cli.base import Context, json_option, pass_ctx, wants_json
 from opsconsole.output import console, emit
 
 # The 360 fields a person reads first, in this order; the rest follow.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from opsconsole.commands.base import Context, pass_ctx
+from opsconsole.cli.base import Context, pass_ctx
 
 PANE_CHOICES = ("monitor", "backlog", "quality", "customers", "catalog", "activity")
 

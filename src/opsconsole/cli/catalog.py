@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from opsconsole.commands.base import Context, json_option, pass_ctx, wants_json
+from opsconsole.cli.base import Context, json_option, pass_ctx, wants_json
 from opsconsole.output import emit
 
 

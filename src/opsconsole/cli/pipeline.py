@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from opsconsole.commands.base import Context, json_option, pass_ctx, wants_json
+from opsconsole.cli.base import Context, json_option, pass_ctx, wants_json
 from opsconsole.ops import pipeline as ops
 from opsconsole.output import emit, err_console
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from opsconsole.pipeline.rng import Rng
+from opsconsole.datagen.rng import Rng
 
 FIRST_NAMES = [
     ("James", "james"), ("Mary", "mary"), ("Robert", "robert"), ("Patricia", "patricia"),

@@ -1,0 +1,1 @@
+"""Demo and test data: deterministic seeding, live traffic simulation, synthetic values."""

@@ -1,0 +1,1 @@
+"""Developer tooling that does not ship in the runtime package: screenshots, sample data for tests."""
