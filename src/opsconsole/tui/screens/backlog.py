@@ -76,7 +76,11 @@ class BacklogScreen(PaneScreen):
             yield Static("", id="backlog-summary")
             with Vertical(id="codes-box"):
                 yield KeyedTable(CODE_COLUMNS, id="codes", zebra_stripes=False, cursor_type="none")
-        yield Input(placeholder="filter: status, error code, message, batch, or an id", id="filter")
+        yield Input(
+            placeholder="filter: status, error code, message, batch, or an id",
+            id="filter",
+            select_on_focus=False,  # selected in action_filter, before the next key arrives
+        )
         yield Static("", id="rows-title", classes="box-title")
         yield keyed_table(ROW_COLUMNS, enter="Details", id="rows")
 
@@ -172,7 +176,8 @@ class BacklogScreen(PaneScreen):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = True
-        box.focus()
+        self.set_focus(box)  # now, not deferred: the next key typed is the filter's first letter
+        box.select_all()
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:

@@ -84,7 +84,11 @@ class CustomersScreen(PaneScreen):
         return caps.why_not_readable(cls.NEEDS_RELATIONS)
 
     def compose_body(self) -> ComposeResult:
-        yield Input(placeholder="press / to search: name, email, phone, customer id or uuid", id="search")
+        yield Input(
+            placeholder="press / to search: name, email, phone, customer id or uuid",
+            id="search",
+            select_on_focus=False,  # selected in action_search, before the next key arrives
+        )
         yield Static("", id="search-info")
         yield keyed_table(COLUMNS, enter="Open", id="results")
 
@@ -179,7 +183,11 @@ class CustomersScreen(PaneScreen):
             self.action_open()
 
     def action_search(self) -> None:
-        self.query_one("#search", Input).focus()
+        # Focus and select now, not later: Widget.focus() defers to the next message, so a key typed
+        # right after "/" still went to the table and the first letter was lost ("ovelace").
+        box = self.query_one("#search", Input)
+        self.set_focus(box)
+        box.select_all()
 
     def action_leave_search(self) -> None:
         self.query_one("#results", KeyedTable).focus()
