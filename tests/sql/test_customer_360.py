@@ -593,7 +593,7 @@ def test_every_customer_360_function_pins_search_path(conn):
         " 'refresh_customer_360_full', 'search_customers'))"
     ).fetchall()
     assert len(rows) == 13
-    assert all(r["proconfig"] == ["search_path=pg_catalog, public"] for r in rows), rows
+    assert all(r["proconfig"] == ["search_path=pg_catalog, public, pg_temp"] for r in rows), rows
 
 
 # -------------------------------------------------------------------------------------------------

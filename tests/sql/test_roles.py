@@ -91,7 +91,7 @@ def test_no_base_table_writable_by_viewer_support_operator(conn):
     loose = conn.execute(
         "SELECT p.oid::regprocedure::text AS fn FROM pg_proc p "
         "WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef AND ("
-        " NOT coalesce(p.proconfig::text LIKE '%%search_path=pg_catalog, public%%', false)"
+        " NOT coalesce(p.proconfig::text LIKE '%%search_path=pg_catalog, public, pg_temp\"%%', false)"
         " OR has_function_privilege('public', p.oid, 'EXECUTE'))"
     ).fetchall()
     assert loose == []
