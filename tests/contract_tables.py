@@ -2,8 +2,8 @@
 not been merged yet.
 
 Each stand-in has exactly the columns the shared contract (the brief) and the spec fix, so the data
-area's code is exercised against the same shape it will meet once 0003/0005/0006 land. When the real
-table exists, nothing is created and the tests run against it.
+area's code is exercised against the same shape it will meet once the pipeline, lakehouse and catalog
+are installed. When the real table exists, nothing is created and the tests run against it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Roles and privileges (0010): each group role logs in and does what it may, and the database refuses
-the rest; PII is masked for viewers; support lookups and every action leave complete audit rows;
-injection attempts through search text, retry filters and DQ rules do nothing harmful."""
+"""Roles and privileges (baseline roles, 99_grants.sql): each group role logs in and does what it may,
+and the database refuses the rest; PII is masked for viewers; support lookups and every action leave
+complete audit rows; injection attempts through search text, retry filters and DQ rules do nothing harmful."""
 
 from __future__ import annotations
 
