@@ -21,6 +21,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from opsconsole.ops.registry import ACTIONS, ACTIONS_BY_ID, Capabilities
+from opsconsole.tui import textual_compat
 from opsconsole.tui.clock import Clock, human_duration
 from opsconsole.tui.gcpolicy import GcPolicy
 from opsconsole.tui.jobs import Job, JobsBar
@@ -149,7 +150,7 @@ class OpsConsoleApp(App):
         finally:
             self._instant_switch = False
 
-    def delay_update(self, delay: float = 0.05) -> None:
+    def delay_update(self, delay: float = 0.05) -> None:  # a Textual hook: see textual_compat
         if not self._instant_switch:
             super().delay_update(delay)
 
@@ -157,12 +158,11 @@ class OpsConsoleApp(App):
         """Compose and mount the panes not shown yet, one at a time, so that the first switch to each
         one costs a redraw instead of composing a screen (100-270 ms on the UI thread, P8). Then the
         app's objects all exist: hand full garbage collections to the GcPolicy."""
-        init_mode = getattr(self, "_init_mode", None)  # Textual's own first step of switch_mode
         for pane_id, screen in self.panes.items():
-            if init_mode is None or not self.is_running:  # not running: shutting down
+            if not self.is_running:  # shutting down
                 break
             if not screen.is_running:
-                await init_mode(pane_id)
+                await textual_compat.init_mode(self, pane_id)
             await asyncio.sleep(0)  # keys go first
         self.premounted = True
         self.gc_policy.start()

@@ -87,7 +87,7 @@ class PaneScreen(Screen):
         # drops its rendered rows; a pane's styles are kept current while it is hidden (classes,
         # focus and hover restyle their widgets as they change; a theme change refreshes all screens),
         # so the restyle only cost time: ~40% of a pane switch's UI-thread work (P8).
-        event.refresh_styles = False
+        event.refresh_styles = False  # a Textual internal: see textual_compat
         if not self.is_current:
             return  # mounted ahead of time (OpsConsoleApp._premount), not shown
         self.console_app.pane_shown(self.PANE_ID)

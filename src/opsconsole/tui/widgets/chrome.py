@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
+from opsconsole.tui import textual_compat
 from opsconsole.tui.clock import human_duration
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ class PaneFooter(Footer):
         return (shown, self.show_command_palette, None if palette is None else palette[2], self.compact)
 
     def compose(self) -> ComposeResult:
-        if self._bindings_ready:
+        if textual_compat.footer_bindings_ready(self):
             self._composed_for = self._shown_signature()
         yield from super().compose()
 
