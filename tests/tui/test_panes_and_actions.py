@@ -277,7 +277,7 @@ async def test_process_one_batch(make_app, conn):
     )
     [row] = audit(conn, "process_financial_batch")
     assert row["status"] == "ok" and row["arguments"]["batch_size"] == 5
-    assert row["result"]["processed_count"] == 5
+    assert row["result"]["processed"] == 5
 
 
 async def test_continuous_processing_starts_counts_and_stops(make_app, conn):

@@ -6,7 +6,10 @@ SKIP LOCKED). When nothing is due it LISTENs on 'opsconsole_staging' and wakes o
 notification, polling every `poll_s` seconds as the fallback (a NOTIFY can be missed while
 reconnecting, and failed rows become due by the clock, not by a notification).
 
-Stopping: stop() (SIGTERM / Ctrl-C in the CLI) lets the chunk in flight commit, then each loop ends.
+Stopping: stop() (SIGTERM / Ctrl-C in the CLI) lets the chunk in flight commit, then each loop ends;
+stop(cancel=True) also cancels the chunk in flight (it rolls back), as the console's stop key does.
+The console's continuous processing runs one of these loops in its own thread (run_loop), with
+on_chunk reporting each chunk to the screen.
 Losing the server: the loop logs one line, waits with backoff and reconnects; the chunk in flight
 rolled back with the connection, so its rows are simply claimed again.
 """
@@ -18,15 +21,17 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
 
+from opsconsole.ops import channels
 from opsconsole.ops import pipeline as ops
 
 log = logging.getLogger("opsconsole.worker")
 
-CHANNEL = "opsconsole_staging"
+CHANNEL = channels.STAGING
 
 
 @dataclass
@@ -62,6 +67,8 @@ class Worker:
         poll_s: float = 2.0,
         max_chunk_time: dt.timedelta = dt.timedelta(seconds=30),
         name: str = "worker",
+        on_chunk: Callable[[ops.BatchResult], None] | None = None,
+        app_name: str | None = None,
     ):
         if concurrency < 1:
             raise ops.PipelineProblem("--concurrency must be at least 1.")
@@ -71,19 +78,27 @@ class Worker:
         self.poll_s = poll_s
         self.max_chunk_time = max_chunk_time
         self.name = name
+        self.on_chunk = on_chunk
+        self.app_name = app_name  # application_name suffix; default worker-<slot>
         self.stats = WorkerStats()
+        self._conns: dict[int, psycopg.Connection] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         for i in range(self.concurrency):
-            t = threading.Thread(target=self._loop, args=(i,), name=f"{self.name}-{i}", daemon=True)
+            t = threading.Thread(target=self.run_loop, args=(i,), name=f"{self.name}-{i}", daemon=True)
             self._threads.append(t)
             t.start()
 
-    def stop(self) -> None:
+    def stop(self, cancel: bool = False) -> None:
+        """Ask the loops to end; with cancel, also cancel the chunk each one has in flight."""
         self._stop.set()
+        if cancel:
+            for conn in list(self._conns.values()):
+                with contextlib.suppress(Exception):
+                    conn.cancel_safe(timeout=5)
 
     @property
     def stopping(self) -> bool:
@@ -107,11 +122,12 @@ class Worker:
     def _connect(self, slot: int) -> psycopg.Connection:
         from opsconsole.db.connect import connect
 
-        conn = connect(self.dsn, f"worker-{slot}")
-        conn.execute(f"LISTEN {CHANNEL}")
+        conn = connect(self.dsn, self.app_name or f"worker-{slot}")
+        channels.listen(conn, CHANNEL)
         return conn
 
-    def _loop(self, slot: int) -> None:
+    def run_loop(self, slot: int = 0) -> None:
+        """One claim loop, in the calling thread, until stop()."""
         label = f"{self.name}-{slot}"
         backoff = 0.5
         conn: psycopg.Connection | None = None
@@ -119,6 +135,7 @@ class Worker:
             try:
                 if conn is None:
                     conn = self._connect(slot)
+                    self._conns[slot] = conn
                     if backoff > 0.5:
                         log.info("%s: reconnected to the database", label)
                     backoff = 0.5
@@ -126,6 +143,8 @@ class Worker:
                 if result.claimed:
                     self.stats.add(result)
                     log.info("%s: chunk %s", label, result.summary())
+                    if self.on_chunk is not None:
+                        self.on_chunk(result)
                     continue  # more may be due: claim again at once
                 self._wait_for_work(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, ops.OpsError) as exc:
@@ -145,6 +164,7 @@ class Worker:
                     _first_line(exc),
                     backoff,
                 )
+                self._conns.pop(slot, None)
                 _close(conn)
                 conn = None
                 self._stop.wait(backoff)
@@ -158,6 +178,7 @@ class Worker:
                     "%s: processing failed: %s; retrying in %.1f s", label, _first_line(exc), self.poll_s
                 )
                 self._stop.wait(self.poll_s)
+        self._conns.pop(slot, None)
         _close(conn)
         log.info("%s: stopped", label)
 

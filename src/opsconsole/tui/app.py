@@ -20,6 +20,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from opsconsole.ops import channels
 from opsconsole.ops.registry import ACTIONS, ACTIONS_BY_ID, Capabilities
 from opsconsole.tui import textual_compat
 from opsconsole.tui.clock import Clock, human_duration
@@ -35,11 +36,11 @@ T = TypeVar("T")
 
 # Which panes a NOTIFY channel makes stale.
 CHANNEL_PANES: dict[str, set[str]] = {
-    "opsconsole_pipeline": {"monitor", "backlog"},
-    "opsconsole_staging": {"monitor", "backlog"},
-    "opsconsole_dq": {"quality", "activity"},
-    "opsconsole_catalog": {"catalog", "activity"},
-    "opsconsole_c360": {"customers", "activity"},
+    channels.PIPELINE: {"monitor", "backlog"},
+    channels.STAGING: {"monitor", "backlog"},
+    channels.DQ: {"quality", "activity"},
+    channels.CATALOG: {"catalog", "activity"},
+    channels.C360: {"customers", "activity"},
 }
 
 LOOKUP_TIMEOUT_MS = 10_000
@@ -220,7 +221,7 @@ class OpsConsoleApp(App):
         self.notifications_seen.append((message.channel, message.payload))
         del self.notifications_seen[:-50]
         panes = CHANNEL_PANES.get(message.channel, set())
-        if message.channel == "opsconsole_dq":
+        if message.channel == channels.DQ:
             self._dq_alert(message.payload)
         self.engine.request(panes)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ class Job:
     finished: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     conn: psycopg.Connection | None = None
+    on_cancel: Callable[[], None] | None = None  # how to stop work that runs on other connections
 
     @property
     def running(self) -> bool:
@@ -46,6 +48,9 @@ class Job:
     def cancel(self) -> None:
         """Stop between steps and cancel the statement in flight (the server rolls it back)."""
         self.cancel_event.set()
+        if self.on_cancel is not None:
+            with contextlib.suppress(Exception):
+                self.on_cancel()
         conn = self.conn
         if conn is not None and not conn.closed:
             with contextlib.suppress(Exception):

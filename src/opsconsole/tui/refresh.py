@@ -24,8 +24,9 @@ import psycopg
 from textual.message import Message
 from textual.timer import Timer
 
-from opsconsole.db.connect import connect, first_line
+from opsconsole.db.connect import connect, first_line, set_session
 from opsconsole.errors import ConnectionProblem
+from opsconsole.ops import channels
 from opsconsole.ops.actions import describe_error
 from opsconsole.ops.registry import Capabilities, probe
 from opsconsole.tui.screens.base import PaneResult
@@ -33,13 +34,6 @@ from opsconsole.tui.screens.base import PaneResult
 if TYPE_CHECKING:
     from opsconsole.tui.app import OpsConsoleApp
 
-CHANNELS = (
-    "opsconsole_pipeline",
-    "opsconsole_staging",
-    "opsconsole_dq",
-    "opsconsole_catalog",
-    "opsconsole_c360",
-)
 INTERVALS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 REPROBE_EVERY_S = 30.0
 MAX_BACKOFF_S = 30.0
@@ -68,11 +62,11 @@ class DbSlot:
             self.close()
             conn = connect(self.dsn, self.app_name)
             if self.read_only:
-                conn.execute("SET default_transaction_read_only = on")
+                set_session(conn, read_only=True)
             self._conn = conn
             self._applied_timeout = None
         if self.timeout_ms != self._applied_timeout:
-            conn.execute(f"SET statement_timeout = {int(self.timeout_ms or 0)}")
+            set_session(conn, statement_timeout_ms=int(self.timeout_ms or 0))
             self._applied_timeout = self.timeout_ms
         return conn
 
@@ -331,8 +325,7 @@ class Listener:
             try:
                 with connect(self.dsn, "listen") as conn:
                     self.conn = conn
-                    for channel in CHANNELS:
-                        conn.execute(f"LISTEN {channel}")
+                    channels.listen(conn)
                     self.listening = True
                     backoff = 1.0
                     while not self.stop_event.is_set():

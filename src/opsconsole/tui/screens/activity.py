@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 
-from opsconsole.db.queries import query
+from opsconsole.ops import audit
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import plain, pretty_json, styled, summarize
 from opsconsole.tui.screens.base import PaneScreen
@@ -51,9 +50,7 @@ class ActivityScreen(PaneScreen):
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> Any:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("console/activity"), {"limit": LIMIT})
-            return cur.fetchall()
+        return audit.recent(conn, LIMIT)
 
     def render_data(self, data: list[dict[str, Any]]) -> None:
         clock = self.console_app.clock

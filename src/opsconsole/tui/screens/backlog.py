@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -17,12 +16,11 @@ from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.widgets import Input, Static
 
-from opsconsole.db.queries import query
+from opsconsole.ops import pipeline
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, num, plain, pretty_json, styled
 from opsconsole.tui.screens.base import PaneScreen
-from opsconsole.tui.screens.monitor import fetch_open
 from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
 LIMIT = 500
@@ -91,15 +89,12 @@ class BacklogScreen(PaneScreen):
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> BacklogData:
         flt = params.get("filter")
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("console/backlog_codes"))
-            codes = cur.fetchall()
-            cur.execute(
-                query("console/backlog_rows"),
-                {"filter": flt, "like": f"%{flt}%" if flt else None, "limit": LIMIT},
-            )
-            rows = cur.fetchall()
-        return BacklogData(fetch_open(conn), codes, rows, flt)
+        return BacklogData(
+            pipeline.open_rows(conn),
+            pipeline.failed_by_code(conn),
+            pipeline.failed_rows(conn, flt, LIMIT),
+            flt,
+        )
 
     def render_data(self, data: BacklogData) -> None:
         app = self.console_app
@@ -172,7 +167,7 @@ class BacklogScreen(PaneScreen):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = True
-        box.focus()
+        self.set_focus(box)  # at once: the keys typed right after / are the filter's text
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
@@ -245,22 +240,10 @@ class BacklogScreen(PaneScreen):
     async def _details(self, row: dict[str, Any]) -> None:
         from opsconsole.tui.screens.modals import DetailScreen
 
-        params = {
-            "id": row["staging_id"],
-            "transaction_id": row["transaction_id"],
-            "batch_id": row["batch_id"],
-            "error_code": row["error_code"],
-        }
-
         def read(conn: psycopg.Connection) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(query("console/staging_row"), params)
-                full = cur.fetchone()
-                cur.execute(query("console/staging_attempts"), params)
-                attempts = cur.fetchall()
-                cur.execute(query("console/staging_history"), params)
-                history = cur.fetchall()
-            return (full or {}).get("row"), attempts, history
+            return pipeline.staging_detail(
+                conn, row["staging_id"], row["transaction_id"], row["batch_id"], row["error_code"]
+            )
 
         try:
             full, attempts, history = await self.console_app.lookup_async(read)

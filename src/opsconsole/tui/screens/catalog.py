@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich import box
 from rich.table import Table
 from rich.text import Text
@@ -19,7 +18,8 @@ from textual.markup import escape
 from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
-from opsconsole.db.queries import query
+from opsconsole.errors import OpsError
+from opsconsole.ops import catalog
 from opsconsole.ops.registry import Capabilities
 from opsconsole.output import format_cell
 from opsconsole.tui.format import tone
@@ -72,9 +72,7 @@ class CatalogScreen(PaneScreen):
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> CatalogData:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("console/catalog_columns"))
-            return CatalogData(cur.fetchall())
+        return CatalogData(catalog.all_columns(conn))
 
     # -- the tree -------------------------------------------------------------------------------
     def column_label(self, c: dict[str, Any]) -> Text:
@@ -188,21 +186,15 @@ class CatalogScreen(PaneScreen):
             return
         name = table if schema == "public" else f"{schema}.{table}"
 
-        def read(conn: psycopg.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute("SELECT * FROM lineage_upstream(%s)", (name,))
-                up = cur.fetchall()
-                cur.execute("SELECT * FROM lineage_downstream(%s)", (name,))
-                down = cur.fetchall()
-            return up, down
-
         try:
-            up, down = await app.lookup_async(read)
-        except psycopg.Error as exc:
+            flows = await app.lookup_async(lambda conn: catalog.lineage(conn, name, "both"))
+        except (psycopg.Error, OpsError) as exc:
             target.update(f"[$error]lineage of {escape(name)} failed: {escape(str(exc))}[/]")
             return
         if self.current_table != (schema, table):
             return
+        up = [{k: v for k, v in r.items() if k != "direction"} for r in flows if r["direction"] == "up"]
+        down = [{k: v for k, v in r.items() if k != "direction"} for r in flows if r["direction"] == "down"]
         target.update(lineage_table(name, up, down))
 
     def show_changes(self, diff: dict[str, list[str]]) -> None:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich import box
 from rich.table import Table
 from rich.text import Text
@@ -22,7 +21,7 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
-from opsconsole.db.queries import query
+from opsconsole.ops import customers
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import cell_num, plain, pretty_json
 from opsconsole.tui.screens.base import PaneScreen
@@ -108,29 +107,15 @@ class CustomersScreen(PaneScreen):
         q = params.get("q")
         if params.get("unchanged") is not None:
             return params["unchanged"]
-        with conn.cursor(row_factory=dict_row) as cur:
-            if q and caps.why_not_callable(("search_customers",)) is None:
-                # search_customers() writes an audit row (0010): a read-write transaction of its own on
-                # this otherwise read-only refresh connection
-                if conn.autocommit:
-                    with conn.transaction():
-                        cur.execute("SET TRANSACTION READ WRITE")
-                        cur.execute("SELECT * FROM search_customers(%s, %s)", (q, LIMIT))
-                        rows = cur.fetchall()
-                else:
-                    rows = cur.execute("SELECT * FROM search_customers(%s, %s)", (q, LIMIT)).fetchall()
-                return SearchData(q, rows, "search_customers()")
-            sql_text = query("console/customer_search")
-            source = "crm_customers"
-            if (
-                caps.why_not_readable(("crm_customers",))
-                and caps.why_not_readable(("customers_masked",)) is None
-            ):
-                # a viewer: the same plain matching over the masked customers (masked in the database)
-                sql_text = sql_text.replace("FROM crm_customers", "FROM customers_masked")
-                source = "customers_masked"
-            cur.execute(sql_text, {"q": q, "like": f"%{q}%" if q else None, "limit": LIMIT})
-            return SearchData(q, cur.fetchall(), source)
+        if q and caps.why_not_callable(("search_customers",)) is None:
+            rows = customers.console_search(conn, q, LIMIT, audited=True, masked=False)
+            return SearchData(q, rows, "search_customers()")
+        # a viewer: the same plain matching over the masked customers (masked in the database)
+        masked = bool(
+            caps.why_not_readable(("crm_customers",)) and caps.why_not_readable(("customers_masked",)) is None
+        )
+        rows = customers.console_search(conn, q, LIMIT, audited=False, masked=masked)
+        return SearchData(q, rows, "customers_masked" if masked else "crm_customers")
 
     def render_data(self, data: SearchData) -> None:
         caps = self.console_app.caps
@@ -179,7 +164,8 @@ class CustomersScreen(PaneScreen):
             self.action_open()
 
     def action_search(self) -> None:
-        self.query_one("#search", Input).focus()
+        # focus at once (Widget.focus waits for the next idle): the keys typed right after / are text
+        self.set_focus(self.query_one("#search", Input))
 
     def action_leave_search(self) -> None:
         self.query_one("#results", KeyedTable).focus()
@@ -208,26 +194,22 @@ class CustomerData:
 
 
 def read_customer(conn: psycopg.Connection, caps: Capabilities | None, customer_id: int) -> CustomerData:
-    p = {"id": customer_id}
     notes = []
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query("console/customer_profile"), p)
-        profile = cur.fetchone()
+    profile = customers.profile(conn, customer_id)
 
-        def rows(name: str, needs: tuple[str, ...]) -> list[dict[str, Any]] | None:
-            reason = caps.why_not_readable(needs) if caps else "not connected"
-            if reason:
-                notes.append(f"{name}: not available on this database: {reason}")
-                return None
-            cur.execute(query(f"console/customer_{name}"), p)
-            return cur.fetchall()
+    def rows(name: str, needs: tuple[str, ...]) -> list[dict[str, Any]] | None:
+        reason = caps.why_not_readable(needs) if caps else "not connected"
+        if reason:
+            notes.append(f"{name}: not available on this database: {reason}")
+            return None
+        return customers.detail_rows(conn, name, customer_id)
 
-        c360_rows = rows("360", ("customer_360_mv",))
-        c360 = c360_rows[0]["row"] if c360_rows else None
-        orders = rows("orders", ("erp_orders",)) or []
-        events = rows("events", ("ecommerce_events",)) or []
-        transactions = rows("transactions", ("financial_transactions", "erp_orders")) or []
-        versions = rows("versions", ("lakehouse_customers",))
+    c360_rows = rows("360", ("customer_360_mv",))
+    c360 = c360_rows[0]["row"] if c360_rows else None
+    orders = rows("orders", ("erp_orders",)) or []
+    events = rows("events", ("ecommerce_events",)) or []
+    transactions = rows("transactions", ("financial_transactions", "erp_orders")) or []
+    versions = rows("versions", ("lakehouse_customers",))
     return CustomerData(profile, c360, orders, events, transactions, versions, notes)
 
 
@@ -386,14 +368,9 @@ class CustomerScreen(Screen):
     async def _travel(self, instant: str) -> None:
         app = self.app
 
-        def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(query("console/customer_time_travel"), {"at": instant, "id": self.customer_id})
-                return cur.fetchall()
-
         target = self.query_one("#c-travel", Static)
         try:
-            rows = await app.lookup_async(read)
+            rows = await app.lookup_async(lambda conn: customers.time_travel(conn, self.customer_id, instant))
         except psycopg.Error as exc:
             msg = exc.diag.message_primary if isinstance(exc, psycopg.Error) else str(exc)
             target.update(Text(f"time travel to {instant!r} failed: {msg}", style="bold"))

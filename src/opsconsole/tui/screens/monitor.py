@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
-from opsconsole.db.queries import query
+from opsconsole.ops import pipeline
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, ms, num, pct, styled
@@ -50,12 +49,6 @@ class MonitorData:
     workers: dict[str, Any]
     at: dt.datetime
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def fetch_open(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query("console/staging_open"))
-        return {r["status"]: r for r in cur.fetchall()}
 
 
 def series(minutes: list[dict[str, Any]], column: str, now: dt.datetime) -> list[float]:
@@ -103,12 +96,12 @@ class MonitorScreen(PaneScreen):
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> MonitorData:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("console/monitor_minutes"))
-            minutes = cur.fetchall()
-            cur.execute(query("console/workers"))
-            workers = cur.fetchone() or {"workers": 0, "busy": 0}
-        return MonitorData(minutes, fetch_open(conn), workers, at=params["now"])
+        return MonitorData(
+            pipeline.monitor_minutes(conn),
+            pipeline.open_rows(conn),
+            pipeline.active_workers(conn),
+            at=params["now"],
+        )
 
     def fetch_params(self) -> dict[str, Any]:
         return {"now": self.console_app.clock.now()}
