@@ -6,10 +6,7 @@ SKIP LOCKED). When nothing is due it LISTENs on 'opsconsole_staging' and wakes o
 notification, polling every `poll_s` seconds as the fallback (a NOTIFY can be missed while
 reconnecting, and failed rows become due by the clock, not by a notification).
 
-Stopping: stop() (SIGTERM / Ctrl-C in the CLI) lets the chunk in flight commit, then each loop ends;
-stop(cancel=True) also cancels the chunk in flight (it rolls back), as the console's stop key does.
-The console's continuous processing runs one of these loops in its own thread (run_loop), with
-on_chunk reporting each chunk to the screen.
+Stopping: stop() (SIGTERM / Ctrl-C in the CLI) lets the chunk in flight commit, then each loop ends.
 Losing the server: the loop logs one line, waits with backoff and reconnects; the chunk in flight
 rolled back with the connection, so its rows are simply claimed again.
 """
@@ -26,12 +23,9 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from opsconsole.ops import channels
 from opsconsole.ops import pipeline as ops
 
 log = logging.getLogger("opsconsole.worker")
-
-CHANNEL = channels.STAGING
 
 
 @dataclass
@@ -57,7 +51,11 @@ class WorkerStats:
 
 
 class Worker:
-    """N claim loops over one database. start() returns at once; stop() asks them to finish."""
+    """N claim loops over one database. start() returns at once; stop() asks them to finish.
+
+    The console's continuous processing runs one loop in its own thread (run_loop), with on_chunk
+    reporting each chunk to the screen and stop(cancel=True) as its stop key (the chunk in flight is
+    cancelled and rolls back)."""
 
     def __init__(
         self,
@@ -80,15 +78,15 @@ class Worker:
         self.name = name
         self.on_chunk = on_chunk
         self.app_name = app_name  # application_name suffix; default worker-<slot>
+        self._conns: dict[int, psycopg.Connection] = {}  # each loop's current connection
         self.stats = WorkerStats()
-        self._conns: dict[int, psycopg.Connection] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         for i in range(self.concurrency):
-            t = threading.Thread(target=self.run_loop, args=(i,), name=f"{self.name}-{i}", daemon=True)
+            t = threading.Thread(target=self._loop, args=(i,), name=f"{self.name}-{i}", daemon=True)
             self._threads.append(t)
             t.start()
 
@@ -97,8 +95,12 @@ class Worker:
         self._stop.set()
         if cancel:
             for conn in list(self._conns.values()):
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception):  # closed or gone already: nothing in flight
                     conn.cancel_safe(timeout=5)
+
+    def run_loop(self, slot: int = 0) -> None:
+        """One claim loop in the calling thread, until stop()."""
+        self._loop(slot)
 
     @property
     def stopping(self) -> bool:
@@ -121,13 +123,14 @@ class Worker:
     # -- one loop ----------------------------------------------------------------------------------
     def _connect(self, slot: int) -> psycopg.Connection:
         from opsconsole.db.connect import connect
+        from opsconsole.ops import channels
 
         conn = connect(self.dsn, self.app_name or f"worker-{slot}")
-        channels.listen(conn, CHANNEL)
+        channels.listen(conn, channels.STAGING)
+        self._conns[slot] = conn
         return conn
 
-    def run_loop(self, slot: int = 0) -> None:
-        """One claim loop, in the calling thread, until stop()."""
+    def _loop(self, slot: int) -> None:
         label = f"{self.name}-{slot}"
         backoff = 0.5
         conn: psycopg.Connection | None = None
@@ -135,7 +138,6 @@ class Worker:
             try:
                 if conn is None:
                     conn = self._connect(slot)
-                    self._conns[slot] = conn
                     if backoff > 0.5:
                         log.info("%s: reconnected to the database", label)
                     backoff = 0.5
@@ -164,7 +166,6 @@ class Worker:
                     _first_line(exc),
                     backoff,
                 )
-                self._conns.pop(slot, None)
                 _close(conn)
                 conn = None
                 self._stop.wait(backoff)
@@ -178,7 +179,6 @@ class Worker:
                     "%s: processing failed: %s; retrying in %.1f s", label, _first_line(exc), self.poll_s
                 )
                 self._stop.wait(self.poll_s)
-        self._conns.pop(slot, None)
         _close(conn)
         log.info("%s: stopped", label)
 

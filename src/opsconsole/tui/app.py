@@ -1,6 +1,11 @@
 """The opsconsole Textual app: six panes (one screen each, switched as modes), the refresh engine,
 the NOTIFY listener, and the operator actions.
 
+The app composes and routes: panes and widgets never import it. It makes each pane with a
+ConsoleContext (clock, lookup slot), pushes the console's state into the shown pane's `status` reactive
+(ConsoleStatus: connection, caps, interval, jobs), and handles what panes ask for by message
+(RefreshRequested, ActionRequested, PaneShown; tui/messages.py).
+
 Threads and connections: pane refreshes run in a thread worker on the "console" connection;
 interactive reads (search, drill-downs, confirmation counts) on the "console-lookup" connection;
 each action on a fresh connection of its own; LISTEN on a dedicated one. Workers post messages;
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -25,12 +31,21 @@ from opsconsole.ops.registry import ACTIONS, ACTIONS_BY_ID, Capabilities
 from opsconsole.tui import textual_compat
 from opsconsole.tui.clock import Clock, human_duration
 from opsconsole.tui.gcpolicy import GcPolicy
-from opsconsole.tui.jobs import Job, JobsBar
-from opsconsole.tui.operations import JobFinished, JobProgress, Operations
-from opsconsole.tui.refresh import DbSlot, Listener, Notified, RefreshDone, RefreshEngine
+from opsconsole.tui.jobs import Job
+from opsconsole.tui.messages import (
+    ActionRequested,
+    JobFinished,
+    JobProgress,
+    Notified,
+    PaneShown,
+    RefreshDone,
+    RefreshRequested,
+)
+from opsconsole.tui.operations import Operations
+from opsconsole.tui.refresh import DbSlot, Listener, RefreshEngine
 from opsconsole.tui.screens import PANES
 from opsconsole.tui.screens.base import PaneScreen
-from opsconsole.tui.widgets.chrome import Banner, PaneTabs, StatusHeader
+from opsconsole.tui.state import ConsoleContext, ConsoleStatus
 
 T = TypeVar("T")
 
@@ -86,7 +101,8 @@ class OpsConsoleApp(App):
         self.read_only = read_only
         self.clock = clock or Clock()
         self.caps: Capabilities | None = None
-        self.panes: dict[str, PaneScreen] = {cls.PANE_ID: cls() for cls in PANES}
+        context = ConsoleContext(self.clock, self.lookup_async)
+        self.panes: dict[str, PaneScreen] = {cls.PANE_ID: cls(context) for cls in PANES}
         for pane_id, screen in self.panes.items():
             self.add_mode(pane_id, lambda s=screen: s)
         self.current_pane = self.DEFAULT_MODE
@@ -114,6 +130,7 @@ class OpsConsoleApp(App):
         if self.listener is not None:
             self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)
         self.engine.start()
+        self.set_interval(1.0, self.refresh_chrome, name="chrome")  # relative times tick on
 
     def _theme_changed(self, theme: object) -> None:
         """Table cells carry theme colours: draw the panes' data again in the new ones."""
@@ -163,11 +180,15 @@ class OpsConsoleApp(App):
             if not self.is_running:  # shutting down
                 break
             if not screen.is_running:
+                screen.status = self.console_status()
                 await textual_compat.init_mode(self, pane_id)
             await asyncio.sleep(0)  # keys go first
         self.premounted = True
         self.gc_policy.start()
         self.set_interval(1.0, self.gc_policy.tick, name="gc")
+
+    def on_pane_shown(self, message: PaneShown) -> None:
+        self.pane_shown(message.pane)
 
     def pane_shown(self, pane: str) -> None:
         """A pane became visible: refresh it now if its data is old or a NOTIFY marked it dirty."""
@@ -178,19 +199,38 @@ class OpsConsoleApp(App):
             self.engine.kick()
         self.refresh_chrome()
 
+    def console_status(self) -> ConsoleStatus:
+        engine = self.engine
+        return ConsoleStatus(
+            clock=self.clock,
+            database_label=self.database_label,
+            version_label=self.version_label,
+            read_only=self.read_only,
+            caps=self.caps,
+            connected=engine.connected,
+            error=engine.error,
+            retry_at=time.monotonic() + engine.retry_in() if engine.retry_in() > 0 else None,
+            last_ok=engine.last_ok,
+            interval=engine.interval,
+            paused=engine.paused,
+            jobs=tuple(self.jobs.values()),
+        )
+
     def refresh_chrome(self) -> None:
+        """Push the console's state into the shown pane (its header, banner, jobs bar and badge)."""
         screen = self.panes.get(self.current_pane)
-        if screen is None or not screen.is_mounted:
+        if screen is None or not screen.is_mounted or not self.is_running:
             return
-        for widget in screen.query(StatusHeader).results():
-            widget.tick()
-        for widget in screen.query(Banner).results():
-            widget.tick()
-        for widget in screen.query(PaneTabs).results():
-            widget.tick()
-        for widget in screen.query(JobsBar).results():
-            widget.tick()
-        screen.update_badge()
+        screen.status = self.console_status()
+
+    def refresh_panes(self, panes: set[str]) -> None:
+        self.engine.request(panes)
+
+    def on_refresh_requested(self, message: RefreshRequested) -> None:
+        self.engine.request(message.panes)
+
+    def on_action_requested(self, message: ActionRequested) -> None:
+        self.start_op(message.action_id)
 
     # -- engine callbacks -------------------------------------------------------------------------
     def on_refresh_done(self, message: RefreshDone) -> None:
@@ -201,9 +241,10 @@ class OpsConsoleApp(App):
     def caps_changed(self, caps: Capabilities) -> None:
         self.caps = caps
         self.refresh_bindings()
+        status = self.console_status()
         for screen in self.panes.values():
             if screen.is_mounted:
-                screen.refresh_bindings()
+                screen.status = status  # what the role may do decides which keys the pane offers
 
     def disconnected(self, error: str) -> None:
         if self.engine.failures == 1:

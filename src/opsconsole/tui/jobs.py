@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from textual.markup import escape
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from opsconsole.ops.registry import ActionSpec
@@ -18,7 +19,7 @@ from opsconsole.tui.clock import human_duration
 from opsconsole.tui.widgets.chrome import shown
 
 if TYPE_CHECKING:
-    from opsconsole.tui.app import OpsConsoleApp
+    from opsconsole.tui.state import ConsoleStatus
 
 _ids = itertools.count(1)
 SHOW_FINISHED_S = 8.0
@@ -58,24 +59,31 @@ class Job:
 
 
 class JobsBar(Static):
-    """One line per running action (and recently finished ones); hidden when there are none."""
+    """One line per running action (and recently finished ones); hidden when there are none. The jobs
+    come with the ConsoleStatus the pane hands it; their counters move on between two statuses, so it
+    redraws twice a second by itself."""
 
     DEFAULT_CSS = """
     JobsBar { height: auto; max-height: 5; background: $boost; padding: 0 1; display: none; }
     JobsBar.-visible { display: block; }
     """
 
+    status: reactive[ConsoleStatus | None] = reactive(None, always_update=True, init=False, layout=False)
+
     def on_mount(self) -> None:
         self.tick()
         self.set_interval(0.5, self.tick)
 
+    def watch_status(self, status: ConsoleStatus | None) -> None:
+        self.tick()
+
     def tick(self) -> None:
-        if not shown(self):
+        status = self.status
+        if not shown(self) or status is None:
             return
-        app: OpsConsoleApp = self.app  # type: ignore[assignment]
-        now = app.clock.monotonic()
+        now = status.clock.monotonic()
         lines = []
-        for job in app.jobs.values():
+        for job in status.jobs:
             if job.running:
                 lines.append(running_line(job, now))
             elif job.finished is not None and now - job.finished < SHOW_FINISHED_S:

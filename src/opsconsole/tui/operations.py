@@ -12,41 +12,50 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import psycopg
-from textual.message import Message
 
 from opsconsole.db.connect import connect
 from opsconsole.ops import catalog, customers, dq, pipeline
 from opsconsole.ops.actions import ActionOutcome, describe_error, run_audited, write_audit
 from opsconsole.ops.registry import ActionSpec
 from opsconsole.pipeline.worker import Worker
+from opsconsole.tui.clock import Clock
 from opsconsole.tui.format import interval_text
 from opsconsole.tui.jobs import Job
+from opsconsole.tui.messages import JobFinished, JobProgress
+from opsconsole.tui.screens.base import PaneScreen
 
-if TYPE_CHECKING:
-    from opsconsole.tui.app import OpsConsoleApp
+T = TypeVar("T")
+
+
+class OperationsHost(Protocol):
+    """What the action flows need from the app that hosts them (the app implements it; this module
+    does not know the App class): dialogs, notifications, workers, the lookup slot, the panes that
+    give an action its context (cursor, selection), and the running jobs."""
+
+    dsn: str
+    database_label: str
+    clock: Clock
+    jobs: dict[int, Job]
+    panes: dict[str, PaneScreen]
+
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None: ...
+    def run_worker(self, work: Any, **kwargs: Any) -> Any: ...
+    def post_message(self, message: Any) -> bool: ...
+    async def push_screen_wait(self, screen: Any) -> Any: ...
+    async def lookup_async(self, fn: Callable[[psycopg.Connection], T]) -> T: ...
+    def refresh_bindings(self) -> None: ...
+    def refresh_chrome(self) -> None: ...
+    def refresh_panes(self, panes: set[str]) -> None: ...
+
 
 LARGE_ROWS = 1000  # scopes at least this big require typing a word
 LARGE_BATCH = 10_000
 DEFAULT_BATCH = 1000
 BATCH_MAX_TIME = dt.timedelta(seconds=300)
 CONTINUOUS = "continuous_processing"  # the audit action name of a console's processing session
-
-
-class JobProgress(Message):
-    def __init__(self, job: Job):
-        super().__init__()
-        self.job = job
-
-
-class JobFinished(Message):
-    def __init__(self, job: Job, outcome: ActionOutcome, after: Callable[[ActionOutcome], None] | None):
-        super().__init__()
-        self.job = job
-        self.outcome = outcome
-        self.after = after
 
 
 # Panes to refresh after an action finishes.
@@ -68,7 +77,7 @@ def plural(n: int, word: str) -> str:
 
 
 class Operations:
-    def __init__(self, app: OpsConsoleApp):
+    def __init__(self, app: OperationsHost):
         self.app = app
 
     @property
@@ -442,10 +451,10 @@ class Operations:
         job.counters["outcome"] = outcome
         if message.after is not None:
             message.after(outcome)
-        self.app.engine.request(AFFECTS.get(job.spec.id, set()))
+        self.app.refresh_panes(AFFECTS.get(job.spec.id, set()))
 
 
-def continuous_loop(app: OpsConsoleApp, dsn: str, job: Job, size: int) -> dict[str, Any]:
+def continuous_loop(app: OperationsHost, dsn: str, job: Job, size: int) -> dict[str, Any]:
     """The worker's claim loop (pipeline.worker.Worker.run_loop) in this job's thread, until stopped;
     each chunk updates the job's counters. Stopping cancels the chunk in flight (it rolls back)."""
     counters = job.counters

@@ -53,7 +53,7 @@ class ActivityScreen(PaneScreen):
         return audit.recent(conn, LIMIT)
 
     def render_data(self, data: list[dict[str, Any]]) -> None:
-        clock = self.console_app.clock
+        clock = self.clock
         tones = {"ok": "success", "error": "error", "cancelled": "warning", "denied": "error"}
         rows = []
         for r in data:
@@ -88,7 +88,7 @@ class ActivityScreen(PaneScreen):
         row = next((r for r in self.data if str(r["audit_id"]) == key), None)
         if row is None:
             return
-        clock = self.console_app.clock
+        clock = self.clock
         head = (
             f"[b]{row['action']}[/] by [b]{row['actor']}[/] from {row['application_name'] or '—'}\n"
             f"at {clock.stamp(row['occurred_at'])} ({clock.ago(row['occurred_at'])}), status "

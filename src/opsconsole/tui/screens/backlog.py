@@ -21,6 +21,7 @@ from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, num, plain, pretty_json, styled
 from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.state import ConsoleContext
 from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
 LIMIT = 500
@@ -64,8 +65,8 @@ class BacklogScreen(PaneScreen):
         Binding("escape", "clear", "Clear", show=False),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, context: ConsoleContext) -> None:
+        super().__init__(context)
         self.selected: set[int] = set()
         self.filter_text: str = ""
 
@@ -97,8 +98,8 @@ class BacklogScreen(PaneScreen):
         )
 
     def render_data(self, data: BacklogData) -> None:
-        app = self.console_app
-        clock = app.clock
+        app = self.app
+        clock = self.clock
         pending = data.open.get("pending", {})
         failed = data.open.get("failed", {})
         dead = data.open.get("dead_letter", {})
@@ -142,11 +143,11 @@ class BacklogScreen(PaneScreen):
     def _due(self, due: Any) -> str:
         if due is None:
             return "—"
-        wait = (due - self.console_app.clock.now()).total_seconds()
+        wait = (due - self.clock.now()).total_seconds()
         return "due" if wait <= 0 else f"in {human_duration(wait)}"
 
     def _row_cells(self, r: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-        app = self.console_app
+        app = self.app
         status = r["processing_status"]
         return (
             str(r["staging_id"]),
@@ -172,7 +173,7 @@ class BacklogScreen(PaneScreen):
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value
-        self.console_app.engine.request({self.PANE_ID})
+        self.request_refresh()
 
     @on(Input.Submitted, "#filter")
     def filter_done(self, event: Input.Submitted) -> None:
@@ -187,7 +188,7 @@ class BacklogScreen(PaneScreen):
             box.display = False
             self.query_one("#rows", KeyedTable).focus()
             if filtered:  # the rows shown were filtered: fetch them all (closing an empty filter: no query)
-                self.console_app.engine.request({self.PANE_ID})
+                self.request_refresh()
         elif self.selected:
             self.clear_selection()
 
@@ -246,11 +247,11 @@ class BacklogScreen(PaneScreen):
             )
 
         try:
-            full, attempts, history = await self.console_app.lookup_async(read)
+            full, attempts, history = await self.context.lookup(read)
         except psycopg.Error as exc:
             self.app.notify(f"Could not read staging row {row['staging_id']}: {exc}", severity="error")
             return
-        clock = self.console_app.clock
+        clock = self.clock
         attempt_lines = [
             f"#{a['staging_id']}  {a['processing_status']}  code {a['error_code'] or '—'}  "
             f"tries {a['retry_count']}  batch {a['batch_id'] or '—'}  "

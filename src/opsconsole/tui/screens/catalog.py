@@ -24,6 +24,7 @@ from opsconsole.ops.registry import Capabilities
 from opsconsole.output import format_cell
 from opsconsole.tui.format import tone
 from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.state import ConsoleContext
 
 CLASS_TONE = {"restricted": "error", "confidential": "warning", "internal": "accent", "public": "success"}
 
@@ -52,8 +53,8 @@ class CatalogScreen(PaneScreen):
     PANE_TITLE = "Catalog & lineage"
     NEEDS_RELATIONS = ("data_catalog",)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, context: ConsoleContext) -> None:
+        super().__init__(context)
         self._signature: tuple | None = None
         self.current_table: tuple[str, str] | None = None
 
@@ -94,7 +95,7 @@ class CatalogScreen(PaneScreen):
         last = max((c["last_updated"] for c in data.columns if c["last_updated"]), default=None)
         self.query_one("#catalog-summary", Static).update(
             f"[b]{len(schemas)}[/] schemas, [b]{len(tables)}[/] tables, [b]{len(data.columns)}[/] columns  "
-            f"[dim]catalogue updated[/] {self.console_app.clock.ago(last)}"
+            f"[dim]catalogue updated[/] {self.clock.ago(last)}"
         )
         signature = data.signature()
         if signature == self._signature:
@@ -174,12 +175,10 @@ class CatalogScreen(PaneScreen):
             self.run_worker(self._lineage(schema, table), group="lineage", exclusive=True)
 
     async def _lineage(self, schema: str, table: str) -> None:
-        app = self.console_app
         target = self.query_one("#lineage", Static)
+        caps = self.status.caps if self.status is not None else None
         reason = (
-            app.caps.why_not_callable(("lineage_upstream", "lineage_downstream"))
-            if app.caps
-            else "not connected"
+            caps.why_not_callable(("lineage_upstream", "lineage_downstream")) if caps else "not connected"
         )
         if reason:
             target.update(f"[dim]lineage: not available on this database: {escape(reason)}[/]")
@@ -187,7 +186,7 @@ class CatalogScreen(PaneScreen):
         name = table if schema == "public" else f"{schema}.{table}"
 
         try:
-            flows = await app.lookup_async(lambda conn: catalog.lineage(conn, name, "both"))
+            flows = await self.context.lookup(lambda conn: catalog.lineage(conn, name, "both"))
         except (psycopg.Error, OpsError) as exc:
             target.update(f"[$error]lineage of {escape(name)} failed: {escape(str(exc))}[/]")
             return

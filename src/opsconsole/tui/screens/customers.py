@@ -25,6 +25,7 @@ from opsconsole.ops import customers
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import cell_num, plain, pretty_json
 from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.state import ConsoleContext
 from opsconsole.tui.widgets.chrome import PaneFooter, StatusHeader
 from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
@@ -67,8 +68,8 @@ class CustomersScreen(PaneScreen):
         Binding("escape", "leave_search", "Results", show=False),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, context: ConsoleContext) -> None:
+        super().__init__(context)
         self.search_text = ""
         self._debounce = None
 
@@ -118,7 +119,7 @@ class CustomersScreen(PaneScreen):
         return SearchData(q, rows, "customers_masked" if masked else "crm_customers")
 
     def render_data(self, data: SearchData) -> None:
-        caps = self.console_app.caps
+        caps = self.status.caps if self.status is not None else None
         hint = ""
         if data.source == "customers_masked":
             hint = "  [dim](masked: this role may not read customer PII)[/]"
@@ -154,7 +155,7 @@ class CustomersScreen(PaneScreen):
         self.search_text = event.value
         if self._debounce is not None:
             self._debounce.stop()
-        self._debounce = self.set_timer(DEBOUNCE_S, lambda: self.console_app.engine.request({self.PANE_ID}))
+        self._debounce = self.set_timer(DEBOUNCE_S, lambda: self.request_refresh())
 
     @on(Input.Submitted, "#search")
     def search_submitted(self, event: Input.Submitted) -> None:
@@ -176,7 +177,8 @@ class CustomersScreen(PaneScreen):
     def action_open(self) -> None:
         key = self.query_one("#results", KeyedTable).cursor_key
         if key is not None:
-            self.app.push_screen(CustomerScreen(int(key)))
+            caps = self.status.caps if self.status is not None else None
+            self.app.push_screen(CustomerScreen(int(key), self.context, caps))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,9 +263,12 @@ class CustomerScreen(Screen):
         Binding("ctrl+r", "reload", "Reload"),
     ]
 
-    def __init__(self, customer_id: int):
+    def __init__(self, customer_id: int, context: ConsoleContext, caps: Capabilities | None):
         super().__init__(id=f"customer-{customer_id}")
         self.customer_id = customer_id
+        self.context = context
+        self.clock = context.clock
+        self.caps = caps
         self.data: CustomerData | None = None
 
     def compose(self) -> ComposeResult:
@@ -287,9 +292,8 @@ class CustomerScreen(Screen):
         self.run_worker(self._load(), group="customer", exclusive=True)
 
     async def _load(self) -> None:
-        app = self.app
         try:
-            data = await app.lookup_async(lambda c: read_customer(c, app.caps, self.customer_id))
+            data = await self.context.lookup(lambda c: read_customer(c, self.caps, self.customer_id))
         except psycopg.Error as exc:
             self.query_one("#c-profile", Static).update(
                 f"[$error]could not load the customer: {escape(str(exc))}[/]"
@@ -299,7 +303,7 @@ class CustomerScreen(Screen):
         self.show(data)
 
     def show(self, data: CustomerData) -> None:
-        clock = self.app.clock
+        clock = self.clock
         if data.profile is None:
             self.query_one("#c-profile", Static).update(f"No customer {self.customer_id} in crm_customers.")
             return
@@ -366,11 +370,11 @@ class CustomerScreen(Screen):
             )
 
     async def _travel(self, instant: str) -> None:
-        app = self.app
-
         target = self.query_one("#c-travel", Static)
         try:
-            rows = await app.lookup_async(lambda conn: customers.time_travel(conn, self.customer_id, instant))
+            rows = await self.context.lookup(
+                lambda conn: customers.time_travel(conn, self.customer_id, instant)
+            )
         except psycopg.Error as exc:
             msg = exc.diag.message_primary if isinstance(exc, psycopg.Error) else str(exc)
             target.update(Text(f"time travel to {instant!r} failed: {msg}", style="bold"))
@@ -387,10 +391,10 @@ class CustomerScreen(Screen):
         target.scroll_visible()
 
     def action_time_travel(self) -> None:
-        app = self.app
-        reason = app.caps.why_not_callable(("time_travel_customers",)) if app.caps else "not connected"
+        caps = self.caps
+        reason = caps.why_not_callable(("time_travel_customers",)) if caps else "not connected"
         if reason:
-            app.notify(f"Time travel is not available on this database: {reason}.", severity="warning")
+            self.app.notify(f"Time travel is not available on this database: {reason}.", severity="warning")
             return
         self.run_worker(self._ask_travel(), group="travel", exclusive=True)
 
@@ -404,7 +408,7 @@ class CustomerScreen(Screen):
                 return "an instant like 2025-01-31 14:00 or 2025-01-31T14:00:00+00:00"
             return None
 
-        default = self.app.clock.now().strftime("%Y-%m-%d %H:%M:%S+00")
+        default = self.clock.now().strftime("%Y-%m-%d %H:%M:%S+00")
         instant = await self.app.push_screen_wait(
             PromptScreen(
                 "Time travel", "Show this customer as of (timestamp with time zone):", default, check

@@ -22,6 +22,7 @@ from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, ms, num, pct, styled
 from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.state import ConsoleContext, ConsoleStatus
 from opsconsole.tui.widgets.keyed_table import KeyedTable
 
 SLA_TARGET_MS = 1000
@@ -78,8 +79,8 @@ class MonitorScreen(PaneScreen):
     PANE_TITLE = "Monitor"
     NEEDS_RELATIONS = ("financial_processing_monitor", "financial_transactions_staging")
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, context: ConsoleContext) -> None:
+        super().__init__(context)
         self.breach: dict[str, Any] | None = None
 
     def compose_body(self) -> ComposeResult:
@@ -104,11 +105,11 @@ class MonitorScreen(PaneScreen):
         )
 
     def fetch_params(self) -> dict[str, Any]:
-        return {"now": self.console_app.clock.now()}
+        return {"now": self.clock.now()}
 
     def render_data(self, data: MonitorData) -> None:
-        app = self.console_app
-        clock = app.clock
+        app = self.app
+        clock = self.clock
         latest = data.minutes[0] if data.minutes else None
         pending = data.open.get("pending", {})
         failed = data.open.get("failed", {})
@@ -182,7 +183,7 @@ class MonitorScreen(PaneScreen):
         self.breach = row
         self.query_one("#pane-frame").set_class(row is not None, "-breach")
         if row is not None and (was is None or was["minute_bucket"] != row["minute_bucket"]) and was is None:
-            clock = self.console_app.clock
+            clock = self.clock
             self.app.notify(
                 f"SLA breach: {pct(row['sla_breach_rate'])} of transactions took over {SLA_TARGET_MS} ms "
                 f"in the minute {clock.time(row['minute_bucket'], seconds=False)} "
@@ -192,13 +193,18 @@ class MonitorScreen(PaneScreen):
                 timeout=10,
             )
 
+    def status_changed(self, status: ConsoleStatus) -> None:
+        self.update_counters()
+
     def update_counters(self) -> None:
+        """The line on continuous processing run by this console (its job's counters)."""
         if not self.is_mounted:
             return
-        job = next(
-            (j for j in self.console_app.jobs.values() if j.running and j.spec.id == "continuous"), None
-        )
-        widget = self.query_one("#continuous", Static)
+        job = self.status.running("continuous") if self.status is not None else None
+        found = self.query("#continuous")
+        if not found:  # the app is shutting down: the widgets are gone
+            return
+        widget = found.first(Static)
         if job is None:
             widget.update("")
             widget.display = False

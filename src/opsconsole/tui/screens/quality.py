@@ -54,8 +54,8 @@ class QualityScreen(PaneScreen):
         return dq.latest_results(conn)
 
     def render_data(self, data: list[dict[str, Any]]) -> None:
-        app = self.console_app
-        clock = app.clock
+        app = self.app
+        clock = self.clock
         failing = [r for r in data if r["status"] in FAILING]
         never = [r for r in data if r["status"] is None]
         severe = [r for r in failing if r["severity"] in ("critical", "error")]
@@ -112,11 +112,11 @@ class QualityScreen(PaneScreen):
         from opsconsole.tui.screens.modals import DetailScreen
 
         try:
-            history = await self.console_app.lookup_async(lambda conn: dq.recent_results(conn, rule))
+            history = await self.context.lookup(lambda conn: dq.recent_results(conn, rule))
         except psycopg.Error as exc:
             self.app.notify(f"Could not read the history of {rule}: {exc}", severity="error")
             return
-        clock = self.console_app.clock
+        clock = self.clock
         rule_row = next((r for r in (self.data or []) if r["rule_name"] == rule), {})
         lines = [
             f"{clock.stamp(h.get('check_timestamp'))}  {h.get('status') or '—':5}  "
