@@ -9,10 +9,27 @@ from typing import Any
 
 from opsconsole.tui.app import OpsConsoleApp
 from opsconsole.tui.clock import FrozenClock
+from opsconsole.tui.messages import Notified
 
 SIZE = (120, 40)
 # Snapshots show every timestamp as if "now" were this instant (see FrozenClock).
 SHOWN_NOW = dt.datetime(2025, 3, 14, 12, 30, 0, tzinfo=dt.UTC)
+
+
+class RecordingApp(OpsConsoleApp):
+    """The console, keeping the toasts it raised and the NOTIFYs it received, for tests to read."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.notices: list[str] = []
+        self.notifications_seen: list[tuple[str, str]] = []
+
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self.notices.append(message)
+        super().notify(message, *args, **kwargs)
+
+    def on_notified(self, message: Notified) -> None:  # OpsConsoleApp's own handler runs too (MRO)
+        self.notifications_seen.append((message.channel, message.payload))
 
 
 def frozen_clock(anchor: dt.datetime) -> FrozenClock:

@@ -11,6 +11,7 @@ from opsconsole.cli import main
 from tests.tui.helpers import SIZE
 from tests.tui.test_panes_and_actions import confirm, job_done, seed_orders, stage
 from tools import sample
+from tools.drive import wait_loaded, wait_screen
 
 
 def actions_since(conn, audit_id: int) -> list[tuple[str, str]]:
@@ -34,35 +35,35 @@ async def test_console_and_cli_audit_each_action_under_one_name(make_app, db_dsn
 
     app = make_app(start_pane="monitor", listen=False)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("monitor")
+        await wait_loaded(app, "monitor")
         await pilot.press("b")
-        await app.wait_screen("PromptScreen")
+        await wait_screen(app, "PromptScreen")
         await pilot.press("enter")
         await confirm(app, pilot)
         assert (await job_done(app, pilot, "process_batch")).status == "ok"
 
         await pilot.press("2")
-        await app.wait_loaded("backlog", lambda d: d.rows)
+        await wait_loaded(app, "backlog", lambda d: d.rows)
         await pilot.press("r")
-        await app.wait_screen("ChoiceScreen")
+        await wait_screen(app, "ChoiceScreen")
         await pilot.press("enter")  # the error code of the row under the cursor
         await confirm(app, pilot)
         assert (await job_done(app, pilot, "retry_failed")).status == "ok"
 
         await pilot.press("3")
-        await app.wait_loaded("quality")
+        await wait_loaded(app, "quality")
         await pilot.press("r")
         await confirm(app, pilot)
         assert (await job_done(app, pilot, "run_dq")).status == "ok"
 
         await pilot.press("4")
-        await app.wait_loaded("customers")
+        await wait_loaded(app, "customers")
         await pilot.press("ctrl+r")
         await confirm(app, pilot)
         assert (await job_done(app, pilot, "refresh_c360")).status == "ok"
 
         await pilot.press("5")
-        await app.wait_loaded("catalog")
+        await wait_loaded(app, "catalog")
         await pilot.press("r")
         await confirm(app, pilot)
         assert (await job_done(app, pilot, "refresh_catalog")).status == "ok"

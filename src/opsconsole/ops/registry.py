@@ -38,6 +38,7 @@ KNOWN_FUNCTIONS: tuple[str, ...] = (
     "process_financial_batch_detail",
     "retry_failed",
     "execute_data_quality_checks",
+    "dq_run",
     "search_customers",
     "refresh_customer_360_incremental",
     "time_travel_customers",
@@ -45,29 +46,6 @@ KNOWN_FUNCTIONS: tuple[str, ...] = (
     "lineage_upstream",
     "lineage_downstream",
 )
-
-# Which migration brings each object, for the "not available" hints.
-PROVIDED_BY: dict[str, str] = {
-    "financial_transactions_staging": "0003 financial pipeline",
-    "financial_transactions_processed": "0003 financial pipeline",
-    "financial_processing_monitor": "0003 financial pipeline",
-    "process_financial_batch": "0003 financial pipeline",
-    "process_financial_batch_detail": "0003 financial pipeline",
-    "retry_failed": "0003 financial pipeline",
-    "dq_rule_definitions": "0002 data quality",
-    "data_quality_metrics": "0002 data quality",
-    "execute_data_quality_checks": "0002 data quality",
-    "customer_360_mv": "0004 customer 360",
-    "search_customers": "0004 customer 360",
-    "refresh_customer_360_incremental": "0004 customer 360",
-    "lakehouse_customers": "0005 lakehouse",
-    "time_travel_customers": "0005 lakehouse",
-    "data_catalog": "0006 catalog and lineage",
-    "data_lineage": "0006 catalog and lineage",
-    "refresh_data_catalog": "0006 catalog and lineage",
-    "lineage_upstream": "0006 catalog and lineage",
-    "lineage_downstream": "0006 catalog and lineage",
-}
 
 PROBE_SQL = """
 SELECT 'rel' AS kind, c.relname::text AS name, c.relkind::text AS detail, NULL::text[] AS argnames,
@@ -123,9 +101,6 @@ class Capabilities:
     def has_function(self, name: str) -> bool:
         return name in self.functions
 
-    def function_has_arg(self, name: str, argname: str) -> bool:
-        return any(argname in f.argnames for f in self.functions.get(name, ()))
-
     def why_not_readable(self, names: tuple[str, ...]) -> str | None:
         """None when every relation exists and is readable, else one sentence saying why not."""
         for name in names:
@@ -147,8 +122,7 @@ class Capabilities:
 
 def missing(name: str, function: bool = False) -> str:
     what = f"{name}()" if function else name
-    source = PROVIDED_BY.get(name)
-    return f"{what} does not exist" + (f" (migration {source} is not applied)" if source else "")
+    return f"{what} does not exist (run `opsconsole db migrate`)"
 
 
 def probe(conn: psycopg.Connection) -> Capabilities:
@@ -183,7 +157,6 @@ class ActionSpec:
     description: str
     needs_functions: tuple[str, ...] = ()
     needs_relations: tuple[str, ...] = ()
-    needs_function_arg: tuple[str, str] | None = None  # (function, argument name) an overload must take
     mutating: bool = True  # hidden by --read-only
     footer_label: str = ""
 
@@ -202,14 +175,7 @@ class ActionSpec:
         reason = caps.why_not_callable(self.needs_functions + ("record_audit",) if self.mutating else ())
         if reason:
             return reason
-        reason = caps.why_not_readable(self.needs_relations)
-        if reason:
-            return reason
-        if self.needs_function_arg:
-            fn, arg = self.needs_function_arg
-            if not caps.function_has_arg(fn, arg):
-                return f"{fn}() on this database takes no {arg} argument"
-        return None
+        return caps.why_not_readable(self.needs_relations)
 
 
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -228,7 +194,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Start/stop continuous processing",
         "c",
         ("monitor", "backlog"),
-        "Keep calling process_financial_batch() in the background until stopped, with live counters.",
+        "Run the pipeline worker's claim loop in the background until stopped, with live counters.",
         needs_functions=("process_financial_batch_detail",),
         needs_relations=("financial_transactions_staging",),
         footer_label="Continuous",
@@ -249,8 +215,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Run all data-quality checks",
         "r",
         ("quality",),
-        "Run every active rule through execute_data_quality_checks().",
-        needs_functions=("execute_data_quality_checks",),
+        "Run every active rule as one run (dq_run(), as `opsconsole dq run` does).",
+        needs_functions=("execute_data_quality_checks",),  # dq_run once the operator may call it
         needs_relations=("dq_rule_definitions",),
         footer_label="Run all",
     ),
@@ -262,7 +228,6 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Run the rule under the cursor only.",
         needs_functions=("execute_data_quality_checks",),
         needs_relations=("dq_rule_definitions",),
-        needs_function_arg=("execute_data_quality_checks", "p_rule_name"),
         footer_label="Run rule",
     ),
     ActionSpec(

@@ -18,7 +18,8 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 from textual import events
@@ -63,7 +64,7 @@ LOOKUP_TIMEOUT_MS = 10_000
 
 class OpsConsoleApp(App):
     TITLE = "opsconsole"
-    CSS_PATH = "console.tcss"
+    CSS_PATH = Path(__file__).with_name("console.tcss")  # absolute: subclasses live elsewhere
     DEFAULT_MODE = "monitor"
     ENABLE_COMMAND_PALETTE = True
 
@@ -112,17 +113,9 @@ class OpsConsoleApp(App):
         self.listener = Listener(dsn, self.post_message) if listen else None
         self.jobs: dict[int, Job] = {}
         self.ops = Operations(self)
-        self.notifications_seen: list[tuple[str, str]] = []
-        self.notices: list[str] = []
         self.premounted = False  # every pane composed and mounted (see _premount)
         self._instant_switch = False
         self.gc_policy = GcPolicy()
-
-    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
-        """As App.notify; the last messages are also kept in `notices` (tests read them)."""
-        self.notices.append(message)
-        del self.notices[:-50]
-        super().notify(message, *args, **kwargs)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -259,8 +252,6 @@ class OpsConsoleApp(App):
         self.notify(f"Connected to {self.database_label} again.", title="reconnected", timeout=4)
 
     def on_notified(self, message: Notified) -> None:
-        self.notifications_seen.append((message.channel, message.payload))
-        del self.notifications_seen[:-50]
         panes = CHANNEL_PANES.get(message.channel, set())
         if message.channel == channels.DQ:
             self._dq_alert(message.payload)
@@ -402,46 +393,3 @@ class OpsConsoleApp(App):
 
     async def lookup_async(self, fn: Callable[[psycopg.Connection], T]) -> T:
         return await asyncio.to_thread(self.lookup_sync, fn)
-
-    def connection_pids(self) -> dict[str, int | None]:
-        """Backend pids of the console's own long-lived connections (tests terminate them)."""
-        return {
-            "refresh": self.engine.slot.backend_pid,
-            "lookup": self.lookup.backend_pid,
-            "listen": self.listener.backend_pid if self.listener else None,
-        }
-
-    # -- helpers for tests and screenshots ----------------------------------------------------------
-    async def wait_loaded(
-        self, pane: str, check: Callable[[Any], bool] | None = None, timeout: float = 15.0
-    ) -> None:
-        """Wait until the pane shows data (passing `check`) or says why it cannot, with nothing in flight."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        screen = self.panes[pane]
-        while loop.time() < deadline:
-            done = (
-                screen.unavailable is not None
-                or screen.fetch_error is not None
-                or (screen.data is not None and (check is None or check(screen.data)))
-            )
-            if done and self.premounted and not self.engine.in_flight and not self._busy_workers():
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"the {pane} pane did not load within {timeout} s")
-
-    async def wait_screen(self, name: str, timeout: float = 10.0) -> Screen:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if type(self.screen).__name__ == name:
-                await asyncio.sleep(0.05)
-                return self.screen
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"{name} did not open within {timeout} s")
-
-    def _busy_workers(self) -> bool:
-        return any(
-            w.state.name in {"PENDING", "RUNNING"} and w.group not in {"listen", "flow", "jobs"}
-            for w in self.workers
-        )

@@ -75,7 +75,11 @@ class BacklogScreen(PaneScreen):
             yield Static("", id="backlog-summary")
             with Vertical(id="codes-box"):
                 yield KeyedTable(CODE_COLUMNS, id="codes", zebra_stripes=False, cursor_type="none")
-        yield Input(placeholder="filter: status, error code, message, batch, or an id", id="filter")
+        yield Input(
+            placeholder="filter: status, error code, message, batch, or an id",
+            id="filter",
+            select_on_focus=False,  # else the first key typed after / is selected, then replaced
+        )
         yield Static("", id="rows-title", classes="box-title")
         yield keyed_table(ROW_COLUMNS, enter="Details", id="rows")
 

@@ -84,7 +84,11 @@ class CustomersScreen(PaneScreen):
         return caps.why_not_readable(cls.NEEDS_RELATIONS)
 
     def compose_body(self) -> ComposeResult:
-        yield Input(placeholder="press / to search: name, email, phone, customer id or uuid", id="search")
+        yield Input(
+            placeholder="press / to search: name, email, phone, customer id or uuid",
+            id="search",
+            select_on_focus=False,  # else the first key typed after / is selected, then replaced
+        )
         yield Static("", id="search-info")
         yield keyed_table(COLUMNS, enter="Open", id="results")
 
@@ -119,12 +123,9 @@ class CustomersScreen(PaneScreen):
         return SearchData(q, rows, "customers_masked" if masked else "crm_customers")
 
     def render_data(self, data: SearchData) -> None:
-        caps = self.status.caps if self.status is not None else None
         hint = ""
         if data.source == "customers_masked":
             hint = "  [dim](masked: this role may not read customer PII)[/]"
-        elif caps is not None and not caps.has_function("search_customers"):
-            hint = "  [dim](search_customers() is not installed: plain matching on crm_customers)[/]"
         what = f"matching [b]{escape(data.q)}[/]" if data.q else "(press / to search)"
         self.query_one("#search-info", Static).update(
             f"{len(data.rows)}{'+' if len(data.rows) >= LIMIT else ''} "
