@@ -2,9 +2,9 @@
 Monitor and Backlog panes show.
 
 Each function takes a psycopg connection (autocommit, as opened by opsconsole.db.connect), calls the
-pipeline's SQL functions or a named query under sql/queries/console/, and returns plain data. The CLI,
-the console and the worker all come through here: each action has this one implementation and one audit
-action name (PROCESS_BATCH, RETRY).
+pipeline's SQL functions (sql/definitions/30_pipeline.sql) or a named query under sql/queries/console/,
+and returns plain data. The CLI, the console and the worker all come through here: each action has this
+one implementation and one audit action name (PROCESS_BATCH, RETRY).
 """
 
 from __future__ import annotations
