@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import conninfo
+from textual.widgets import Input
 
 from opsconsole.db import migrate
 from opsconsole.tui.app import OpsConsoleApp
@@ -91,7 +92,10 @@ async def shoot(
 
 
 async def _search(app: OpsConsoleApp, pilot) -> None:
-    await pilot.press("slash", *"ada")
+    await pilot.press("slash")
+    while not isinstance(app.focused, Input):  # the box has the focus before the keys are typed
+        await pilot.pause(0.05)
+    await pilot.press(*"ada")
     await wait_loaded(app, "customers", lambda d: d.q == "ada")
 
 

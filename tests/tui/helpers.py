@@ -49,6 +49,16 @@ async def wait_for(pilot, predicate: Callable[[], Any], timeout: float = 10.0, w
         await pilot.pause(0.05)
 
 
+async def type_in(pilot, text: str) -> None:
+    """Press / and type `text` into the search or filter box it opens, once that box has the focus
+    (the test presses keys faster than any person: the first ones could reach the table instead)."""
+    from textual.widgets import Input
+
+    await pilot.press("slash")
+    await wait_for(pilot, lambda: isinstance(pilot.app.focused, Input), what="the search box")
+    await pilot.press(*text)
+
+
 def table_rows(app: OpsConsoleApp, selector: str) -> list[list[str]]:
     """The visible text of a DataTable, row by row, in display order."""
     from textual.widgets import DataTable

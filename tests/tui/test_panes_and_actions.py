@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.tui.helpers import SIZE, screen_text, statics_text, table_rows, wait_for
+from tests.tui.helpers import SIZE, screen_text, statics_text, table_rows, type_in, wait_for
 from tools import sample
 from tools.drive import wait_loaded, wait_screen
 
@@ -158,7 +158,7 @@ async def test_backlog_lists_filters_drills_and_retries_the_selection(make_app, 
         }
 
         # filter with /
-        await pilot.press("slash", *"unknown")
+        await type_in(pilot, "unknown")
         await wait_for(pilot, lambda: app.panes["backlog"].data.filter == "unknown", what="the filter")
         await wait_loaded(app, "backlog", lambda d: d.filter == "unknown")
         assert {r[3] for r in table_rows(app, "#rows")} == {"unknown_type"}
@@ -452,7 +452,7 @@ async def test_customer_detail_360_history_time_travel_and_refresh(make_app, con
         await confirm(app, pilot)
         job = await job_done(app, pilot, "refresh_c360")
         assert job.status == "ok"
-        await pilot.press("slash", *"Hopper")
+        await type_in(pilot, "Hopper")
         await wait_loaded(app, "customers", lambda d: d.q == "Hopper" and d.rows)
         await pilot.press("escape", "enter")
         screen = await wait_screen(app, "CustomerScreen")

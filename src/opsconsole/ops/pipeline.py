@@ -141,17 +141,12 @@ def retry_scope_count(
     all_rows: bool = False,
     include_dead_letter: bool = False,
 ) -> int:
-    """How many rows retry() would re-queue for these selectors (the confirmation's blast radius)."""
-    statuses = ["failed", "dead_letter"] if include_dead_letter else ["failed"]
+    """How many rows retry() would re-queue for these selectors (the confirmation's blast radius):
+    retry_scope_count(), which counts the rows of retry_scope(), the scope retry_failed() re-queues."""
     ids = list(staging_ids) if staging_ids else None
-    if ids is None and batch_id is None and error_code is None and not all_rows:
-        return 0
     row = conn.execute(
-        "SELECT count(*) FROM financial_transactions_staging WHERE processing_status = ANY(%(statuses)s)"
-        " AND (%(ids)s::bigint[] IS NULL OR staging_id = ANY(%(ids)s))"
-        " AND (%(batch)s::text IS NULL OR batch_id = %(batch)s)"
-        " AND (%(code)s::text IS NULL OR error_code = %(code)s)",
-        {"statuses": statuses, "ids": ids, "batch": batch_id, "code": error_code},
+        "SELECT retry_scope_count(%s, %s, %s, %s, %s)",
+        (ids, batch_id, error_code, all_rows, include_dead_letter),
     ).fetchone()
     return int(row[0]) if row else 0
 
