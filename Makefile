@@ -1,16 +1,22 @@
-# Every target builds or refreshes .venv by itself; the install runs again only when pyproject.toml changes.
+# Every target builds or refreshes .venv by itself; the install runs again only when pyproject.toml or
+# constraints.txt changes. constraints.txt pins every package to the version the tests passed with;
+# after changing a dependency, refresh it with `make constraints` and commit both files.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-sql bench screenshots lint lint-sql format clean
+.PHONY: demo test test-sql bench screenshots lint lint-sql format clean constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+# Pin what the venv holds now (after a deliberate upgrade that passed `make test`).
+constraints: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^pip==' > constraints.txt
 
 # The demo: embedded server, schema, 10,000 seeded customers (once), then live traffic and a worker in
 # the background while the console runs; both stop when the console exits. Logs go to .demo/.

@@ -34,6 +34,7 @@ from bench.harness import BenchDB, Result
 from bench.p_pipeline import copy_staging_frame, staging_frame
 from opsconsole.tui.refresh import INTERVALS
 from tools import sample
+from tools.drive import wait_loaded
 
 SIZE = (120, 40)
 LOAD_CHUNK = 500_000  # rows per COPY statement (each fires the rollup trigger once)
@@ -273,7 +274,7 @@ async def drive(dsn: str, rounds: int) -> dict[str, Any]:
 
         app.engine._fetch = timed_fetch
         app.engine.finished = counted_finished
-        await app.wait_loaded("monitor", timeout=120)
+        await wait_loaded(app, "monitor", timeout=120)
         ticks_before = app.engine.ticks
         lag.start()
         started = time.perf_counter()

@@ -141,3 +141,24 @@ def test_delta_export_keeps_one_version_per_export(db_dsn, conn, tmp_path):
     history = DeltaTable(str(path)).history()
     as_ofs = sorted(h.get("opsconsole.as_of") for h in history)
     assert as_ofs == sorted([t1.isoformat(), "now"])
+
+
+def test_delta_export_without_deltalake_says_how_to_install_it(db_dsn, tmp_path):
+    """deltalake is an optional extra: a machine without it gets one sentence naming the extra."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['deltalake'] = None\n"  # as if it were not installed
+        "from opsconsole.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    args = ["--dsn", db_dsn, "lake", "export", "--table", "crm_customers", "--format", "delta"]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args, str(tmp_path / "out")], capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stderr
+    message = " ".join(done.stderr.split())
+    assert "pip install 'opsconsole[delta]'" in message
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

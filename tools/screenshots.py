@@ -18,11 +18,13 @@ from pathlib import Path
 
 import psycopg
 from psycopg import conninfo
+from textual.widgets import Input
 
 from opsconsole.db import migrate
 from opsconsole.tui.app import OpsConsoleApp
 from opsconsole.tui.clock import FrozenClock
 from tools import sample
+from tools.drive import wait_loaded, wait_screen
 
 SIZE = (120, 40)
 SCRATCH_DB = "opsconsole_screenshots"
@@ -49,7 +51,7 @@ def console_app(dsn: str, anchor: dt.datetime, pane: str, **kwargs) -> OpsConsol
 
 async def open_pane(app: OpsConsoleApp, pilot, pane: str) -> None:
     """Wait until the pane shows its data (or says why it cannot), and nothing is in flight."""
-    await app.wait_loaded(pane)
+    await wait_loaded(app, pane)
     for _ in range(40):  # the footer fills in a refresh after the screen mounts
         if app.screen.query("FooterKey"):
             break
@@ -90,22 +92,25 @@ async def shoot(
 
 
 async def _search(app: OpsConsoleApp, pilot) -> None:
-    await pilot.press("slash", *"ada")
-    await app.wait_loaded("customers", lambda d: d.q == "ada")
+    await pilot.press("slash")
+    while not isinstance(app.focused, Input):  # the box has the focus before the keys are typed
+        await pilot.pause(0.05)
+    await pilot.press(*"ada")
+    await wait_loaded(app, "customers", lambda d: d.q == "ada")
 
 
 async def _retry_dialog(app: OpsConsoleApp, pilot) -> None:
     if not app.op_allowed("retry_failed"):
         return  # the pipeline is not installed: the picture shows the pane as it is
     await pilot.press("r")
-    await app.wait_screen("ChoiceScreen")
+    await wait_screen(app, "ChoiceScreen")
     await pilot.press("down", "enter")
-    await app.wait_screen("ConfirmScreen")
+    await wait_screen(app, "ConfirmScreen")
 
 
 async def _help(app: OpsConsoleApp, pilot) -> None:
     await pilot.press("question_mark")
-    await app.wait_screen("HelpScreen")
+    await wait_screen(app, "HelpScreen")
 
 
 SHOTS: list[tuple[str, str, Callable[..., Awaitable[None]] | None]] = [

@@ -757,6 +757,53 @@ $$;
 --  * it assigns ingestion_timestamp to itself, as the chunk does: an UPDATE that touches no input of
 --    the stored generated columns re-reads their expressions for every row; one that touches an
 --    input prepares them once per statement (values unchanged, and the row stays in its partition).
+-- Which failed (and with p_include_dead_letter, dead-lettered) staging rows these selectors name: the one
+-- definition of a retry's scope. retry_failed() re-queues exactly these rows; retry_scope_count() is the
+-- blast radius the console states before it asks. Selectors combine with AND; with none, only p_all
+-- selects anything.
+CREATE OR REPLACE FUNCTION retry_scope(
+    p_staging_ids bigint[] DEFAULT NULL,
+    p_batch_id text DEFAULT NULL,
+    p_error_code text DEFAULT NULL,
+    p_all boolean DEFAULT false,
+    p_include_dead_letter boolean DEFAULT false
+)
+RETURNS TABLE(staging_id bigint, ingestion_timestamp timestamptz)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT s.staging_id, s.ingestion_timestamp
+    FROM financial_transactions_staging s
+    WHERE s.processing_status = ANY (CASE WHEN p_include_dead_letter
+                                          THEN ARRAY['failed', 'dead_letter']::varchar[]
+                                          ELSE ARRAY['failed']::varchar[] END)
+      AND (p_staging_ids IS NULL OR s.staging_id = ANY (p_staging_ids))
+      AND (p_batch_id IS NULL OR s.batch_id = p_batch_id)
+      AND (p_error_code IS NULL OR s.error_code = p_error_code)
+      AND (p_staging_ids IS NOT NULL OR p_batch_id IS NOT NULL OR p_error_code IS NOT NULL
+           OR coalesce(p_all, false));
+$$;
+COMMENT ON FUNCTION retry_scope(bigint[], text, text, boolean, boolean) IS
+    'The staging rows retry_failed() would re-queue for these selectors (the one definition of its scope).';
+
+CREATE OR REPLACE FUNCTION retry_scope_count(
+    p_staging_ids bigint[] DEFAULT NULL,
+    p_batch_id text DEFAULT NULL,
+    p_error_code text DEFAULT NULL,
+    p_all boolean DEFAULT false,
+    p_include_dead_letter boolean DEFAULT false
+)
+RETURNS bigint
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT count(*) FROM retry_scope(p_staging_ids, p_batch_id, p_error_code, p_all, p_include_dead_letter);
+$$;
+COMMENT ON FUNCTION retry_scope_count(bigint[], text, text, boolean, boolean) IS
+    'How many rows retry_failed() would re-queue for these selectors: the blast radius shown before a retry.';
+
 CREATE OR REPLACE FUNCTION retry_failed(
     p_staging_ids bigint[] DEFAULT NULL,
     p_batch_id text DEFAULT NULL,
@@ -784,11 +831,12 @@ BEGIN
     WITH target AS (
         SELECT s.staging_id, s.ingestion_timestamp, s.processing_status
         FROM financial_transactions_staging s
-        WHERE s.processing_status = ANY (v_statuses)
-          AND (p_staging_ids IS NULL OR s.staging_id = ANY (p_staging_ids))
-          AND (p_batch_id IS NULL OR s.batch_id = p_batch_id)
-          AND (p_error_code IS NULL OR s.error_code = p_error_code)
-        FOR UPDATE
+        WHERE (s.staging_id, s.ingestion_timestamp) IN (
+                  SELECT r.staging_id, r.ingestion_timestamp
+                  FROM retry_scope(p_staging_ids, p_batch_id, p_error_code, p_all, p_include_dead_letter) r)
+          -- checked again on the row as locked: a worker may have moved it on since the scope was read
+          AND s.processing_status = ANY (v_statuses)
+        FOR UPDATE OF s
     ),
     upd AS (
         UPDATE financial_transactions_staging s

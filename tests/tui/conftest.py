@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 
 from opsconsole.tui.app import OpsConsoleApp
+from tests.tui.helpers import RecordingApp
 
 
 @pytest.fixture
 def make_app(db_dsn: str) -> Callable[..., OpsConsoleApp]:
     def make(**kwargs: Any) -> OpsConsoleApp:
         kwargs.setdefault("database_label", "test")
-        return OpsConsoleApp(kwargs.pop("dsn", db_dsn), **kwargs)
+        return RecordingApp(kwargs.pop("dsn", db_dsn), **kwargs)
 
     return make

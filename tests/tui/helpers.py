@@ -9,10 +9,27 @@ from typing import Any
 
 from opsconsole.tui.app import OpsConsoleApp
 from opsconsole.tui.clock import FrozenClock
+from opsconsole.tui.messages import Notified
 
 SIZE = (120, 40)
 # Snapshots show every timestamp as if "now" were this instant (see FrozenClock).
 SHOWN_NOW = dt.datetime(2025, 3, 14, 12, 30, 0, tzinfo=dt.UTC)
+
+
+class RecordingApp(OpsConsoleApp):
+    """The console, keeping the toasts it raised and the NOTIFYs it received, for tests to read."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.notices: list[str] = []
+        self.notifications_seen: list[tuple[str, str]] = []
+
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self.notices.append(message)
+        super().notify(message, *args, **kwargs)
+
+    def on_notified(self, message: Notified) -> None:  # OpsConsoleApp's own handler runs too (MRO)
+        self.notifications_seen.append((message.channel, message.payload))
 
 
 def frozen_clock(anchor: dt.datetime) -> FrozenClock:
@@ -30,6 +47,16 @@ async def wait_for(pilot, predicate: Callable[[], Any], timeout: float = 10.0, w
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         await pilot.pause(0.05)
+
+
+async def type_in(pilot, text: str) -> None:
+    """Press / and type `text` into the search or filter box it opens, once that box has the focus
+    (the test presses keys faster than any person: the first ones could reach the table instead)."""
+    from textual.widgets import Input
+
+    await pilot.press("slash")
+    await wait_for(pilot, lambda: isinstance(pilot.app.focused, Input), what="the search box")
+    await pilot.press(*text)
 
 
 def table_rows(app: OpsConsoleApp, selector: str) -> list[list[str]]:

@@ -7,6 +7,7 @@ import datetime as dt
 import psycopg
 
 from tests.tui.helpers import SIZE, screen_text, table_rows, wait_for
+from tools.drive import wait_screen
 
 T0 = dt.datetime(2025, 3, 14, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -153,7 +154,7 @@ async def test_question_mark_lists_every_binding(make_app):
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.engine.connected)
         await pilot.press("question_mark")
-        help_screen = await app.wait_screen("HelpScreen")
+        help_screen = await wait_screen(app, "HelpScreen")
         table = help_screen.query_one("#help-table").content
         shown = {(k, w) for k, w in zip(table.columns[1]._cells, table.columns[2]._cells, strict=True)}
         keys = {(r[1], r[2]) for r in app.help_rows()}

@@ -11,7 +11,7 @@ from psycopg import conninfo
 
 from opsconsole.ops.registry import ACTIONS
 from opsconsole.tui.widgets.keyed_table import KeyedTable
-from tests.tui.helpers import SIZE, screen_text, table_rows, wait_for
+from tests.tui.helpers import SIZE, screen_text, table_rows, type_in, wait_for
 
 
 async def test_notify_refreshes_the_affected_pane_without_waiting_for_the_timer(make_app, conn):
@@ -144,7 +144,7 @@ async def test_customer_search_as_you_type(make_app, conn):
         await wait_for(pilot, lambda: app.panes["customers"].data is not None)
         # number keys still switch panes on arrival (the results have the focus, not the search box)
         assert isinstance(app.focused, KeyedTable)
-        await pilot.press("slash", *"Lovelace")
+        await type_in(pilot, "Lovelace")
         rows = await wait_for(
             pilot,
             lambda: (

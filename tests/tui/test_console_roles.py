@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from tests.tui.helpers import SIZE, table_rows, wait_for
+from tests.tui.helpers import SIZE, table_rows, type_in, wait_for
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def seed(conn) -> None:
 
 async def _search(app, pilot, text: str) -> list:
     await wait_for(pilot, lambda: app.panes["customers"].data is not None, what="the customers pane")
-    await pilot.press("slash", *text)
+    await type_in(pilot, text)
     await wait_for(pilot, lambda: app.panes["customers"].data.q == text, what="search results")
     await pilot.pause(0.1)
     return table_rows(app, "#results")

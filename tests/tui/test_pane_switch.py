@@ -14,6 +14,7 @@ from textual.widgets import DataTable
 from opsconsole.tui.gcpolicy import AT_LEAST_S, EVERY_S, NEVER, QUIET_S, GcPolicy
 from tests.tui.helpers import SIZE, wait_for
 from tools import sample
+from tools.drive import wait_loaded
 
 
 @pytest.fixture
@@ -25,10 +26,10 @@ def seeded(db_dsn, conn):
 async def test_a_switch_to_a_shown_pane_redraws_without_delay_restyle_or_query(make_app, seeded, monkeypatch):
     app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("monitor")
+        await wait_loaded(app, "monitor")
         assert all(screen.is_mounted for screen in app.panes.values())  # mounted before first shown
         await pilot.press("2")
-        await app.wait_loaded("backlog")
+        await wait_loaded(app, "backlog")
         await pilot.press("1")
         await wait_for(pilot, lambda: app.screen is app.panes["monitor"])
         await pilot.pause(0.2)
@@ -68,9 +69,9 @@ async def test_a_switch_to_a_shown_pane_redraws_without_delay_restyle_or_query(m
 async def test_a_pane_shown_again_after_its_data_aged_refreshes(make_app, seeded):
     app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("monitor")
+        await wait_loaded(app, "monitor")
         await pilot.press("2")
-        await app.wait_loaded("backlog")
+        await wait_loaded(app, "backlog")
         first = app.panes["backlog"].updated_at
         await pilot.press("1")
         await wait_for(pilot, lambda: app.screen is app.panes["monitor"])
@@ -82,7 +83,7 @@ async def test_a_pane_shown_again_after_its_data_aged_refreshes(make_app, seeded
 async def test_hidden_panes_do_not_redraw_their_clocks(make_app, seeded):
     app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("monitor")
+        await wait_loaded(app, "monitor")
         header = app.panes["quality"].query_one("StatusHeader")
         shown_header = app.panes["monitor"].query_one("StatusHeader")
         before, shown_before = header.content, shown_header.content
@@ -98,7 +99,7 @@ async def test_the_app_takes_over_full_collections_and_gives_them_back(make_app,
     saved = gc.get_threshold()
     app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
     async with app.run_test(size=SIZE):
-        await app.wait_loaded("monitor")
+        await wait_loaded(app, "monitor")
         assert app.gc_policy.active
         assert gc.get_threshold() == (saved[0], saved[1], NEVER)
         assert gc.get_freeze_count() > 0
@@ -135,14 +136,14 @@ def test_gc_policy_collects_when_the_keyboard_is_quiet():
 async def test_closing_the_backlog_filter_queries_only_when_it_filtered(make_app, seeded):
     app = make_app(dsn=seeded, start_pane="backlog", listen=False, interval=60.0)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("backlog")
+        await wait_loaded(app, "backlog")
         ticks = app.engine.ticks
         await pilot.press("slash", "escape")  # opened and closed, nothing typed
         await pilot.pause(0.3)
         assert not app.screen.query_one("#filter").display
         assert app.engine.ticks == ticks and not app.engine.in_flight
         await pilot.press("slash", "x")
-        await app.wait_loaded("backlog", lambda d: d.filter == "x")
+        await wait_loaded(app, "backlog", lambda d: d.filter == "x")
         await pilot.press("escape")  # the rows shown were filtered: fetch them all again
-        await app.wait_loaded("backlog", lambda d: d.filter is None)
+        await wait_loaded(app, "backlog", lambda d: d.filter is None)
         assert app.engine.ticks > ticks + 1

@@ -12,8 +12,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.tui.helpers import SIZE, screen_text, statics_text, table_rows, wait_for
+from tests.tui.helpers import SIZE, screen_text, statics_text, table_rows, type_in, wait_for
 from tools import sample
+from tools.drive import wait_loaded, wait_screen
 
 
 def requires(conn: psycopg.Connection, *names: str) -> None:
@@ -68,7 +69,7 @@ def seed_orders(conn: psycopg.Connection) -> None:
 
 async def confirm(app, pilot) -> None:
     """Press the confirmation's second button (Cancel has the focus)."""
-    await app.wait_screen("ConfirmScreen")
+    await wait_screen(app, "ConfirmScreen")
     await pilot.press("tab", "enter")
 
 
@@ -93,7 +94,7 @@ async def test_monitor_shows_the_monitor_view_and_the_backlog(make_app, conn):
     try:
         app = make_app(start_pane="monitor", listen=False)
         async with app.run_test(size=SIZE):
-            await app.wait_loaded("monitor")
+            await wait_loaded(app, "monitor")
             with conn.cursor(row_factory=dict_row) as cur:
                 view = cur.execute(
                     "SELECT * FROM financial_processing_monitor ORDER BY minute_bucket DESC"
@@ -125,7 +126,7 @@ async def test_an_sla_breach_turns_the_border_red_and_raises_a_toast(make_app, c
     conn.execute("SELECT * FROM process_financial_batch(100, '1 minute')")
     app = make_app(start_pane="monitor", listen=False)
     async with app.run_test(size=SIZE):
-        await app.wait_loaded("monitor")
+        await wait_loaded(app, "monitor")
         assert app.screen.query_one("#pane-frame").has_class("-breach")
         assert any(n.startswith("SLA breach: 100.0% of transactions took over 1000 ms") for n in app.notices)
 
@@ -145,7 +146,7 @@ async def test_backlog_lists_filters_drills_and_retries_the_selection(make_app, 
         ).fetchall()
     app = make_app(start_pane="backlog", listen=False)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("backlog")
+        await wait_loaded(app, "backlog")
         assert [r[1] for r in table_rows(app, "#rows")] == [str(r["staging_id"]) for r in expected]
         summary = str(app.screen.query_one("#backlog-summary").render())
         assert "pending              5" in summary and "failed               6" in summary
@@ -157,12 +158,12 @@ async def test_backlog_lists_filters_drills_and_retries_the_selection(make_app, 
         }
 
         # filter with /
-        await pilot.press("slash", *"unknown")
+        await type_in(pilot, "unknown")
         await wait_for(pilot, lambda: app.panes["backlog"].data.filter == "unknown", what="the filter")
-        await app.wait_loaded("backlog", lambda d: d.filter == "unknown")
+        await wait_loaded(app, "backlog", lambda d: d.filter == "unknown")
         assert {r[3] for r in table_rows(app, "#rows")} == {"unknown_type"}
         await pilot.press("escape")
-        await app.wait_loaded("backlog", lambda d: d.filter is None)
+        await wait_loaded(app, "backlog", lambda d: d.filter is None)
 
         # the cursor kept its row (the first unknown_type one) when the filter went away; drill into it
         table = app.screen.query_one("#rows")
@@ -170,7 +171,7 @@ async def test_backlog_lists_filters_drills_and_retries_the_selection(make_app, 
         first_unknown = str(unknown[0])
         assert table.cursor_key == first_unknown
         await pilot.press("enter")
-        detail_screen = await app.wait_screen("DetailScreen")
+        detail_screen = await wait_screen(app, "DetailScreen")
         detail = statics_text(detail_screen) + str(detail_screen.title_text)
         assert f"Staging row {first_unknown}" in detail and '"transaction_type": "bogus"' in detail
         await pilot.press("escape")
@@ -181,9 +182,9 @@ async def test_backlog_lists_filters_drills_and_retries_the_selection(make_app, 
             "SELECT count(*) AS n FROM financial_transactions_staging WHERE processing_status = 'pending'"
         ).fetchone()["n"]
         await pilot.press("space", "space", "r")
-        await app.wait_screen("ChoiceScreen")
+        await wait_screen(app, "ChoiceScreen")
         await pilot.press("enter")  # the first option: the 2 selected rows
-        confirm_screen = await app.wait_screen("ConfirmScreen")
+        confirm_screen = await wait_screen(app, "ConfirmScreen")
         assert "Retry [b]2[/] selected" in statics_text(confirm_screen)
         await pilot.press("enter")  # Cancel has the focus
         await pilot.pause(0.2)
@@ -197,7 +198,7 @@ async def test_backlog_lists_filters_drills_and_retries_the_selection(make_app, 
 
         # and now for real
         await pilot.press("r")
-        await app.wait_screen("ChoiceScreen")
+        await wait_screen(app, "ChoiceScreen")
         await pilot.press("enter")
         await confirm(app, pilot)
         job = await job_done(app, pilot, "retry_failed")
@@ -221,11 +222,11 @@ async def test_retry_everything_needs_the_typed_word(make_app, conn):
     sample.seed_staging(conn, dt.datetime.now(dt.UTC))
     app = make_app(start_pane="backlog", listen=False)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("backlog")
+        await wait_loaded(app, "backlog")
         await pilot.press("r")
-        await app.wait_screen("ChoiceScreen")
+        await wait_screen(app, "ChoiceScreen")
         await pilot.press("down", "down", "down", "enter")  # every failed and dead-lettered row (11)
-        screen = await app.wait_screen("ConfirmScreen")
+        screen = await wait_screen(app, "ConfirmScreen")
         assert screen.query_one("#confirm").disabled
         await pilot.press("tab", "enter")  # the typed-word box has the next focus; Confirm stays disabled
         await pilot.pause(0.1)
@@ -254,17 +255,17 @@ async def test_process_one_batch(make_app, conn):
     stage(conn, 12)
     app = make_app(start_pane="monitor", listen=False)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("monitor")
+        await wait_loaded(app, "monitor")
         await pilot.press("b")
-        await app.wait_screen("PromptScreen")
+        await wait_screen(app, "PromptScreen")
         await pilot.press("escape")  # cancelled at the prompt: nothing happens
         await pilot.pause(0.2)
         assert audit(conn) == []
         await pilot.press("b")
-        prompt = await app.wait_screen("PromptScreen")
+        prompt = await wait_screen(app, "PromptScreen")
         prompt.query_one("#answer").value = "5"
         await pilot.press("enter")
-        confirm_screen = await app.wait_screen("ConfirmScreen")
+        confirm_screen = await wait_screen(app, "ConfirmScreen")
         assert "5 of the 12 rows due" in statics_text(confirm_screen)
         await confirm(app, pilot)
         job = await job_done(app, pilot, "process_batch")
@@ -277,7 +278,7 @@ async def test_process_one_batch(make_app, conn):
     )
     [row] = audit(conn, "process_financial_batch")
     assert row["status"] == "ok" and row["arguments"]["batch_size"] == 5
-    assert row["result"]["processed_count"] == 5
+    assert row["result"]["processed"] == 5
 
 
 async def test_continuous_processing_starts_counts_and_stops(make_app, conn):
@@ -286,9 +287,9 @@ async def test_continuous_processing_starts_counts_and_stops(make_app, conn):
     stage(conn, 8)
     app = make_app(start_pane="monitor", listen=False)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("monitor")
+        await wait_loaded(app, "monitor")
         await pilot.press("c")
-        await app.wait_screen("PromptScreen")
+        await wait_screen(app, "PromptScreen")
         await pilot.press("enter")
         await confirm(app, pilot)
         job = await wait_for(
@@ -322,14 +323,14 @@ async def test_quality_pane_and_running_checks(make_app, conn):
     conn.execute("INSERT INTO crm_customers (customer_id, email) VALUES (1, 'a@x'), (2, NULL), (3, NULL)")
     app = make_app(start_pane="quality", listen=False)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("quality")
+        await wait_loaded(app, "quality")
         rules = {r[1]: r for r in table_rows(app, "#rules")}
         assert rules["customer_email_not_null"][0] == "never run"
         await pilot.press("r")
         await confirm(app, pilot)
         job = await job_done(app, pilot, "run_dq")
         assert job.status == "ok"
-        await app.wait_loaded("quality", lambda d: any(r["status"] for r in d))
+        await wait_loaded(app, "quality", lambda d: any(r["status"] for r in d))
         shown = table_rows(app, "#rules")
         with conn.cursor(row_factory=dict_row) as cur:
             latest = {
@@ -356,7 +357,7 @@ async def test_quality_pane_and_running_checks(make_app, conn):
             assert conn.execute("SELECT count(*) AS n FROM data_quality_metrics").fetchone()["n"] == count + 1
         # history on Enter
         await pilot.press("enter")
-        history = await app.wait_screen("DetailScreen")
+        history = await wait_screen(app, "DetailScreen")
         rule = (
             app.panes["quality"].query_one("#rules").cursor_key
         )  # the cursor kept its rule through re-sorts
@@ -371,7 +372,7 @@ async def test_cancelling_a_running_action_is_audited_and_rolls_back(make_app, c
         blocker.execute("SELECT pg_advisory_lock(1128354899)")  # the catalog refresh's own lock: it waits
         app = make_app(start_pane="catalog", listen=False)
         async with app.run_test(size=SIZE) as pilot:
-            await app.wait_loaded("catalog")
+            await wait_loaded(app, "catalog")
             await pilot.press("r")
             await confirm(app, pilot)
             await wait_for(
@@ -397,7 +398,7 @@ async def test_catalog_tree_lineage_and_refresh_showing_what_changed(make_app, c
     )  # setup: the unaudited report (refresh_data_catalog() audits)
     app = make_app(start_pane="catalog", listen=False)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("catalog")
+        await wait_loaded(app, "catalog")
         tree = app.screen.query_one("#catalog-tree")
         with conn.cursor(row_factory=dict_row) as cur:
             tables = [
@@ -420,7 +421,7 @@ async def test_catalog_tree_lineage_and_refresh_showing_what_changed(make_app, c
         await confirm(app, pilot)
         job = await job_done(app, pilot, "refresh_catalog")
         assert job.status == "ok" and job.message.startswith("2 added, 0 removed")
-        changes = await app.wait_screen("DetailScreen")
+        changes = await wait_screen(app, "DetailScreen")
         text = statics_text(changes)
         assert "public.oc_new_table.a" in text and "public.oc_new_table.b" in text
     [row] = audit(conn, "refresh_data_catalog")
@@ -446,22 +447,22 @@ async def test_customer_detail_360_history_time_travel_and_refresh(make_app, con
     conn.execute("UPDATE crm_customers SET email = 'grace@example.com' WHERE customer_id = 7")
     app = make_app(start_pane="customers", listen=False)
     async with app.run_test(size=SIZE) as pilot:
-        await app.wait_loaded("customers")
+        await wait_loaded(app, "customers")
         await pilot.press("ctrl+r")
         await confirm(app, pilot)
         job = await job_done(app, pilot, "refresh_c360")
         assert job.status == "ok"
-        await pilot.press("slash", *"Hopper")
-        await app.wait_loaded("customers", lambda d: d.q == "Hopper" and d.rows)
+        await type_in(pilot, "Hopper")
+        await wait_loaded(app, "customers", lambda d: d.q == "Hopper" and d.rows)
         await pilot.press("escape", "enter")
-        screen = await app.wait_screen("CustomerScreen")
+        screen = await wait_screen(app, "CustomerScreen")
         await wait_for(pilot, lambda: screen.data is not None, what="the customer")
         assert screen.data.c360 is not None and screen.data.c360["customer_id"] == 7
         assert [v["version_number"] for v in screen.data.versions] == [2, 1]
         text = statics_text(screen)
         assert "Grace Hopper" in text
         await pilot.press("t")
-        prompt = await app.wait_screen("PromptScreen")
+        prompt = await wait_screen(app, "PromptScreen")
         prompt.query_one("#answer").value = before.isoformat()
         await pilot.press("enter")
         await wait_for(

@@ -9,6 +9,7 @@ import datetime as dt
 import pytest
 
 from tools import sample
+from tools.drive import wait_screen
 from tools.screenshots import SIZE, console_app, open_pane
 
 PANES = ["monitor", "backlog", "quality", "customers", "catalog", "activity"]
@@ -39,6 +40,6 @@ def test_help_snapshot(snap_compare, seeded):
     async def run_before(pilot) -> None:
         await open_pane(app, pilot, "activity")
         await pilot.press("question_mark")
-        await app.wait_screen("HelpScreen")
+        await wait_screen(app, "HelpScreen")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

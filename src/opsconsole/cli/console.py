@@ -28,7 +28,14 @@ def database_label(dsn: str) -> str:
 def run_console(ctx: Context, read_only: bool, interval: float = 2.0, pane: str | None = None) -> None:
     """Check that the database answers (one clear sentence if not), then open the console."""
     from opsconsole.db.connect import connect
-    from opsconsole.tui.app import OpsConsoleApp
+    from opsconsole.errors import OpsError
+
+    try:
+        from opsconsole.tui.app import OpsConsoleApp
+    except RuntimeError as exc:  # tui.textual_compat: this Textual lacks an internal the console uses
+        if type(exc).__name__ != "TextualMismatch":
+            raise
+        raise OpsError(str(exc)) from None
 
     target = ctx.target
     dsn = ctx.dsn

@@ -7,6 +7,7 @@ import sys
 
 import click
 import psycopg
+from rich.markup import escape
 
 from opsconsole.cli.base import Context, json_option, pass_ctx, wants_json
 from opsconsole.errors import OpsError, from_database
@@ -34,12 +35,12 @@ class OpsGroup(click.Group):
         try:
             return super().invoke(ctx)
         except OpsError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
             sys.exit(exc.exit_code)
         except psycopg.errors.InsufficientPrivilege as exc:
             # the database refused (the role lacks a grant): one sentence, exit code 3
             problem = from_database(exc, "do this")
-            err_console.print(f"[bold red]error:[/] {problem.message}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(problem.message)}", highlight=False)
             sys.exit(problem.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted.")

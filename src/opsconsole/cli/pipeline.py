@@ -10,6 +10,7 @@ import sys
 import click
 
 from opsconsole.cli.base import Context, json_option, pass_ctx, wants_json
+from opsconsole.ops import channels
 from opsconsole.ops import pipeline as ops
 from opsconsole.output import emit, err_console
 
@@ -134,9 +135,10 @@ def worker(ctx: Context, concurrency: int, batch_size: int, poll_seconds: float)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     logging.getLogger("opsconsole.worker").info(
-        "worker started: %d loop(s), chunks of %d rows, listening on opsconsole_staging",
+        "worker started: %d loop(s), chunks of %d rows, listening on %s",
         concurrency,
         batch_size,
+        channels.STAGING,
     )
     w.run_forever()
     s = w.stats

@@ -39,6 +39,7 @@ from psycopg import sql
 
 from opsconsole.datagen import synth
 from opsconsole.datagen.rng import Rng
+from opsconsole.ops import channels
 from opsconsole.pipeline.copyio import STAGING_COLUMNS
 
 US = 1_000_000
@@ -718,8 +719,9 @@ def _load_batch(conn, frames: TickFrames, streams: set[str]) -> None:
                 cur, "financial_transactions_staging", STAGING_COLUMNS, [frames.staging], prefetch=False
             )
             cur.execute(
-                "SELECT pg_notify('opsconsole_staging', %s)",
+                "SELECT pg_notify(%s, %s)",
                 (
+                    channels.STAGING,
                     json.dumps(
                         {
                             "source": "simulate",

@@ -62,6 +62,16 @@ def connect(
         ) from None
 
 
+def set_session(
+    conn: psycopg.Connection, *, read_only: bool | None = None, statement_timeout_ms: int | None = None
+) -> None:
+    """Change an open session: read-only by default, and/or its statement_timeout (0: none)."""
+    if read_only is not None:
+        conn.execute(f"SET default_transaction_read_only = {'on' if read_only else 'off'}")
+    if statement_timeout_ms is not None:
+        conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     # libpq messages look like 'connection to server at ... failed: FATAL:  reason'

@@ -3,7 +3,7 @@
 `run_audited` wraps any action body (a function of a psycopg connection returning a dict). Whatever
 happens (success, an error, a cancel from pg_cancel_backend or the console's cancel key) one row goes
 to ops_audit_log through record_audit(), on a connection that still works. The SQL calls themselves
-live in opsconsole.ops.sqlcalls so that they can be swapped for the area modules' functions.
+are the area modules' actions (ops/pipeline.py, ops/dq.py, ...), the same ones the CLI calls.
 """
 
 from __future__ import annotations
@@ -46,9 +46,14 @@ def describe_error(exc: BaseException) -> str:
     return first[0] if first else type(exc).__name__
 
 
-def is_cancel(exc: BaseException) -> bool:
-    """A statement cancelled by the operator (psycopg cancel or pg_cancel_backend)."""
-    return isinstance(exc, pg_errors.QueryCanceled) and "statement timeout" not in str(exc)
+def is_cancel(exc: BaseException | None) -> bool:
+    """A statement cancelled by the operator (psycopg cancel or pg_cancel_backend), also when an ops
+    function turned it into an OpsError sentence."""
+    while exc is not None:
+        if isinstance(exc, pg_errors.QueryCanceled) and "statement timeout" not in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def write_audit(
@@ -83,12 +88,15 @@ def run_audited(
     reason: str | None = None,
     audit_conn: Callable[[], psycopg.Connection] | None = None,
     audited_by_callee: bool = False,
+    failures_audited_by_callee: bool = False,
 ) -> ActionOutcome:
     """Run body(conn) and record the outcome. `audit_conn` opens a fresh connection for the audit
     row when the action's own connection died under it (server restart, pg_terminate_backend).
 
     `audited_by_callee`: the SQL function writes its own audit row when it succeeds (retry_failed,
-    the DQ run), so one is written here only when it failed or was cancelled (its row rolled back)."""
+    the DQ run), so one is written here only when it failed or was cancelled (its row rolled back).
+    `failures_audited_by_callee`: the action audits its failures too (ops.dq.run_checks, ops.customers
+    .refresh), cancels included; then none is written here."""
     started = time.perf_counter()
     try:
         result = body(conn)
@@ -104,6 +112,8 @@ def run_audited(
     duration_ms = (time.perf_counter() - started) * 1000
     outcome = ActionOutcome(action, status, result, duration_ms, message)
     if status == "ok" and audited_by_callee:
+        return outcome
+    if status != "ok" and failures_audited_by_callee:
         return outcome
     try:
         target = conn if not conn.closed and not conn.broken else None

@@ -9,14 +9,14 @@ connection (autocommit) and raises OpsError subclasses for failures a person can
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from opsconsole.db.queries import dict_rows
+from opsconsole.db.queries import dict_rows, query
 from opsconsole.errors import OpsError
 from opsconsole.errors import database_errors as _database_errors
 
@@ -27,6 +27,11 @@ DIRECTIONS = ("up", "down", "both")
 database_errors = partial(_database_errors, objects="the catalog and lakehouse objects")
 
 
+REFRESH = "refresh_data_catalog"  # the audit action name (the SQL function's)
+
+CatalogKey = tuple[str, str, str]
+
+
 @dataclass(frozen=True)
 class CatalogRefresh:
     added: int
@@ -34,28 +39,67 @@ class CatalogRefresh:
     removed: int
     total: int
     duration_ms: float
+    # which columns (schema.table.column) were added, removed and changed: the console shows them
+    diff: dict[str, list[str]] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "diff"}
+
+
+def _snapshot(conn: psycopg.Connection) -> dict[CatalogKey, tuple[Any, ...]]:
+    rows = conn.execute(
+        "SELECT schema_name, table_name, column_name, data_type, is_nullable, data_classification"
+        " FROM data_catalog WHERE database_name = current_database()"
+    ).fetchall()
+    return {(r[0], r[1], r[2]): tuple(r[3:]) for r in rows}
+
+
+def diff_catalog(
+    before: dict[CatalogKey, tuple[Any, ...]], after: dict[CatalogKey, tuple[Any, ...]]
+) -> dict[str, list[str]]:
+    def name(key: CatalogKey) -> str:
+        return ".".join(key)
+
+    return {
+        "added": sorted(name(k) for k in after.keys() - before.keys()),
+        "removed": sorted(name(k) for k in before.keys() - after.keys()),
+        "changed": sorted(name(k) for k in after.keys() & before.keys() if after[k] != before[k]),
+    }
 
 
 def refresh_catalog(conn: psycopg.Connection) -> CatalogRefresh:
-    """Run refresh_data_catalog_report() and leave an audit row, in one transaction."""
+    """Re-read the schema into data_catalog (refresh_data_catalog_report()) and leave an audit row, in
+    one transaction; the result says how many columns changed and which."""
     started = time.perf_counter()
     with database_errors("refresh the catalog"), conn.transaction():
+        before = _snapshot(conn)
         row = dict_rows(conn, "SELECT * FROM refresh_data_catalog_report()")[0]
+        after = _snapshot(conn)
         result = CatalogRefresh(
             added=row["added"],
             changed=row["changed"],
             removed=row["removed"],
             total=row["total"],
             duration_ms=float(row["duration_ms"]),
+            diff=diff_catalog(before, after),
         )
         conn.execute(
-            "SELECT record_audit('catalog.refresh', '{}'::jsonb, %s, 'ok', %s::numeric)",
-            (Jsonb(result.as_dict()), round((time.perf_counter() - started) * 1000, 3)),
+            "SELECT record_audit(%s, '{}'::jsonb, %s, 'ok', %s::numeric)",
+            (REFRESH, Jsonb(result.as_dict()), round((time.perf_counter() - started) * 1000, 3)),
         )
     return result
+
+
+def column_count(conn: psycopg.Connection) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM data_catalog WHERE database_name = current_database()"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def all_columns(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every catalogued column of this database, in catalogue order (the Catalog pane's tree)."""
+    return dict_rows(conn, query("console/catalog_columns"))
 
 
 def catalog_tables(conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Customer 360 actions: search, show one customer, refresh, status. The CLI and the console call these.
+"""Customer 360 actions and reads: search, show one customer, refresh, status, and what the Customers
+pane shows. The CLI and the console call these.
 
 Each takes a psycopg connection (autocommit), calls the SQL of sql/definitions/40_customer_360.sql
 and 85_search.sql (search_customers, customer_360_mv, refresh_customer_360_incremental/full) or a named
@@ -104,10 +105,15 @@ def show(conn: psycopg.Connection, ref: str | int, recent: int = 10) -> dict[str
         }
 
 
+REFRESH_INCREMENTAL = "refresh_customer_360_incremental"  # audit action names: the SQL functions'
+REFRESH_FULL = "refresh_customer_360_full"
+
+
 def refresh(conn: psycopg.Connection, full: bool = False) -> dict[str, Any]:
-    """Run the incremental (or full) customer-360 refresh and leave an audit row. Returns its counts."""
-    fn = "refresh_customer_360_full" if full else "refresh_customer_360_incremental"
-    action = "c360.refresh"
+    """Run the incremental (or full) customer-360 refresh and leave an audit row named after the SQL
+    function. Returns its counts."""
+    fn = REFRESH_FULL if full else REFRESH_INCREMENTAL
+    action = fn
     arguments = Jsonb({"full": full})
     started = time.perf_counter()
     try:
@@ -135,3 +141,41 @@ def status(conn: psycopg.Connection) -> dict[str, Any]:
     """Queue depth, row count, expired windows and the latest refresh."""
     with _sql_errors("read customer 360 status"):
         return dict_rows(conn, query("customers/refresh_status"))[0]
+
+
+# -- what the Customers pane reads --------------------------------------------------------------------
+
+
+def console_search(
+    conn: psycopg.Connection, q: str | None, limit: int, *, audited: bool, masked: bool
+) -> list[dict[str, Any]]:
+    """The Customers pane's search. `audited`: through search_customers(), which writes an audit row
+    per call (in a read-write transaction of its own, as the pane's connection is read-only otherwise);
+    else plain matching on crm_customers, or on customers_masked for a role that may not read PII."""
+    if q and audited:
+        if conn.autocommit:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION READ WRITE")
+                return dict_rows(conn, "SELECT * FROM search_customers(%s, %s)", (q, limit))
+        return dict_rows(conn, "SELECT * FROM search_customers(%s, %s)", (q, limit))
+    sql_text = query("console/customer_search")
+    if masked:
+        sql_text = sql_text.replace("FROM crm_customers", "FROM customers_masked")
+    return dict_rows(conn, sql_text, {"q": q, "like": f"%{q}%" if q else None, "limit": limit})
+
+
+def profile(conn: psycopg.Connection, customer_id: int) -> dict[str, Any] | None:
+    rows = dict_rows(conn, query("console/customer_profile"), {"id": customer_id})
+    return rows[0] if rows else None
+
+
+def detail_rows(conn: psycopg.Connection, part: str, customer_id: int) -> list[dict[str, Any]]:
+    """One part of the customer detail: 360, orders, events, transactions or versions."""
+    if part not in ("360", "orders", "events", "transactions", "versions"):
+        raise ValueError(part)
+    return dict_rows(conn, query(f"console/customer_{part}"), {"id": customer_id})
+
+
+def time_travel(conn: psycopg.Connection, customer_id: int, instant: str) -> list[dict[str, Any]]:
+    """The customer as the lakehouse saw it at an instant (none: it did not exist then)."""
+    return dict_rows(conn, query("console/customer_time_travel"), {"at": instant, "id": customer_id})

@@ -1,4 +1,5 @@
-"""Data-quality actions: run the checks, list rules, add a rule, read a rule's history.
+"""Data-quality actions and reads: run the checks, list rules, add a rule, read a rule's history, and
+what the Data quality pane shows.
 
 Each function takes a psycopg connection, calls the SQL side (dq_run, dq_add_rule, dq_latest_results,
 data_quality_metrics) and returns plain dicts/dataclasses that the CLI and the console share.
@@ -7,6 +8,7 @@ data_quality_metrics) and returns plain dicts/dataclasses that the CLI and the c
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from opsconsole.db.queries import query
+from opsconsole.db.queries import dict_rows, query
 from opsconsole.errors import OpsError, from_database
 
 RULE_TYPES = ("completeness", "uniqueness", "validity", "accuracy", "consistency", "freshness")
@@ -24,6 +26,7 @@ SEVERITIES = ("info", "warning", "error", "critical")
 OPERATORS = ("not_null", "=", "<>", "<", "<=", ">", ">=", "between", "in", "not_in")
 OPERATORS += ("like", "ilike", "regex", "iregex")
 SEVERE = ("error", "critical")
+RUN = "dq.run"  # the audit action name of a run (dq_run() writes it)
 
 
 class DQProblem(OpsError):
@@ -100,6 +103,37 @@ def run_checks(
     if summary is None:
         return RunReport(run_id=None, status="passed", results=[])
     return RunReport(run_id=run_id, results=results, **summary)
+
+
+def active_rule_names(conn: psycopg.Connection) -> list[str]:
+    return [
+        r["rule_name"]
+        for r in dict_rows(conn, "SELECT rule_name FROM dq_rule_definitions WHERE is_active ORDER BY 1")
+    ]
+
+
+def last_run_ms(conn: psycopg.Connection) -> float | None:
+    """How long the last complete run took (an estimate for the next one's progress bar)."""
+    rows = dict_rows(
+        conn,
+        "SELECT duration_ms FROM dq_runs WHERE rule_filter IS NULL AND table_filter IS NULL"
+        " AND duration_ms IS NOT NULL ORDER BY started_at DESC LIMIT 1",
+    )
+    return float(rows[0]["duration_ms"]) if rows else None
+
+
+def latest_results(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every rule with its latest result and recent scores, failing first (the Data quality pane)."""
+    return dict_rows(conn, query("console/quality_latest"))
+
+
+def recent_results(conn: psycopg.Connection, rule: str) -> list[dict[str, Any]]:
+    """One rule's recent results in full, newest first (every column data_quality_metrics has)."""
+    rows = [r["row"] for r in dict_rows(conn, query("console/quality_history"), {"rule": rule})]
+    for r in rows:
+        if r.get("check_timestamp"):
+            r["check_timestamp"] = dt.datetime.fromisoformat(r["check_timestamp"])
+    return rows
 
 
 def list_rules(

@@ -96,6 +96,12 @@ def _resolve_table(conn: psycopg.Connection, table: str) -> tuple[str, str]:
     return row[0], row[1]
 
 
+DELTA_MISSING = (
+    "Delta Lake export needs the optional deltalake package: install it with "
+    "`pip install 'opsconsole[delta]'`, or use --format parquet."
+)
+
+
 def export_table(
     conn: psycopg.Connection,
     table: str,
@@ -107,10 +113,7 @@ def export_table(
     if fmt not in FORMATS:
         raise OpsError(f"Unknown export format {fmt!r}; use parquet or delta.")
     if fmt == "delta" and importlib.util.find_spec("deltalake") is None:
-        raise OpsError(
-            "Delta Lake export needs the deltalake package, which is not installed here; "
-            "use --format parquet, or install deltalake."
-        )
+        raise OpsError(DELTA_MISSING)
     target = Path(path)
     if not target.parent.is_dir():
         raise OpsError(f"The directory {target.parent} does not exist; create it or choose another path.")

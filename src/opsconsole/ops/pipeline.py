@@ -1,8 +1,10 @@
-"""Pipeline actions: process a batch, re-queue failed rows, reconcile, read the backlog.
+"""Pipeline actions and reads: process a batch, re-queue failed rows, purge, reconcile, and what the
+Monitor and Backlog panes show.
 
 Each function takes a psycopg connection (autocommit, as opened by opsconsole.db.connect), calls the
-SQL function of sql/definitions/30_pipeline.sql and returns plain data. The CLI, the
-console and the worker all come through here.
+pipeline's SQL functions (sql/definitions/30_pipeline.sql) or a named query under sql/queries/console/,
+and returns plain data. The CLI, the console and the worker all come through here: each action has this
+one implementation and one audit action name (PROCESS_BATCH, RETRY).
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from opsconsole.db.queries import dict_rows, query
 from opsconsole.errors import OpsError, database_errors
 
 VALID_STATES = ("pending", "processed", "failed", "dead_letter", "duplicate")
+
+# The audit action names (the SQL functions' names, as the SQL side audits them).
+PROCESS_BATCH = "process_financial_batch"
+RETRY = "retry_failed"
 
 
 class PipelineProblem(OpsError):
@@ -82,8 +89,9 @@ def process_batch(
         )
         if audit:
             cur.execute(
-                "SELECT record_audit('process_financial_batch', %s, %s, 'ok', %s, NULL)",
+                "SELECT record_audit(%s, %s, %s, 'ok', %s, NULL)",
                 (
+                    PROCESS_BATCH,
                     Jsonb({"batch_size": batch_size, "max_time_s": max_time.total_seconds()}),
                     Jsonb(result.as_dict()),
                     Decimal(str(result.duration_ms)),
@@ -122,6 +130,34 @@ def retry(
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def retry_scope_count(
+    conn: psycopg.Connection,
+    *,
+    staging_ids: Sequence[int] | None = None,
+    batch_id: str | None = None,
+    error_code: str | None = None,
+    all_rows: bool = False,
+    include_dead_letter: bool = False,
+) -> int:
+    """How many rows retry() would re-queue for these selectors (the confirmation's blast radius):
+    retry_scope_count(), which counts the rows of retry_scope(), the scope retry_failed() re-queues."""
+    ids = list(staging_ids) if staging_ids else None
+    row = conn.execute(
+        "SELECT retry_scope_count(%s, %s, %s, %s, %s)",
+        (ids, batch_id, error_code, all_rows, include_dead_letter),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def due_count(conn: psycopg.Connection) -> int:
+    """Rows a batch would claim now: pending, or failed and due for their retry."""
+    row = conn.execute(
+        "SELECT count(*) FROM financial_transactions_staging"
+        " WHERE processing_status IN ('pending', 'failed') AND next_attempt_at <= now()"
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def purge(conn: psycopg.Connection, older_than: str | None = None, limit: int = 100_000) -> dict[str, Any]:
@@ -191,11 +227,60 @@ def wait_until_idle(conn: psycopg.Connection, timeout_s: float = 30.0, poll_s: f
     """True once no staging row is due (pending or failed and due now); for tests and scripts."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        row = conn.execute(
-            "SELECT count(*) FROM financial_transactions_staging "
-            "WHERE processing_status IN ('pending', 'failed') AND next_attempt_at <= now()"
-        ).fetchone()
-        if row is not None and row[0] == 0:
+        if due_count(conn) == 0:
             return True
         time.sleep(poll_s)
     return False
+
+
+# -- what the Monitor and Backlog panes read ---------------------------------------------------------
+
+
+def open_rows(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
+    """The rows still owed work, by status (pending, failed, dead_letter)."""
+    return {r["status"]: r for r in dict_rows(conn, query("console/staging_open"))}
+
+
+def monitor_minutes(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """The per-minute rollup of the last hour, newest first."""
+    return dict_rows(conn, query("console/monitor_minutes"))
+
+
+def active_workers(conn: psycopg.Connection) -> dict[str, Any]:
+    """How many pipeline workers are connected, and how many are busy."""
+    rows = dict_rows(conn, query("console/workers"))
+    return rows[0] if rows else {"workers": 0, "busy": 0}
+
+
+def failed_by_code(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    return dict_rows(conn, query("console/backlog_codes"))
+
+
+def failed_rows(conn: psycopg.Connection, text: str | None, limit: int) -> list[dict[str, Any]]:
+    """Failed and dead-lettered rows, narrowed to those matching `text` when given."""
+    return dict_rows(
+        conn,
+        query("console/backlog_rows"),
+        {"filter": text, "like": f"%{text}%" if text else None, "limit": limit},
+    )
+
+
+def staging_detail(
+    conn: psycopg.Connection,
+    staging_id: int,
+    transaction_id: int | None,
+    batch_id: str | None,
+    error_code: str | None,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
+    """One staging row in full, the other attempts of its transaction, and the operator actions that
+    named it, its batch or its error code."""
+    params = {
+        "id": staging_id,
+        "transaction_id": transaction_id,
+        "batch_id": batch_id,
+        "error_code": error_code,
+    }
+    full = dict_rows(conn, query("console/staging_row"), params)
+    attempts = dict_rows(conn, query("console/staging_attempts"), params)
+    history = dict_rows(conn, query("console/staging_history"), params)
+    return (full[0]["row"] if full else None), attempts, history

@@ -37,7 +37,8 @@ KNOWN_FUNCTIONS: tuple[str, ...] = (
     "process_financial_batch",
     "process_financial_batch_detail",
     "retry_failed",
-    "execute_data_quality_checks",
+    "retry_scope_count",
+    "dq_run",
     "search_customers",
     "refresh_customer_360_incremental",
     "time_travel_customers",
@@ -45,29 +46,6 @@ KNOWN_FUNCTIONS: tuple[str, ...] = (
     "lineage_upstream",
     "lineage_downstream",
 )
-
-# Which schema file creates each object, for the "not available" hints.
-PROVIDED_BY: dict[str, str] = {
-    "financial_transactions_staging": "sql/migrations/0013_baseline.sql",
-    "financial_transactions_processed": "sql/migrations/0013_baseline.sql",
-    "financial_processing_monitor": "sql/definitions/30_pipeline.sql",
-    "process_financial_batch": "sql/definitions/30_pipeline.sql",
-    "process_financial_batch_detail": "sql/definitions/30_pipeline.sql",
-    "retry_failed": "sql/definitions/30_pipeline.sql",
-    "dq_rule_definitions": "sql/migrations/0013_baseline.sql",
-    "data_quality_metrics": "sql/migrations/0013_baseline.sql",
-    "execute_data_quality_checks": "sql/definitions/20_data_quality.sql",
-    "customer_360_mv": "sql/definitions/40_customer_360.sql",
-    "search_customers": "sql/definitions/85_search.sql",
-    "refresh_customer_360_incremental": "sql/definitions/40_customer_360.sql",
-    "lakehouse_customers": "sql/migrations/0013_baseline.sql",
-    "time_travel_customers": "sql/definitions/50_lakehouse.sql",
-    "data_catalog": "sql/migrations/0013_baseline.sql",
-    "data_lineage": "sql/migrations/0013_baseline.sql",
-    "refresh_data_catalog": "sql/definitions/60_catalog_lineage.sql",
-    "lineage_upstream": "sql/definitions/60_catalog_lineage.sql",
-    "lineage_downstream": "sql/definitions/60_catalog_lineage.sql",
-}
 
 PROBE_SQL = """
 SELECT 'rel' AS kind, c.relname::text AS name, c.relkind::text AS detail, NULL::text[] AS argnames,
@@ -123,9 +101,6 @@ class Capabilities:
     def has_function(self, name: str) -> bool:
         return name in self.functions
 
-    def function_has_arg(self, name: str, argname: str) -> bool:
-        return any(argname in f.argnames for f in self.functions.get(name, ()))
-
     def why_not_readable(self, names: tuple[str, ...]) -> str | None:
         """None when every relation exists and is readable, else one sentence saying why not."""
         for name in names:
@@ -147,9 +122,7 @@ class Capabilities:
 
 def missing(name: str, function: bool = False) -> str:
     what = f"{name}()" if function else name
-    source = PROVIDED_BY.get(name)
-    hint = f" (it comes with {source}; run `opsconsole db migrate`)" if source else ""
-    return f"{what} does not exist{hint}"
+    return f"{what} does not exist (run `opsconsole db migrate`)"
 
 
 def probe(conn: psycopg.Connection) -> Capabilities:
@@ -184,7 +157,6 @@ class ActionSpec:
     description: str
     needs_functions: tuple[str, ...] = ()
     needs_relations: tuple[str, ...] = ()
-    needs_function_arg: tuple[str, str] | None = None  # (function, argument name) an overload must take
     mutating: bool = True  # hidden by --read-only
     footer_label: str = ""
 
@@ -203,14 +175,7 @@ class ActionSpec:
         reason = caps.why_not_callable(self.needs_functions + ("record_audit",) if self.mutating else ())
         if reason:
             return reason
-        reason = caps.why_not_readable(self.needs_relations)
-        if reason:
-            return reason
-        if self.needs_function_arg:
-            fn, arg = self.needs_function_arg
-            if not caps.function_has_arg(fn, arg):
-                return f"{fn}() on this database takes no {arg} argument"
-        return None
+        return caps.why_not_readable(self.needs_relations)
 
 
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -229,7 +194,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Start/stop continuous processing",
         "c",
         ("monitor", "backlog"),
-        "Keep calling process_financial_batch() in the background until stopped, with live counters.",
+        "Run the pipeline worker's claim loop in the background until stopped, with live counters.",
         needs_functions=("process_financial_batch_detail",),
         needs_relations=("financial_transactions_staging",),
         footer_label="Continuous",
@@ -241,7 +206,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         ("backlog",),
         "Re-queue failed (optionally dead-lettered) staging rows: the selection, an error code, a batch "
         "or everything, through retry_failed().",
-        needs_functions=("retry_failed",),
+        needs_functions=("retry_failed", "retry_scope_count"),
         needs_relations=("financial_transactions_staging",),
         footer_label="Retry",
     ),
@@ -250,8 +215,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Run all data-quality checks",
         "r",
         ("quality",),
-        "Run every active rule through execute_data_quality_checks().",
-        needs_functions=("execute_data_quality_checks",),
+        "Run every active rule as one run (dq_run(), as `opsconsole dq run` does).",
+        needs_functions=("dq_run",),
         needs_relations=("dq_rule_definitions",),
         footer_label="Run all",
     ),
@@ -261,9 +226,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "o",
         ("quality",),
         "Run the rule under the cursor only.",
-        needs_functions=("execute_data_quality_checks",),
+        needs_functions=("dq_run",),
         needs_relations=("dq_rule_definitions",),
-        needs_function_arg=("execute_data_quality_checks", "p_rule_name"),
         footer_label="Run rule",
     ),
     ActionSpec(

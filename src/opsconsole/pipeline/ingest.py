@@ -40,6 +40,7 @@ import psycopg
 from psycopg import sql
 
 from opsconsole.errors import OpsError
+from opsconsole.ops import channels
 from opsconsole.pipeline.copyio import copy_frames, existing_tables
 
 FORMATS = {
@@ -990,8 +991,8 @@ def _load(
         result.note = "ignored generated/identity column(s): " + ", ".join(prepared.ignored)
     if target.name == "financial_transactions_staging" and loaded:
         conn.execute(
-            "SELECT pg_notify('opsconsole_staging', %s)",
-            (json.dumps({"source": "ingest", "rows": loaded, "file_id": result.file_id}),),
+            "SELECT pg_notify(%s, %s)",
+            (channels.STAGING, json.dumps({"source": "ingest", "rows": loaded, "file_id": result.file_id})),
         )
 
 

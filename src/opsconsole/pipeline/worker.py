@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -25,8 +26,6 @@ import psycopg
 from opsconsole.ops import pipeline as ops
 
 log = logging.getLogger("opsconsole.worker")
-
-CHANNEL = "opsconsole_staging"
 
 
 @dataclass
@@ -52,7 +51,11 @@ class WorkerStats:
 
 
 class Worker:
-    """N claim loops over one database. start() returns at once; stop() asks them to finish."""
+    """N claim loops over one database. start() returns at once; stop() asks them to finish.
+
+    The console's continuous processing runs one loop in its own thread (run_loop), with on_chunk
+    reporting each chunk to the screen and stop(cancel=True) as its stop key (the chunk in flight is
+    cancelled and rolls back)."""
 
     def __init__(
         self,
@@ -62,6 +65,8 @@ class Worker:
         poll_s: float = 2.0,
         max_chunk_time: dt.timedelta = dt.timedelta(seconds=30),
         name: str = "worker",
+        on_chunk: Callable[[ops.BatchResult], None] | None = None,
+        app_name: str | None = None,
     ):
         if concurrency < 1:
             raise ops.PipelineProblem("--concurrency must be at least 1.")
@@ -71,6 +76,9 @@ class Worker:
         self.poll_s = poll_s
         self.max_chunk_time = max_chunk_time
         self.name = name
+        self.on_chunk = on_chunk
+        self.app_name = app_name  # application_name suffix; default worker-<slot>
+        self._conns: dict[int, psycopg.Connection] = {}  # each loop's current connection
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -82,8 +90,17 @@ class Worker:
             self._threads.append(t)
             t.start()
 
-    def stop(self) -> None:
+    def stop(self, cancel: bool = False) -> None:
+        """Ask the loops to end; with cancel, also cancel the chunk each one has in flight."""
         self._stop.set()
+        if cancel:
+            for conn in list(self._conns.values()):
+                with contextlib.suppress(Exception):  # closed or gone already: nothing in flight
+                    conn.cancel_safe(timeout=5)
+
+    def run_loop(self, slot: int = 0) -> None:
+        """One claim loop in the calling thread, until stop()."""
+        self._loop(slot)
 
     @property
     def stopping(self) -> bool:
@@ -106,9 +123,11 @@ class Worker:
     # -- one loop ----------------------------------------------------------------------------------
     def _connect(self, slot: int) -> psycopg.Connection:
         from opsconsole.db.connect import connect
+        from opsconsole.ops import channels
 
-        conn = connect(self.dsn, f"worker-{slot}")
-        conn.execute(f"LISTEN {CHANNEL}")
+        conn = connect(self.dsn, self.app_name or f"worker-{slot}")
+        channels.listen(conn, channels.STAGING)
+        self._conns[slot] = conn
         return conn
 
     def _loop(self, slot: int) -> None:
@@ -126,6 +145,8 @@ class Worker:
                 if result.claimed:
                     self.stats.add(result)
                     log.info("%s: chunk %s", label, result.summary())
+                    if self.on_chunk is not None:
+                        self.on_chunk(result)
                     continue  # more may be due: claim again at once
                 self._wait_for_work(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, ops.OpsError) as exc:

@@ -1,6 +1,11 @@
 """The opsconsole Textual app: six panes (one screen each, switched as modes), the refresh engine,
 the NOTIFY listener, and the operator actions.
 
+The app composes and routes: panes and widgets never import it. It makes each pane with a
+ConsoleContext (clock, lookup slot), pushes the console's state into the shown pane's `status` reactive
+(ConsoleStatus: connection, caps, interval, jobs), and handles what panes ask for by message
+(RefreshRequested, ActionRequested, PaneShown; tui/messages.py).
+
 Threads and connections: pane refreshes run in a thread worker on the "console" connection;
 interactive reads (search, drill-downs, confirmation counts) on the "console-lookup" connection;
 each action on a fresh connection of its own; LISTEN on a dedicated one. Workers post messages;
@@ -11,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 from textual import events
@@ -20,25 +27,36 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from opsconsole.ops import channels
 from opsconsole.ops.registry import ACTIONS, ACTIONS_BY_ID, Capabilities
+from opsconsole.tui import textual_compat
 from opsconsole.tui.clock import Clock, human_duration
 from opsconsole.tui.gcpolicy import GcPolicy
-from opsconsole.tui.jobs import Job, JobsBar
-from opsconsole.tui.operations import JobFinished, JobProgress, Operations
-from opsconsole.tui.refresh import DbSlot, Listener, Notified, RefreshDone, RefreshEngine
+from opsconsole.tui.jobs import Job
+from opsconsole.tui.messages import (
+    ActionRequested,
+    JobFinished,
+    JobProgress,
+    Notified,
+    PaneShown,
+    RefreshDone,
+    RefreshRequested,
+)
+from opsconsole.tui.operations import Operations
+from opsconsole.tui.refresh import DbSlot, Listener, RefreshEngine
 from opsconsole.tui.screens import PANES
 from opsconsole.tui.screens.base import PaneScreen
-from opsconsole.tui.widgets.chrome import Banner, PaneTabs, StatusHeader
+from opsconsole.tui.state import ConsoleContext, ConsoleStatus
 
 T = TypeVar("T")
 
 # Which panes a NOTIFY channel makes stale.
 CHANNEL_PANES: dict[str, set[str]] = {
-    "opsconsole_pipeline": {"monitor", "backlog"},
-    "opsconsole_staging": {"monitor", "backlog"},
-    "opsconsole_dq": {"quality", "activity"},
-    "opsconsole_catalog": {"catalog", "activity"},
-    "opsconsole_c360": {"customers", "activity"},
+    channels.PIPELINE: {"monitor", "backlog"},
+    channels.STAGING: {"monitor", "backlog"},
+    channels.DQ: {"quality", "activity"},
+    channels.CATALOG: {"catalog", "activity"},
+    channels.C360: {"customers", "activity"},
 }
 
 LOOKUP_TIMEOUT_MS = 10_000
@@ -46,7 +64,7 @@ LOOKUP_TIMEOUT_MS = 10_000
 
 class OpsConsoleApp(App):
     TITLE = "opsconsole"
-    CSS_PATH = "console.tcss"
+    CSS_PATH = Path(__file__).with_name("console.tcss")  # absolute: subclasses live elsewhere
     DEFAULT_MODE = "monitor"
     ENABLE_COMMAND_PALETTE = True
 
@@ -84,7 +102,8 @@ class OpsConsoleApp(App):
         self.read_only = read_only
         self.clock = clock or Clock()
         self.caps: Capabilities | None = None
-        self.panes: dict[str, PaneScreen] = {cls.PANE_ID: cls() for cls in PANES}
+        context = ConsoleContext(self.clock, self.lookup_async)
+        self.panes: dict[str, PaneScreen] = {cls.PANE_ID: cls(context) for cls in PANES}
         for pane_id, screen in self.panes.items():
             self.add_mode(pane_id, lambda s=screen: s)
         self.current_pane = self.DEFAULT_MODE
@@ -94,17 +113,9 @@ class OpsConsoleApp(App):
         self.listener = Listener(dsn, self.post_message) if listen else None
         self.jobs: dict[int, Job] = {}
         self.ops = Operations(self)
-        self.notifications_seen: list[tuple[str, str]] = []
-        self.notices: list[str] = []
         self.premounted = False  # every pane composed and mounted (see _premount)
         self._instant_switch = False
         self.gc_policy = GcPolicy()
-
-    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
-        """As App.notify; the last messages are also kept in `notices` (tests read them)."""
-        self.notices.append(message)
-        del self.notices[:-50]
-        super().notify(message, *args, **kwargs)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -112,6 +123,7 @@ class OpsConsoleApp(App):
         if self.listener is not None:
             self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)
         self.engine.start()
+        self.set_interval(1.0, self.refresh_chrome, name="chrome")  # relative times tick on
 
     def _theme_changed(self, theme: object) -> None:
         """Table cells carry theme colours: draw the panes' data again in the new ones."""
@@ -149,7 +161,7 @@ class OpsConsoleApp(App):
         finally:
             self._instant_switch = False
 
-    def delay_update(self, delay: float = 0.05) -> None:
+    def delay_update(self, delay: float = 0.05) -> None:  # a Textual hook: see textual_compat
         if not self._instant_switch:
             super().delay_update(delay)
 
@@ -157,16 +169,19 @@ class OpsConsoleApp(App):
         """Compose and mount the panes not shown yet, one at a time, so that the first switch to each
         one costs a redraw instead of composing a screen (100-270 ms on the UI thread, P8). Then the
         app's objects all exist: hand full garbage collections to the GcPolicy."""
-        init_mode = getattr(self, "_init_mode", None)  # Textual's own first step of switch_mode
         for pane_id, screen in self.panes.items():
-            if init_mode is None or not self.is_running:  # not running: shutting down
+            if not self.is_running:  # shutting down
                 break
             if not screen.is_running:
-                await init_mode(pane_id)
+                screen.status = self.console_status()
+                await textual_compat.init_mode(self, pane_id)
             await asyncio.sleep(0)  # keys go first
         self.premounted = True
         self.gc_policy.start()
         self.set_interval(1.0, self.gc_policy.tick, name="gc")
+
+    def on_pane_shown(self, message: PaneShown) -> None:
+        self.pane_shown(message.pane)
 
     def pane_shown(self, pane: str) -> None:
         """A pane became visible: refresh it now if its data is old or a NOTIFY marked it dirty."""
@@ -177,19 +192,38 @@ class OpsConsoleApp(App):
             self.engine.kick()
         self.refresh_chrome()
 
+    def console_status(self) -> ConsoleStatus:
+        engine = self.engine
+        return ConsoleStatus(
+            clock=self.clock,
+            database_label=self.database_label,
+            version_label=self.version_label,
+            read_only=self.read_only,
+            caps=self.caps,
+            connected=engine.connected,
+            error=engine.error,
+            retry_at=time.monotonic() + engine.retry_in() if engine.retry_in() > 0 else None,
+            last_ok=engine.last_ok,
+            interval=engine.interval,
+            paused=engine.paused,
+            jobs=tuple(self.jobs.values()),
+        )
+
     def refresh_chrome(self) -> None:
+        """Push the console's state into the shown pane (its header, banner, jobs bar and badge)."""
         screen = self.panes.get(self.current_pane)
-        if screen is None or not screen.is_mounted:
+        if screen is None or not screen.is_mounted or not self.is_running:
             return
-        for widget in screen.query(StatusHeader).results():
-            widget.tick()
-        for widget in screen.query(Banner).results():
-            widget.tick()
-        for widget in screen.query(PaneTabs).results():
-            widget.tick()
-        for widget in screen.query(JobsBar).results():
-            widget.tick()
-        screen.update_badge()
+        screen.status = self.console_status()
+
+    def refresh_panes(self, panes: set[str]) -> None:
+        self.engine.request(panes)
+
+    def on_refresh_requested(self, message: RefreshRequested) -> None:
+        self.engine.request(message.panes)
+
+    def on_action_requested(self, message: ActionRequested) -> None:
+        self.start_op(message.action_id)
 
     # -- engine callbacks -------------------------------------------------------------------------
     def on_refresh_done(self, message: RefreshDone) -> None:
@@ -200,9 +234,10 @@ class OpsConsoleApp(App):
     def caps_changed(self, caps: Capabilities) -> None:
         self.caps = caps
         self.refresh_bindings()
+        status = self.console_status()
         for screen in self.panes.values():
             if screen.is_mounted:
-                screen.refresh_bindings()
+                screen.status = status  # what the role may do decides which keys the pane offers
 
     def disconnected(self, error: str) -> None:
         if self.engine.failures == 1:
@@ -217,10 +252,8 @@ class OpsConsoleApp(App):
         self.notify(f"Connected to {self.database_label} again.", title="reconnected", timeout=4)
 
     def on_notified(self, message: Notified) -> None:
-        self.notifications_seen.append((message.channel, message.payload))
-        del self.notifications_seen[:-50]
         panes = CHANNEL_PANES.get(message.channel, set())
-        if message.channel == "opsconsole_dq":
+        if message.channel == channels.DQ:
             self._dq_alert(message.payload)
         self.engine.request(panes)
 
@@ -360,46 +393,3 @@ class OpsConsoleApp(App):
 
     async def lookup_async(self, fn: Callable[[psycopg.Connection], T]) -> T:
         return await asyncio.to_thread(self.lookup_sync, fn)
-
-    def connection_pids(self) -> dict[str, int | None]:
-        """Backend pids of the console's own long-lived connections (tests terminate them)."""
-        return {
-            "refresh": self.engine.slot.backend_pid,
-            "lookup": self.lookup.backend_pid,
-            "listen": self.listener.backend_pid if self.listener else None,
-        }
-
-    # -- helpers for tests and screenshots ----------------------------------------------------------
-    async def wait_loaded(
-        self, pane: str, check: Callable[[Any], bool] | None = None, timeout: float = 15.0
-    ) -> None:
-        """Wait until the pane shows data (passing `check`) or says why it cannot, with nothing in flight."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        screen = self.panes[pane]
-        while loop.time() < deadline:
-            done = (
-                screen.unavailable is not None
-                or screen.fetch_error is not None
-                or (screen.data is not None and (check is None or check(screen.data)))
-            )
-            if done and self.premounted and not self.engine.in_flight and not self._busy_workers():
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"the {pane} pane did not load within {timeout} s")
-
-    async def wait_screen(self, name: str, timeout: float = 10.0) -> Screen:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if type(self.screen).__name__ == name:
-                await asyncio.sleep(0.05)
-                return self.screen
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"{name} did not open within {timeout} s")
-
-    def _busy_workers(self) -> bool:
-        return any(
-            w.state.name in {"PENDING", "RUNNING"} and w.group not in {"listen", "flow", "jobs"}
-            for w in self.workers
-        )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from textual.markup import escape
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from opsconsole.ops.registry import ActionSpec
@@ -17,7 +19,7 @@ from opsconsole.tui.clock import human_duration
 from opsconsole.tui.widgets.chrome import shown
 
 if TYPE_CHECKING:
-    from opsconsole.tui.app import OpsConsoleApp
+    from opsconsole.tui.state import ConsoleStatus
 
 _ids = itertools.count(1)
 SHOW_FINISHED_S = 8.0
@@ -38,6 +40,7 @@ class Job:
     finished: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     conn: psycopg.Connection | None = None
+    on_cancel: Callable[[], None] | None = None  # how to stop work that runs on other connections
 
     @property
     def running(self) -> bool:
@@ -46,6 +49,9 @@ class Job:
     def cancel(self) -> None:
         """Stop between steps and cancel the statement in flight (the server rolls it back)."""
         self.cancel_event.set()
+        if self.on_cancel is not None:
+            with contextlib.suppress(Exception):
+                self.on_cancel()
         conn = self.conn
         if conn is not None and not conn.closed:
             with contextlib.suppress(Exception):
@@ -53,24 +59,31 @@ class Job:
 
 
 class JobsBar(Static):
-    """One line per running action (and recently finished ones); hidden when there are none."""
+    """One line per running action (and recently finished ones); hidden when there are none. The jobs
+    come with the ConsoleStatus the pane hands it; their counters move on between two statuses, so it
+    redraws twice a second by itself."""
 
     DEFAULT_CSS = """
     JobsBar { height: auto; max-height: 5; background: $boost; padding: 0 1; display: none; }
     JobsBar.-visible { display: block; }
     """
 
+    status: reactive[ConsoleStatus | None] = reactive(None, always_update=True, init=False, layout=False)
+
     def on_mount(self) -> None:
         self.tick()
         self.set_interval(0.5, self.tick)
 
+    def watch_status(self, status: ConsoleStatus | None) -> None:
+        self.tick()
+
     def tick(self) -> None:
-        if not shown(self):
+        status = self.status
+        if not shown(self) or status is None:
             return
-        app: OpsConsoleApp = self.app  # type: ignore[assignment]
-        now = app.clock.monotonic()
+        now = status.clock.monotonic()
         lines = []
-        for job in app.jobs.values():
+        for job in status.jobs:
             if job.running:
                 lines.append(running_line(job, now))
             elif job.finished is not None and now - job.finished < SHOW_FINISHED_S:

@@ -1,47 +1,61 @@
 """The console side of each operator action: ask for what is needed, state the blast radius, confirm,
 then run it in a worker on its own connection with progress, cancel and an audit row.
 
-Every flow ends in `_launch`, which runs the body through opsconsole.ops.actions.run_audited; the SQL
-calls are in opsconsole.ops.sqlcalls.
+Every flow ends in `_launch`, which runs the action's one implementation in ops/ (the same function
+the CLI calls, so the audit log names it the same) through opsconsole.ops.actions.run_audited, which
+adds the audit row of a failed or cancelled run. Continuous processing runs the worker's claim loop
+(opsconsole.pipeline.worker) in the job's thread.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import psycopg
-from textual.message import Message
 
 from opsconsole.db.connect import connect
-from opsconsole.ops import sqlcalls
-from opsconsole.ops.actions import ActionOutcome, describe_error, is_cancel, run_audited, write_audit
+from opsconsole.ops import catalog, customers, dq, pipeline
+from opsconsole.ops.actions import ActionOutcome, describe_error, run_audited, write_audit
 from opsconsole.ops.registry import ActionSpec
+from opsconsole.pipeline.worker import Worker
+from opsconsole.tui.clock import Clock
 from opsconsole.tui.format import interval_text
 from opsconsole.tui.jobs import Job
+from opsconsole.tui.messages import JobFinished, JobProgress
+from opsconsole.tui.screens.base import PaneScreen
 
-if TYPE_CHECKING:
-    from opsconsole.tui.app import OpsConsoleApp
+T = TypeVar("T")
+
+
+class OperationsHost(Protocol):
+    """What the action flows need from the app that hosts them (the app implements it; this module
+    does not know the App class): dialogs, notifications, workers, the lookup slot, the panes that
+    give an action its context (cursor, selection), and the running jobs."""
+
+    dsn: str
+    database_label: str
+    clock: Clock
+    jobs: dict[int, Job]
+    panes: dict[str, PaneScreen]
+
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None: ...
+    def run_worker(self, work: Any, **kwargs: Any) -> Any: ...
+    def post_message(self, message: Any) -> bool: ...
+    async def push_screen_wait(self, screen: Any) -> Any: ...
+    async def lookup_async(self, fn: Callable[[psycopg.Connection], T]) -> T: ...
+    def refresh_bindings(self) -> None: ...
+    def refresh_chrome(self) -> None: ...
+    def refresh_panes(self, panes: set[str]) -> None: ...
+
 
 LARGE_ROWS = 1000  # scopes at least this big require typing a word
 LARGE_BATCH = 10_000
 DEFAULT_BATCH = 1000
-BATCH_MAX_SECONDS = 300
-
-
-class JobProgress(Message):
-    def __init__(self, job: Job):
-        super().__init__()
-        self.job = job
-
-
-class JobFinished(Message):
-    def __init__(self, job: Job, outcome: ActionOutcome, after: Callable[[ActionOutcome], None] | None):
-        super().__init__()
-        self.job = job
-        self.outcome = outcome
-        self.after = after
+BATCH_MAX_TIME = dt.timedelta(seconds=300)
+CONTINUOUS = "continuous_processing"  # the audit action name of a console's processing session
 
 
 # Panes to refresh after an action finishes.
@@ -63,7 +77,7 @@ def plural(n: int, word: str) -> str:
 
 
 class Operations:
-    def __init__(self, app: OpsConsoleApp):
+    def __init__(self, app: OperationsHost):
         self.app = app
 
     @property
@@ -127,7 +141,7 @@ class Operations:
         size = await self._batch_size("Process one batch")
         if size is None:
             return
-        due = await self.app.lookup_async(sqlcalls.due_count)
+        due = await self.app.lookup_async(pipeline.due_count)
         take = min(size, due)
         lines = [
             f"Process up to [b]{plural(size, 'row')}[/] now: {take:,} of the {plural(due, 'row')} due "
@@ -137,17 +151,17 @@ class Operations:
         word = "process" if size >= LARGE_BATCH else None
         if not await self.confirm("Process one batch", lines, word=word, verb="Process"):
             return
-        args = {"batch_size": size, "max_seconds": BATCH_MAX_SECONDS}
+        args = {"batch_size": size, "max_time_s": BATCH_MAX_TIME.total_seconds()}
         self._launch(
             spec,
             f"process batch of {size:,}",
-            "process_financial_batch",
+            pipeline.PROCESS_BATCH,
             args,
-            lambda conn, job: sqlcalls.process_batch(conn, size, BATCH_MAX_SECONDS),
-            audited_by_callee=True,  # process_financial_batch() audits itself (30_pipeline.sql)
+            lambda conn, job: pipeline.process_batch(conn, size, BATCH_MAX_TIME, audit=True).as_dict(),
             summary=lambda r: (
-                f"{r.get('processed_count', 0):,} processed, {r.get('failed_count', 0):,} failed"
-                f" in {interval_text(r.get('batch_duration'))}"
+                f"{r.get('processed', 0):,} processed,"
+                f" {r.get('failed', 0) + r.get('dead_letter', 0):,} failed"
+                f" in {interval_text(dt.timedelta(milliseconds=r.get('duration_ms') or 0))}"
             ),
         )
 
@@ -155,7 +169,7 @@ class Operations:
         size = await self._batch_size("Start continuous processing")
         if size is None:
             return
-        due = await self.app.lookup_async(sqlcalls.due_count)
+        due = await self.app.lookup_async(pipeline.due_count)
         lines = [
             f"Keep processing batches of [b]{plural(size, 'row')}[/] in the background until you "
             "stop it (c again, or x).",
@@ -166,15 +180,15 @@ class Operations:
         self._launch(
             spec,
             "continuous processing",
-            "continuous_processing",
+            CONTINUOUS,
             {"batch_size": size},
-            lambda conn, job: continuous_loop(self.app, conn, job, size),
+            lambda conn, job: continuous_loop(self.app, self.app.dsn, job, size),
             summary=lambda r: (
                 f"stopped after {plural(r.get('batches', 0), 'batch')}: "
                 f"{r.get('processed', 0):,} processed, {r.get('failed', 0):,} failed"
             ),
-            app_name="worker-console",
             audit_start=True,
+            audited_by_callee=False,  # the loop's batches are not audited one by one: the session is
         )
 
     async def flow_retry_failed(self, spec: ActionSpec) -> None:
@@ -184,20 +198,20 @@ class Operations:
         code = context.get("error_code")
         batch = context.get("batch_id")
 
+        scopes: dict[str, dict[str, Any]] = {
+            "all": {"all_rows": True},
+            "all_dl": {"all_rows": True, "include_dead_letter": True},
+        }
+        if selected:
+            scopes["selected"] = {"staging_ids": selected, "include_dead_letter": True}
+        if code:
+            scopes["code"] = {"error_code": code}
+        if batch:
+            scopes["batch"] = {"batch_id": batch}
+
         def counts(conn: psycopg.Connection) -> dict[str, int]:
-            out = {
-                "all": sqlcalls.count_retryable(conn, everything=True),
-                "all_dl": sqlcalls.count_retryable(conn, everything=True, include_dead_letter=True),
-            }
-            if selected:
-                out["selected"] = sqlcalls.count_retryable(
-                    conn, staging_ids=selected, include_dead_letter=True
-                )
-            if code:
-                out["code"] = sqlcalls.count_retryable(conn, error_code=code)
-            if batch:
-                out["batch"] = sqlcalls.count_retryable(conn, batch_id=batch)
-            return out
+            # the blast radius of each scope, counted by the same SQL predicate retry_failed() applies
+            return {name: pipeline.retry_scope_count(conn, **kw) for name, kw in scopes.items()}
 
         n = await self.app.lookup_async(counts)
         options: list[tuple[str, str, bool]] = []
@@ -218,23 +232,14 @@ class Operations:
         scope = await self.choose("Retry which rows?", options)
         if scope is None:
             return
-        kwargs: dict[str, Any] = {}
-        what = ""
-        if scope == "selected":
-            kwargs = {"staging_ids": selected, "include_dead_letter": True}
-            what = "selected failed/dead-lettered rows"
-        elif scope == "code":
-            kwargs = {"error_code": code}
-            what = f"failed rows with error code {code}"
-        elif scope == "batch":
-            kwargs = {"batch_id": batch}
-            what = f"failed rows from batch {batch}"
-        elif scope == "all":
-            kwargs = {"everything": True}
-            what = "failed rows (everything)"
-        else:
-            kwargs = {"everything": True, "include_dead_letter": True}
-            what = "failed and dead-lettered rows (everything)"
+        kwargs = scopes[scope]
+        what = {
+            "selected": "selected failed/dead-lettered rows",
+            "code": f"failed rows with error code {code}",
+            "batch": f"failed rows from batch {batch}",
+            "all": "failed rows (everything)",
+            "all_dl": "failed and dead-lettered rows (everything)",
+        }[scope]
         count = n[scope]
         lines = [
             f"Retry [b]{count:,}[/] {what} on [b]{self.db}[/].",
@@ -255,16 +260,15 @@ class Operations:
         self._launch(
             spec,
             f"retry {plural(count, 'row')}",
-            "retry_failed",
+            pipeline.RETRY,
             args,
-            lambda conn, job: sqlcalls.retry_failed(conn, reason=reason, **kwargs),
+            lambda conn, job: {"requeued": pipeline.retry(conn, reason=reason, **kwargs)},
             summary=lambda r: f"re-queued {plural(r.get('requeued', 0), 'row')}",
             after=after,
-            audited_by_callee=True,
         )
 
     async def flow_run_dq(self, spec: ActionSpec) -> None:
-        rules = await self.app.lookup_async(sqlcalls.active_rules)
+        rules = await self.app.lookup_async(dq.active_rule_names)
         lines = [
             f"Run all [b]{plural(len(rules), 'active rule')}[/] now; each result is stored in "
             "data_quality_metrics.",
@@ -273,21 +277,21 @@ class Operations:
         if not await self.confirm("Run data-quality checks", lines, verb="Run"):
             return
         # One call, so that the run keeps one run id; progress is estimated from the last run's length.
-        expected_ms = await self.app.lookup_async(sqlcalls.last_dq_run_ms)
+        expected_ms = await self.app.lookup_async(dq.last_run_ms)
 
         def body(conn: psycopg.Connection, job: Job) -> dict[str, Any]:
-            results = sqlcalls.run_dq_checks(conn)
+            results = dq.run_checks(conn).results
             failed = [r["rule_name"] for r in results if not r.get("passed")]
             return {"rules": len(results), "passed": len(results) - len(failed), "failed": failed}
 
         job = self._launch(
             spec,
             f"run {plural(len(rules), 'DQ rule')}",
-            "dq.run",
+            dq.RUN,
             {"rules": len(rules)},
             body,
             summary=lambda r: f"{r.get('passed', 0)} passed, {len(r.get('failed', []))} failed",
-            audited_by_callee=True,
+            failures_audited_by_callee=True,  # dq.run_checks audits a refused run itself
         )
         job.expected_s = expected_ms / 1000 if expected_ms else None
 
@@ -302,7 +306,7 @@ class Operations:
             return
 
         def body(conn: psycopg.Connection, job: Job) -> dict[str, Any]:
-            results = sqlcalls.run_dq_checks(conn, rule)
+            results = dq.run_checks(conn, rule=rule).results
             r = results[0] if results else {}
             return {
                 "rule_name": rule,
@@ -314,11 +318,11 @@ class Operations:
         self._launch(
             spec,
             f"run rule {rule}",
-            "dq.run",
+            dq.RUN,
             {"rule": rule},
             body,
             summary=lambda r: f"{'passed' if r.get('passed') else 'failed'} (score {r.get('score')})",
-            audited_by_callee=True,
+            failures_audited_by_callee=True,
         )
 
     async def flow_refresh_c360(self, spec: ActionSpec) -> None:
@@ -331,14 +335,15 @@ class Operations:
         self._launch(
             spec,
             "refresh customer 360",
-            "refresh_customer_360_incremental",
-            {},
-            lambda conn, job: sqlcalls.refresh_c360(conn),
+            customers.REFRESH_INCREMENTAL,
+            {"full": False},
+            lambda conn, job: customers.refresh(conn, full=False),
             summary=lambda r: f"{plural(int(r.get('rows_processed') or 0), 'row')} refreshed",
+            failures_audited_by_callee=True,  # customers.refresh audits a failed refresh itself
         )
 
     async def flow_refresh_catalog(self, spec: ActionSpec) -> None:
-        columns = await self.app.lookup_async(lambda c: len(sqlcalls.catalog_snapshot(c)))
+        columns = await self.app.lookup_async(catalog.column_count)
         lines = [
             f"Re-read the schema of [b]{self.db}[/] into data_catalog ({plural(columns, 'column')} now) "
             "and show what changed.",
@@ -350,15 +355,19 @@ class Operations:
             if outcome.ok:
                 self.app.panes["catalog"].show_changes(outcome.result.get("diff", {}))
 
+        def body(conn: psycopg.Connection, job: Job) -> dict[str, Any]:
+            result = catalog.refresh_catalog(conn)
+            return {**result.as_dict(), "diff": result.diff}
+
         self._launch(
             spec,
             "refresh catalog",
-            "refresh_data_catalog",
+            catalog.REFRESH,
             {},
-            lambda conn, job: sqlcalls.refresh_catalog(conn),
-            audited_by_callee=True,  # refresh_data_catalog() audits itself (60_catalog_lineage.sql)
+            body,
             summary=lambda r: (
-                f"{r.get('added', 0)} added, {r.get('removed', 0)} removed, {r.get('changed', 0)} changed"
+                f"{len(r['diff']['added'])} added, {len(r['diff']['removed'])} removed,"
+                f" {len(r['diff']['changed'])} changed"
             ),
             after=after,
         )
@@ -376,8 +385,12 @@ class Operations:
         after: Callable[[ActionOutcome], None] | None = None,
         app_name: str = "action",
         audit_start: bool = False,
-        audited_by_callee: bool = False,
+        audited_by_callee: bool = True,
+        failures_audited_by_callee: bool = False,
     ) -> Job:
+        """Run body in a thread on a connection of its own. The action writes its own audit row when it
+        succeeds (audited_by_callee; in SQL or in its ops function) and, with
+        failures_audited_by_callee, when it fails too; run_audited writes the rest."""
         app = self.app
         job = Job(spec, title, arguments, app.clock.monotonic())
         job.counters["summary"] = summary
@@ -407,6 +420,7 @@ class Operations:
                     reason="console",
                     audit_conn=lambda: connect(app.dsn, app_name),
                     audited_by_callee=audited_by_callee,
+                    failures_audited_by_callee=failures_audited_by_callee,
                 )
             finally:
                 job.conn = None
@@ -437,30 +451,36 @@ class Operations:
         job.counters["outcome"] = outcome
         if message.after is not None:
             message.after(outcome)
-        self.app.engine.request(AFFECTS.get(job.spec.id, set()))
+        self.app.refresh_panes(AFFECTS.get(job.spec.id, set()))
 
 
-def continuous_loop(app: OpsConsoleApp, conn: psycopg.Connection, job: Job, size: int) -> dict[str, Any]:
-    """process_financial_batch until stopped; waits on NOTIFY opsconsole_staging when idle."""
+def continuous_loop(app: OperationsHost, dsn: str, job: Job, size: int) -> dict[str, Any]:
+    """The worker's claim loop (pipeline.worker.Worker.run_loop) in this job's thread, until stopped;
+    each chunk updates the job's counters. Stopping cancels the chunk in flight (it rolls back)."""
     counters = job.counters
     counters.update(batches=0, processed=0, failed=0, rate=0.0)
     started = time.perf_counter()
-    conn.execute("LISTEN opsconsole_staging")
-    while not job.cancel_event.is_set():
-        try:
-            result = sqlcalls.process_batch_quietly(conn, size, BATCH_MAX_SECONDS)
-        except psycopg.errors.QueryCanceled as exc:
-            if job.cancel_event.is_set() and is_cancel(exc):
-                break  # stopped mid-batch: that batch rolled back, the totals stand
-            raise
+
+    def on_chunk(result: pipeline.BatchResult) -> None:
         counters["batches"] += 1
-        counters["processed"] += int(result.get("processed_count") or 0)
-        counters["failed"] += int(result.get("failed_count") or 0)
+        counters["processed"] += result.processed
+        counters["failed"] += result.failed + result.dead_letter
         counters["rate"] = counters["processed"] / max(0.001, time.perf_counter() - started)
         app.post_message(JobProgress(job))
-        if not (result.get("processed_count") or result.get("failed_count")):
-            for _ in conn.notifies(timeout=1.0, stop_after=1):
-                pass
+
+    worker = Worker(
+        dsn,
+        batch_size=size,
+        poll_s=1.0,
+        max_chunk_time=BATCH_MAX_TIME,
+        name="console",
+        on_chunk=on_chunk,
+        app_name="worker-console",
+    )
+    job.on_cancel = lambda: worker.stop(cancel=True)
+    if job.cancel_event.is_set():
+        return {"batches": 0, "processed": 0, "failed": 0, "seconds": 0.0}
+    worker.run_loop()
     return {k: counters[k] for k in ("batches", "processed", "failed")} | {
         "seconds": round(time.perf_counter() - started, 3)
     }

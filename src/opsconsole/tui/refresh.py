@@ -18,28 +18,39 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
-from textual.message import Message
 from textual.timer import Timer
 
-from opsconsole.db.connect import connect, first_line
+from opsconsole.db.connect import connect, first_line, set_session
 from opsconsole.errors import ConnectionProblem
+from opsconsole.ops import channels
 from opsconsole.ops.actions import describe_error
 from opsconsole.ops.registry import Capabilities, probe
-from opsconsole.tui.screens.base import PaneResult
+from opsconsole.tui.clock import Clock
+from opsconsole.tui.messages import Notified, RefreshDone
+from opsconsole.tui.screens.base import PaneResult, PaneScreen
 
-if TYPE_CHECKING:
-    from opsconsole.tui.app import OpsConsoleApp
 
-CHANNELS = (
-    "opsconsole_pipeline",
-    "opsconsole_staging",
-    "opsconsole_dq",
-    "opsconsole_catalog",
-    "opsconsole_c360",
-)
+class EngineHost(Protocol):
+    """What the engine needs from the app that runs it (the app implements it; the engine does not
+    know the App class): where to run and post, which pane is shown, and whom to tell what happened."""
+
+    current_pane: str
+    panes: dict[str, PaneScreen]
+    caps: Capabilities | None
+    clock: Clock
+
+    def run_worker(self, work: Any, **kwargs: Any) -> Any: ...
+    def set_timer(self, delay: float, callback: Any, **kwargs: Any) -> Timer: ...
+    def post_message(self, message: Any) -> bool: ...
+    def caps_changed(self, caps: Capabilities) -> None: ...
+    def reconnected(self) -> None: ...
+    def disconnected(self, error: str) -> None: ...
+    def refresh_chrome(self) -> None: ...
+
+
 INTERVALS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 REPROBE_EVERY_S = 30.0
 MAX_BACKOFF_S = 30.0
@@ -68,11 +79,11 @@ class DbSlot:
             self.close()
             conn = connect(self.dsn, self.app_name)
             if self.read_only:
-                conn.execute("SET default_transaction_read_only = on")
+                set_session(conn, read_only=True)
             self._conn = conn
             self._applied_timeout = None
         if self.timeout_ms != self._applied_timeout:
-            conn.execute(f"SET statement_timeout = {int(self.timeout_ms or 0)}")
+            set_session(conn, statement_timeout_ms=int(self.timeout_ms or 0))
             self._applied_timeout = self.timeout_ms
         return conn
 
@@ -99,24 +110,6 @@ def is_disconnect(exc: BaseException) -> bool:
     return False
 
 
-# -- messages (posted from worker threads; handled on the UI thread) -----------------------------------
-
-
-class RefreshDone(Message):
-    def __init__(self, results: list[PaneResult], caps: Capabilities | None, error: str | None):
-        super().__init__()
-        self.results = results
-        self.caps = caps
-        self.error = error
-
-
-class Notified(Message):
-    def __init__(self, channel: str, payload: str):
-        super().__init__()
-        self.channel = channel
-        self.payload = payload
-
-
 @dataclass
 class FetchPlan:
     panes: list[tuple[str, type, dict[str, Any]]]  # (pane id, screen class, params)
@@ -126,7 +119,7 @@ class FetchPlan:
 
 
 class RefreshEngine:
-    def __init__(self, app: OpsConsoleApp, dsn: str, interval: float = 2.0):
+    def __init__(self, app: EngineHost, dsn: str, interval: float = 2.0):
         self.app = app
         self.interval = interval
         self.slot = DbSlot(dsn, "console", probe_timeout_ms(interval))
@@ -310,7 +303,7 @@ def pane_error(exc: BaseException, timeout_ms: int | None) -> str:
 class Listener:
     """LISTEN on the platform's channels on a dedicated connection, in a worker thread."""
 
-    def __init__(self, dsn: str, post: Callable[[Message], Any]):
+    def __init__(self, dsn: str, post: Callable[[Notified], Any]):
         self.dsn = dsn
         self.post = post
         self.stop_event = threading.Event()
@@ -331,8 +324,7 @@ class Listener:
             try:
                 with connect(self.dsn, "listen") as conn:
                     self.conn = conn
-                    for channel in CHANNELS:
-                        conn.execute(f"LISTEN {channel}")
+                    channels.listen(conn)
                     self.listening = True
                     backoff = 1.0
                     while not self.stop_event.is_set():

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 
-from opsconsole.db.queries import query
+from opsconsole.ops import audit
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import plain, pretty_json, styled, summarize
 from opsconsole.tui.screens.base import PaneScreen
@@ -51,12 +50,10 @@ class ActivityScreen(PaneScreen):
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> Any:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("console/activity"), {"limit": LIMIT})
-            return cur.fetchall()
+        return audit.recent(conn, LIMIT)
 
     def render_data(self, data: list[dict[str, Any]]) -> None:
-        clock = self.console_app.clock
+        clock = self.clock
         tones = {"ok": "success", "error": "error", "cancelled": "warning", "denied": "error"}
         rows = []
         for r in data:
@@ -91,7 +88,7 @@ class ActivityScreen(PaneScreen):
         row = next((r for r in self.data if str(r["audit_id"]) == key), None)
         if row is None:
             return
-        clock = self.console_app.clock
+        clock = self.clock
         head = (
             f"[b]{row['action']}[/] by [b]{row['actor']}[/] from {row['application_name'] or '—'}\n"
             f"at {clock.stamp(row['occurred_at'])} ({clock.ago(row['occurred_at'])}), status "

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -17,12 +16,12 @@ from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.widgets import Input, Static
 
-from opsconsole.db.queries import query
+from opsconsole.ops import pipeline
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, num, plain, pretty_json, styled
 from opsconsole.tui.screens.base import PaneScreen
-from opsconsole.tui.screens.monitor import fetch_open
+from opsconsole.tui.state import ConsoleContext
 from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
 LIMIT = 500
@@ -66,8 +65,8 @@ class BacklogScreen(PaneScreen):
         Binding("escape", "clear", "Clear", show=False),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, context: ConsoleContext) -> None:
+        super().__init__(context)
         self.selected: set[int] = set()
         self.filter_text: str = ""
 
@@ -79,7 +78,7 @@ class BacklogScreen(PaneScreen):
         yield Input(
             placeholder="filter: status, error code, message, batch, or an id",
             id="filter",
-            select_on_focus=False,  # selected in action_filter, before the next key arrives
+            select_on_focus=False,  # else the first key typed after / is selected, then replaced
         )
         yield Static("", id="rows-title", classes="box-title")
         yield keyed_table(ROW_COLUMNS, enter="Details", id="rows")
@@ -95,19 +94,16 @@ class BacklogScreen(PaneScreen):
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> BacklogData:
         flt = params.get("filter")
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("console/backlog_codes"))
-            codes = cur.fetchall()
-            cur.execute(
-                query("console/backlog_rows"),
-                {"filter": flt, "like": f"%{flt}%" if flt else None, "limit": LIMIT},
-            )
-            rows = cur.fetchall()
-        return BacklogData(fetch_open(conn), codes, rows, flt)
+        return BacklogData(
+            pipeline.open_rows(conn),
+            pipeline.failed_by_code(conn),
+            pipeline.failed_rows(conn, flt, LIMIT),
+            flt,
+        )
 
     def render_data(self, data: BacklogData) -> None:
-        app = self.console_app
-        clock = app.clock
+        app = self.app
+        clock = self.clock
         pending = data.open.get("pending", {})
         failed = data.open.get("failed", {})
         dead = data.open.get("dead_letter", {})
@@ -151,11 +147,11 @@ class BacklogScreen(PaneScreen):
     def _due(self, due: Any) -> str:
         if due is None:
             return "—"
-        wait = (due - self.console_app.clock.now()).total_seconds()
+        wait = (due - self.clock.now()).total_seconds()
         return "due" if wait <= 0 else f"in {human_duration(wait)}"
 
     def _row_cells(self, r: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-        app = self.console_app
+        app = self.app
         status = r["processing_status"]
         return (
             str(r["staging_id"]),
@@ -176,13 +172,12 @@ class BacklogScreen(PaneScreen):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = True
-        self.set_focus(box)  # now, not deferred: the next key typed is the filter's first letter
-        box.select_all()
+        self.set_focus(box)  # at once: the keys typed right after / are the filter's text
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value
-        self.console_app.engine.request({self.PANE_ID})
+        self.request_refresh()
 
     @on(Input.Submitted, "#filter")
     def filter_done(self, event: Input.Submitted) -> None:
@@ -197,7 +192,7 @@ class BacklogScreen(PaneScreen):
             box.display = False
             self.query_one("#rows", KeyedTable).focus()
             if filtered:  # the rows shown were filtered: fetch them all (closing an empty filter: no query)
-                self.console_app.engine.request({self.PANE_ID})
+                self.request_refresh()
         elif self.selected:
             self.clear_selection()
 
@@ -250,29 +245,17 @@ class BacklogScreen(PaneScreen):
     async def _details(self, row: dict[str, Any]) -> None:
         from opsconsole.tui.screens.modals import DetailScreen
 
-        params = {
-            "id": row["staging_id"],
-            "transaction_id": row["transaction_id"],
-            "batch_id": row["batch_id"],
-            "error_code": row["error_code"],
-        }
-
         def read(conn: psycopg.Connection) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(query("console/staging_row"), params)
-                full = cur.fetchone()
-                cur.execute(query("console/staging_attempts"), params)
-                attempts = cur.fetchall()
-                cur.execute(query("console/staging_history"), params)
-                history = cur.fetchall()
-            return (full or {}).get("row"), attempts, history
+            return pipeline.staging_detail(
+                conn, row["staging_id"], row["transaction_id"], row["batch_id"], row["error_code"]
+            )
 
         try:
-            full, attempts, history = await self.console_app.lookup_async(read)
+            full, attempts, history = await self.context.lookup(read)
         except psycopg.Error as exc:
             self.app.notify(f"Could not read staging row {row['staging_id']}: {exc}", severity="error")
             return
-        clock = self.console_app.clock
+        clock = self.clock
         attempt_lines = [
             f"#{a['staging_id']}  {a['processing_status']}  code {a['error_code'] or '—'}  "
             f"tries {a['retry_count']}  batch {a['batch_id'] or '—'}  "

@@ -2,29 +2,33 @@
 badge, a "not available on this database" state, and key bindings generated from the action registry.
 
 A pane's data flow: `fetch_params()` (UI thread) snapshots what the fetch needs (filter text, search),
-`fetch(conn, caps, params)` runs in the refresh engine's worker thread on the refresh connection, and
-`show(data)` applies the result on the UI thread.
+`fetch(conn, caps, params)` runs in the refresh engine's worker thread on the refresh connection and
+asks ops/ for the data, and `show(data)` applies the result on the UI thread.
+
+A pane does not know the App class: it is made with a ConsoleContext (clock, lookup slot), receives the
+console's state in its `status` reactive, and asks the app for things with messages (RefreshRequested,
+ActionRequested, PaneShown), which bubble from the screen to the app.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import psycopg
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Static
 
 from opsconsole.ops.registry import Capabilities, actions_for_pane
 from opsconsole.tui.jobs import JobsBar
+from opsconsole.tui.messages import ActionRequested, PaneShown, RefreshRequested
+from opsconsole.tui.state import ConsoleContext, ConsoleStatus
 from opsconsole.tui.widgets.chrome import Banner, PaneFooter, PaneTabs, StatusHeader, shown
-
-if TYPE_CHECKING:
-    from opsconsole.tui.app import OpsConsoleApp
 
 
 class PaneScreen(Screen):
@@ -34,6 +38,9 @@ class PaneScreen(Screen):
     NEEDS_RELATIONS: ClassVar[tuple[str, ...]] = ()
     NEEDS_FUNCTIONS: ClassVar[tuple[str, ...]] = ()
     PANE_BINDINGS: ClassVar[list[Binding]] = []
+
+    # the console's state, pushed by the app while this pane is shown (and when the caps change)
+    status: reactive[ConsoleStatus | None] = reactive(None, always_update=True, init=False, layout=False)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # BINDINGS must be in place before Textual merges them in DOMNode.__init_subclass__.
@@ -45,16 +52,38 @@ class PaneScreen(Screen):
             cls.BINDINGS = action_bindings + list(cls.__dict__.get("PANE_BINDINGS", []))
         super().__init_subclass__(**kwargs)
 
-    def __init__(self) -> None:
+    def __init__(self, context: ConsoleContext) -> None:
         super().__init__(id=f"pane-{self.PANE_ID}")
+        self.context = context
+        self.clock = context.clock
+        self._bindings_for: tuple[int, bool] | None = None
         self.data: Any = None
         self.updated_at: dt.datetime | None = None
         self.unavailable: str | None = None
         self.fetch_error: str | None = None
 
-    @property
-    def console_app(self) -> OpsConsoleApp:
-        return self.app  # type: ignore[return-value]
+    def watch_status(self, status: ConsoleStatus | None) -> None:
+        if status is None or not self.is_mounted:
+            return
+        allowed = (id(status.caps), status.read_only)
+        if allowed != self._bindings_for:  # what the role may do decides which keys the pane offers
+            self._bindings_for = allowed
+            self.refresh_bindings()
+        for widget in self.query(StatusHeader).results():
+            widget.status = status
+        for widget in self.query(Banner).results():
+            widget.status = status
+        for widget in self.query(JobsBar).results():
+            widget.status = status
+        self.update_badge()
+        self.status_changed(status)
+
+    def status_changed(self, status: ConsoleStatus) -> None:
+        """A pane's own reaction to new console state (the Monitor shows continuous processing)."""
+
+    def request_refresh(self) -> None:
+        """Fetch this pane's data again as soon as possible (its filter or search changed)."""
+        self.post_message(RefreshRequested({self.PANE_ID}))
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -75,9 +104,10 @@ class PaneScreen(Screen):
     def on_mount(self) -> None:
         if not self.app.is_running:
             return  # the app quit while this pane was being mounted ahead of time (widgets gone)
-        self.set_interval(1.0, self.update_badge)
         self._apply()
         self.pane_mounted()
+        if self.status is not None:  # pushed before the widgets existed
+            self.watch_status(self.status)
 
     def pane_mounted(self) -> None:
         """A pane's own setup once its widgets exist (which widget has the focus ...)."""
@@ -87,10 +117,10 @@ class PaneScreen(Screen):
         # drops its rendered rows; a pane's styles are kept current while it is hidden (classes,
         # focus and hover restyle their widgets as they change; a theme change refreshes all screens),
         # so the restyle only cost time: ~40% of a pane switch's UI-thread work (P8).
-        event.refresh_styles = False
+        event.refresh_styles = False  # a Textual internal: see textual_compat
         if not self.is_current:
-            return  # mounted ahead of time (OpsConsoleApp._premount), not shown
-        self.console_app.pane_shown(self.PANE_ID)
+            return  # mounted ahead of time (the app's premount), not shown
+        self.post_message(PaneShown(self.PANE_ID))
 
     # -- data -----------------------------------------------------------------------------------
     @classmethod
@@ -138,20 +168,22 @@ class PaneScreen(Screen):
         frames = self.query("#pane-frame")
         if not self.is_mounted or not frames:
             return
-        app = self.console_app
+        status = self.status
         frame = frames.first()
         if self.unavailable:
             badge = "not available"
         elif self.updated_at is None:
             badge = "loading…" if self.fetch_error is None else f"[$error]{self.fetch_error}[/]"
         else:
-            ago = app.clock.ago(self.updated_at)
-            stale = (
-                app.engine.connected is False
-                or self.fetch_error is not None
-                or (
-                    (app.clock.since(self.updated_at) or 0) > max(3 * app.engine.interval, 10)
-                    and not app.engine.paused
+            ago = self.clock.ago(self.updated_at)
+            stale = self.fetch_error is not None or (
+                status is not None
+                and (
+                    status.connected is False
+                    or (
+                        (self.clock.since(self.updated_at) or 0) > max(3 * status.interval, 10)
+                        and not status.paused
+                    )
                 )
             )
             if self.fetch_error:
@@ -165,11 +197,11 @@ class PaneScreen(Screen):
     # -- actions --------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "op" and parameters:
-            return self.console_app.op_allowed(str(parameters[0]))
+            return self.status is not None and self.status.op_allowed(str(parameters[0]))
         return True
 
     def action_op(self, action_id: str) -> None:
-        self.console_app.start_op(action_id)
+        self.post_message(ActionRequested(action_id))
 
     def op_context(self, action_id: str) -> dict[str, Any]:
         """What the pane contributes to an action (the cursor row, the selection)."""

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich import box
 from rich.table import Table
 from rich.text import Text
@@ -19,11 +18,13 @@ from textual.markup import escape
 from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
-from opsconsole.db.queries import query
+from opsconsole.errors import OpsError
+from opsconsole.ops import catalog
 from opsconsole.ops.registry import Capabilities
 from opsconsole.output import format_cell
 from opsconsole.tui.format import tone
 from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.state import ConsoleContext
 
 CLASS_TONE = {"restricted": "error", "confidential": "warning", "internal": "accent", "public": "success"}
 
@@ -52,8 +53,8 @@ class CatalogScreen(PaneScreen):
     PANE_TITLE = "Catalog & lineage"
     NEEDS_RELATIONS = ("data_catalog",)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, context: ConsoleContext) -> None:
+        super().__init__(context)
         self._signature: tuple | None = None
         self.current_table: tuple[str, str] | None = None
 
@@ -72,9 +73,7 @@ class CatalogScreen(PaneScreen):
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> CatalogData:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("console/catalog_columns"))
-            return CatalogData(cur.fetchall())
+        return CatalogData(catalog.all_columns(conn))
 
     # -- the tree -------------------------------------------------------------------------------
     def column_label(self, c: dict[str, Any]) -> Text:
@@ -96,7 +95,7 @@ class CatalogScreen(PaneScreen):
         last = max((c["last_updated"] for c in data.columns if c["last_updated"]), default=None)
         self.query_one("#catalog-summary", Static).update(
             f"[b]{len(schemas)}[/] schemas, [b]{len(tables)}[/] tables, [b]{len(data.columns)}[/] columns  "
-            f"[dim]catalogue updated[/] {self.console_app.clock.ago(last)}"
+            f"[dim]catalogue updated[/] {self.clock.ago(last)}"
         )
         signature = data.signature()
         if signature == self._signature:
@@ -176,33 +175,25 @@ class CatalogScreen(PaneScreen):
             self.run_worker(self._lineage(schema, table), group="lineage", exclusive=True)
 
     async def _lineage(self, schema: str, table: str) -> None:
-        app = self.console_app
         target = self.query_one("#lineage", Static)
+        caps = self.status.caps if self.status is not None else None
         reason = (
-            app.caps.why_not_callable(("lineage_upstream", "lineage_downstream"))
-            if app.caps
-            else "not connected"
+            caps.why_not_callable(("lineage_upstream", "lineage_downstream")) if caps else "not connected"
         )
         if reason:
             target.update(f"[dim]lineage: not available on this database: {escape(reason)}[/]")
             return
         name = table if schema == "public" else f"{schema}.{table}"
 
-        def read(conn: psycopg.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute("SELECT * FROM lineage_upstream(%s)", (name,))
-                up = cur.fetchall()
-                cur.execute("SELECT * FROM lineage_downstream(%s)", (name,))
-                down = cur.fetchall()
-            return up, down
-
         try:
-            up, down = await app.lookup_async(read)
-        except psycopg.Error as exc:
+            flows = await self.context.lookup(lambda conn: catalog.lineage(conn, name, "both"))
+        except (psycopg.Error, OpsError) as exc:
             target.update(f"[$error]lineage of {escape(name)} failed: {escape(str(exc))}[/]")
             return
         if self.current_table != (schema, table):
             return
+        up = [{k: v for k, v in r.items() if k != "direction"} for r in flows if r["direction"] == "up"]
+        down = [{k: v for k, v in r.items() if k != "direction"} for r in flows if r["direction"] == "down"]
         target.update(lineage_table(name, up, down))
 
     def show_changes(self, diff: dict[str, list[str]]) -> None:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich import box
 from rich.table import Table
 from rich.text import Text
@@ -22,10 +21,11 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
-from opsconsole.db.queries import query
+from opsconsole.ops import customers
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import cell_num, plain, pretty_json
 from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.state import ConsoleContext
 from opsconsole.tui.widgets.chrome import PaneFooter, StatusHeader
 from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
 
@@ -68,8 +68,8 @@ class CustomersScreen(PaneScreen):
         Binding("escape", "leave_search", "Results", show=False),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, context: ConsoleContext) -> None:
+        super().__init__(context)
         self.search_text = ""
         self._debounce = None
 
@@ -87,7 +87,7 @@ class CustomersScreen(PaneScreen):
         yield Input(
             placeholder="press / to search: name, email, phone, customer id or uuid",
             id="search",
-            select_on_focus=False,  # selected in action_search, before the next key arrives
+            select_on_focus=False,  # else the first key typed after / is selected, then replaced
         )
         yield Static("", id="search-info")
         yield keyed_table(COLUMNS, enter="Open", id="results")
@@ -112,37 +112,20 @@ class CustomersScreen(PaneScreen):
         q = params.get("q")
         if params.get("unchanged") is not None:
             return params["unchanged"]
-        with conn.cursor(row_factory=dict_row) as cur:
-            if q and caps.why_not_callable(("search_customers",)) is None:
-                # search_customers() writes an audit row (85_search.sql): a read-write transaction of its own
-                # on this otherwise read-only refresh connection
-                if conn.autocommit:
-                    with conn.transaction():
-                        cur.execute("SET TRANSACTION READ WRITE")
-                        cur.execute("SELECT * FROM search_customers(%s, %s)", (q, LIMIT))
-                        rows = cur.fetchall()
-                else:
-                    rows = cur.execute("SELECT * FROM search_customers(%s, %s)", (q, LIMIT)).fetchall()
-                return SearchData(q, rows, "search_customers()")
-            sql_text = query("console/customer_search")
-            source = "crm_customers"
-            if (
-                caps.why_not_readable(("crm_customers",))
-                and caps.why_not_readable(("customers_masked",)) is None
-            ):
-                # a viewer: the same plain matching over the masked customers (masked in the database)
-                sql_text = sql_text.replace("FROM crm_customers", "FROM customers_masked")
-                source = "customers_masked"
-            cur.execute(sql_text, {"q": q, "like": f"%{q}%" if q else None, "limit": LIMIT})
-            return SearchData(q, cur.fetchall(), source)
+        if q and caps.why_not_callable(("search_customers",)) is None:
+            rows = customers.console_search(conn, q, LIMIT, audited=True, masked=False)
+            return SearchData(q, rows, "search_customers()")
+        # a viewer: the same plain matching over the masked customers (masked in the database)
+        masked = bool(
+            caps.why_not_readable(("crm_customers",)) and caps.why_not_readable(("customers_masked",)) is None
+        )
+        rows = customers.console_search(conn, q, LIMIT, audited=False, masked=masked)
+        return SearchData(q, rows, "customers_masked" if masked else "crm_customers")
 
     def render_data(self, data: SearchData) -> None:
-        caps = self.console_app.caps
         hint = ""
         if data.source == "customers_masked":
             hint = "  [dim](masked: this role may not read customer PII)[/]"
-        elif caps is not None and not caps.has_function("search_customers"):
-            hint = "  [dim](search_customers() is not installed: plain matching on crm_customers)[/]"
         what = f"matching [b]{escape(data.q)}[/]" if data.q else "(press / to search)"
         self.query_one("#search-info", Static).update(
             f"{len(data.rows)}{'+' if len(data.rows) >= LIMIT else ''} "
@@ -173,7 +156,7 @@ class CustomersScreen(PaneScreen):
         self.search_text = event.value
         if self._debounce is not None:
             self._debounce.stop()
-        self._debounce = self.set_timer(DEBOUNCE_S, lambda: self.console_app.engine.request({self.PANE_ID}))
+        self._debounce = self.set_timer(DEBOUNCE_S, lambda: self.request_refresh())
 
     @on(Input.Submitted, "#search")
     def search_submitted(self, event: Input.Submitted) -> None:
@@ -183,11 +166,8 @@ class CustomersScreen(PaneScreen):
             self.action_open()
 
     def action_search(self) -> None:
-        # Focus and select now, not later: Widget.focus() defers to the next message, so a key typed
-        # right after "/" still went to the table and the first letter was lost ("ovelace").
-        box = self.query_one("#search", Input)
-        self.set_focus(box)
-        box.select_all()
+        # focus at once (Widget.focus waits for the next idle): the keys typed right after / are text
+        self.set_focus(self.query_one("#search", Input))
 
     def action_leave_search(self) -> None:
         self.query_one("#results", KeyedTable).focus()
@@ -198,7 +178,8 @@ class CustomersScreen(PaneScreen):
     def action_open(self) -> None:
         key = self.query_one("#results", KeyedTable).cursor_key
         if key is not None:
-            self.app.push_screen(CustomerScreen(int(key)))
+            caps = self.status.caps if self.status is not None else None
+            self.app.push_screen(CustomerScreen(int(key), self.context, caps))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -216,26 +197,22 @@ class CustomerData:
 
 
 def read_customer(conn: psycopg.Connection, caps: Capabilities | None, customer_id: int) -> CustomerData:
-    p = {"id": customer_id}
     notes = []
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query("console/customer_profile"), p)
-        profile = cur.fetchone()
+    profile = customers.profile(conn, customer_id)
 
-        def rows(name: str, needs: tuple[str, ...]) -> list[dict[str, Any]] | None:
-            reason = caps.why_not_readable(needs) if caps else "not connected"
-            if reason:
-                notes.append(f"{name}: not available on this database: {reason}")
-                return None
-            cur.execute(query(f"console/customer_{name}"), p)
-            return cur.fetchall()
+    def rows(name: str, needs: tuple[str, ...]) -> list[dict[str, Any]] | None:
+        reason = caps.why_not_readable(needs) if caps else "not connected"
+        if reason:
+            notes.append(f"{name}: not available on this database: {reason}")
+            return None
+        return customers.detail_rows(conn, name, customer_id)
 
-        c360_rows = rows("360", ("customer_360_mv",))
-        c360 = c360_rows[0]["row"] if c360_rows else None
-        orders = rows("orders", ("erp_orders",)) or []
-        events = rows("events", ("ecommerce_events",)) or []
-        transactions = rows("transactions", ("financial_transactions", "erp_orders")) or []
-        versions = rows("versions", ("lakehouse_customers",))
+    c360_rows = rows("360", ("customer_360_mv",))
+    c360 = c360_rows[0]["row"] if c360_rows else None
+    orders = rows("orders", ("erp_orders",)) or []
+    events = rows("events", ("ecommerce_events",)) or []
+    transactions = rows("transactions", ("financial_transactions", "erp_orders")) or []
+    versions = rows("versions", ("lakehouse_customers",))
     return CustomerData(profile, c360, orders, events, transactions, versions, notes)
 
 
@@ -287,9 +264,12 @@ class CustomerScreen(Screen):
         Binding("ctrl+r", "reload", "Reload"),
     ]
 
-    def __init__(self, customer_id: int):
+    def __init__(self, customer_id: int, context: ConsoleContext, caps: Capabilities | None):
         super().__init__(id=f"customer-{customer_id}")
         self.customer_id = customer_id
+        self.context = context
+        self.clock = context.clock
+        self.caps = caps
         self.data: CustomerData | None = None
 
     def compose(self) -> ComposeResult:
@@ -313,9 +293,8 @@ class CustomerScreen(Screen):
         self.run_worker(self._load(), group="customer", exclusive=True)
 
     async def _load(self) -> None:
-        app = self.app
         try:
-            data = await app.lookup_async(lambda c: read_customer(c, app.caps, self.customer_id))
+            data = await self.context.lookup(lambda c: read_customer(c, self.caps, self.customer_id))
         except psycopg.Error as exc:
             self.query_one("#c-profile", Static).update(
                 f"[$error]could not load the customer: {escape(str(exc))}[/]"
@@ -325,7 +304,7 @@ class CustomerScreen(Screen):
         self.show(data)
 
     def show(self, data: CustomerData) -> None:
-        clock = self.app.clock
+        clock = self.clock
         if data.profile is None:
             self.query_one("#c-profile", Static).update(f"No customer {self.customer_id} in crm_customers.")
             return
@@ -392,16 +371,11 @@ class CustomerScreen(Screen):
             )
 
     async def _travel(self, instant: str) -> None:
-        app = self.app
-
-        def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(query("console/customer_time_travel"), {"at": instant, "id": self.customer_id})
-                return cur.fetchall()
-
         target = self.query_one("#c-travel", Static)
         try:
-            rows = await app.lookup_async(read)
+            rows = await self.context.lookup(
+                lambda conn: customers.time_travel(conn, self.customer_id, instant)
+            )
         except psycopg.Error as exc:
             msg = exc.diag.message_primary if isinstance(exc, psycopg.Error) else str(exc)
             target.update(Text(f"time travel to {instant!r} failed: {msg}", style="bold"))
@@ -418,10 +392,10 @@ class CustomerScreen(Screen):
         target.scroll_visible()
 
     def action_time_travel(self) -> None:
-        app = self.app
-        reason = app.caps.why_not_callable(("time_travel_customers",)) if app.caps else "not connected"
+        caps = self.caps
+        reason = caps.why_not_callable(("time_travel_customers",)) if caps else "not connected"
         if reason:
-            app.notify(f"Time travel is not available on this database: {reason}.", severity="warning")
+            self.app.notify(f"Time travel is not available on this database: {reason}.", severity="warning")
             return
         self.run_worker(self._ask_travel(), group="travel", exclusive=True)
 
@@ -435,7 +409,7 @@ class CustomerScreen(Screen):
                 return "an instant like 2025-01-31 14:00 or 2025-01-31T14:00:00+00:00"
             return None
 
-        default = self.app.clock.now().strftime("%Y-%m-%d %H:%M:%S+00")
+        default = self.clock.now().strftime("%Y-%m-%d %H:%M:%S+00")
         instant = await self.app.push_screen_wait(
             PromptScreen(
                 "Time travel", "Show this customer as of (timestamp with time zone):", default, check

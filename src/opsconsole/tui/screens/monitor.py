@@ -12,17 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
-from opsconsole.db.queries import query
+from opsconsole.ops import pipeline
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, ms, num, pct, styled
 from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.state import ConsoleContext, ConsoleStatus
 from opsconsole.tui.widgets.keyed_table import KeyedTable
 
 SLA_TARGET_MS = 1000
@@ -52,12 +52,6 @@ class MonitorData:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def fetch_open(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query("console/staging_open"))
-        return {r["status"]: r for r in cur.fetchall()}
-
-
 def series(minutes: list[dict[str, Any]], column: str, now: dt.datetime) -> list[float]:
     """One value per minute for the last hour, oldest first; minutes with no row are 0."""
     base = now.replace(second=0, microsecond=0)
@@ -85,8 +79,8 @@ class MonitorScreen(PaneScreen):
     PANE_TITLE = "Monitor"
     NEEDS_RELATIONS = ("financial_processing_monitor", "financial_transactions_staging")
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, context: ConsoleContext) -> None:
+        super().__init__(context)
         self.breach: dict[str, Any] | None = None
 
     def compose_body(self) -> ComposeResult:
@@ -103,19 +97,19 @@ class MonitorScreen(PaneScreen):
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> MonitorData:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("console/monitor_minutes"))
-            minutes = cur.fetchall()
-            cur.execute(query("console/workers"))
-            workers = cur.fetchone() or {"workers": 0, "busy": 0}
-        return MonitorData(minutes, fetch_open(conn), workers, at=params["now"])
+        return MonitorData(
+            pipeline.monitor_minutes(conn),
+            pipeline.open_rows(conn),
+            pipeline.active_workers(conn),
+            at=params["now"],
+        )
 
     def fetch_params(self) -> dict[str, Any]:
-        return {"now": self.console_app.clock.now()}
+        return {"now": self.clock.now()}
 
     def render_data(self, data: MonitorData) -> None:
-        app = self.console_app
-        clock = app.clock
+        app = self.app
+        clock = self.clock
         latest = data.minutes[0] if data.minutes else None
         pending = data.open.get("pending", {})
         failed = data.open.get("failed", {})
@@ -189,7 +183,7 @@ class MonitorScreen(PaneScreen):
         self.breach = row
         self.query_one("#pane-frame").set_class(row is not None, "-breach")
         if row is not None and (was is None or was["minute_bucket"] != row["minute_bucket"]) and was is None:
-            clock = self.console_app.clock
+            clock = self.clock
             self.app.notify(
                 f"SLA breach: {pct(row['sla_breach_rate'])} of transactions took over {SLA_TARGET_MS} ms "
                 f"in the minute {clock.time(row['minute_bucket'], seconds=False)} "
@@ -199,13 +193,18 @@ class MonitorScreen(PaneScreen):
                 timeout=10,
             )
 
+    def status_changed(self, status: ConsoleStatus) -> None:
+        self.update_counters()
+
     def update_counters(self) -> None:
+        """The line on continuous processing run by this console (its job's counters)."""
         if not self.is_mounted:
             return
-        job = next(
-            (j for j in self.console_app.jobs.values() if j.running and j.spec.id == "continuous"), None
-        )
-        widget = self.query_one("#continuous", Static)
+        job = self.status.running("continuous") if self.status is not None else None
+        found = self.query("#continuous")
+        if not found:  # the app is shutting down: the widgets are gone
+            return
+        widget = found.first(Static)
         if job is None:
             widget.update("")
             widget.display = False

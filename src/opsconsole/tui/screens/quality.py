@@ -3,17 +3,15 @@ scores, run all checks (r) or the rule under the cursor (o), and a rule's histor
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
-from opsconsole.db.queries import query
+from opsconsole.ops import dq
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import num, plain, pretty_json, spark, styled, summarize
 from opsconsole.tui.screens.base import PaneScreen
@@ -53,14 +51,11 @@ class QualityScreen(PaneScreen):
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> Any:
-        name = "quality_latest_view" if caps.has_relation("dq_latest_results") else "quality_latest"
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query(f"console/{name}"))
-            return cur.fetchall()
+        return dq.latest_results(conn)
 
     def render_data(self, data: list[dict[str, Any]]) -> None:
-        app = self.console_app
-        clock = app.clock
+        app = self.app
+        clock = self.clock
         failing = [r for r in data if r["status"] in FAILING]
         never = [r for r in data if r["status"] is None]
         severe = [r for r in failing if r["severity"] in ("critical", "error")]
@@ -116,21 +111,12 @@ class QualityScreen(PaneScreen):
     async def _history(self, rule: str) -> None:
         from opsconsole.tui.screens.modals import DetailScreen
 
-        def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(query("console/quality_history"), {"rule": rule})
-                rows = [r["row"] for r in cur.fetchall()]
-            for r in rows:
-                if r.get("check_timestamp"):
-                    r["check_timestamp"] = dt.datetime.fromisoformat(r["check_timestamp"])
-            return rows
-
         try:
-            history = await self.console_app.lookup_async(read)
+            history = await self.context.lookup(lambda conn: dq.recent_results(conn, rule))
         except psycopg.Error as exc:
             self.app.notify(f"Could not read the history of {rule}: {exc}", severity="error")
             return
-        clock = self.console_app.clock
+        clock = self.clock
         rule_row = next((r for r in (self.data or []) if r["rule_name"] == rule), {})
         lines = [
             f"{clock.stamp(h.get('check_timestamp'))}  {h.get('status') or '—':5}  "

@@ -1,24 +1,25 @@
 """The parts every pane screen shares: the status header, the tab bar and the connection banner.
 
-They read the app's state when they render and are refreshed by the app when that state changes
-(and once a second, because they show relative times). Colours come from theme variables so every
-Textual theme works.
+They render the ConsoleStatus their pane hands them (the `status` reactive): the app pushes a fresh
+one into the shown pane when its state changes and once a second, because they show relative times.
+Colours come from theme variables so every Textual theme works.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.markup import escape
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
+from opsconsole.tui import textual_compat
 from opsconsole.tui.clock import human_duration
-
-if TYPE_CHECKING:
-    from opsconsole.tui.app import OpsConsoleApp
+from opsconsole.tui.state import ConsoleStatus
 
 
 def shown(widget: Widget) -> bool:
@@ -31,14 +32,14 @@ def shown(widget: Widget) -> bool:
         return False
 
 
-class _AppView(Static):
-    @property
-    def console_app(self) -> OpsConsoleApp:
-        return self.app  # type: ignore[return-value]
+class _StatusView(Static):
+    status: reactive[ConsoleStatus | None] = reactive(None, always_update=True, init=False, layout=False)
 
     def on_mount(self) -> None:
         self.update(self.compose_text())
-        self.set_interval(1.0, self.tick)
+
+    def watch_status(self, status: ConsoleStatus | None) -> None:
+        self.tick()
 
     def tick(self) -> None:
         if shown(self):
@@ -48,7 +49,7 @@ class _AppView(Static):
         return ""
 
 
-class StatusHeader(_AppView):
+class StatusHeader(_StatusView):
     """database · role · server version · connection state · last refresh · interval."""
 
     DEFAULT_CSS = """
@@ -56,30 +57,31 @@ class StatusHeader(_AppView):
     """
 
     def compose_text(self) -> str:
-        app = self.console_app
-        engine = app.engine
-        caps = app.caps
-        parts = [f"[b $accent]opsconsole[/] [dim]db[/] {escape(app.database_label)}"]
+        status = self.status
+        if status is None:
+            return "[b $accent]opsconsole[/]"
+        caps = status.caps
+        parts = [f"[b $accent]opsconsole[/] [dim]db[/] {escape(status.database_label)}"]
         if caps is not None:
             parts.append(f"[dim]role[/] {escape(caps.role)}")
-            parts.append(f"[dim]PostgreSQL[/] {escape(app.version_label or caps.short_version)}")
-        if engine.connected:
+            parts.append(f"[dim]PostgreSQL[/] {escape(status.version_label or caps.short_version)}")
+        if status.connected:
             parts.append("[$success]● connected[/]")
-        elif engine.connected is None:
+        elif status.connected is None:
             parts.append("[$warning]○ connecting[/]")
         else:
             parts.append("[$error]● disconnected[/]")
-        parts.append(f"[dim]refreshed[/] {app.clock.ago(engine.last_ok)}")
-        if engine.paused:
+        parts.append(f"[dim]refreshed[/] {status.clock.ago(status.last_ok)}")
+        if status.paused:
             parts.append("[reverse $warning] paused [/]")
         else:
-            parts.append(f"[dim]every[/] {human_duration(engine.interval)}")
-        if app.read_only:
+            parts.append(f"[dim]every[/] {human_duration(status.interval)}")
+        if status.read_only:
             parts.append("[reverse $secondary] read-only [/]")
         return " [dim]·[/] ".join(parts)
 
 
-class PaneTabs(_AppView):
+class PaneTabs(_StatusView):
     """1 Monitor  2 Backlog ...; the current pane highlighted; each tab is clickable."""
 
     DEFAULT_CSS = """
@@ -103,7 +105,7 @@ class PaneTabs(_AppView):
         return " ".join(tabs)
 
 
-class Banner(_AppView):
+class Banner(_StatusView):
     """Shown only when something is wrong with the connection."""
 
     DEFAULT_CSS = """
@@ -112,16 +114,15 @@ class Banner(_AppView):
     """
 
     def compose_text(self) -> str:
-        app = self.console_app
-        engine = app.engine
-        visible = engine.connected is False
+        status = self.status
+        visible = status is not None and status.connected is False
         self.set_class(visible, "-visible")
-        if not visible:
+        if status is None or not visible:
             return ""
-        wait = engine.retry_in()
+        wait = max(0.0, status.retry_at - time.monotonic()) if status.retry_at is not None else 0.0
         when = f"retrying in {max(1, round(wait))}s" if wait > 0.05 else "retrying now"
         return (
-            f"[b]disconnected, {when}[/]: {escape(engine.error or 'the server is not answering')}. "
+            f"[b]disconnected, {when}[/]: {escape(status.error or 'the server is not answering')}. "
             "Panes show their last data, marked stale."
         )
 
@@ -148,7 +149,7 @@ class PaneFooter(Footer):
         return (shown, self.show_command_palette, None if palette is None else palette[2], self.compact)
 
     def compose(self) -> ComposeResult:
-        if self._bindings_ready:
+        if textual_compat.footer_bindings_ready(self):
             self._composed_for = self._shown_signature()
         yield from super().compose()
 

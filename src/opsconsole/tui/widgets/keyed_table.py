@@ -10,6 +10,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
+from opsconsole.tui import textual_compat
+
 
 def same_cell(a: Any, b: Any) -> bool:
     """Text equality that also sees the style and alignment (Rich's __eq__ ignores them)."""
@@ -86,12 +88,8 @@ class KeyedTable(DataTable):
         """Put rows in the given key order (what DataTable.sort does, with an explicit order)."""
         if self.keys() == wanted:
             return
-        from textual._two_way_dict import TwoWayDict
-
         by_value: dict[str, RowKey] = {k.value: k for k in self.rows if k.value is not None}
-        self._row_locations = TwoWayDict({by_value[k]: i for i, k in enumerate(wanted)})
-        self._update_count += 1
-        self.refresh()
+        textual_compat.reorder_rows(self, {by_value[k]: i for i, k in enumerate(wanted)})
 
 
 _WITH_ENTER: dict[str, type[KeyedTable]] = {}

@@ -1,0 +1,98 @@
+"""Every use of a Textual internal, in one place, checked when the console is imported.
+
+The console relies on a few things Textual does not promise to keep (private names, or public hooks
+whose timing is an implementation detail). They were checked against the series pinned in
+pyproject.toml (textual 8.2.x). `missing()` lists the ones this Textual lacks; importing the console
+with any missing raises TextualMismatch with one sentence, and tests/tui/test_textual_compat.py fails,
+so an upgrade shows up as a failed test instead of a broken footer.
+
+What each one is for:
+- App._init_mode(mode): compose and mount a mode's screen without switching to it (app.py premount,
+  so the first switch to a pane is a redraw, not a compose: P8).
+- App.delay_update(): switch_mode holds frames back 50 ms through it; the app skips that hold for a
+  pane that is mounted already (app.py).
+- events.ScreenResume.refresh_styles: a pane says its styles are current, so Textual does not restyle
+  the whole screen on every switch (screens/base.py).
+- Footer._bindings_ready and Footer.bindings_changed(): the footer recomposes only when what it shows
+  changed (widgets/chrome.py PaneFooter).
+- textual._two_way_dict.TwoWayDict, DataTable._row_locations and DataTable._update_count: reorder the
+  rows of a table in place, as DataTable.sort does (widgets/keyed_table.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import textual
+from textual import events
+from textual.app import App
+from textual.widgets import DataTable, Footer
+
+if TYPE_CHECKING:
+    from textual.await_complete import AwaitComplete
+
+try:
+    from textual._two_way_dict import TwoWayDict
+except ImportError:  # reported by missing()
+    TwoWayDict = None  # type: ignore[assignment,misc]
+
+TESTED_SERIES = "8.2"
+
+
+class TextualMismatch(RuntimeError):
+    """The installed Textual lacks an internal the console uses."""
+
+
+def missing() -> list[str]:
+    """The internals this Textual does not have (empty when all are there)."""
+    gone = []
+    if not callable(getattr(App, "_init_mode", None)):
+        gone.append("App._init_mode")
+    if not callable(getattr(App, "delay_update", None)):
+        gone.append("App.delay_update")
+    if "refresh_styles" not in getattr(events.ScreenResume, "__annotations__", {}):
+        gone.append("events.ScreenResume.refresh_styles")
+    if not hasattr(Footer, "_bindings_ready"):
+        gone.append("Footer._bindings_ready")
+    if not callable(getattr(Footer, "bindings_changed", None)):
+        gone.append("Footer.bindings_changed")
+    if TwoWayDict is None:
+        gone.append("textual._two_way_dict.TwoWayDict")
+    table = DataTable()
+    for name in ("_row_locations", "_update_count"):
+        if not hasattr(table, name):
+            gone.append(f"DataTable.{name}")
+    return gone
+
+
+def check() -> None:
+    gone = missing()
+    if gone:
+        raise TextualMismatch(
+            f"This console was built for Textual {TESTED_SERIES}.x and Textual {textual.__version__} "
+            f"lacks {', '.join(gone)}; install the pinned version with `pip install 'textual>="
+            f"{TESTED_SERIES},<8.3'`."
+        )
+
+
+# -- the uses ------------------------------------------------------------------------------------------
+
+
+def init_mode(app: App, mode: str) -> AwaitComplete | Any:
+    """Compose and mount MODE's screen without showing it."""
+    return app._init_mode(mode)  # type: ignore[attr-defined]
+
+
+def footer_bindings_ready(footer: Footer) -> bool:
+    return bool(footer._bindings_ready)
+
+
+def reorder_rows(table: DataTable, order: dict[Any, int]) -> None:
+    """Give each row key its position (what DataTable.sort does) and redraw."""
+    assert TwoWayDict is not None
+    table._row_locations = TwoWayDict(order)
+    table._update_count += 1
+    table.refresh()
+
+
+check()
