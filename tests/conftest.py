@@ -45,9 +45,11 @@ def admin_dsn() -> Iterator[str]:
     if external:
         yield external
         return
+    # one server per checkout: two checkouts testing at once must not stop or drop each other's
+    checkout = hashlib.sha256(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
     root = Path(
         os.environ.get("OPSCONSOLE_TEST_ROOT")
-        or Path(tempfile.gettempdir()) / f"opsconsole-test-{os.getuid()}"
+        or Path(tempfile.gettempdir()) / f"opsconsole-test-{os.getuid()}-{checkout}"
     )
     root.mkdir(exist_ok=True)
     server = EmbeddedServer(root / "pg", settings=TEST_SETTINGS)
