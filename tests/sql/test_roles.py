@@ -5,40 +5,12 @@ injection attempts through search text, retry filters and DQ rules do nothing ha
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from psycopg import conninfo
-from psycopg.rows import dict_row
 
 GROUPS = ("opsconsole_viewer", "opsconsole_support", "opsconsole_operator", "opsconsole_admin")
 MONDAY_10 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def login_as(db_dsn: str, admin_dsn: str) -> Iterator[Callable[[str], psycopg.Connection]]:
-    """login_as('opsconsole_viewer') -> an autocommit connection as a fresh login role in that group."""
-    made: list[str] = []
-    conns: list[psycopg.Connection] = []
-
-    def _login(group: str) -> psycopg.Connection:
-        name = f"oc_test_{group.removeprefix('opsconsole_')}_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin_dsn, autocommit=True) as a:
-            a.execute(f'CREATE ROLE "{name}" LOGIN')
-            a.execute(f'GRANT "{group}" TO "{name}"')
-        made.append(name)
-        c = psycopg.connect(conninfo.make_conninfo(db_dsn, user=name), autocommit=True, row_factory=dict_row)
-        conns.append(c)
-        return c
-
-    yield _login
-    for c in conns:
-        c.close()
-    with psycopg.connect(admin_dsn, autocommit=True) as a:
-        for name in made:
-            a.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
 def seed(conn: psycopg.Connection) -> None:
