@@ -11,23 +11,19 @@ the revoke), so the definers' own name resolution is what is tested; TEMP itself
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import uuid
 
 import psycopg
 import pytest
-from psycopg import sql
+from psycopg import conninfo, sql
+
+from opsconsole.db import migrate
 
 GROUPS = ("opsconsole_viewer", "opsconsole_support", "opsconsole_operator", "opsconsole_admin")
 RANK = {g: i for i, g in enumerate(GROUPS)}
 MONDAY_10 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)
-# Phase 1: the attacks reproduce today; the fixes (definitions after the SQL layout lands) remove these.
-PENDING = pytest.mark.xfail(strict=True, reason="issue 13: reproduced, fix pending")
-
-
-def groups(*pending: str) -> list:
-    return [pytest.param(g, marks=PENDING) if g in pending else g for g in GROUPS]
-
-
 APP_SCHEMAS = "n.nspname NOT LIKE 'pg\\_%%' AND n.nspname NOT IN ('information_schema', 'attack_probe')"
 
 # Every SECURITY DEFINER function a group role may execute, as an attacker calls it directly:
@@ -84,6 +80,9 @@ ACTIONS = {
         "opsconsole_admin",
     ),
 }
+# The one definer every group may call to write an audit row: a failure report of its own (status
+# error/cancelled/denied only, actor = session_user); see test_no_group_can_write_a_free_form_audit_row.
+FAILURE_REPORTS = {"record_action_failure"}
 # Definers that change nothing: reads through masks or over non-PII tables, not audited.
 READS = {
     "customers_masked_rows": "SELECT * FROM customers_masked",
@@ -223,7 +222,6 @@ def run_everything(logins: dict[str, psycopg.Connection]) -> None:
 # --------------------------------------------------------------------------------------------------
 # The catalog: what must hold for the definers to be unsteerable
 # --------------------------------------------------------------------------------------------------
-@PENDING
 def test_every_function_pins_a_path_no_group_can_write_with_pg_temp_last(conn):
     rows = conn.execute(
         f"""
@@ -251,26 +249,45 @@ def test_every_function_pins_a_path_no_group_can_write_with_pg_temp_last(conn):
     assert writable == []
 
 
-@PENDING
-def test_temp_is_revoked_from_every_group_and_public(conn, login_as):
-    grants = conn.execute(
-        "SELECT g.role FROM unnest(%s::text[] || 'public'::text) g(role) "
-        "WHERE has_database_privilege(g.role, current_database(), 'TEMP')",
-        (list(GROUPS),),
-    ).fetchall()
-    assert grants == []
-    for group in GROUPS:
-        c = login_as(group)
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            c.execute("CREATE TEMP TABLE attack_temp (x int)")
-        assert c.execute("SELECT to_regclass('pg_temp.attack_temp') IS NULL AS gone").fetchone()["gone"]
+def test_temp_is_revoked_from_every_group_and_public(empty_db_dsn, admin_dsn):
+    """On a database `opsconsole db migrate` built (test databases are clones of a template, and a
+    clone does not inherit the template's database privileges, so this one is migrated here)."""
+    with psycopg.connect(empty_db_dsn, autocommit=True) as owner:
+        migrate.migrate(owner)
+        grants = owner.execute(
+            "SELECT g.role FROM unnest(%s::text[] || 'public'::text) g(role) "
+            "WHERE has_database_privilege(g.role, current_database(), 'TEMP')",
+            (list(GROUPS),),
+        ).fetchall()
+        assert grants == []
+    made = []
+    try:
+        for group in GROUPS:
+            name = f"oc_test_temp_{group.removeprefix('opsconsole_')}_{uuid.uuid4().hex[:6]}"
+            with psycopg.connect(admin_dsn, autocommit=True) as a:
+                a.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                        sql.Identifier(name), sql.Identifier(group)
+                    )
+                )
+            made.append(name)
+            with psycopg.connect(conninfo.make_conninfo(empty_db_dsn, user=name), autocommit=True) as c:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    c.execute("CREATE TEMP TABLE attack_temp (x int)")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    c.execute("CREATE FUNCTION pg_temp.attack_fn() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+                gone = c.execute("SELECT to_regclass('pg_temp.attack_temp') IS NULL").fetchone()
+                assert gone == (True,)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as a:
+            for name in made:
+                a.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
-@PENDING
 def test_every_callable_definer_is_listed(conn):
     """A definer that any group can execute is either an audited action or a listed read."""
     callable_by = {name for g in GROUPS for name in callable_definers(conn, g)}
-    assert callable_by - set(ACTIONS) - set(READS) == set()
+    assert callable_by - set(ACTIONS) - set(READS) - FAILURE_REPORTS == set()
     for name, (_call, _action, lowest) in ACTIONS.items():
         assert name in callable_definers(conn, lowest), name
 
@@ -278,9 +295,7 @@ def test_every_callable_definer_is_listed(conn):
 # --------------------------------------------------------------------------------------------------
 # Temp-table shadowing of every table a definer reads or writes
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "group", groups("opsconsole_viewer", "opsconsole_support", "opsconsole_operator", "opsconsole_admin")
-)
+@pytest.mark.parametrize("group", GROUPS)
 def test_temp_shadows_of_every_definer_table_are_ignored(conn, login_as, group):
     seed(conn)
     shadows = definer_tables(conn)
@@ -341,7 +356,7 @@ def test_temp_shadows_of_every_definer_table_are_ignored(conn, login_as, group):
 # --------------------------------------------------------------------------------------------------
 # Look-alike functions and operators in every schema the role can write (and pg_temp)
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("group", groups("opsconsole_admin"))
+@pytest.mark.parametrize("group", GROUPS)
 def test_lookalike_functions_and_operators_never_run_as_the_owner(conn, login_as, probe, group):
     seed(conn)
     attacker = login_as(group, temp=True)
@@ -396,7 +411,7 @@ def test_lookalike_functions_and_operators_never_run_as_the_owner(conn, login_as
 # --------------------------------------------------------------------------------------------------
 # Direct calls of each action function, and forged audit rows
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("group", groups("opsconsole_operator", "opsconsole_admin"))
+@pytest.mark.parametrize("group", GROUPS)
 def test_each_definer_called_directly_is_refused_or_audited(conn, login_as, group):
     seed(conn)
     c = login_as(group)
@@ -418,7 +433,7 @@ def test_each_definer_called_directly_is_refused_or_audited(conn, login_as, grou
         assert audit_actions(conn, c.info.user) == [*before, action], name
 
 
-@pytest.mark.parametrize("group", groups("opsconsole_operator", "opsconsole_admin"))
+@pytest.mark.parametrize("group", GROUPS)
 def test_no_group_can_write_a_free_form_audit_row(conn, login_as, group):
     c = login_as(group)
     writers = conn.execute(
@@ -438,38 +453,56 @@ def test_no_group_can_write_a_free_form_audit_row(conn, login_as, group):
     ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute(attempt)
-    assert (
-        conn.execute("SELECT count(*) AS n FROM ops_audit_log WHERE action = 'forged'").fetchone()["n"] == 0
-    )
+    assert conn.execute("SELECT count(*) AS n FROM ops_audit_log WHERE action = 'forged'").fetchone() == {
+        "n": 0
+    }
+    # The failure report cannot claim a success, and what it writes is the caller's own failure.
+    for status in ("ok", None, "OK"):
+        with pytest.raises(psycopg.Error) as info:
+            c.execute("SELECT record_action_failure('forged', '{}'::jsonb, %s)", (status,))
+        assert not isinstance(info.value, psycopg.errors.InsufficientPrivilege)
+    c.execute("SELECT record_action_failure('forged', '{}'::jsonb, 'error', 1, 'it broke', 'ticket 9')")
+    rows = conn.execute(
+        "SELECT actor, status, result FROM ops_audit_log WHERE action = 'forged' ORDER BY audit_id"
+    ).fetchall()
+    assert rows == [{"actor": c.info.user, "status": "error", "result": {"error": "it broke"}}]
 
 
 # --------------------------------------------------------------------------------------------------
 # Injection through DQ rule text and dq_assert_parses
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "group", groups("opsconsole_viewer", "opsconsole_support", "opsconsole_operator", "opsconsole_admin")
-)
+@pytest.mark.parametrize("group", GROUPS)
 def test_dq_assert_parses_never_executes(conn, login_as, probe, group):
+    """Each group (refused or not), and the owner, whose rights the DQ engine runs it with."""
     c = login_as(group)
-    for text in (
-        "select 1; insert into attack_probe.ran (what) values ('dq_assert_parses: second statement')",
-        "insert into attack_probe.ran (what) values ('dq_assert_parses: an insert')",
-        "select set_config('attack.ran', 'yes', false)",
-        "with x as (insert into attack_probe.ran (what) values ('dq_assert_parses: cte') returning 1) "
-        "select * from x",
-    ):
-        try:
-            c.execute("SELECT dq_assert_parses(%s)", (text,))
-        except psycopg.errors.InsufficientPrivilege:
-            pass
-        except psycopg.Error:
-            pass  # refused as not a rule: as good as not executed, which the probe proves below
+    for who in (c, conn):
+        for text in ATTACK_TEXTS:
+            # refused, or not valid SQL: either way the probe below must stay empty
+            with contextlib.suppress(psycopg.Error):
+                who.execute("SELECT dq_assert_parses(%s)", (text,))
     assert ran(conn) == []
-    assert c.execute("SELECT current_setting('attack.ran', true) AS v").fetchone()["v"] in (None, "")
-    assert c.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()["n"] == 0
+    for who in (c, conn):
+        assert who.execute("SELECT current_setting('attack.ran', true) AS v").fetchone()["v"] in (None, "")
+        assert who.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone() == {"n": 0}
+        probes = who.execute("SELECT count(*) AS n FROM pg_proc WHERE proname = 'opsconsole_dq_probe'")
+        assert probes.fetchone() == {"n": 0}
+    # Valid SQL passes and invalid SQL is refused: the check does parse.
+    conn.execute("SELECT dq_assert_parses('SELECT count(*) FROM crm_customers WHERE $1 IS NOT NULL')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute("SELECT dq_assert_parses('SELECT no_such_column FROM crm_customers')")
 
 
-@PENDING
+ATTACK_TEXTS = (
+    "select 1; insert into attack_probe.ran (what) values ('dq_assert_parses: second statement')",
+    "insert into attack_probe.ran (what) values ('dq_assert_parses: an insert') returning 1",
+    "select set_config('attack.ran', 'yes', false)",
+    "with x as (insert into attack_probe.ran (what) values ('dq_assert_parses: cte') returning 1) "
+    "select * from x",
+    "select 1 $$; insert into attack_probe.ran (what) values ('dq_assert_parses: quote breakout'); select $$",
+    "select 1'; insert into attack_probe.ran (what) values ('dq_assert_parses: quote breakout 2'); select '",
+)
+
+
 def test_dq_rule_text_cannot_cast_to_a_quoted_type_or_call_anything(conn, login_as, probe):
     seed(conn)
     # A table whose column is named like a type: '"regclass"' after '::' used to pass as a column.
@@ -500,3 +533,118 @@ def test_dq_rule_text_cannot_cast_to_a_quoted_type_or_call_anything(conn, login_
     operator.execute("SELECT * FROM execute_data_quality_checks()").fetchall()
     assert ran(conn) == []
     assert admin.execute("SELECT current_setting('attack.ran', true) AS v").fetchone()["v"] in (None, "")
+
+
+# --------------------------------------------------------------------------------------------------
+# PII in derived stores: what a viewer can read holds none of it raw
+# --------------------------------------------------------------------------------------------------
+PII = ("jane", "doe@example", "smith", "7946", "secret street")
+
+
+def leaked(rows: list[dict]) -> list[str]:
+    text = " ".join(str(r) for r in rows).lower()
+    return [p for p in PII if p in text]
+
+
+def test_viewer_reads_no_raw_pii_in_audit_rejects_dq_messages_or_ddl_log(conn, login_as):
+    seed(conn)
+    support = login_as("opsconsole_support")
+    support.execute("SELECT * FROM search_customers('Smith')").fetchall()
+    support.execute("SELECT * FROM lookup_customers('jane.doe@example.com')").fetchall()
+    support.execute("SELECT * FROM lookup_customers('7946')").fetchall()
+    # a DQ rule whose check fails on the data: the server's message quotes the value
+    conn.execute(
+        "SELECT dq_add_rule('email_is_number', 'crm_customers', 'validity', "
+        "p_rule_expression => 'email::integer > 0')"
+    )
+    operator = login_as("opsconsole_operator")
+    results = operator.execute("SELECT * FROM execute_data_quality_checks()").fetchall()
+    assert any(r["rule_name"] == "email_is_number" and not r["passed"] for r in results)
+    # client DDL carrying a value
+    conn.execute("ALTER TABLE crm_customers ADD COLUMN nickname text DEFAULT 'Secret Street Jane'")
+    # a rejected CRM row as ingest stores it
+    conn.execute(
+        "INSERT INTO ingest_files (sha256, path, table_name, file_format, size_bytes, status, rows_total) "
+        "VALUES (repeat('a', 64), '/tmp/crm.csv', 'public.crm_customers', 'csv', 1, 'loaded', 1)"
+    )
+    conn.execute(
+        "INSERT INTO ingest_rejects (file_id, file_path, table_name, row_number, reason, raw_row) "
+        "SELECT max(file_id), '/tmp/crm.csv', 'public.crm_customers', 1, "
+        "'email: cannot convert ''jane.doe@example.com''', "
+        '\'{"email": "jane.doe@example.com"}\' FROM ingest_files'
+    )
+    # the stores hold what happened ...
+    assert (
+        conn.execute("SELECT count(*) AS n FROM ops_audit_log WHERE action LIKE '%%customers'").fetchone()[
+            "n"
+        ]
+        == 3
+    )
+    assert conn.execute(
+        "SELECT count(*) AS n FROM data_quality_metrics "
+        "WHERE metric_name = 'email_is_number' AND status = 'error'"
+    ).fetchone() == {"n": 1}
+    assert (
+        conn.execute(
+            "SELECT count(*) AS n FROM schema_evolution_log WHERE object_name = 'nickname'"
+        ).fetchone()["n"]
+        >= 1
+    )
+    # ... and a viewer reads none of it raw
+    viewer = login_as("opsconsole_viewer")
+    audit = viewer.execute("SELECT action, arguments, result, reason FROM ops_audit_log").fetchall()
+    assert audit and leaked(audit) == []
+    dq = viewer.execute("SELECT message, details FROM data_quality_metrics").fetchall()
+    latest = viewer.execute("SELECT * FROM dq_latest_results").fetchall()
+    assert dq and latest and leaked(dq) == [] and leaked(latest) == []
+    for store in ("ingest_rejects", "schema_evolution_log", "schema_evolution_state"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            viewer.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(store)))
+    # the admin, who may read every relation, finds the reject to fix it; the logged client DDL keeps
+    # its names and shape, not its literals
+    admin = login_as("opsconsole_admin")
+    ddl = admin.execute(
+        "SELECT ddl_statement FROM schema_evolution_log WHERE object_name = 'nickname'"
+    ).fetchall()
+    assert ddl and all("ADD COLUMN nickname" in r["ddl_statement"] for r in ddl) and leaked(ddl) == []
+    assert admin.execute("SELECT raw_row FROM ingest_rejects").fetchall() == [
+        {"raw_row": {"email": "jane.doe@example.com"}}
+    ]
+
+
+def test_dq_refuses_tables_whose_policies_run_code(conn, probe):
+    """A table of another owner with a row-security policy: reading it as the engine's owner would
+    run that owner's policy code with the engine's rights. Refused; without policies it is accepted."""
+    owner = f"oc_test_tblowner_{uuid.uuid4().hex[:6]}"
+    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(owner)))
+    try:
+        conn.execute(sql.SQL("CREATE SCHEMA attack_owner AUTHORIZATION {}").format(sql.Identifier(owner)))
+        conn.execute("CREATE TABLE attack_owner.plain (id int)")
+        conn.execute("CREATE TABLE attack_owner.guarded (id int)")
+        conn.execute(
+            "CREATE FUNCTION attack_owner.spy(int) RETURNS boolean LANGUAGE sql AS "
+            "$$ INSERT INTO attack_probe.ran (what) VALUES ('policy'); SELECT true $$"
+        )
+        conn.execute("CREATE POLICY spy ON attack_owner.guarded USING (attack_owner.spy(id))")
+        conn.execute("ALTER TABLE attack_owner.guarded ENABLE ROW LEVEL SECURITY")
+        for rel in ("plain", "guarded", "spy(integer)"):
+            kind = "FUNCTION" if "(" in rel else "TABLE"
+            conn.execute(
+                sql.SQL(f"ALTER {kind} attack_owner.{rel} OWNER TO {{}}").format(sql.Identifier(owner))
+            )
+        conn.execute("INSERT INTO attack_owner.guarded VALUES (1)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "SELECT dq_add_rule('spy', 'attack_owner.guarded', 'completeness', p_column_name => 'id')"
+            )
+        conn.execute(
+            "SELECT dq_add_rule('plain', 'attack_owner.plain', 'completeness', p_column_name => 'id')"
+        )
+        rules = conn.execute(
+            "SELECT rule_name FROM dq_rule_definitions WHERE table_name LIKE 'attack_owner.%%'"
+        )
+        assert rules.fetchall() == [{"rule_name": "plain"}]
+        assert ran(conn) == []
+    finally:
+        conn.execute("DROP SCHEMA IF EXISTS attack_owner CASCADE")
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(owner)))

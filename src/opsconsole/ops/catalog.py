@@ -8,13 +8,11 @@ connection (autocommit) and raises OpsError subclasses for failures a person can
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from opsconsole.db.queries import dict_rows
 from opsconsole.errors import OpsError
@@ -40,8 +38,7 @@ class CatalogRefresh:
 
 
 def refresh_catalog(conn: psycopg.Connection) -> CatalogRefresh:
-    """Run refresh_data_catalog_report() and leave an audit row, in one transaction."""
-    started = time.perf_counter()
+    """Run refresh_data_catalog_report(), which writes its own audit row (refresh_data_catalog)."""
     with database_errors("refresh the catalog"), conn.transaction():
         row = dict_rows(conn, "SELECT * FROM refresh_data_catalog_report()")[0]
         result = CatalogRefresh(
@@ -50,10 +47,6 @@ def refresh_catalog(conn: psycopg.Connection) -> CatalogRefresh:
             removed=row["removed"],
             total=row["total"],
             duration_ms=float(row["duration_ms"]),
-        )
-        conn.execute(
-            "SELECT record_audit('catalog.refresh', '{}'::jsonb, %s, 'ok', %s::numeric)",
-            (Jsonb(result.as_dict()), round((time.perf_counter() - started) * 1000, 3)),
         )
     return result
 

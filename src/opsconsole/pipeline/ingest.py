@@ -28,6 +28,7 @@ Column names from files never reach SQL as text: they are always psycopg.sql.Ide
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -1075,14 +1076,28 @@ def ingest(
         target = resolve_target(conn, table)
         for path in paths:
             results.append(ingest_file(conn, path, target, force=force, evolve=evolve))
-        conn.execute(
-            "SELECT record_audit('ingest', %s::jsonb, %s::jsonb, %s, %s::numeric, NULL)",
-            (
-                json.dumps({"paths": [str(p) for p in paths], "table": target.qualified, "force": force,
-                            "evolve": evolve}),
-                json.dumps([{k: v for k, v in r.as_dict().items() if k != "top_reasons"} for r in results]),
-                "ok" if all(r.status in ("loaded", "skipped") for r in results) else "error",
-                round(sum(r.seconds for r in results) * 1000, 3),
-            ),
-        )  # fmt: skip
+        arguments = json.dumps({"paths": [str(p) for p in paths], "table": target.qualified, "force": force,
+                                "evolve": evolve})  # fmt: skip
+        ms = round(sum(r.seconds for r in results) * 1000, 3)
+        ok = all(r.status in ("loaded", "skipped") for r in results)
+        try:  # loading is the owner's (nobody else may write tables), and so is this audit row
+            conn.execute(
+                "SELECT record_audit('ingest', %s::jsonb, %s::jsonb, %s, %s::numeric, NULL)",
+                (
+                    arguments,
+                    json.dumps(
+                        [{k: v for k, v in r.as_dict().items() if k != "top_reasons"} for r in results]
+                    ),
+                    "ok" if ok else "error",
+                    ms,
+                ),
+            )
+        except psycopg.errors.InsufficientPrivilege:
+            # a group role's attempt: nothing of it loaded; it may record its own failure
+            failed = next((r for r in results if r.status not in ("loaded", "skipped")), None)
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(
+                    "SELECT record_action_failure('ingest', %s::jsonb, 'denied', %s::numeric, %s, NULL)",
+                    (arguments, ms, failed.note if failed else "not the owner of the tables"),
+                )
     return results
