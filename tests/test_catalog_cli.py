@@ -29,8 +29,8 @@ def test_catalog_refresh_reports_counts_and_leaves_an_audit_row(db_dsn, conn):
     out = as_json(run(db_dsn, "--json", "catalog", "refresh"))  # global --json works too
     assert (out["added"], out["changed"], out["removed"]) == (0, 0, 1)
     audit = conn.execute(
-        "SELECT action, status, result FROM ops_audit_log"
-        " WHERE action = 'refresh_data_catalog' ORDER BY audit_id"
+        "SELECT action, status, result FROM ops_audit_log "
+        "WHERE action = 'refresh_data_catalog' ORDER BY audit_id"
     ).fetchall()
     assert len(audit) == 3
     assert audit[-1]["status"] == "ok" and audit[-1]["result"]["removed"] == 1

@@ -324,3 +324,50 @@ def test_explicit_identity_values_move_the_sequence(
         "SELECT event_data, host(ip_address) AS ip FROM ecommerce_events WHERE event_id = 500"
     ).fetchone()
     assert data == {"event_data": {"category": "books"}, "ip": "10.0.0.1"}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "processing_status",
+        "next_attempt_at",
+        "retry_count",
+        "error_code",
+        "staging_id",
+        "ingestion_timestamp",
+    ],
+)
+def test_staging_file_with_a_bookkeeping_column_is_refused_and_loads_nothing(
+    tmp_path: Path, db: str, conn: psycopg.Connection, extra: str
+) -> None:
+    values = {
+        "processing_status": "processed",
+        "next_attempt_at": "2099-01-01T00:00:00Z",
+        "retry_count": "9",
+        "error_code": "X",
+        "staging_id": "424242",
+        "ingestion_timestamp": "2099-01-01T00:00:00Z",
+    }
+    path = tmp_path / "staging.csv"
+    pl.DataFrame(
+        {
+            "transaction_id": ["1"],
+            "account_id": ["11"],
+            "amount": ["5.00"],
+            "transaction_type": ["payment"],
+            extra.upper(): [values[extra]],
+        }
+    ).write_csv(path)
+    count_cols = (
+        "SELECT count(*) AS n FROM pg_attribute WHERE attrelid = 'financial_transactions_staging'::regclass "
+        "AND attnum > 0 AND NOT attisdropped"
+    )
+    before = conn.execute("SELECT count(*) AS n FROM financial_transactions_staging").fetchone()["n"]
+    cols_before = conn.execute(count_cols).fetchone()["n"]
+    (result,) = ingest.ingest(db, [path], "financial_transactions_staging", evolve=True)
+    assert result.status == "refused" and result.loaded == 0
+    assert extra in result.note and "nothing was loaded" in result.note
+    assert conn.execute("SELECT count(*) AS n FROM financial_transactions_staging").fetchone()["n"] == before
+    assert conn.execute(count_cols).fetchone()["n"] == cols_before  # --evolve added nothing either
+    ledger = conn.execute("SELECT status FROM ingest_files WHERE file_id = %s", (result.file_id,)).fetchone()
+    assert ledger == {"status": "refused"}

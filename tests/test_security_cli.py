@@ -49,11 +49,27 @@ def test_grant_then_again_then_json(db_dsn, login_role, run, conn):
     r = run(db_dsn, "db", "grant", login_role, "opsconsole_viewer")
     assert r.exit_code == 0 and "already a member" in r.output
     r = run(db_dsn, "db", "grant", login_role, "operator", "--json")
-    assert json.loads(r.output) == {
+    got = json.loads(r.output)
+    temp_open = conn.execute(
+        "SELECT has_database_privilege('public', current_database(), 'TEMP') AS t"
+    ).fetchone()["t"]
+    assert got == {
         "user": login_role,
         "role": "opsconsole_operator",
         "already_member": False,
+        "temp_open": temp_open,
+        "database": conn.info.dbname,
     }
+
+
+def test_grant_says_how_to_revoke_temp_on_an_older_database(db_dsn, login_role, run, conn):
+    conn.execute(f'GRANT TEMP ON DATABASE "{conn.info.dbname}" TO PUBLIC')  # as before the revoke
+    r = run(db_dsn, "db", "grant", login_role, "viewer")
+    assert r.exit_code == 0, r.output
+    assert f'REVOKE TEMP ON DATABASE "{conn.info.dbname}" FROM PUBLIC' in r.output
+    conn.execute(f'REVOKE TEMP ON DATABASE "{conn.info.dbname}" FROM PUBLIC')
+    r = run(db_dsn, "db", "grant", login_role, "support")
+    assert r.exit_code == 0 and "REVOKE TEMP" not in r.output
 
 
 def test_grant_unknown_role_and_unknown_user(db_dsn, login_role, run):

@@ -38,7 +38,7 @@ DECLARE
     v_lo       text;
     v_hi       text;
     v_created  integer := 0;
-    v_cols     text;
+    v_cols     name[];
 BEGIN
     SELECT n.nspname, c.relname INTO v_schema, v_table
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -65,7 +65,7 @@ BEGIN
         SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = p_parent AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
     ) THEN
-        EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s DEFAULT', v_schema, v_default, p_parent);
+        EXECUTE format('CREATE TABLE %I.%I PARTITION OF %I.%I DEFAULT', v_schema, v_default, v_schema, v_table);
         v_created := v_created + 1;
     ELSE
         SELECT c.relname INTO v_default
@@ -87,21 +87,25 @@ BEGIN
             END IF;
             -- A plain CREATE ... PARTITION OF fails if the default partition holds rows of this
             -- range, so build the partition detached, move those rows, then attach it.
-            EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS)',
-                           v_schema, v_part, p_parent);
+            EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS)',
+                           v_schema, v_part, v_schema, v_table);
             -- Triggers stay quiet during the move: the rows are not new, only relocated.
             EXECUTE format('ALTER TABLE %I.%I DISABLE TRIGGER USER', v_schema, v_default);
             -- Generated columns cannot be inserted into; move the stored columns only.
-            SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
-            FROM pg_attribute a
-            WHERE a.attrelid = p_parent AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+            -- (Every name in the statement goes through %I or %L: the column list is built from the
+            -- catalog's names with %I inside the format() call itself.)
+            v_cols := ARRAY(SELECT a.attname FROM pg_attribute a
+                            WHERE a.attrelid = p_parent AND a.attnum > 0 AND NOT a.attisdropped
+                              AND a.attgenerated = '' ORDER BY a.attnum);
             EXECUTE format(
                 'WITH moved AS (DELETE FROM %I.%I WHERE %I >= %L AND %I < %L RETURNING *) '
                 'INSERT INTO %I.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM moved',
-                v_schema, v_default, v_key, v_lo, v_key, v_hi, v_schema, v_part, v_cols, v_cols);
+                v_schema, v_default, v_key, v_lo, v_key, v_hi, v_schema, v_part,
+                (SELECT string_agg(format('%I', c), ', ' ORDER BY i) FROM unnest(v_cols) WITH ORDINALITY u(c, i)),
+                (SELECT string_agg(format('%I', c), ', ' ORDER BY i) FROM unnest(v_cols) WITH ORDINALITY u(c, i)));
             EXECUTE format('ALTER TABLE %I.%I ENABLE TRIGGER USER', v_schema, v_default);
-            EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
-                           p_parent, v_schema, v_part, v_lo, v_hi);
+            EXECUTE format('ALTER TABLE %I.%I ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
+                           v_schema, v_table, v_schema, v_part, v_lo, v_hi);
             v_created := v_created + 1;
         END IF;
         v_month := (v_month + interval '1 month')::date;
@@ -158,8 +162,23 @@ CREATE OR REPLACE TRIGGER erp_orders_keys AFTER INSERT OR DELETE OR UPDATE OF or
     FOR EACH ROW EXECUTE FUNCTION erp_order_keys_sync();
 
 
--- One way to write an audit row, used by every action function (and by the Python action layer for
--- actions that fail before reaching SQL). Returns the audit_id.
+-- SQL text as the schema-evolution log keeps it: every string and dollar-quoted literal becomes '...'.
+-- The statement text is the client's (current_query()), so a DEFAULT, a COMMENT or a statement sent
+-- in the same query string can carry customer data; the names and the shape of the DDL are kept.
+CREATE OR REPLACE FUNCTION redact_sql_literals(p_sql text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT regexp_replace(regexp_replace(p_sql, '\$([A-Za-z_][A-Za-z_0-9]*)?\$.*\$\1\$', '''...''', 'g'),
+                          '''(?:[^'']|'''')*''', '''...''', 'g');
+$$;
+
+
+-- One way to write an audit row, used by every action function in the transaction of its effect.
+-- No group role may execute it (opsconsole_apply_grants): an 'ok' row only ever comes from the action
+-- function that did the work. Returns the audit_id.
 CREATE OR REPLACE FUNCTION record_audit(
     p_action text,
     p_arguments jsonb DEFAULT '{}'::jsonb,
@@ -175,4 +194,36 @@ AS $$
     INSERT INTO ops_audit_log (action, arguments, result, status, duration_ms, reason)
     VALUES (p_action, coalesce(p_arguments, '{}'::jsonb), p_result, p_status, p_duration_ms, p_reason)
     RETURNING audit_id;
+$$;
+
+
+-- The one audit row a group role may write itself: that its own attempt at an action failed, was
+-- cancelled or was refused (the action's own row rolled back with it). The actor is session_user as
+-- always, the status can only be error, cancelled or denied, and the result is {"error": text}: a
+-- failure report of one's own, never a claim that something was done.
+CREATE OR REPLACE FUNCTION record_action_failure(
+    p_action text,
+    p_arguments jsonb DEFAULT '{}'::jsonb,
+    p_status text DEFAULT 'error',
+    p_duration_ms numeric DEFAULT NULL,
+    p_error text DEFAULT NULL,
+    p_reason text DEFAULT NULL
+)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    IF p_status IS NULL OR p_status NOT IN ('error', 'cancelled', 'denied') THEN
+        RAISE EXCEPTION 'record_action_failure records failures only (error, cancelled or denied), not %', p_status
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_action IS NULL OR p_action !~ '^[a-z][a-z0-9_.]{0,62}$' THEN
+        RAISE EXCEPTION 'record_action_failure: % is not an action name', p_action
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN record_audit(p_action, coalesce(p_arguments, '{}'::jsonb),
+                        jsonb_build_object('error', left(coalesce(p_error, p_status), 2000)),
+                        p_status, p_duration_ms, left(p_reason, 2000));
+END;
 $$;

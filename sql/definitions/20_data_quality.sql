@@ -53,6 +53,7 @@ DECLARE
     v_oid oid;
     v_kind "char";
     v_owner oid;
+    v_rls boolean;
 BEGIN
     IF p_table_name IS NULL OR btrim(p_table_name) = '' THEN
         RAISE EXCEPTION 'a table name is required' USING ERRCODE = 'invalid_parameter_value';
@@ -77,18 +78,23 @@ BEGIN
         RAISE EXCEPTION 'table "%": data-quality rules cannot read system schemas', p_table_name
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    SELECT c.oid, c.relkind, c.relowner INTO v_oid, v_kind, v_owner
+    SELECT c.oid, c.relkind, c.relowner, c.relrowsecurity INTO v_oid, v_kind, v_owner, v_rls
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = v_schema AND c.relname = v_table AND c.relkind IN ('r', 'p', 'v', 'm');
     IF v_oid IS NULL THEN
         RAISE EXCEPTION 'table "%" does not exist', p_table_name USING ERRCODE = 'undefined_table';
     END IF;
-    -- Reading a view runs the functions it calls as the reader, who is the engine's owner inside
-    -- dq_run (SECURITY DEFINER); so only views of that same owner are trusted. Tables and
+    -- Reading a relation can run someone else's code as the reader, who is the engine's owner inside
+    -- dq_run (SECURITY DEFINER): a view's functions, and a table's row-security policy expressions
+    -- (the owner of a table is exempt from its policies; anyone else runs them). So views, and tables
+    -- with row security, are trusted only when the engine's owner owns them. Other tables and
     -- materialized views run no code when read.
-    IF v_kind = 'v' AND v_owner <> (SELECT c.relowner FROM pg_class c WHERE c.oid = 'dq_rule_definitions'::regclass) THEN
-        RAISE EXCEPTION 'view "%" is not owned by the owner of the DQ engine; check its underlying tables instead',
-            p_table_name USING ERRCODE = 'insufficient_privilege';
+    IF v_owner <> (SELECT c.relowner FROM pg_class c WHERE c.oid = 'dq_rule_definitions'::regclass)
+       AND (v_kind = 'v' OR v_rls OR EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = v_oid)) THEN
+        RAISE EXCEPTION '% "%" is not owned by the owner of the DQ engine and runs code when read (%); check its underlying tables instead',
+            CASE v_kind WHEN 'v' THEN 'view' ELSE 'table' END, p_table_name,
+            CASE v_kind WHEN 'v' THEN 'a view' ELSE 'row-security policies' END
+            USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN v_oid::regclass;
 END;
@@ -254,6 +260,11 @@ BEGIN
             v_emit := quote_literal(v_tok);
             v_kind := 'literal';
         ELSIF left(v_rest, 1) = '"' THEN
+            -- A quoted name is a column, never a type: after '::' only the allow-listed type words pass.
+            IF v_prev = '::' THEN
+                RAISE EXCEPTION 'cast to a quoted name is not allowed (allowed: %)', array_to_string(c_types, ', ')
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
             v_m := regexp_match(v_rest, '^"((?:[^"]|"")+)"');
             IF v_m IS NULL THEN
                 RAISE EXCEPTION 'unterminated or empty quoted identifier at position %', v_pos
@@ -371,17 +382,31 @@ CREATE OR REPLACE FUNCTION dq_assert_parses(p_sql text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
+SET check_function_bodies = on
 AS $$
+-- Parse-only by construction: the text becomes the body of a SQL function that is created and never
+-- called. CREATE FUNCTION validates a SQL body by parsing and analysing every statement in it (names,
+-- types, operators, the $1 deadline parameter) and runs none of them, so whatever the text holds,
+-- one statement or several, nothing in it executes and no row is read or written. The text reaches
+-- the server only as a quoted literal (format %L), and the creation runs in a subtransaction that
+-- always ends in an exception, so the probe function never outlives this call.
+DECLARE
+    v_err text;
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = 'opsconsole_dq_probe') THEN
-        DEALLOCATE opsconsole_dq_probe;
-    END IF;
     BEGIN
-        EXECUTE 'PREPARE opsconsole_dq_probe(timestamptz) AS ' || p_sql;
-    EXCEPTION WHEN OTHERS THEN
-        RAISE EXCEPTION 'the rule does not compile: %', SQLERRM USING ERRCODE = 'invalid_parameter_value';
+        BEGIN
+            EXECUTE format('CREATE FUNCTION pg_temp.opsconsole_dq_probe(timestamptz) RETURNS SETOF record '
+                           'LANGUAGE sql AS %L', p_sql);
+        EXCEPTION WHEN OTHERS THEN
+            v_err := SQLERRM;
+        END;
+        RAISE EXCEPTION USING ERRCODE = 'DQPRS';   -- always: roll the probe back
+    EXCEPTION WHEN SQLSTATE 'DQPRS' THEN
+        NULL;
     END;
-    DEALLOCATE opsconsole_dq_probe;
+    IF v_err IS NOT NULL THEN
+        RAISE EXCEPTION 'the rule does not compile: %', v_err USING ERRCODE = 'invalid_parameter_value';
+    END IF;
 END;
 $$;
 
@@ -584,14 +609,16 @@ BEGIN
             END IF;
             v_keys := v_keys || v_col;
         END LOOP;
+        -- Rows per key, then keys: the time guard runs per scanned row and again per key coming out
+        -- of the grouping, so a long sort or hash of the keys is cut off by the same budget.
         c.check_sql := format(
-            'SELECT ARRAY[count(*), count(DISTINCT %s) FILTER (WHERE %s)]::bigint[] FROM %s WHERE %s',
-            CASE WHEN cardinality(v_keys) = 1 THEN format('%I', v_keys[1])
-                 ELSE '(' || (SELECT string_agg(format('%I', k), ', ' ORDER BY i)
-                              FROM unnest(v_keys) WITH ORDINALITY AS u(k, i)) || ')' END,
+            'SELECT ARRAY[coalesce(sum(g.n), 0), count(*) FILTER (WHERE g.k)]::bigint[] '
+            'FROM (SELECT %s AS k, count(*) AS n FROM %s WHERE %s GROUP BY %s) AS g WHERE %s',
             (SELECT string_agg(format('%I IS NOT NULL', k), ' AND ' ORDER BY i)
              FROM unnest(v_keys) WITH ORDINALITY AS u(k, i)),
-            dq_qualified(c.rel), dq_guard_sql());
+            dq_qualified(c.rel), dq_guard_sql(),
+            (SELECT string_agg(format('%I', k), ', ' ORDER BY i) FROM unnest(v_keys) WITH ORDINALITY AS u(k, i)),
+            dq_guard_sql());
         c.display := format('unique (%s)', array_to_string(v_keys, ', '));
 
     WHEN 'consistency' THEN
@@ -611,8 +638,8 @@ BEGIN
         -- Foreign-key semantics: a NULL reference passes; a value must exist in the referenced column.
         c.check_sql := format(
             'SELECT ARRAY[count(*), count(*) FILTER (WHERE t.%I IS NULL OR r.k IS NOT NULL)]::bigint[] '
-            'FROM %s AS t LEFT JOIN (SELECT DISTINCT %I AS k FROM %s) AS r ON r.k = t.%I WHERE %s',
-            v_col, dq_qualified(c.rel), v_ref_col, dq_qualified(v_ref), v_col, dq_guard_sql());
+            'FROM %s AS t LEFT JOIN (SELECT DISTINCT %I AS k FROM %s WHERE %s) AS r ON r.k = t.%I WHERE %s',
+            v_col, dq_qualified(c.rel), v_ref_col, dq_qualified(v_ref), dq_guard_sql(), v_col, dq_guard_sql());
         c.display := format('%s -> %s.%s', v_col, v_ref, v_ref_col);
 
     WHEN 'freshness' THEN
@@ -632,9 +659,11 @@ BEGIN
             RAISE EXCEPTION 'freshness column "%" is %, not a timestamp or date', v_col, v_type
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        -- No row guard here: max() is answered from an index when there is one, and a row guard in the
-        -- WHERE clause would defeat that.
-        c.check_sql := format('SELECT max(%I)::timestamptz FROM %s', v_col, dq_qualified(c.rel));
+        -- The newest value as "first row in descending order": answered from an index when there is
+        -- one (the guard is a filter on the rows read, one row with an index), and a full scan without
+        -- one is cut off by the time guard like any other rule.
+        c.check_sql := format('SELECT %I::timestamptz FROM %s WHERE %I IS NOT NULL AND %s ORDER BY %I DESC LIMIT 1',
+                              v_col, dq_qualified(c.rel), v_col, dq_guard_sql(), v_col);
         c.column_name := v_col;
         c.max_age := p_rule.max_age;
         c.display := format('max(%s) newer than %s', v_col, p_rule.max_age);
@@ -751,6 +780,22 @@ BEGIN
 END;
 $$;
 
+-- A data error can quote the value that broke it ('invalid input syntax for type integer: "jane@..."'),
+-- and data_quality_metrics is readable by viewers: for data exceptions and integrity errors (SQLSTATE
+-- classes 22 and 23, except 22023 which our validator raises about rule text) quoted text is replaced
+-- by "..." before it is stored. The SQLSTATE and the shape of the message are kept.
+CREATE OR REPLACE FUNCTION dq_scrub_message(p_message text, p_sqlstate text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT CASE WHEN left(p_sqlstate, 2) IN ('22', '23') AND p_sqlstate <> '22023'
+                THEN regexp_replace(regexp_replace(p_message, '"[^"]*"', '"..."', 'g'),
+                                    '''(?:[^'']|'''')*''', '''...''', 'g')
+                ELSE p_message END;
+$$;
+
 CREATE OR REPLACE FUNCTION dq_record_error(p_run_id bigint, p_rule dq_rule_definitions, p_error text, p_sqlstate text,
                                 p_duration_ms numeric)
 RETURNS void
@@ -758,8 +803,8 @@ LANGUAGE sql
 SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT dq_record_result(p_run_id, p_rule, 'error', NULL, NULL, NULL,
-                            format('Error executing rule: %s', p_error), p_duration_ms,
-                            jsonb_build_object('error', p_error, 'sqlstate', p_sqlstate));
+                            format('Error executing rule: %s', dq_scrub_message(p_error, p_sqlstate)), p_duration_ms,
+                            jsonb_build_object('error', dq_scrub_message(p_error, p_sqlstate), 'sqlstate', p_sqlstate));
 $$;
 
 
@@ -800,7 +845,7 @@ BEGIN
         -- someone else costs at most the same budget. The caller's SET clause restores it.
         PERFORM set_config('lock_timeout', p_timeout_ms || 'ms', true);
         IF v_first.kind = 'freshness' THEN
-            EXECUTE v_sql INTO v_newest;
+            EXECUTE v_sql INTO v_newest USING v_t0 + make_interval(secs => p_timeout_ms / 1000.0);
         ELSE
             EXECUTE v_sql INTO v_counts USING v_t0 + make_interval(secs => p_timeout_ms / 1000.0);
         END IF;
@@ -873,6 +918,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 SET lock_timeout = 0  -- so that the per-query lock_timeout set inside ends with the run
+SET "TimeZone" = 'UTC'  -- date rules (current_date, date_trunc, ::date) score the same for every caller
 AS $$
 #variable_conflict use_column
 DECLARE

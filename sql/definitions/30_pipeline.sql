@@ -712,13 +712,27 @@ BEGIN
     avg_processing_ms := CASE WHEN processed_count > 0
                               THEN round(v_sum_ms::numeric / processed_count, 3) ELSE 0 END;
     batch_duration := clock_timestamp() - v_start;
+    -- One audit row per call that claimed rows, whoever calls (the worker, the CLI, the console,
+    -- process_financial_batch()); a call that found nothing due changed nothing and leaves none.
+    IF claimed_count > 0 THEN
+        PERFORM record_audit(
+            'process_financial_batch',
+            jsonb_build_object('batch_size', p_batch_size, 'max_processing_time', p_max_processing_time::text,
+                               'worker', v_worker),
+            -- failed_count as process_financial_batch() reports it (failed + dead-lettered rows)
+            jsonb_build_object('processed_count', processed_count, 'failed_count', failed_count + dead_letter_count,
+                               'dead_letter_count', dead_letter_count, 'duplicate_count', duplicate_count,
+                               'claimed_count', claimed_count, 'chunk_count', chunk_count,
+                               'avg_processing_ms', avg_processing_ms, 'batch_duration', batch_duration::text),
+            'ok', round((extract(epoch FROM batch_duration) * 1000)::numeric, 3), NULL);
+    END IF;
     RETURN NEXT;
 END;
 $$;
 
 
 ------------------------------------------------------------------------------------------------------
--- Spec entry points that did not audit themselves: same signatures and result columns, now audited
+-- The spec's entry point: same signature and result columns; audited by the detail function it calls
 ------------------------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION process_financial_batch(
     p_batch_size integer DEFAULT 10000,
@@ -733,18 +747,11 @@ RETURNS TABLE(
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-DECLARE
-    v_start timestamptz := clock_timestamp();
 BEGIN
+    -- process_financial_batch_detail() writes the audit row (action process_financial_batch).
     SELECT d.processed_count, d.failed_count + d.dead_letter_count, d.avg_processing_ms, d.batch_duration
     INTO processed_count, failed_count, avg_processing_ms, batch_duration
     FROM process_financial_batch_detail(p_batch_size, p_max_processing_time) d;
-    PERFORM record_audit(
-        'process_financial_batch',
-        jsonb_build_object('batch_size', p_batch_size, 'max_processing_time', p_max_processing_time::text),
-        jsonb_build_object('processed_count', processed_count, 'failed_count', failed_count,
-                           'avg_processing_ms', avg_processing_ms, 'batch_duration', batch_duration::text),
-        'ok', round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), NULL);
     RETURN NEXT;
 END;
 $$;
@@ -1153,7 +1160,11 @@ DECLARE
     v_cfg      financial_pipeline_settings;
     v_cutoff   timestamptz;
     v_default  regclass;
-    v_cols     text;
+    v_dschema  name;
+    v_dname    name;
+    v_pschema  name;
+    v_pname    name;
+    v_cols     name[];
     v_part     record;
     v_rows     bigint;
     v_kept     bigint;
@@ -1165,11 +1176,14 @@ BEGIN
     v_cutoff := now() - coalesce(p_older_than, v_cfg.staging_retention);
     staging_rows_deleted := 0;
 
+    -- Dynamic SQL below names relations only through %I (schema and name from the catalog) and
+    -- values only through %L; the column list is formatted with %I inside the format() call.
     SELECT p.partition_name INTO v_default FROM financial_staging_partitions() p WHERE p.range_from IS NULL;
-    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
-    FROM pg_attribute a
-    WHERE a.attrelid = 'financial_transactions_staging'::regclass
-      AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+    SELECT n.nspname, c.relname INTO v_dschema, v_dname
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_default;
+    v_cols := ARRAY(SELECT a.attname FROM pg_attribute a
+                    WHERE a.attrelid = 'financial_transactions_staging'::regclass
+                      AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum);
 
     FOR v_part IN
         SELECT p.partition_name, p.range_from FROM financial_staging_partitions() p
@@ -1180,25 +1194,31 @@ BEGIN
             -- DETACH needs it anyway; taken once, before the first, so that no chunk runs halfway
             LOCK TABLE financial_transactions_staging IN ACCESS EXCLUSIVE MODE;
         END IF;
-        EXECUTE format('ALTER TABLE financial_transactions_staging DETACH PARTITION %s', v_part.partition_name);
+        SELECT n.nspname, c.relname INTO v_pschema, v_pname
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_part.partition_name;
+        EXECUTE format('ALTER TABLE public.financial_transactions_staging DETACH PARTITION %I.%I',
+                       v_pschema, v_pname);
         -- The day's range is no longer covered, so its survivors now belong to DEFAULT. Written into
         -- the partition directly: the arrival trigger (on the parent) does not count them again.
-        EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM %s '
+        EXECUTE format('INSERT INTO %I.%I (%s) SELECT %s FROM %I.%I '
                        'WHERE processing_status IN (''pending'', ''failed'', ''dead_letter'')',
-                       v_default, v_cols, v_cols, v_part.partition_name);
+                       v_dschema, v_dname,
+                       (SELECT string_agg(format('%I', c), ', ' ORDER BY i) FROM unnest(v_cols) WITH ORDINALITY u(c, i)),
+                       (SELECT string_agg(format('%I', c), ', ' ORDER BY i) FROM unnest(v_cols) WITH ORDINALITY u(c, i)),
+                       v_pschema, v_pname);
         GET DIAGNOSTICS v_kept = ROW_COUNT;
-        EXECUTE format('SELECT count(*) FROM %s', v_part.partition_name) INTO v_rows;
+        EXECUTE format('SELECT count(*) FROM %I.%I', v_pschema, v_pname) INTO v_rows;
         v_dropped := v_dropped || v_part.partition_name::text;   -- (its name: after the drop, an OID)
-        EXECUTE format('DROP TABLE %s', v_part.partition_name);
+        EXECUTE format('DROP TABLE %I.%I', v_pschema, v_pname);
         staging_rows_deleted := staging_rows_deleted + v_rows - v_kept;
         v_kept_all := v_kept_all + v_kept;
     END LOOP;
 
     -- DEFAULT: the done rows older than the cutoff, bounded
-    EXECUTE format('DELETE FROM %1$s d WHERE d.staging_id IN ('
-                   'SELECT t.staging_id FROM %1$s t WHERE t.processing_status IN (''processed'', ''duplicate'') '
-                   'AND t.ingestion_timestamp < %2$L LIMIT %3$s) AND d.ingestion_timestamp < %2$L',
-                   v_default, v_cutoff, p_limit);
+    EXECUTE format('DELETE FROM %1$I.%2$I d WHERE d.staging_id IN ('
+                   'SELECT t.staging_id FROM %1$I.%2$I t WHERE t.processing_status IN (''processed'', ''duplicate'') '
+                   'AND t.ingestion_timestamp < %3$L LIMIT %4$L) AND d.ingestion_timestamp < %3$L',
+                   v_dschema, v_dname, v_cutoff, p_limit);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     staging_rows_deleted := staging_rows_deleted + v_n;
 
@@ -1285,7 +1305,9 @@ DECLARE
     v_lo      timestamptz;
     v_hi      timestamptz;
     v_part    text;
-    v_cols    text;
+    v_dschema name;
+    v_dname   name;
+    v_cols    name[];
     v_created integer := 0;
 BEGIN
     -- the same lock ensure_partitions() takes: one creator at a time per parent
@@ -1299,9 +1321,13 @@ BEGIN
         v_created := v_created + 1;
     END IF;
 
-    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
-    FROM pg_attribute a
-    WHERE a.attrelid = v_parent AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+    -- Dynamic SQL below: relations through %I (schema and name from the catalog), values through %L,
+    -- the column list formatted with %I inside the format() call.
+    SELECT n.nspname, c.relname INTO v_dschema, v_dname
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_default;
+    v_cols := ARRAY(SELECT a.attname FROM pg_attribute a
+                    WHERE a.attrelid = v_parent AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                    ORDER BY a.attnum);
 
     v_day := (now() - p_back)::date;     -- UTC days (TimeZone is pinned)
     v_last := (now() + p_ahead)::date;
@@ -1311,14 +1337,16 @@ BEGIN
         IF NOT EXISTS (SELECT 1 FROM financial_staging_partitions() p
                        WHERE p.range_from < v_hi AND p.range_to > v_lo) THEN
             v_part := 'financial_transactions_staging_' || to_char(v_day, 'YYYY_MM_DD');
-            EXECUTE format('CREATE TABLE public.%I (LIKE %s INCLUDING DEFAULTS INCLUDING GENERATED '
-                           'INCLUDING CONSTRAINTS)', v_part, v_parent);
+            EXECUTE format('CREATE TABLE public.%I (LIKE public.financial_transactions_staging '
+                           'INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS)', v_part);
             -- generated columns cannot be inserted into: move the stored columns only
-            EXECUTE format('WITH moved AS (DELETE FROM %s WHERE ingestion_timestamp >= %L AND ingestion_timestamp < %L '
+            EXECUTE format('WITH moved AS (DELETE FROM %I.%I WHERE ingestion_timestamp >= %L AND ingestion_timestamp < %L '
                            'RETURNING *) INSERT INTO public.%I (%s) SELECT %s FROM moved',
-                           v_default, v_lo, v_hi, v_part, v_cols, v_cols);
-            EXECUTE format('ALTER TABLE %s ATTACH PARTITION public.%I FOR VALUES FROM (%L) TO (%L)',
-                           v_parent, v_part, v_lo, v_hi);
+                           v_dschema, v_dname, v_lo, v_hi, v_part,
+                           (SELECT string_agg(format('%I', c), ', ' ORDER BY i) FROM unnest(v_cols) WITH ORDINALITY u(c, i)),
+                           (SELECT string_agg(format('%I', c), ', ' ORDER BY i) FROM unnest(v_cols) WITH ORDINALITY u(c, i)));
+            EXECUTE format('ALTER TABLE public.financial_transactions_staging ATTACH PARTITION public.%I '
+                           'FOR VALUES FROM (%L) TO (%L)', v_part, v_lo, v_hi);
             v_created := v_created + 1;
         END IF;
         v_day := v_day + 1;

@@ -683,17 +683,41 @@ $$;
 CREATE OR REPLACE FUNCTION refresh_customer_360_incremental()
 RETURNS TABLE(rows_processed integer, refresh_duration interval, rows_upserted integer,
               rows_deleted integer, queue_entries integer)
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
-AS $$ SELECT * FROM customer_360_apply(false) $$;
+AS $$
+BEGIN
+    SELECT a.rows_processed, a.refresh_duration, a.rows_upserted, a.rows_deleted, a.queue_entries
+    INTO rows_processed, refresh_duration, rows_upserted, rows_deleted, queue_entries
+    FROM customer_360_apply(false) a;
+    PERFORM record_audit(
+        'refresh_customer_360_incremental', '{}'::jsonb,
+        jsonb_build_object('rows_processed', rows_processed, 'rows_upserted', rows_upserted,
+                           'rows_deleted', rows_deleted, 'queue_entries', queue_entries),
+        'ok', round((extract(epoch FROM refresh_duration) * 1000)::numeric, 3), NULL);
+    RETURN NEXT;
+END;
+$$;
 COMMENT ON FUNCTION refresh_customer_360_incremental() IS
     'Recompute the customers dirtied since the last run (queue drained atomically); returns real counts.';
 
 CREATE OR REPLACE FUNCTION refresh_customer_360_full()
 RETURNS TABLE(rows_processed integer, refresh_duration interval, rows_upserted integer,
               rows_deleted integer, queue_entries integer)
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
-AS $$ SELECT * FROM customer_360_apply(true) $$;
+AS $$
+BEGIN
+    SELECT a.rows_processed, a.refresh_duration, a.rows_upserted, a.rows_deleted, a.queue_entries
+    INTO rows_processed, refresh_duration, rows_upserted, rows_deleted, queue_entries
+    FROM customer_360_apply(true) a;
+    PERFORM record_audit(
+        'refresh_customer_360_full', '{}'::jsonb,
+        jsonb_build_object('rows_processed', rows_processed, 'rows_upserted', rows_upserted,
+                           'rows_deleted', rows_deleted, 'queue_entries', queue_entries),
+        'ok', round((extract(epoch FROM refresh_duration) * 1000)::numeric, 3), NULL);
+    RETURN NEXT;
+END;
+$$;
 COMMENT ON FUNCTION refresh_customer_360_full() IS
     'Recompute every customer-360 row from the sources (and clear the queue).';

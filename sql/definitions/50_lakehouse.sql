@@ -320,7 +320,7 @@ SET search_path = pg_catalog, public, pg_temp
 AS $$
     INSERT INTO schema_evolution_log (schema_name, table_name, schema_version, evolution_type, ddl_statement,
                                       backward_compatible, object_name, command_tag, change_detail)
-    VALUES (p_schema, p_table, p_version, p_type, left(current_query(), 8000), p_compatible, p_object, p_tag,
+    VALUES (p_schema, p_table, p_version, p_type, left(redact_sql_literals(current_query()), 8000), p_compatible, p_object, p_tag,
             p_detail);
 $$;
 

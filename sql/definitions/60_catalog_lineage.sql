@@ -33,7 +33,7 @@ $$;
 -- Brings data_catalog in line with the database and reports what changed. "changed" counts rows whose
 -- technical columns (type, nullability, descriptions, default, position, object type) differ; rows
 -- that did not change are not rewritten. NOTIFY opsconsole_catalog carries the counts.
-CREATE OR REPLACE FUNCTION refresh_data_catalog_report(
+CREATE OR REPLACE FUNCTION data_catalog_sync(
     OUT added integer,
     OUT changed integer,
     OUT removed integer,
@@ -133,6 +133,31 @@ BEGIN
         'added', added, 'changed', changed, 'removed', removed, 'total', total)::text);
 END;
 $$;
+
+
+-- The operator's catalog refresh: the sync, and its one audit row (refresh_data_catalog), whoever
+-- calls it; refresh_data_catalog() returns through here. Migrations and definitions call
+-- data_catalog_sync() directly: installing the schema is not an operator action.
+CREATE OR REPLACE FUNCTION refresh_data_catalog_report(
+    OUT added integer,
+    OUT changed integer,
+    OUT removed integer,
+    OUT total integer,
+    OUT duration_ms numeric
+)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    SELECT s.added, s.changed, s.removed, s.total, s.duration_ms
+    INTO added, changed, removed, total, duration_ms
+    FROM data_catalog_sync() s;
+    PERFORM record_audit(
+        'refresh_data_catalog', '{}'::jsonb,
+        jsonb_build_object('added', added, 'changed', changed, 'removed', removed, 'total', total),
+        'ok', duration_ms, NULL);
+END;
+$$;
 COMMENT ON FUNCTION refresh_data_catalog_report() IS
     'Refresh data_catalog from the system catalogs; returns added, changed and removed row counts.';
 
@@ -142,14 +167,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-    v_start timestamptz := clock_timestamp();
     r       record;
 BEGIN
-    SELECT * INTO r FROM refresh_data_catalog_report();
-    PERFORM record_audit(
-        'refresh_data_catalog', '{}'::jsonb,
-        jsonb_build_object('added', r.added, 'changed', r.changed, 'removed', r.removed, 'total', r.total),
-        'ok', round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), NULL);
+    SELECT * INTO r FROM refresh_data_catalog_report();   -- writes the audit row
     RETURN r.added + r.changed + r.removed;
 END;
 $$;
@@ -366,4 +386,4 @@ COMMENT ON FUNCTION optimize_table_statistics() IS
 
 -- The catalog describes the schema, so it is refreshed whenever the definitions are (re)applied: a fresh
 -- install starts with a filled catalog (as the first release did) and changed views are seen at once.
-SELECT refresh_data_catalog_report();
+SELECT data_catalog_sync();

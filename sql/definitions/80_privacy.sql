@@ -89,6 +89,20 @@ AS $$
 $$;
 
 
+-- search text as the audit log keeps it: the first character, '***' and the length ('s*** (5)').
+-- ops_audit_log is readable by viewers, and a search for a name, an e-mail or a phone number is that
+-- PII; who searched, when, why (p_reason) and how many rows it found stay in the row as they were.
+CREATE OR REPLACE FUNCTION mask_search_text(p_text text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT CASE WHEN p_text IS NULL THEN NULL
+                ELSE left(btrim(p_text), 1) || '*** (' || length(btrim(p_text)) || ')' END;
+$$;
+
+
 -- The customers as roles without PII rights see them: each column masked when data_catalog classifies
 -- it confidential (restricted: NULL), as stored when it is public or internal. A SECURITY DEFINER
 -- function (it reads crm_customers with the owner's rights) under a view: a plain view would pin the
@@ -213,7 +227,7 @@ BEGIN
         ORDER BY c.customer_id
         LIMIT greatest(least(coalesce(p_limit, 20), 200), 1);
     GET DIAGNOSTICS v_found = ROW_COUNT;
-    PERFORM record_audit('lookup_customers', jsonb_build_object('search', p_search, 'limit', p_limit),
+    PERFORM record_audit('lookup_customers', jsonb_build_object('search', mask_search_text(p_search), 'limit', p_limit),
                          jsonb_build_object('found', v_found), 'ok',
                          round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), p_reason);
 END;

@@ -268,7 +268,7 @@ DECLARE
 BEGIN
     RETURN QUERY SELECT * FROM customer_search_rows(p_query, p_limit);
     GET DIAGNOSTICS v_found = ROW_COUNT;
-    PERFORM record_audit('search_customers', jsonb_build_object('query', p_query, 'limit', p_limit),
+    PERFORM record_audit('search_customers', jsonb_build_object('query', mask_search_text(p_query), 'limit', p_limit),
                          jsonb_build_object('found', v_found), 'ok',
                          round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), NULL);
 END;

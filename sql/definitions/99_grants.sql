@@ -24,9 +24,11 @@ DECLARE
     r       record;
     v_count integer := 0;
 BEGIN
+    -- public is on every definer's search_path: no group role may create in it (a look-alike function
+    -- or operator there would run with the owner's rights inside the definers).
     REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+    REVOKE CREATE ON SCHEMA public FROM opsconsole_viewer, opsconsole_support, opsconsole_operator, opsconsole_admin;
     GRANT USAGE ON SCHEMA public TO opsconsole_viewer, opsconsole_support, opsconsole_operator, opsconsole_admin;
-    GRANT CREATE ON SCHEMA public TO opsconsole_admin;
 
     FOR r IN
         SELECT c.oid, c.relname::text AS relname,
@@ -70,6 +72,19 @@ BEGIN
         EXECUTE format('REVOKE ALL ON SEQUENCE public.%I FROM PUBLIC', r.relname);
     END LOOP;
 
+    -- Every function starts with no explicit grant to a group role, so that a function dropped from
+    -- the policy (record_audit) loses its grants; the policy's own grants follow. (What PUBLIC may
+    -- execute is untouched here; extensions' functions are theirs.)
+    FOR r IN
+        SELECT p.oid::regprocedure AS fn FROM pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                          WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON ROUTINE %s FROM opsconsole_viewer, opsconsole_support, '
+                       'opsconsole_operator, opsconsole_admin', r.fn);
+    END LOOP;
+
     -- Action functions.
     FOR r IN
         SELECT p.oid::regprocedure AS fn, g.role_name
@@ -110,6 +125,10 @@ REVOKE EXECUTE ON FUNCTION erp_order_keys_sync() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION financial_transactions_mark_processed() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION opsconsole_apply_grants() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION customer_search_rows(text, integer) FROM PUBLIC;
+-- The audit writer is the owner's: action functions call it; no group role may (see record_action_failure).
+REVOKE EXECUTE ON FUNCTION record_audit(text, jsonb, jsonb, text, numeric, text) FROM PUBLIC;
+-- Parse-checks are the DQ engine's (dq_compile_rule, as the owner): nobody else needs them.
+REVOKE EXECUTE ON FUNCTION dq_assert_parses(text) FROM PUBLIC;
 
 -- Last: the policy over every object the files before this one created.
 SELECT opsconsole_apply_grants();

@@ -35,7 +35,7 @@ from opsconsole.output import emit, err_console
 def process(ctx: Context, batch_size: int, max_seconds: float, as_json: bool) -> None:
     """Process one batch of due staging rows now and print what happened."""
     with ctx.connect("process") as conn:
-        result = ops.process_batch(conn, batch_size, dt.timedelta(seconds=max_seconds), audit=True)
+        result = ops.process_batch(conn, batch_size, dt.timedelta(seconds=max_seconds))
     if wants_json(ctx, as_json):
         emit(result.as_dict(), True)
     elif result.claimed == 0:

@@ -26,6 +26,8 @@ def grant(ctx: Context, user: str, role: str, as_json: bool) -> None:
         click.echo(f"{user} is already a member of {result.role}; nothing changed.")
     else:
         click.echo(f"Granted {result.role} to {user}: {GROUP_ROLES[result.role]}.")
+    if result.temp_open and not wants_json(ctx, as_json):
+        click.echo(result.temp_advice)
 
 
 COMMANDS: list[click.Command] = []

@@ -2,7 +2,8 @@
 
 `run_audited` wraps any action body (a function of a psycopg connection returning a dict). Whatever
 happens (success, an error, a cancel from pg_cancel_backend or the console's cancel key) one row goes
-to ops_audit_log through record_audit(), on a connection that still works. The SQL calls themselves
+to ops_audit_log on a connection that still works: a success by the action function itself (in SQL, in
+its own transaction), a failure or cancel here through record_action_failure(). The SQL calls themselves
 are the area modules' actions (ops/pipeline.py, ops/dq.py, ...), the same ones the CLI calls.
 """
 
@@ -19,7 +20,10 @@ from psycopg import errors as pg_errors
 
 from opsconsole.output import to_jsonable
 
+# Group roles may not write an audit row that claims success (record_audit is the owner's); they may
+# record that their own attempt failed. An 'ok' row from here is the owner's (tools, tests).
 AUDIT_SQL = "SELECT record_audit(%s::text, %s::jsonb, %s::jsonb, %s::text, %s::numeric, %s::text)"
+FAILURE_SQL = "SELECT record_action_failure(%s::text, %s::jsonb, %s::text, %s::numeric, %s::text, %s::text)"
 
 
 @dataclass
@@ -65,17 +69,39 @@ def write_audit(
     duration_ms: float | None,
     reason: str | None = None,
 ) -> int | None:
-    row = conn.execute(
-        AUDIT_SQL,
-        (
-            action,
-            json.dumps(to_jsonable(arguments)),
-            json.dumps(to_jsonable(result)) if result is not None else None,
-            status,
-            round(duration_ms, 3) if duration_ms is not None else None,
-            reason,
-        ),
-    ).fetchone()
+    ms = round(duration_ms, 3) if duration_ms is not None else None
+    if status != "ok":
+        error = (result or {}).get("error")
+        row = conn.execute(
+            FAILURE_SQL,
+            (
+                action,
+                json.dumps(to_jsonable(arguments)),
+                status,
+                ms,
+                None if error is None else str(error),
+                reason,
+            ),
+        ).fetchone()
+        return row[0] if row else None
+    try:
+        row = conn.execute(
+            AUDIT_SQL,
+            (
+                action,
+                json.dumps(to_jsonable(arguments)),
+                json.dumps(to_jsonable(result)) if result is not None else None,
+                status,
+                ms,
+                reason,
+            ),
+        ).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        # A group role: its work was audited by the action functions themselves, row by row; a
+        # console-level summary of its own (a session of continuous processing) is not its to write.
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.rollback()
+        return None
     return row[0] if row else None
 
 

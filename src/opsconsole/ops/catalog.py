@@ -8,13 +8,11 @@ connection (autocommit) and raises OpsError subclasses for failures a person can
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from opsconsole.db.queries import dict_rows, query
 from opsconsole.errors import OpsError
@@ -68,9 +66,8 @@ def diff_catalog(
 
 
 def refresh_catalog(conn: psycopg.Connection) -> CatalogRefresh:
-    """Re-read the schema into data_catalog (refresh_data_catalog_report()) and leave an audit row, in
-    one transaction; the result says how many columns changed and which."""
-    started = time.perf_counter()
+    """Re-read the schema into data_catalog with refresh_data_catalog_report(), which writes its own
+    audit row (refresh_data_catalog); the result says how many columns changed and which."""
     with database_errors("refresh the catalog"), conn.transaction():
         before = _snapshot(conn)
         row = dict_rows(conn, "SELECT * FROM refresh_data_catalog_report()")[0]
@@ -82,10 +79,6 @@ def refresh_catalog(conn: psycopg.Connection) -> CatalogRefresh:
             total=row["total"],
             duration_ms=float(row["duration_ms"]),
             diff=diff_catalog(before, after),
-        )
-        conn.execute(
-            "SELECT record_audit(%s, '{}'::jsonb, %s, 'ok', %s::numeric)",
-            (REFRESH, Jsonb(result.as_dict()), round((time.perf_counter() - started) * 1000, 3)),
         )
     return result
 

@@ -16,11 +16,9 @@ from functools import partial
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from opsconsole.db.queries import dict_rows, query
 from opsconsole.errors import OpsError, database_errors
-from opsconsole.output import to_jsonable
 
 MAX_ID = 2**63 - 1
 
@@ -110,31 +108,24 @@ REFRESH_FULL = "refresh_customer_360_full"
 
 
 def refresh(conn: psycopg.Connection, full: bool = False) -> dict[str, Any]:
-    """Run the incremental (or full) customer-360 refresh and leave an audit row named after the SQL
-    function. Returns its counts."""
+    """Run the incremental (or full) customer-360 refresh (the SQL function writes its audit row, named
+    after it). Returns its counts."""
     fn = REFRESH_FULL if full else REFRESH_INCREMENTAL
-    action = fn
-    arguments = Jsonb({"full": full})
     started = time.perf_counter()
     try:
         with _sql_errors("refresh customer 360"):
             result = dict_rows(conn, f"SELECT * FROM {fn}()")[0]
     except OpsError as exc:
-        _audit(conn, action, arguments, None, "error", started, exc.message)
+        ms = round((time.perf_counter() - started) * 1000, 3)
+        # The function's own row rolled back with it; a failure of one's own may still be recorded.
+        with suppress(psycopg.Error):
+            conn.execute(
+                "SELECT record_action_failure(%s, '{}'::jsonb, 'error', %s::numeric, %s, NULL)",
+                (fn, ms, exc.message),
+            )
         raise
     result["mode"] = "full" if full else "incremental"
-    _audit(conn, action, arguments, Jsonb(to_jsonable(result)), "ok", started, None)
     return result
-
-
-def _audit(conn, action, arguments, result, status, started, reason) -> None:
-    ms = round((time.perf_counter() - started) * 1000, 3)
-    # A role that may refresh but not write the audit log still gets its refresh's outcome.
-    with suppress(psycopg.errors.InsufficientPrivilege):
-        conn.execute(
-            "SELECT record_audit(%s::text, %s::jsonb, %s::jsonb, %s::text, %s::numeric, %s::text)",
-            (action, arguments, result, status, ms, reason),
-        )
 
 
 def status(conn: psycopg.Connection) -> dict[str, Any]:

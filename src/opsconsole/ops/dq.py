@@ -241,6 +241,6 @@ def _audit_failure(
     # A role that may not write the audit log still gets the reason.
     with contextlib.suppress(psycopg.Error):
         conn.execute(
-            "SELECT record_audit(%s, %s::jsonb, NULL, 'error', %s::numeric, %s)",
-            (action, json.dumps(arguments, default=str), round(ms, 3), reason),
+            "SELECT record_action_failure(%s, %s::jsonb, 'error', %s::numeric, %s, %s)",
+            (action, json.dumps(arguments, default=str), round(ms, 3), reason, reason),
         )

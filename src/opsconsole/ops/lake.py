@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from opsconsole.errors import OpsError
+from opsconsole.errors import OpsError, PermissionProblem
 from opsconsole.ops.catalog import database_errors
 
 FORMATS = ("parquet", "delta")
@@ -120,6 +120,17 @@ def export_table(
 
     started = time.perf_counter()
     with database_errors("export the table"):
+        # Data leaving the database is audited in the same transaction; only the owner may write that
+        # row (record_audit), so nobody else exports unaudited.
+        can_audit = conn.execute(
+            "SELECT has_function_privilege("
+            "'record_audit(text, jsonb, jsonb, text, numeric, text)'::regprocedure, 'EXECUTE')"
+        ).fetchone()
+        if not (can_audit and can_audit[0]):
+            raise PermissionProblem(
+                "Exporting tables is the schema owner's (the export's audit row is the owner's to write); "
+                "connect as the owner."
+            )
         schema, name = _resolve_table(conn, table)
         if as_of is not None:
             if name not in AS_OF_QUERIES:

@@ -13,12 +13,10 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from opsconsole.db.queries import dict_rows, query
 from opsconsole.errors import OpsError, database_errors
@@ -66,10 +64,9 @@ def process_batch(
     batch_size: int = 10000,
     max_time: dt.timedelta = dt.timedelta(minutes=5),
     worker: str | None = None,
-    audit: bool = False,
 ) -> BatchResult:
     """Claim and process up to batch_size due staging rows in one transaction (see
-    process_financial_batch_detail). With audit=True (an operator's command) an audit row is written."""
+    process_financial_batch_detail, which writes the audit row when it claimed any)."""
     if batch_size < 1:
         raise PipelineProblem("The batch size must be at least 1.")
     with conn.cursor(row_factory=dict_row) as cur:
@@ -87,16 +84,6 @@ def process_batch(
             avg_processing_ms=float(row["avg_processing_ms"] or 0),
             duration_ms=_ms(row["batch_duration"]),
         )
-        if audit:
-            cur.execute(
-                "SELECT record_audit(%s, %s, %s, 'ok', %s, NULL)",
-                (
-                    PROCESS_BATCH,
-                    Jsonb({"batch_size": batch_size, "max_time_s": max_time.total_seconds()}),
-                    Jsonb(result.as_dict()),
-                    Decimal(str(result.duration_ms)),
-                ),
-            )
     return result
 
 

@@ -33,7 +33,6 @@ KNOWN_RELATIONS: tuple[str, ...] = (
     "data_lineage",
 )
 KNOWN_FUNCTIONS: tuple[str, ...] = (
-    "record_audit",
     "process_financial_batch",
     "process_financial_batch_detail",
     "retry_failed",
@@ -172,7 +171,8 @@ class ActionSpec:
             return "not connected to the database yet"
         if self.mutating and caps.in_recovery:
             return "the server is a read-only standby"
-        reason = caps.why_not_callable(self.needs_functions + ("record_audit",) if self.mutating else ())
+        # (no record_audit: each action function writes its own audit row, and no group role may call it)
+        reason = caps.why_not_callable(self.needs_functions if self.mutating else ())
         if reason:
             return reason
         return caps.why_not_readable(self.needs_relations)

@@ -34,6 +34,18 @@ class GrantResult:
     user: str
     role: str
     already_member: bool
+    # TEMP still granted to PUBLIC on this database (a database made before the revoke): every login
+    # may create temp objects, the raw material of the shadowing attacks in docs/security.md.
+    temp_open: bool = False
+    database: str = ""
+
+    @property
+    def temp_advice(self) -> str:
+        ident = '"' + self.database.replace('"', '""') + '"'
+        return (
+            f"Every role may still create temporary tables in database {self.database}; as its owner run "
+            f"REVOKE TEMP ON DATABASE {ident} FROM PUBLIC (docs/security.md, 'Temporary objects')."
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,9 +68,14 @@ def grant_role(conn: psycopg.Connection, user: str, role: str) -> GrantResult:
         raise OpsError(f"Role {group} does not exist on this server; run `opsconsole db migrate` first.")
     if can_login is None:
         raise OpsError(f"There is no database role named {user!r}; create it first (CREATE ROLE ... LOGIN).")
+    temp = conn.execute(
+        "SELECT has_database_privilege('public', current_database(), 'TEMP'), current_database()"
+    ).fetchone()
+    assert temp is not None
+    temp_open, database = bool(temp[0]), str(temp[1])
     already = conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (user, group)).fetchone()
     if already and already[0]:
-        return GrantResult(user, group, True)
+        return GrantResult(user, group, True, temp_open, database)
     try:
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user)))
     except psycopg.errors.InsufficientPrivilege:
@@ -66,4 +83,4 @@ def grant_role(conn: psycopg.Connection, user: str, role: str) -> GrantResult:
             f"Your database role may not grant {group}; "
             "connect as a superuser or a role with ADMIN OPTION on it."
         ) from None
-    return GrantResult(user, group, False)
+    return GrantResult(user, group, False, temp_open, database)

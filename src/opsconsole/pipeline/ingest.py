@@ -6,7 +6,8 @@ Per file, in one transaction:
 2. The file is read with polars; its columns are matched to the table's by name, case-insensitively.
    A column the table lacks refuses the file (and is logged as a proposed ADD_COLUMN in
    schema_evolution_log), unless --evolve adds it (ALTER TABLE ... ADD COLUMN, quoted identifier, type
-   mapped from the data).
+   mapped from the data). A file for financial_transactions_staging may carry only the seven input
+   columns (copyio.STAGING_COLUMNS): any other column refuses the whole file, --evolve or not.
 3. Every value is converted in polars to the text PostgreSQL expects for the column's type (read from
    pg_attribute): ints, numerics (with their precision), booleans, dates, timestamps (offsets
    honoured, naive = UTC), varchar lengths, uuid, json, inet and NOT NULL are checked there, so most
@@ -27,6 +28,7 @@ Column names from files never reach SQL as text: they are always psycopg.sql.Ide
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -41,7 +43,7 @@ from psycopg import sql
 
 from opsconsole.errors import OpsError
 from opsconsole.ops import channels
-from opsconsole.pipeline.copyio import copy_frames, existing_tables
+from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frames, existing_tables
 
 FORMATS = {
     ".parquet": "parquet",
@@ -55,6 +57,9 @@ FORMATS = {
 PIPELINE_NAME = "opsconsole ingest"
 MAX_IDENTIFIER_BYTES = 63
 ROW_BY_ROW_BELOW = 64
+# Staging's other columns are the pipeline's bookkeeping (status, retry schedule, ids, ingestion time):
+# a file that sets them could park rows until 2099 or mark them processed without validation.
+STAGING_TABLE = ("public", "financial_transactions_staging")
 # Internal column names, chosen not to collide with a file's or a table's columns.
 ROW, REASON, RAW = "__ingest_row__", "__ingest_reason__", "__ingest_raw__"
 INT_RANGES = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1), "int8": (-(2**63), 2**63 - 1)}
@@ -557,6 +562,13 @@ def _new_columns(frame: pl.DataFrame, target: Target) -> list[str]:
 
 def check_columns(frame: pl.DataFrame, target: Target) -> None:
     folded = [c.strip().lower() for c in frame.columns]
+    if (target.schema, target.name) == STAGING_TABLE:
+        extra = [c for c in folded if c not in STAGING_COLUMNS]
+        if extra:
+            raise FileRefused(
+                f"a staging file may carry only the input columns {', '.join(STAGING_COLUMNS)}; "
+                f"this one also has {', '.join(extra)}, so nothing was loaded"
+            )
     dupes = sorted({c for c in folded if folded.count(c) > 1})
     if dupes:
         raise FileRefused(f"the file has columns that differ only in case or spaces: {', '.join(dupes)}")
@@ -1065,14 +1077,28 @@ def ingest(
         target = resolve_target(conn, table)
         for path in paths:
             results.append(ingest_file(conn, path, target, force=force, evolve=evolve))
-        conn.execute(
-            "SELECT record_audit('ingest', %s::jsonb, %s::jsonb, %s, %s::numeric, NULL)",
-            (
-                json.dumps({"paths": [str(p) for p in paths], "table": target.qualified, "force": force,
-                            "evolve": evolve}),
-                json.dumps([{k: v for k, v in r.as_dict().items() if k != "top_reasons"} for r in results]),
-                "ok" if all(r.status in ("loaded", "skipped") for r in results) else "error",
-                round(sum(r.seconds for r in results) * 1000, 3),
-            ),
-        )  # fmt: skip
+        arguments = json.dumps({"paths": [str(p) for p in paths], "table": target.qualified, "force": force,
+                                "evolve": evolve})  # fmt: skip
+        ms = round(sum(r.seconds for r in results) * 1000, 3)
+        ok = all(r.status in ("loaded", "skipped") for r in results)
+        try:  # loading is the owner's (nobody else may write tables), and so is this audit row
+            conn.execute(
+                "SELECT record_audit('ingest', %s::jsonb, %s::jsonb, %s, %s::numeric, NULL)",
+                (
+                    arguments,
+                    json.dumps(
+                        [{k: v for k, v in r.as_dict().items() if k != "top_reasons"} for r in results]
+                    ),
+                    "ok" if ok else "error",
+                    ms,
+                ),
+            )
+        except psycopg.errors.InsufficientPrivilege:
+            # a group role's attempt: nothing of it loaded; it may record its own failure
+            failed = next((r for r in results if r.status not in ("loaded", "skipped")), None)
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(
+                    "SELECT record_action_failure('ingest', %s::jsonb, 'denied', %s::numeric, %s, NULL)",
+                    (arguments, ms, failed.note if failed else "not the owner of the tables"),
+                )
     return results

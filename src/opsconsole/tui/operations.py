@@ -157,7 +157,7 @@ class Operations:
             f"process batch of {size:,}",
             pipeline.PROCESS_BATCH,
             args,
-            lambda conn, job: pipeline.process_batch(conn, size, BATCH_MAX_TIME, audit=True).as_dict(),
+            lambda conn, job: pipeline.process_batch(conn, size, BATCH_MAX_TIME).as_dict(),
             summary=lambda r: (
                 f"{r.get('processed', 0):,} processed,"
                 f" {r.get('failed', 0) + r.get('dead_letter', 0):,} failed"
