@@ -48,6 +48,7 @@ ACTIONS = {
         "opsconsole_operator",
     ),
     "retry_failed": ("SELECT retry_failed(p_all => true)", "retry_failed", "opsconsole_operator"),
+    "dq_run": ("SELECT * FROM dq_run()", "dq.run", "opsconsole_operator"),
     "execute_data_quality_checks": (
         "SELECT * FROM execute_data_quality_checks()",
         "dq.run",
@@ -89,6 +90,7 @@ READS = {
     "lineage_upstream": "SELECT * FROM lineage_upstream('customer_360_mv')",
     "lineage_downstream": "SELECT * FROM lineage_downstream('crm_customers')",
     "reconcile_financial_pipeline": "SELECT * FROM reconcile_financial_pipeline()",
+    "retry_scope_count": "SELECT retry_scope_count(NULL, NULL, NULL, true, false)",
 }
 
 # Built-ins the definers call, in signatures that beat pg_catalog's by an exact type match
