@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -45,9 +46,11 @@ def admin_dsn() -> Iterator[str]:
     if external:
         yield external
         return
+    # one server per checkout: two checkouts testing at once must not stop or drop each other's
+    checkout = hashlib.sha256(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
     root = Path(
         os.environ.get("OPSCONSOLE_TEST_ROOT")
-        or Path(tempfile.gettempdir()) / f"opsconsole-test-{os.getuid()}"
+        or Path(tempfile.gettempdir()) / f"opsconsole-test-{os.getuid()}-{checkout}"
     )
     root.mkdir(exist_ok=True)
     server = EmbeddedServer(root / "pg", settings=TEST_SETTINGS)
@@ -113,3 +116,24 @@ def conn(db_dsn: str) -> Iterator[psycopg.Connection]:
 
     with psycopg.connect(db_dsn, autocommit=True, row_factory=dict_row) as c:
         yield c
+
+
+@pytest.fixture
+def own_server(tmp_path_factory) -> Iterator[Callable[[str], EmbeddedServer]]:
+    """Start private embedded servers (for tests that restart, crash or restore into a server):
+    `own_server("name")` returns a running EmbeddedServer in a temp directory, stopped afterwards."""
+    if os.environ.get("OPSCONSOLE_TEST_DSN"):
+        pytest.skip("starts its own embedded server")
+    started: list[EmbeddedServer] = []
+
+    def start(name: str) -> EmbeddedServer:
+        root = Path(tempfile.mkdtemp(prefix=f"oc-{name}-", dir="/tmp"))
+        server = EmbeddedServer(root / "pg", settings={**TEST_SETTINGS, "max_connections": "50"})
+        started.append(server)
+        server.ensure_running()
+        return server
+
+    yield start
+    for server in started:
+        server.destroy()
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
