@@ -124,3 +124,42 @@ def test_simulate_and_worker_ride_out_fast_and_immediate_restarts(own_server, tm
             "GROUP BY transaction_id HAVING count(*) > 1)"
         ).fetchall()
         assert doubled == []
+
+
+async def test_the_console_rides_out_a_fast_restart(own_server) -> None:
+    """The console's refresh engine and its LISTEN connection come back by themselves after a real
+    restart: fresh data shows, and a NOTIFY sent after the restart still refreshes a pane."""
+    from opsconsole.tui.app import OpsConsoleApp
+    from tests.tui.helpers import SIZE, table_rows, wait_for
+
+    server = own_server("console")
+    dsn = server.status().dsn
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate.migrate(conn)
+        conn.execute("SELECT record_audit('before_the_restart')")
+    app = OpsConsoleApp(dsn, database_label="restart", start_pane="activity", interval=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.panes["activity"].data, what="data before the restart")
+        await wait_for(pilot, lambda: app.listener.listening, what="LISTEN")
+        listen_pid = app.listener.backend_pid
+        server.restart("fast")
+        # the listener notices at once (its socket closes) and reconnects with backoff
+        await wait_for(
+            pilot,
+            lambda: app.listener.listening and app.listener.backend_pid != listen_pid,
+            timeout=30,
+            what="LISTEN again after the restart",
+        )
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT record_audit('after_the_restart')")
+            conn.execute("NOTIFY opsconsole_dq, '{}'")
+        # the pushed refresh finds the engine's connection dead, reconnects, and shows fresh rows
+        rows = await wait_for(
+            pilot,
+            lambda: len(table_rows(app, "#audit")) == 2,
+            timeout=30,
+            what="fresh data after the restart",
+        )
+        assert rows
+        assert app.engine.connected
+        assert [r[3] for r in table_rows(app, "#audit")] == ["after_the_restart", "before_the_restart"]
