@@ -230,3 +230,23 @@ def test_maintain_cli_json_and_permissions(db_dsn, plain):
         assert "may not run maintenance" in r.output, r.output
     finally:
         plain.execute("DROP ROLE maint_op")
+
+
+def test_of_three_workers_exactly_one_runs_the_daily_maintenance(db_dsn, plain):
+    from opsconsole.pipeline.worker import Worker
+
+    workers = [Worker(db_dsn, poll_s=0.2, maintenance_check_s=0.3, name=f"w{i}") for i in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        deadline = time.monotonic() + 90
+        while not plain.execute("SELECT count(*) FROM ops_audit_log WHERE action = 'maintain'").fetchone()[0]:
+            assert time.monotonic() < deadline, "no worker ran maintenance"
+            time.sleep(0.2)
+        time.sleep(3)  # every worker has checked again meanwhile: the run was not repeated
+    finally:
+        for w in workers:
+            w.stop()
+        assert all(w.join(30) for w in workers)
+    runs = plain.execute("SELECT actor, status FROM ops_audit_log WHERE action = 'maintain'").fetchall()
+    assert len(runs) == 1 and runs[0][1] == "ok", runs

@@ -115,15 +115,27 @@ def retry(
     show_default=True,
     help="Fallback poll interval when no NOTIFY arrives.",
 )
+@click.option(
+    "--maintenance/--no-maintenance",
+    default=True,
+    show_default=True,
+    help="Run `opsconsole maintain` about daily (one of N workers does; needs the admin role).",
+)
 @pass_ctx
-def worker(ctx: Context, concurrency: int, batch_size: int, poll_seconds: float) -> None:
+def worker(ctx: Context, concurrency: int, batch_size: int, poll_seconds: float, maintenance: bool) -> None:
     """Run the claim loop until SIGTERM or Ctrl-C (the chunk in flight finishes first)."""
     from opsconsole.pipeline.worker import Worker
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr, force=True
     )
-    w = Worker(ctx.dsn, concurrency=concurrency, batch_size=batch_size, poll_s=poll_seconds)
+    w = Worker(
+        ctx.dsn,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        poll_s=poll_seconds,
+        maintenance_check_s=3600.0 if maintenance else None,
+    )
 
     def _stop(signum, _frame) -> None:
         logging.getLogger("opsconsole.worker").info(

@@ -143,18 +143,19 @@ def run_if_due(
     conn: psycopg.Connection, *, say: Callable[[str], None] | None = None
 ) -> dict[str, Any] | None:
     """For workers: run maintenance when the last successful run is older than DUE_AFTER and no other
-    session holds the maintenance lock (so exactly one of N workers does it); else None at once."""
-    due = conn.execute(
-        "SELECT coalesce(max(occurred_at), '-infinity') < now() - %s::interval FROM ops_audit_log "
-        "WHERE action = 'maintain' AND status = 'ok'",
-        (DUE_AFTER,),
-    ).fetchone()[0]
-    if not due:
-        return None
-    try:
-        return maintain(conn, wait_s=0, say=say)
-    except MaintenanceBusy:
+    session holds the maintenance lock, so exactly one of N workers does it; else None at once.
+    Whether it is due is decided under the lock (a worker that lost the race sees the winner's run)."""
+    if not _take_run_lock(conn, 0):
         return None  # another worker (or an operator) is on it
+    try:
+        due = conn.execute(
+            "SELECT coalesce(max(occurred_at), '-infinity') < now() - %s::interval FROM ops_audit_log "
+            "WHERE action = 'maintain' AND status = 'ok'",
+            (DUE_AFTER,),
+        ).fetchone()[0]
+        return maintain(conn, wait_s=0, say=say) if due else None  # (the lock is re-entrant)
+    finally:
+        _release_run_lock(conn)
 
 
 def _take_run_lock(conn: psycopg.Connection, wait_s: float) -> bool:

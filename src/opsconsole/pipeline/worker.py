@@ -65,6 +65,7 @@ class Worker:
         poll_s: float = 2.0,
         max_chunk_time: dt.timedelta = dt.timedelta(seconds=30),
         name: str = "worker",
+        maintenance_check_s: float | None = None,
     ):
         if concurrency < 1:
             raise ops.PipelineProblem("--concurrency must be at least 1.")
@@ -78,11 +79,16 @@ class Worker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.reconnect = Reconnect(name, log.warning)
+        self.maintenance_check_s = maintenance_check_s  # None: this worker never runs maintenance
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         for i in range(self.concurrency):
             t = threading.Thread(target=self._loop, args=(i,), name=f"{self.name}-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+        if self.maintenance_check_s:
+            t = threading.Thread(target=self._maintenance_loop, name=f"{self.name}-maintenance", daemon=True)
             self._threads.append(t)
             t.start()
 
@@ -158,6 +164,47 @@ class Worker:
                     self._stop.wait(self.poll_s)
         _close(conn)
         log.info("%s: stopped", label)
+
+    def _maintenance_loop(self) -> None:
+        """About daily, `opsconsole maintain` on its own connection: every maintenance_check_s this
+        worker asks whether a run is due and, if no other session holds the maintenance lock, does it
+        (ops.maintenance.run_if_due), so exactly one of N workers runs it. A role that may not run
+        maintenance says so once and this loop ends; the claim loops are not affected."""
+        from opsconsole.db.connect import connect
+        from opsconsole.errors import PermissionProblem
+        from opsconsole.ops import maintenance
+
+        label = f"{self.name}-maintenance"
+        conn: psycopg.Connection | None = None
+        wait = min(60.0, self.maintenance_check_s or 60.0)  # the first check a minute after start
+        while not self._stop.wait(wait):
+            wait = self.maintenance_check_s or 3600.0
+            try:
+                if conn is None:
+                    conn = connect(self.dsn, label)
+                    self.reconnect.restored(label)
+                report = maintenance.run_if_due(conn, say=lambda line: log.info("%s: %s", label, line))
+                if report is not None:
+                    log.info(
+                        "%s: maintenance done in %.1f s: %d partition(s) created, %d attached, %d row(s) "
+                        "moved out of DEFAULT",
+                        label,
+                        report["seconds"],
+                        len(report["partitions_created"]),
+                        len(report["partitions_attached"]),
+                        report["rows_moved_from_default"],
+                    )
+            except PermissionProblem as exc:
+                log.warning("%s: this worker does not run maintenance: %s", label, exc.message)
+                break
+            except (psycopg.Error, ops.OpsError) as exc:
+                if is_disconnect(exc) or conn is None or conn.broken or conn.closed:
+                    _close(conn)
+                    conn = None
+                    wait = self.reconnect.lost(exc, label)
+                else:
+                    log.warning("%s: maintenance did not finish: %s", label, getattr(exc, "message", exc))
+        _close(conn)
 
     def _wait_for_work(self, conn: psycopg.Connection) -> None:
         """Sleep until a NOTIFY on opsconsole_staging, the poll interval, or stop()."""
