@@ -72,7 +72,12 @@ $$;
 -- through the parent; an interrupted move is resumed by the next step (the unattached table with the
 -- partition's name is the marker). Moving does not fire row triggers (the rows are relocated, not
 -- new or gone: erp_order_keys stays as it is). Locks wait at most lock_timeout (1 s); the caller retries.
-CREATE OR REPLACE FUNCTION ensure_partitions_step(p_parent regclass, p_limit integer DEFAULT 10000)
+-- p_now is the clock the horizons are measured from (tests drive time through it).
+CREATE OR REPLACE FUNCTION ensure_partitions_step(
+    p_parent regclass,
+    p_limit integer DEFAULT 10000,
+    p_now timestamptz DEFAULT now()
+)
 RETURNS TABLE(action text, partition_name text, rows_moved bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
@@ -123,20 +128,20 @@ BEGIN
     ELSIF t.default_partition IS NOT NULL THEN
         EXECUTE format('SELECT min(%1$I)::timestamptz FROM %2$s WHERE %1$I >= %3$L AND %1$I < %4$L',
                        t.partition_key, t.default_partition,
-                       date_trunc(t.grain, now() - t.back), date_trunc(t.grain, now() + t.ahead) + v_step)
+                       date_trunc(t.grain, p_now - t.back), date_trunc(t.grain, p_now + t.ahead) + v_step)
             INTO v_first;
         v_lo := date_trunc(t.grain, v_first);
     END IF;
 
     IF v_lo IS NULL THEN
         -- 2. no rows waiting: the next missing partition from this period to `ahead`
-        v_lo := date_trunc(t.grain, now());
-        WHILE v_lo <= date_trunc(t.grain, now() + t.ahead)
+        v_lo := date_trunc(t.grain, p_now);
+        WHILE v_lo <= date_trunc(t.grain, p_now + t.ahead)
               AND EXISTS (SELECT 1 FROM partition_bounds(p_parent) b
                           WHERE b.range_from < v_lo + v_step AND b.range_to > v_lo) LOOP
             v_lo := v_lo + v_step;
         END LOOP;
-        IF v_lo > date_trunc(t.grain, now() + t.ahead) THEN
+        IF v_lo > date_trunc(t.grain, p_now + t.ahead) THEN
             RETURN;  -- 3. nothing to do
         END IF;
     END IF;
@@ -194,7 +199,7 @@ BEGIN
     RETURN NEXT;
 END;
 $$;
-COMMENT ON FUNCTION ensure_partitions_step(regclass, integer) IS
+COMMENT ON FUNCTION ensure_partitions_step(regclass, integer, timestamptz) IS
     'One bounded step of partition maintenance: move up to p_limit DEFAULT rows toward their partition, attach it, or create the next one ahead.';
 
 -- Statistics for what maintenance changed: the partitions it touched, their DEFAULT and the parent

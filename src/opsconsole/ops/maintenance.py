@@ -45,12 +45,14 @@ def maintain(
     wait_s: float = 30.0,
     say: Callable[[str], None] | None = None,
     lock_attempts: int | None = None,
+    at: Any = None,
 ) -> dict[str, Any]:
     """One maintenance run on an autocommit connection; returns what it did (see module doc).
 
     Waits up to `wait_s` for another run to finish (then does whatever is still left to do, usually
     nothing); raises MaintenanceBusy if it does not. A step that cannot get its lock raises LockBusy
-    after its retries: the steps before it stay done, that step changed nothing."""
+    after its retries: the steps before it stay done, that step changed nothing. `at` (a timestamptz)
+    is the clock the partition horizons are measured from (default: now; the soak test drives it)."""
     if batch_rows < 1:
         raise OpsError("The batch size must be at least 1.")
     say = say or (lambda line: None)
@@ -83,8 +85,9 @@ def maintain(
                         conn,
                         f"partition maintenance of {parent}",
                         lambda c, p=parent: c.execute(
-                            "SELECT action, partition_name, rows_moved FROM ensure_partitions_step(%s, %s)",
-                            (p, batch_rows),
+                            "SELECT action, partition_name, rows_moved "
+                            "FROM ensure_partitions_step(%s, %s, coalesce(%s::timestamptz, now()))",
+                            (p, batch_rows, at),
                         ).fetchone(),
                         **retry_kw,
                     )
@@ -126,7 +129,7 @@ def maintain(
             conn.execute(
                 "SELECT record_audit('maintain', %s::jsonb, %s::jsonb, 'ok', %s::numeric, NULL)",
                 (
-                    json.dumps({"batch_rows": batch_rows, "older_than": older_than}),
+                    json.dumps({"batch_rows": batch_rows, "older_than": older_than}, default=str),
                     json.dumps(report, default=str),
                     report["seconds"] * 1000,
                 ),
@@ -178,7 +181,7 @@ def _audit_failure(conn, batch_rows: int, older_than: str | None, why: str, star
         conn.execute(
             "SELECT record_audit('maintain', %s::jsonb, NULL, 'error', %s::numeric, %s)",
             (
-                json.dumps({"batch_rows": batch_rows, "older_than": older_than}),
+                json.dumps({"batch_rows": batch_rows, "older_than": older_than}, default=str),
                 round((time.monotonic() - started) * 1000, 3),
                 why,
             ),
