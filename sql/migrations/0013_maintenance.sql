@@ -313,6 +313,76 @@ END;
 $$;
 
 
+-- Rollups never go negative (same names and arguments as 0003).
+-- The one way rollups change. p_deltas is a JSON array of per-minute deltas (any subset of the keys);
+-- rows are applied in minute order so that concurrent writers lock rollup rows in the same order.
+-- Minutes older than rollup_retention are left alone: the purge deletes them, so a delta there (a
+-- retried or late row from long ago) would create the minute anew holding only the delta: negative
+-- counts. The monitor reads the last hour; nothing reads a minute past the retention.
+CREATE OR REPLACE FUNCTION financial_rollup_apply(p_deltas jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    IF p_deltas IS NULL OR jsonb_array_length(p_deltas) = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO financial_processing_rollup AS r (
+        minute_bucket, total_transactions, pending_count, processed_count, failed_count, dead_letter_count,
+        duplicate_count, latency_count, latency_sum_ms, latency_max_ms, sla_breaches, updated_at)
+    SELECT d.minute_bucket,
+           sum(coalesce(d.total_delta, 0)), sum(coalesce(d.pending_delta, 0)),
+           sum(coalesce(d.processed_delta, 0)), sum(coalesce(d.failed_delta, 0)),
+           sum(coalesce(d.dead_letter_delta, 0)), sum(coalesce(d.duplicate_delta, 0)),
+           sum(coalesce(d.latency_count, 0)), sum(coalesce(d.latency_sum_ms, 0)), max(d.latency_max_ms),
+           sum(coalesce(d.sla_breaches, 0)), clock_timestamp()
+    FROM jsonb_to_recordset(p_deltas) AS d(
+        minute_bucket timestamptz, total_delta bigint, pending_delta bigint, processed_delta bigint,
+        failed_delta bigint, dead_letter_delta bigint, duplicate_delta bigint, latency_count bigint,
+        latency_sum_ms bigint, latency_max_ms integer, sla_breaches bigint)
+    WHERE d.minute_bucket >= now() - (SELECT s.rollup_retention FROM financial_pipeline_settings s)
+    GROUP BY d.minute_bucket
+    ORDER BY d.minute_bucket
+    ON CONFLICT (minute_bucket) DO UPDATE SET
+        total_transactions = r.total_transactions + EXCLUDED.total_transactions,
+        pending_count      = r.pending_count + EXCLUDED.pending_count,
+        processed_count    = r.processed_count + EXCLUDED.processed_count,
+        failed_count       = r.failed_count + EXCLUDED.failed_count,
+        dead_letter_count  = r.dead_letter_count + EXCLUDED.dead_letter_count,
+        duplicate_count    = r.duplicate_count + EXCLUDED.duplicate_count,
+        latency_count      = r.latency_count + EXCLUDED.latency_count,
+        latency_sum_ms     = r.latency_sum_ms + EXCLUDED.latency_sum_ms,
+        latency_max_ms     = greatest(r.latency_max_ms, EXCLUDED.latency_max_ms),
+        sla_breaches       = r.sla_breaches + EXCLUDED.sla_breaches,
+        updated_at         = EXCLUDED.updated_at;
+END;
+$$;
+
+
+-- p_hist: JSON array of {minute_bucket, bucket_lower_ms, bucket_upper_ms, row_count}. Minutes older
+-- than rollup_retention are left alone, as in financial_rollup_apply.
+CREATE OR REPLACE FUNCTION financial_latency_apply(p_hist jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    IF p_hist IS NULL OR jsonb_array_length(p_hist) = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO financial_latency_rollup AS r (minute_bucket, bucket_lower_ms, bucket_upper_ms, row_count)
+    SELECT h.minute_bucket, h.bucket_lower_ms, max(h.bucket_upper_ms), sum(h.row_count)
+    FROM jsonb_to_recordset(p_hist) AS h(minute_bucket timestamptz, bucket_lower_ms integer,
+                                          bucket_upper_ms integer, row_count bigint)
+    WHERE h.minute_bucket >= now() - (SELECT s.rollup_retention FROM financial_pipeline_settings s)
+    GROUP BY h.minute_bucket, h.bucket_lower_ms
+    ORDER BY h.minute_bucket, h.bucket_lower_ms
+    ON CONFLICT (minute_bucket, bucket_lower_ms) DO UPDATE SET row_count = r.row_count + EXCLUDED.row_count;
+END;
+$$;
+
+
 INSERT INTO opsconsole_grant_policy (object_kind, object_name, role_name, audited_by) VALUES
     ('function', 'maintenance_partitioned_tables', 'opsconsole_admin', 'read'),
     ('function', 'partition_bounds',               'opsconsole_admin', 'read'),
