@@ -1,8 +1,8 @@
 """Test fixtures: a real PostgreSQL for every test.
 
 The server is OPSCONSOLE_TEST_DSN when set (a role that may CREATE DATABASE), else an embedded
-cluster in a temp directory started once per session. All migrations are applied once to a template
-database named after their checksum; each test gets a fresh clone (CREATE DATABASE ... TEMPLATE).
+cluster in a temp directory started once per session. All migrations and definitions are applied once to a
+template database named after their checksum; each test gets a fresh clone (CREATE DATABASE ... TEMPLATE).
 """
 
 from __future__ import annotations
@@ -32,11 +32,7 @@ TEST_SETTINGS = {
 
 
 def _migrations_digest() -> str:
-    h = hashlib.sha256()
-    for m in migrate.discover():
-        h.update(m.path.name.encode())
-        h.update(m.checksum.encode())
-    return h.hexdigest()[:12]
+    return migrate.digest()[:12]
 
 
 @pytest.fixture(scope="session")
