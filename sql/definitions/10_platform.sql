@@ -112,6 +112,27 @@ $$;
 COMMENT ON FUNCTION ensure_partitions(regclass, interval, interval) IS
     'Create monthly partitions on a rolling horizon plus a DEFAULT partition; idempotent.';
 
+-- The ERP order a JSON reference names: reference_data.order_id as a JSON number or string of 1-18
+-- digits, leading zeros allowed ({"order_id": "0042"} is order 42), else NULL (absent, negative,
+-- fractional, padded, too long). The one reading of an order reference: the pipeline's validation
+-- and reconcile, customer 360 (and its change capture), the console's and `customer show`'s
+-- transaction lists all call it, so a transaction is attributed to the same order everywhere.
+-- Never raises (change capture must not break a writer). IMMUTABLE: an expression index uses it
+-- (financial_transactions_order_id_idx), so its meaning must never change in place.
+CREATE OR REPLACE FUNCTION reference_order_id(p_reference jsonb)
+RETURNS bigint
+LANGUAGE sql
+IMMUTABLE
+STRICT
+PARALLEL SAFE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT CASE WHEN jsonb_typeof(p_reference) = 'object'
+                     AND jsonb_typeof(p_reference -> 'order_id') IN ('number', 'string')
+                     AND (p_reference ->> 'order_id') ~ '^[0-9]{1,18}$'
+                THEN (p_reference ->> 'order_id')::bigint END;
+$$;
+
 -- Periodic maintenance in small steps: partitions ahead, rows out of DEFAULT in bounded batches,
 -- statistics. Python (opsconsole.ops.maintenance) calls one step per transaction; every step runs
 -- with a short lock_timeout so that loaders and claims never queue behind it for more than about a

@@ -352,10 +352,7 @@ BEGIN
         -- one row per order_id, so the check is one primary-key probe.
         CROSS JOIN LATERAL (
             SELECT jsonb_typeof(c.reference_data) = 'object' AND c.reference_data ? 'order_id' AS has_ref,
-                   CASE WHEN jsonb_typeof(c.reference_data) = 'object'
-                             AND jsonb_typeof(c.reference_data -> 'order_id') IN ('number', 'string')
-                             AND (c.reference_data ->> 'order_id') ~ '^[0-9]{1,18}$'
-                        THEN (c.reference_data ->> 'order_id')::bigint END AS order_id
+                   reference_order_id(c.reference_data) AS order_id
         ) o
         LEFT JOIN financial_transaction_types t ON t.transaction_type = c.transaction_type
         -- OFFSET 0 keeps this a per-row primary-key probe; flattened, the planner may hash the whole table
@@ -985,10 +982,9 @@ BEGIN
     ),
     processed_order_missing AS (
         SELECT p.transaction_id AS id FROM financial_transactions_processed p
-        WHERE jsonb_typeof(p.reference_data) = 'object'
-          AND (p.reference_data ->> 'order_id') ~ '^[0-9]{1,18}$'
+        WHERE reference_order_id(p.reference_data) IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM erp_order_keys k
-                          WHERE k.order_id = (p.reference_data ->> 'order_id')::bigint)
+                          WHERE k.order_id = reference_order_id(p.reference_data))
     )
     SELECT c.check_name, c.n, c.id_kind, c.sample, c.description
     FROM (

@@ -1,4 +1,5 @@
--- 0014: late data gets a retry schedule per error code, and maintenance functions join the grant policy.
+-- 0014: late data gets a retry schedule per error code, order references are read one way, and the
+-- maintenance functions join the grant policy.
 -- (Tables and data only; the functions that read these live in sql/definitions.)
 
 -- A reference that is not there yet (an ERP batch an hour late) must not be dead-lettered after the
@@ -27,3 +28,9 @@ INSERT INTO opsconsole_grant_policy (object_kind, object_name, role_name, audite
     ('function', 'maintenance_analyze',            'opsconsole_admin',  'caller'),
     ('function', 'financial_retry_schedule',       'opsconsole_viewer', 'read')
 ON CONFLICT DO NOTHING;
+
+-- Order references are matched by reference_order_id() (10_platform.sql) everywhere; its expression
+-- index (financial_transactions_order_id_idx, created with the definitions) replaces the index on the
+-- raw text, and customer 360's own reading of the reference goes.
+DROP INDEX IF EXISTS financial_transactions_order_ref_idx;
+DROP FUNCTION IF EXISTS customer_360_order_ref(jsonb);
