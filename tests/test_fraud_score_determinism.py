@@ -1,8 +1,6 @@
-"""A transaction's fraud score should depend on the data, not on how rows were chunked or which worker
-claimed them (issue 14). It does not yet: the history a row is scored against is the processed table
-plus the other winners of its own chunk, so an out-of-order arrival's score changes with the chunk
-size (and with the number of workers). This property test pins the defect (strict xfail: it starts
-failing, i.e. passing, the day the scoring is fixed; see the report of branch `life` for the design).
+"""A transaction's fraud score depends on the data, not on how rows were chunked (issue 14): its
+history is what arrived before it (lower staging_id), not whatever shared its chunk. Before the fix an
+out-of-order arrival scored 0 alone and 40 in a chunk with its predecessor (the explicit example).
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ import datetime as dt
 from decimal import Decimal
 
 import psycopg
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -54,9 +51,6 @@ def _scores(dsn: str, rows, chunk: int, run: int) -> list:
         ]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 14: the score depends on chunking (known defect, not fixed yet)"
-)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(rows=[(1, 5, Decimal(100)), (1, 0, Decimal(10))])  # the later event arrives first
 @given(rows=rows_strategy)

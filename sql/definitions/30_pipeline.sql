@@ -382,7 +382,7 @@ BEGIN
     LEFT JOIN l ON l.staging_id = v.staging_id;
 
     -- Step 2: score the winners against their account's history in [ts - window, ts), where the
-    -- history is the processed table plus the earlier winners of this chunk; write processed; flag
+    -- history is what arrived before them, processed or in this chunk (see windowed); write processed; flag
     -- financial_transactions; classify the losers (duplicate or conflict); mark every row once.
     WITH c AS (
         SELECT * FROM unnest(p_rows)
@@ -411,12 +411,13 @@ BEGIN
         SELECT w.staging_id, w.account_id, w.transaction_timestamp, abs(w.amount) AS amount_abs
         FROM winners w
         UNION ALL
-        SELECT NULL::bigint, a.account_id, h.transaction_timestamp, h.amount_abs
+        -- (a processed row loaded without staging arrived before anything staged: staging_id 0)
+        SELECT coalesce(h.staging_id, 0), a.account_id, h.transaction_timestamp, h.amount_abs
         FROM acct a
         CROSS JOIN LATERAL (
             -- one index range scan per account (OFFSET 0: never flattened into a scan of processed);
             -- the partitions outside [lo, hi) are pruned at run time
-            SELECT p.transaction_timestamp, p.amount_abs
+            SELECT p.staging_id, p.transaction_timestamp, p.amount_abs
             FROM financial_transactions_processed p
             WHERE p.account_id = a.account_id
               AND p.transaction_timestamp >= a.lo
@@ -424,14 +425,20 @@ BEGIN
             OFFSET 0
         ) h
     ),
+    -- A row's history: the account's transactions in [ts - window, ts) that ARRIVED before it (lower
+    -- staging_id), processed or in this chunk. Arrival order, not chunk membership, decides, so the
+    -- score is a function of the data: the same for any chunk size (one worker claims in arrival
+    -- order, so every earlier arrival is processed before or with it). detect_fraud_indicators applied
+    -- in arrival order gives the same scores (tests/sql/test_financial_pipeline_properties.py).
     windowed AS (
-        SELECT q.staging_id,
-               count(*) OVER w AS recent_count,
-               avg(q.amount_abs) OVER w AS recent_avg
-        FROM pool q
-        -- [ts - window, ts): RANGE includes peers at ts; EXCLUDE GROUP drops them (and the row).
-        WINDOW w AS (PARTITION BY q.account_id ORDER BY q.transaction_timestamp
-                     RANGE BETWEEN p_cfg.fraud_window PRECEDING AND CURRENT ROW EXCLUDE GROUP)
+        SELECT w.staging_id, count(q.account_id) AS recent_count, avg(q.amount_abs) AS recent_avg
+        FROM winners w
+        LEFT JOIN pool q
+          ON q.account_id = w.account_id
+         AND q.transaction_timestamp >= w.transaction_timestamp - p_cfg.fraud_window
+         AND q.transaction_timestamp < w.transaction_timestamp
+         AND q.staging_id < w.staging_id
+        GROUP BY w.staging_id
     ),
     scored AS (
         SELECT w.*, sc.risk_score
