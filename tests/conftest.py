@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -111,3 +112,24 @@ def conn(db_dsn: str) -> Iterator[psycopg.Connection]:
 
     with psycopg.connect(db_dsn, autocommit=True, row_factory=dict_row) as c:
         yield c
+
+
+@pytest.fixture
+def own_server(tmp_path_factory) -> Iterator[Callable[[str], EmbeddedServer]]:
+    """Start private embedded servers (for tests that restart, crash or restore into a server):
+    `own_server("name")` returns a running EmbeddedServer in a temp directory, stopped afterwards."""
+    if os.environ.get("OPSCONSOLE_TEST_DSN"):
+        pytest.skip("starts its own embedded server")
+    started: list[EmbeddedServer] = []
+
+    def start(name: str) -> EmbeddedServer:
+        root = Path(tempfile.mkdtemp(prefix=f"oc-{name}-", dir="/tmp"))
+        server = EmbeddedServer(root / "pg", settings={**TEST_SETTINGS, "max_connections": "50"})
+        started.append(server)
+        server.ensure_running()
+        return server
+
+    yield start
+    for server in started:
+        server.destroy()
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)

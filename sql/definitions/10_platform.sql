@@ -116,6 +116,303 @@ $$;
 COMMENT ON FUNCTION ensure_partitions(regclass, interval, interval) IS
     'Create monthly partitions on a rolling horizon plus a DEFAULT partition; idempotent.';
 
+-- The ERP order a JSON reference names: reference_data.order_id as a JSON number or string of 1-18
+-- digits, leading zeros allowed ({"order_id": "0042"} is order 42), else NULL (absent, negative,
+-- fractional, padded, too long). The one reading of an order reference: the pipeline's validation
+-- and reconcile, customer 360 (and its change capture), the console's and `customer show`'s
+-- transaction lists all call it, so a transaction is attributed to the same order everywhere.
+-- Never raises (change capture must not break a writer). IMMUTABLE: an expression index uses it
+-- (financial_transactions_order_id_idx), so its meaning must never change in place.
+CREATE OR REPLACE FUNCTION reference_order_id(p_reference jsonb)
+RETURNS bigint
+LANGUAGE sql
+IMMUTABLE
+STRICT
+PARALLEL SAFE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT CASE WHEN jsonb_typeof(p_reference) = 'object'
+                     AND jsonb_typeof(p_reference -> 'order_id') IN ('number', 'string')
+                     AND (p_reference ->> 'order_id') ~ '^[0-9]{1,18}$'
+                THEN (p_reference ->> 'order_id')::bigint END;
+$$;
+
+-- Periodic maintenance in small steps: partitions ahead, rows out of DEFAULT in bounded batches,
+-- statistics. Python (opsconsole.ops.maintenance) calls one step per transaction; every step runs
+-- with a short lock_timeout so that loaders and claims never queue behind it for more than about a
+-- second, and the caller retries a step that timed out with backoff. Steps are idempotent.
+
+-- The bounds of every partition of a range-partitioned table (NULL bounds for DEFAULT). Bounds are
+-- read back from the catalog's own text (pinned TimeZone and DateStyle make it one fixed format).
+CREATE OR REPLACE FUNCTION partition_bounds(p_parent regclass)
+RETURNS TABLE(partition_name regclass, range_from timestamptz, range_to timestamptz)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+SET "TimeZone" = 'UTC'
+SET "DateStyle" = 'ISO, YMD'
+AS $$
+    SELECT c.oid::regclass,
+           (regexp_match(b.bound, '^FOR VALUES FROM \(''([^'']+)''\)'))[1]::timestamptz,
+           (regexp_match(b.bound, ' TO \(''([^'']+)''\)$'))[1]::timestamptz
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
+    WHERE i.inhparent = p_parent;
+$$;
+
+-- Every time-partitioned table of the platform (found in pg_partitioned_table: range-partitioned on
+-- one date or timestamptz column) with its maintenance policy: daily partitions a week ahead when its
+-- partitions are days (staging), else monthly partitions three months ahead. Rows in DEFAULT from
+-- `back` before now onwards are moved into partitions; older ones stay (staging keeps the rows it
+-- still owes work there on purpose, see purge_financial_staging).
+CREATE OR REPLACE FUNCTION maintenance_partitioned_tables()
+RETURNS TABLE(parent regclass, partition_key name, key_type regtype, grain text, ahead interval,
+              back interval, default_partition regclass, partitions integer)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT pt.partrelid::regclass, a.attname, a.atttypid::regtype, g.grain,
+           CASE g.grain WHEN 'day' THEN interval '7 days' ELSE interval '3 months' END,
+           CASE WHEN g.grain = 'day'
+                THEN coalesce((SELECT s.staging_retention FROM financial_pipeline_settings s), interval '7 days')
+                ELSE interval '24 months' END,
+           nullif(pt.partdefid, 0)::regclass,
+           (SELECT count(*)::integer FROM pg_inherits i WHERE i.inhparent = pt.partrelid)
+    FROM pg_partitioned_table pt
+    JOIN pg_class c ON c.oid = pt.partrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN max(b.range_to - b.range_from) <= interval '1 day' THEN 'day' ELSE 'month' END AS grain
+        FROM partition_bounds(pt.partrelid) b
+    ) g
+    WHERE pt.partstrat = 'r' AND pt.partnatts = 1 AND NOT c.relispartition
+      AND n.nspname = 'public'
+      AND a.atttypid IN ('date'::regtype, 'timestamptz'::regtype)
+    ORDER BY 1::text;
+$$;
+
+-- One bounded step of partition maintenance on one table, in the caller's transaction:
+--   'moved'    up to p_limit rows of the earliest range that has rows in DEFAULT went into that
+--              range's partition-to-be (a plain table with the partition's name, not yet attached);
+--   'attached' the last of them went, and the table was attached as the range's partition;
+--   'created'  the next missing partition ahead (no rows waiting for it) was created;
+--   no row     nothing to do.
+-- PostgreSQL refuses a partition whose range still has rows in DEFAULT, so the rows leave DEFAULT
+-- first, in batches, and the partition is attached with the last batch: DEFAULT is locked against
+-- writes (SHARE ROW EXCLUSIVE, by DISABLE TRIGGER) only for the batch, and no single transaction
+-- moves more than p_limit rows. While a range is being moved its rows already moved are not visible
+-- through the parent; an interrupted move is resumed by the next step (the unattached table with the
+-- partition's name is the marker). Moving does not fire row triggers (the rows are relocated, not
+-- new or gone: erp_order_keys stays as it is). Locks wait at most lock_timeout (1 s); the caller retries.
+-- p_now is the clock the horizons are measured from (tests drive time through it).
+CREATE OR REPLACE FUNCTION ensure_partitions_step(
+    p_parent regclass,
+    p_limit integer DEFAULT 10000,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS TABLE(action text, partition_name text, rows_moved bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER  -- partitions are created in public, where no group role may create
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '1s'
+SET "TimeZone" = 'UTC'
+SET "DateStyle" = 'ISO, YMD'
+AS $$
+DECLARE
+    t        record;
+    v_table  text;
+    v_step   interval;
+    v_lo     timestamptz;
+    v_hi     timestamptz;
+    v_first  timestamptz;
+    v_name   text;
+    v_blo    text;
+    v_bhi    text;
+    v_cols   text;
+    v_left   bigint;
+    v_moved  bigint;
+    v_resume text;
+BEGIN
+    IF p_limit IS NULL OR p_limit < 1 THEN
+        RAISE EXCEPTION 'ensure_partitions_step: p_limit must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO t FROM maintenance_partitioned_tables() m WHERE m.parent = p_parent;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'ensure_partitions_step: % is not a time-partitioned table', p_parent
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    -- one creator at a time per parent (the key ensure_partitions and ensure_staging_partitions take)
+    PERFORM pg_advisory_xact_lock(p_parent::oid::bigint);
+
+    SELECT c.relname INTO v_table FROM pg_class c WHERE c.oid = p_parent;
+    v_step := CASE t.grain WHEN 'day' THEN interval '1 day' ELSE interval '1 month' END;
+
+    -- 1. a range with rows waiting: an interrupted move first, else the earliest range in DEFAULT
+    SELECT c.relname INTO v_resume
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind = 'r' AND NOT c.relispartition
+      AND c.relname ~ ('^' || regexp_replace(v_table, '([^a-zA-Z0-9_])', '\\\1', 'g')
+                       || CASE t.grain WHEN 'day' THEN '_\d{4}_\d{2}_\d{2}$' ELSE '_\d{4}_\d{2}$' END)
+    ORDER BY c.relname
+    LIMIT 1;
+    IF v_resume IS NOT NULL THEN
+        v_lo := to_date(right(v_resume, CASE t.grain WHEN 'day' THEN 10 ELSE 7 END),
+                        CASE t.grain WHEN 'day' THEN 'YYYY_MM_DD' ELSE 'YYYY_MM' END)::timestamptz;
+    ELSIF t.default_partition IS NOT NULL THEN
+        EXECUTE format('SELECT min(%1$I)::timestamptz FROM %2$s WHERE %1$I >= %3$L AND %1$I < %4$L',
+                       t.partition_key, t.default_partition,
+                       date_trunc(t.grain, p_now - t.back), date_trunc(t.grain, p_now + t.ahead) + v_step)
+            INTO v_first;
+        v_lo := date_trunc(t.grain, v_first);
+    END IF;
+
+    IF v_lo IS NULL THEN
+        -- 2. no rows waiting: the next missing partition from this period to `ahead`
+        v_lo := date_trunc(t.grain, p_now);
+        WHILE v_lo <= date_trunc(t.grain, p_now + t.ahead)
+              AND EXISTS (SELECT 1 FROM partition_bounds(p_parent) b
+                          WHERE b.range_from < v_lo + v_step AND b.range_to > v_lo) LOOP
+            v_lo := v_lo + v_step;
+        END LOOP;
+        IF v_lo > date_trunc(t.grain, p_now + t.ahead) THEN
+            -- 3. nothing to do; still audited: every call of an action function leaves a row
+            PERFORM record_audit('maintain.partitions',
+                                 jsonb_build_object('table', p_parent::text, 'limit', p_limit, 'now', p_now),
+                                 jsonb_build_object('action', 'none'), 'ok', NULL, NULL);
+            RETURN;
+        END IF;
+    END IF;
+
+    v_hi := v_lo + v_step;
+    v_name := v_table || '_' || to_char(v_lo, CASE t.grain WHEN 'day' THEN 'YYYY_MM_DD' ELSE 'YYYY_MM' END);
+    IF t.key_type = 'date'::regtype THEN
+        v_blo := v_lo::date::text;
+        v_bhi := v_hi::date::text;
+    ELSE
+        v_blo := v_lo::text;
+        v_bhi := v_hi::text;
+    END IF;
+    IF to_regclass(format('public.%I', v_name)) IS NULL THEN
+        EXECUTE format('CREATE TABLE public.%I (LIKE %s INCLUDING DEFAULTS INCLUDING GENERATED '
+                       'INCLUDING CONSTRAINTS)', v_name, p_parent);
+        -- the bound as a constraint: ATTACH then needs no scan of the new partition's rows
+        EXECUTE format('ALTER TABLE public.%I ADD CONSTRAINT %I CHECK (%I IS NOT NULL AND %I >= %L AND %I < %L)',
+                       v_name, v_name || '_bound', t.partition_key, t.partition_key, v_blo,
+                       t.partition_key, v_bhi);
+    END IF;
+
+    v_moved := 0;
+    IF t.default_partition IS NOT NULL THEN
+        -- takes SHARE ROW EXCLUSIVE on DEFAULT until commit: no new rows of the range meanwhile
+        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', t.default_partition);
+        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %1$s WHERE %2$I >= %3$L AND %2$I < %4$L LIMIT %5$s) x',
+                       t.default_partition, t.partition_key, v_blo, v_bhi, p_limit + 1) INTO v_left;
+        IF v_left > 0 THEN
+            SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
+            FROM pg_attribute a
+            WHERE a.attrelid = p_parent AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+            EXECUTE format(
+                'WITH moved AS (DELETE FROM %1$s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %1$s '
+                'WHERE %2$I >= %3$L AND %2$I < %4$L LIMIT %5$s)) RETURNING *) '
+                'INSERT INTO public.%6$I (%7$s) OVERRIDING SYSTEM VALUE SELECT %7$s FROM moved',
+                t.default_partition, t.partition_key, v_blo, v_bhi, p_limit, v_name, v_cols);
+            GET DIAGNOSTICS v_moved = ROW_COUNT;
+        END IF;
+        EXECUTE format('ALTER TABLE %s ENABLE TRIGGER USER', t.default_partition);
+        IF v_left > p_limit THEN
+            action := 'moved';
+            partition_name := v_name;
+            rows_moved := v_moved;
+            PERFORM record_audit('maintain.partitions',
+                                 jsonb_build_object('table', p_parent::text, 'limit', p_limit, 'now', p_now),
+                                 jsonb_build_object('action', action, 'partition', v_name, 'rows_moved', v_moved),
+                                 'ok', NULL, NULL);
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION public.%I FOR VALUES FROM (%L) TO (%L)',
+                   p_parent, v_name, v_blo, v_bhi);
+    action := CASE WHEN v_moved > 0 OR v_resume IS NOT NULL THEN 'attached' ELSE 'created' END;
+    partition_name := v_name;
+    rows_moved := v_moved;
+    PERFORM record_audit('maintain.partitions',
+                         jsonb_build_object('table', p_parent::text, 'limit', p_limit, 'now', p_now),
+                         jsonb_build_object('action', action, 'partition', v_name, 'rows_moved', v_moved),
+                         'ok', NULL, NULL);
+    RETURN NEXT;
+END;
+$$;
+COMMENT ON FUNCTION ensure_partitions_step(regclass, integer, timestamptz) IS
+    'One bounded step of partition maintenance: move up to p_limit DEFAULT rows toward their partition, attach it, or create the next one ahead.';
+
+-- Statistics for what maintenance changed: the partitions it touched, their DEFAULT and the parent
+-- (autovacuum never analyzes a partitioned parent). ANALYZE takes SHARE UPDATE EXCLUSIVE, which
+-- does not block reads, inserts or claims.
+-- SECURITY DEFINER: ANALYZE needs the owner; audited as maintain.analyze.
+CREATE OR REPLACE FUNCTION maintenance_analyze(p_tables regclass[])
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '1s'
+AS $$
+DECLARE
+    v_rel regclass;
+    v_n   integer := 0;
+BEGIN
+    FOREACH v_rel IN ARRAY coalesce(p_tables, ARRAY[]::regclass[]) LOOP
+        EXECUTE format('ANALYZE %s', v_rel);
+        v_n := v_n + 1;
+    END LOOP;
+    PERFORM record_audit('maintain.analyze', jsonb_build_object('tables', to_jsonb(p_tables::text[])),
+                         jsonb_build_object('analyzed', v_n), 'ok', NULL, NULL);
+    RETURN v_n;
+END;
+$$;
+
+-- The one 'maintain' row of a run of `opsconsole maintain`: its result is computed here from the
+-- maintain.partitions rows this session's steps wrote since p_started, never taken from the caller,
+-- so a group role cannot write a free-form 'ok' row with it.
+CREATE OR REPLACE FUNCTION maintenance_run_report(
+    p_started timestamptz,
+    p_batch_rows integer,
+    p_older_than text DEFAULT NULL
+)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_result jsonb;
+BEGIN
+    IF p_started IS NULL OR p_started > clock_timestamp() OR p_started < clock_timestamp() - interval '1 day' THEN
+        RAISE EXCEPTION 'maintenance_run_report: % is not the start of a run', p_started
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT jsonb_build_object(
+               'rows_moved_from_default', coalesce(sum((a.result ->> 'rows_moved')::bigint), 0),
+               'partitions_created', coalesce(jsonb_agg(a.result -> 'partition')
+                                                  FILTER (WHERE a.result ->> 'action' = 'created'), '[]'),
+               'partitions_attached', coalesce(jsonb_agg(a.result -> 'partition')
+                                                   FILTER (WHERE a.result ->> 'action' = 'attached'), '[]'),
+               'steps', count(*) FILTER (WHERE a.result ->> 'action' <> 'none'))
+    INTO v_result
+    FROM ops_audit_log a
+    WHERE a.action = 'maintain.partitions' AND a.actor = session_user AND a.occurred_at >= p_started;
+    PERFORM record_audit('maintain',
+                         jsonb_build_object('batch_rows', p_batch_rows, 'older_than', p_older_than),
+                         v_result, 'ok',
+                         round((extract(epoch FROM clock_timestamp() - p_started) * 1000)::numeric, 3), NULL);
+    RETURN v_result;
+END;
+$$;
+
 
 -- Keeps updated_at honest when a writer forgets to set it.
 CREATE OR REPLACE FUNCTION touch_updated_at()

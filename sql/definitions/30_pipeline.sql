@@ -36,6 +36,9 @@ $$;
 
 -- The one way rollups change. p_deltas is a JSON array of per-minute deltas (any subset of the keys);
 -- rows are applied in minute order so that concurrent writers lock rollup rows in the same order.
+-- Minutes older than rollup_retention are left alone: the purge deletes them, so a delta there (a
+-- retried or late row from long ago) would create the minute anew holding only the delta: negative
+-- counts. The monitor reads the last hour; nothing reads a minute past the retention.
 CREATE OR REPLACE FUNCTION financial_rollup_apply(p_deltas jsonb)
 RETURNS void
 LANGUAGE plpgsql
@@ -58,6 +61,7 @@ BEGIN
         minute_bucket timestamptz, total_delta bigint, pending_delta bigint, processed_delta bigint,
         failed_delta bigint, dead_letter_delta bigint, duplicate_delta bigint, latency_count bigint,
         latency_sum_ms bigint, latency_max_ms integer, sla_breaches bigint)
+    WHERE d.minute_bucket >= now() - (SELECT s.rollup_retention FROM financial_pipeline_settings s)
     GROUP BY d.minute_bucket
     ORDER BY d.minute_bucket
     ON CONFLICT (minute_bucket) DO UPDATE SET
@@ -76,7 +80,8 @@ END;
 $$;
 
 
--- p_hist: JSON array of {minute_bucket, bucket_lower_ms, bucket_upper_ms, row_count}.
+-- p_hist: JSON array of {minute_bucket, bucket_lower_ms, bucket_upper_ms, row_count}. Minutes older
+-- than rollup_retention are left alone, as in financial_rollup_apply.
 CREATE OR REPLACE FUNCTION financial_latency_apply(p_hist jsonb)
 RETURNS void
 LANGUAGE plpgsql
@@ -90,6 +95,7 @@ BEGIN
     SELECT h.minute_bucket, h.bucket_lower_ms, max(h.bucket_upper_ms), sum(h.row_count)
     FROM jsonb_to_recordset(p_hist) AS h(minute_bucket timestamptz, bucket_lower_ms integer,
                                           bucket_upper_ms integer, row_count bigint)
+    WHERE h.minute_bucket >= now() - (SELECT s.rollup_retention FROM financial_pipeline_settings s)
     GROUP BY h.minute_bucket, h.bucket_lower_ms
     ORDER BY h.minute_bucket, h.bucket_lower_ms
     ON CONFLICT (minute_bucket, bucket_lower_ms) DO UPDATE SET row_count = r.row_count + EXCLUDED.row_count;
@@ -234,6 +240,28 @@ AS $$
     SELECT least(p_base * power(2, least(greatest(p_failures - 1, 0), 30))::double precision, p_max);
 $$;
 
+-- The effective retry schedule of every retryable code: attempts, first and longest delay, and how
+-- long after its first failure a row is dead-lettered if the condition never clears.
+CREATE OR REPLACE FUNCTION financial_retry_schedule()
+RETURNS TABLE(error_code varchar, max_attempts integer, first_delay interval, longest_delay interval,
+              dead_letter_after interval)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT e.error_code, a.n, financial_retry_delay(1, a.base, a.cap),
+           financial_retry_delay(greatest(a.n - 1, 1), a.base, a.cap),
+           (SELECT coalesce(sum(financial_retry_delay(k, a.base, a.cap)), interval '0')
+            FROM generate_series(1, a.n - 1) k)
+    FROM financial_error_codes e
+    CROSS JOIN financial_pipeline_settings s
+    CROSS JOIN LATERAL (SELECT coalesce(e.max_attempts, s.max_attempts) AS n,
+                               coalesce(e.backoff_base, s.backoff_base) AS base,
+                               coalesce(e.backoff_max, s.backoff_max) AS cap) a
+    WHERE e.retryable
+    ORDER BY e.error_code;
+$$;
+
 
 ------------------------------------------------------------------------------------------------------
 -- The chunk functions of 0003 on the new row type. Changed: each staging UPDATE also names the
@@ -324,10 +352,7 @@ BEGIN
         -- one row per order_id, so the check is one primary-key probe.
         CROSS JOIN LATERAL (
             SELECT jsonb_typeof(c.reference_data) = 'object' AND c.reference_data ? 'order_id' AS has_ref,
-                   CASE WHEN jsonb_typeof(c.reference_data) = 'object'
-                             AND jsonb_typeof(c.reference_data -> 'order_id') IN ('number', 'string')
-                             AND (c.reference_data ->> 'order_id') ~ '^[0-9]{1,18}$'
-                        THEN (c.reference_data ->> 'order_id')::bigint END AS order_id
+                   reference_order_id(c.reference_data) AS order_id
         ) o
         LEFT JOIN financial_transaction_types t ON t.transaction_type = c.transaction_type
         -- OFFSET 0 keeps this a per-row primary-key probe; flattened, the planner may hash the whole table
@@ -357,7 +382,7 @@ BEGIN
     LEFT JOIN l ON l.staging_id = v.staging_id;
 
     -- Step 2: score the winners against their account's history in [ts - window, ts), where the
-    -- history is the processed table plus the earlier winners of this chunk; write processed; flag
+    -- history is what arrived before them, processed or in this chunk (see windowed); write processed; flag
     -- financial_transactions; classify the losers (duplicate or conflict); mark every row once.
     WITH c AS (
         SELECT * FROM unnest(p_rows)
@@ -386,12 +411,13 @@ BEGIN
         SELECT w.staging_id, w.account_id, w.transaction_timestamp, abs(w.amount) AS amount_abs
         FROM winners w
         UNION ALL
-        SELECT NULL::bigint, a.account_id, h.transaction_timestamp, h.amount_abs
+        -- (a processed row loaded without staging arrived before anything staged: staging_id 0)
+        SELECT coalesce(h.staging_id, 0), a.account_id, h.transaction_timestamp, h.amount_abs
         FROM acct a
         CROSS JOIN LATERAL (
             -- one index range scan per account (OFFSET 0: never flattened into a scan of processed);
             -- the partitions outside [lo, hi) are pruned at run time
-            SELECT p.transaction_timestamp, p.amount_abs
+            SELECT p.staging_id, p.transaction_timestamp, p.amount_abs
             FROM financial_transactions_processed p
             WHERE p.account_id = a.account_id
               AND p.transaction_timestamp >= a.lo
@@ -399,14 +425,20 @@ BEGIN
             OFFSET 0
         ) h
     ),
+    -- A row's history: the account's transactions in [ts - window, ts) that ARRIVED before it (lower
+    -- staging_id), processed or in this chunk. Arrival order, not chunk membership, decides, so the
+    -- score is a function of the data: the same for any chunk size (one worker claims in arrival
+    -- order, so every earlier arrival is processed before or with it). detect_fraud_indicators applied
+    -- in arrival order gives the same scores (tests/sql/test_financial_pipeline_properties.py).
     windowed AS (
-        SELECT q.staging_id,
-               count(*) OVER w AS recent_count,
-               avg(q.amount_abs) OVER w AS recent_avg
-        FROM pool q
-        -- [ts - window, ts): RANGE includes peers at ts; EXCLUDE GROUP drops them (and the row).
-        WINDOW w AS (PARTITION BY q.account_id ORDER BY q.transaction_timestamp
-                     RANGE BETWEEN p_cfg.fraud_window PRECEDING AND CURRENT ROW EXCLUDE GROUP)
+        SELECT w.staging_id, count(q.account_id) AS recent_count, avg(q.amount_abs) AS recent_avg
+        FROM winners w
+        LEFT JOIN pool q
+          ON q.account_id = w.account_id
+         AND q.transaction_timestamp >= w.transaction_timestamp - p_cfg.fraud_window
+         AND q.transaction_timestamp < w.transaction_timestamp
+         AND q.staging_id < w.staging_id
+        GROUP BY w.staging_id
     ),
     scored AS (
         SELECT w.*, sc.risk_score
@@ -453,9 +485,11 @@ BEGIN
         UNION ALL
         -- failed validation: retried with backoff, or dead-lettered
         SELECT x.staging_id, x.prev_status,
-               financial_failure_status(x.retry_count + 1, e.retryable, p_cfg.max_attempts),
+               -- the error code's own schedule (late data: financial_error_codes), else the settings'
+               financial_failure_status(x.retry_count + 1, e.retryable, coalesce(e.max_attempts, p_cfg.max_attempts)),
                x.new_error_code, x.error_detail, x.retry_count + 1,
-               p_now + financial_retry_delay(x.retry_count + 1, p_cfg.backoff_base, p_cfg.backoff_max), x.ms
+               p_now + financial_retry_delay(x.retry_count + 1, coalesce(e.backoff_base, p_cfg.backoff_base),
+                                             coalesce(e.backoff_max, p_cfg.backoff_max)), x.ms
         FROM x
         JOIN financial_error_codes e ON e.error_code = x.new_error_code
         UNION ALL
@@ -1010,10 +1044,9 @@ BEGIN
     ),
     processed_order_missing AS (
         SELECT p.transaction_id AS id FROM financial_transactions_processed p
-        WHERE jsonb_typeof(p.reference_data) = 'object'
-          AND (p.reference_data ->> 'order_id') ~ '^[0-9]{1,18}$'
+        WHERE reference_order_id(p.reference_data) IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM erp_order_keys k
-                          WHERE k.order_id = (p.reference_data ->> 'order_id')::bigint)
+                          WHERE k.order_id = reference_order_id(p.reference_data))
     )
     SELECT c.check_name, c.n, c.id_kind, c.sample, c.description
     FROM (
@@ -1146,7 +1179,9 @@ COMMENT ON VIEW financial_pipeline_backlog IS
 -- duplicate rows older than the cutoff, at most p_limit per call. staging_rows_deleted counts both.
 -- Rollups older than rollup_retention go too. Last, it creates the days ahead (ensure_staging_partitions).
 -- Dropping a partition takes an ACCESS EXCLUSIVE lock on staging until commit: workers wait for the
--- few milliseconds of a detach, a survivors' copy and a drop, once a day.
+-- few milliseconds of a detach, a survivors' copy and a drop, once a day. Every lock is waited for at
+-- most lock_timeout (1 s): behind a long reader the purge fails fast instead of making inserts and
+-- claims queue behind it; the caller (opsconsole purge / maintain) retries with backoff.
 CREATE OR REPLACE FUNCTION purge_financial_staging(
     p_older_than interval DEFAULT NULL,
     p_limit integer DEFAULT 100000
@@ -1154,6 +1189,7 @@ CREATE OR REPLACE FUNCTION purge_financial_staging(
 RETURNS TABLE(staging_rows_deleted bigint, rollup_rows_deleted bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '1s'
 AS $$
 DECLARE
     v_start    timestamptz := clock_timestamp();
@@ -1172,6 +1208,10 @@ DECLARE
     v_dropped  text[] := ARRAY[]::text[];
     v_kept_all bigint := 0;
 BEGIN
+    -- One purge at a time, and not while maintenance works on staging (the key ensure_partitions_step
+    -- and ensure_staging_partitions take): a second purge waits here (up to lock_timeout; the caller
+    -- retries) and then sees the partitions the first one dropped as gone, instead of colliding.
+    PERFORM pg_advisory_xact_lock('financial_transactions_staging'::regclass::oid::bigint);
     SELECT * INTO v_cfg FROM financial_pipeline_settings;
     v_cutoff := now() - coalesce(p_older_than, v_cfg.staging_retention);
     staging_rows_deleted := 0;
@@ -1269,16 +1309,8 @@ RETURNS TABLE(partition_name regclass, range_from timestamptz, range_to timestam
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, public, pg_temp
-SET "TimeZone" = 'UTC'
-SET "DateStyle" = 'ISO, YMD'
 AS $$
-    SELECT c.oid::regclass,
-           (regexp_match(b.bound, '^FOR VALUES FROM \(''([^'']+)''\)'))[1]::timestamptz,
-           (regexp_match(b.bound, ' TO \(''([^'']+)''\)$'))[1]::timestamptz
-    FROM pg_inherits i
-    JOIN pg_class c ON c.oid = i.inhrelid
-    CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
-    WHERE i.inhparent = 'financial_transactions_staging'::regclass;
+    SELECT b.partition_name, b.range_from, b.range_to FROM partition_bounds('financial_transactions_staging') b;
 $$;
 
 

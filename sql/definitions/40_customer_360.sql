@@ -32,9 +32,10 @@
 --     after UTC midnight of (today - 1 year). When the oldest row in a customer's window leaves it, the
 --     store row expires (window_expires_at) and the next incremental refresh recomputes it.
 --   * Financial profile: a processed (is_processed = true) transaction belongs to the customer of the
---     ERP order it references: reference_data->>'order_id' holds erp_orders.order_id (the spec compared
---     it with order_number, which is a different identifier). The match is on the canonical text of the
---     id, which the partial index financial_transactions_order_ref_idx serves. Orders of any status
+--     ERP order it references: reference_order_id(reference_data) is erp_orders.order_id (the spec compared
+--     it with order_number, which is a different identifier). The match is on the canonical order id
+--     ({"order_id": "0042"} is order 42, as in the pipeline), which the partial expression index
+--     financial_transactions_order_id_idx serves. Orders of any status
 --     count here (a refund on a cancelled order is still money). One row per customer, however many
 --     accounts paid; financial_account_ids lists them.
 --   * MODE() ties: primary_currency, favorite_category and preferred_device pick the most frequent value;
@@ -97,23 +98,15 @@ AS $$
 $$;
 
 
--- The ERP order id a financial transaction references, or NULL when reference_data holds none or
--- something that is not a bigint. Never raises, so change capture cannot break a writer. It accepts
--- every text the definition's join accepts (the canonical text of an order_id), and a little more.
-CREATE OR REPLACE FUNCTION customer_360_order_ref(p_reference jsonb)
-RETURNS bigint
-LANGUAGE sql
-IMMUTABLE
-STRICT
-SET search_path = pg_catalog, public, pg_temp
-AS $$
-    SELECT CASE WHEN r.t ~ '^-?[0-9]{1,19}$' THEN
-                CASE WHEN r.t::numeric BETWEEN -9223372036854775808 AND 9223372036854775807
-                     THEN r.t::numeric::bigint END
-           END
-    FROM (SELECT p_reference->>'order_id' AS t) r
-$$;
-
+------------------------------------------------------------------------------------------------------
+-- Transactions by the order they reference
+------------------------------------------------------------------------------------------------------
+-- This index lives here, not in a migration, because it is an index on reference_order_id()
+-- (10_platform.sql), which a migration must not depend on; IF NOT EXISTS makes it a one-time build.
+-- It replaced the index on the raw text (dropped by 0014), which read "0042" and "42" as two orders.
+CREATE INDEX IF NOT EXISTS financial_transactions_order_id_idx
+    ON financial_transactions (reference_order_id(reference_data))
+    WHERE reference_data ? 'order_id';
 
 ------------------------------------------------------------------------------------------------------
 -- The one definition of a row
@@ -217,15 +210,15 @@ BEGIN
               FROM events e WHERE e.device IS NOT NULL GROUP BY 1, 2) x
         ORDER BY x.customer_id, x.n DESC, x.latest DESC, x.device COLLATE "C"
     ),
-    -- For a few customers, look their orders' references up in financial_transactions_order_ref_idx
+    -- For a few customers, look their orders' references up in financial_transactions_order_id_idx
     -- (the array condition); for all customers the condition folds away and a hash join runs.
     fin AS MATERIALIZED (
         SELECT co.customer_id, ft.account_id, ft.amount, ft.transaction_type, ft.transaction_timestamp
         FROM financial_transactions ft
-        JOIN cust_orders co ON ft.reference_data->>'order_id' = co.order_id::text
+        JOIN cust_orders co ON reference_order_id(ft.reference_data) = co.order_id
         WHERE ft.reference_data ? 'order_id'
           AND ($1 IS NULL
-               OR ft.reference_data->>'order_id' = ANY (ARRAY(SELECT c2.order_id::text FROM cust_orders c2)))
+               OR reference_order_id(ft.reference_data) = ANY (ARRAY(SELECT c2.order_id FROM cust_orders c2)))
           AND ft.is_processed
           AND ft.transaction_timestamp >= $3
     ),
@@ -459,21 +452,21 @@ AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO customer_360_dirty (order_id, source)
-        SELECT DISTINCT customer_360_order_ref(n.reference_data), 'financial_transactions'
+        SELECT DISTINCT reference_order_id(n.reference_data), 'financial_transactions'
         FROM new_rows n
-        WHERE n.is_processed AND customer_360_order_ref(n.reference_data) IS NOT NULL;
+        WHERE n.is_processed AND reference_order_id(n.reference_data) IS NOT NULL;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO customer_360_dirty (order_id, source)
         SELECT x.order_id, 'financial_transactions'
-        FROM (SELECT customer_360_order_ref(o.reference_data) AS order_id FROM old_rows o WHERE o.is_processed
+        FROM (SELECT reference_order_id(o.reference_data) AS order_id FROM old_rows o WHERE o.is_processed
               UNION
-              SELECT customer_360_order_ref(n.reference_data) FROM new_rows n WHERE n.is_processed) x
+              SELECT reference_order_id(n.reference_data) FROM new_rows n WHERE n.is_processed) x
         WHERE x.order_id IS NOT NULL;
     ELSE
         INSERT INTO customer_360_dirty (order_id, source)
-        SELECT DISTINCT customer_360_order_ref(o.reference_data), 'financial_transactions'
+        SELECT DISTINCT reference_order_id(o.reference_data), 'financial_transactions'
         FROM old_rows o
-        WHERE o.is_processed AND customer_360_order_ref(o.reference_data) IS NOT NULL;
+        WHERE o.is_processed AND reference_order_id(o.reference_data) IS NOT NULL;
     END IF;
     RETURN NULL;
 END;

@@ -530,7 +530,7 @@ DECLARE
     v_relid oid;
 BEGIN
     GET DIAGNOSTICS v_stack = PG_CONTEXT;
-    v_maint := v_stack LIKE '%function ensure_partitions(%';
+    v_maint := v_stack LIKE '%function ensure_partitions(%' OR v_stack LIKE '%function ensure_partitions_step(%';
     FOR v_relid IN
         SELECT DISTINCT coalesce(pg_partition_root(t.relid), t.relid)
         FROM (
@@ -567,7 +567,7 @@ DECLARE
     v_stack text;
 BEGIN
     GET DIAGNOSTICS v_stack = PG_CONTEXT;
-    v_maint := v_stack LIKE '%function ensure_partitions(%';
+    v_maint := v_stack LIKE '%function ensure_partitions(%' OR v_stack LIKE '%function ensure_partitions_step(%';
 
     -- Whole relations that were tracked.
     FOR s IN

@@ -49,6 +49,21 @@ ACTIONS = {
     ),
     "retry_failed": ("SELECT retry_failed(p_all => true)", "retry_failed", "opsconsole_operator"),
     "dq_run": ("SELECT * FROM dq_run()", "dq.run", "opsconsole_operator"),
+    "ensure_partitions_step": (
+        "SELECT * FROM ensure_partitions_step('public.erp_orders'::regclass)",
+        "maintain.partitions",
+        "opsconsole_admin",
+    ),
+    "maintenance_analyze": (
+        "SELECT maintenance_analyze(ARRAY['public.crm_customers'::regclass])",
+        "maintain.analyze",
+        "opsconsole_admin",
+    ),
+    "maintenance_run_report": (
+        "SELECT maintenance_run_report(now(), 100)",
+        "maintain",
+        "opsconsole_admin",
+    ),
     "execute_data_quality_checks": (
         "SELECT * FROM execute_data_quality_checks()",
         "dq.run",
@@ -91,6 +106,9 @@ READS = {
     "lineage_downstream": "SELECT * FROM lineage_downstream('crm_customers')",
     "reconcile_financial_pipeline": "SELECT * FROM reconcile_financial_pipeline()",
     "retry_scope_count": "SELECT retry_scope_count(NULL, NULL, NULL, true, false)",
+    "partition_bounds": "SELECT * FROM partition_bounds('public.erp_orders'::regclass)",
+    "maintenance_partitioned_tables": "SELECT * FROM maintenance_partitioned_tables()",
+    "financial_retry_schedule": "SELECT * FROM financial_retry_schedule()",
 }
 
 # Built-ins the definers call, in signatures that beat pg_catalog's by an exact type match

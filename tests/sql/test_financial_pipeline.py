@@ -276,6 +276,10 @@ def _make_due(conn, staging_id: int) -> None:
 
 def test_backoff_then_dead_letter_then_operator_retry(conn):
     settings(conn, max_attempts=3, backoff_base=dt.timedelta(seconds=10))
+    # the settings' schedule, not order_not_found's own hours-long one (tests/test_late_data.py)
+    conn.execute(
+        "UPDATE financial_error_codes SET max_attempts = NULL, backoff_base = NULL, backoff_max = NULL"
+    )
     (sid,) = stage(conn, [(1, 1, MONDAY_10, 10, "payment", {"order_id": 77}, "b1")])
     delays = []
     for _ in range(3):

@@ -260,7 +260,14 @@ def simulate_cmd(
     live_line = _StatusLine(enabled=not as_json)
     try:
         with live_line:
-            stats = simulate.run(ctx.dsn, cfg, duration=duration, on_status=live_line.update, stop=stop)
+            stats = simulate.run(
+                ctx.dsn,
+                cfg,
+                duration=duration,
+                on_status=live_line.update,
+                stop=stop,
+                on_outage=lambda line: click.echo(time.strftime("%H:%M:%S ") + line, err=True),
+            )
     finally:
         if pid_file:
             pid_file.unlink(missing_ok=True)
@@ -270,6 +277,11 @@ def simulate_cmd(
         return
     for name, why in stats.streams_off.items():
         err_console.print(f"note: the {name} stream was off: {why}.", highlight=False)
+    if stats.outages:
+        click.echo(
+            f"Rode out {stats.outages} database outage(s) ({stats.outage_s:.1f} s): "
+            f"{stats.skipped_ticks:,} tick(s) due meanwhile were not generated; nothing sent was lost."
+        )
     if "staging" not in stats.streams_off:
         if stats.held:
             click.echo(

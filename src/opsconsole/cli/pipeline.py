@@ -116,15 +116,27 @@ def retry(
     show_default=True,
     help="Fallback poll interval when no NOTIFY arrives.",
 )
+@click.option(
+    "--maintenance/--no-maintenance",
+    default=True,
+    show_default=True,
+    help="Run `opsconsole maintain` about daily (one of N workers does; needs the admin role).",
+)
 @pass_ctx
-def worker(ctx: Context, concurrency: int, batch_size: int, poll_seconds: float) -> None:
+def worker(ctx: Context, concurrency: int, batch_size: int, poll_seconds: float, maintenance: bool) -> None:
     """Run the claim loop until SIGTERM or Ctrl-C (the chunk in flight finishes first)."""
     from opsconsole.pipeline.worker import Worker
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr, force=True
     )
-    w = Worker(ctx.dsn, concurrency=concurrency, batch_size=batch_size, poll_s=poll_seconds)
+    w = Worker(
+        ctx.dsn,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        poll_s=poll_seconds,
+        maintenance_check_s=3600.0 if maintenance else None,
+    )
 
     def _stop(signum, _frame) -> None:
         logging.getLogger("opsconsole.worker").info(
@@ -222,4 +234,53 @@ def purge(ctx: Context, older_than: str | None, limit: int, as_json: bool) -> No
     )
 
 
-COMMANDS = [process, retry, worker, reconcile, backlog, purge]
+@click.command("maintain")
+@click.option(
+    "--batch-rows",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Rows moved out of a DEFAULT partition per transaction.",
+)
+@click.option(
+    "--older-than", metavar="INTERVAL", help="Staging retention for the purge (default: the settings)."
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for a maintenance run already in progress.",
+)
+@json_option
+@pass_ctx
+def maintain(ctx: Context, batch_rows: int, older_than: str | None, wait_s: float, as_json: bool) -> None:
+    """Periodic maintenance in small steps: partitions ahead, rows out of DEFAULT, staging retention,
+    statistics. Safe at any time and idempotent; workers run it about daily. Admin role."""
+    from opsconsole.ops import maintenance
+
+    with ctx.connect("maintain") as conn:
+        report = maintenance.maintain(
+            conn,
+            batch_rows=batch_rows,
+            older_than=older_than,
+            wait_s=wait_s,
+            say=None if wants_json(ctx, as_json) else lambda line: err_console.print(line, highlight=False),
+        )
+    if wants_json(ctx, as_json):
+        emit(report, True)
+        return
+    purged = report["purge"]
+    defaults = ", ".join(f"{t} {n:,}" for t, n in report["default_rows"].items())
+    click.echo(
+        f"Created {len(report['partitions_created'])} partition(s) ahead, attached "
+        f"{len(report['partitions_attached'])} after moving {report['rows_moved_from_default']:,} row(s) "
+        f"out of DEFAULT; purged {purged['staging_rows_deleted']:,} staging and "
+        f"{purged['rollup_rows_deleted']:,} rollup row(s), dropped {len(purged['partitions_dropped'])} "
+        f"day(s); analyzed {len(report['analyzed'])} table(s) in {report['seconds']:.1f} s. "
+        f"Rows left in DEFAULT: {defaults or 'none'}."
+    )
+
+
+COMMANDS = [process, retry, worker, reconcile, backlog, purge, maintain]

@@ -27,6 +27,7 @@ Faults (each a share of the stream it applies to; kinds within a stream are mutu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -566,6 +567,7 @@ _EMPTY_NEW = pl.DataFrame(
 MAX_CATCHUP_TICKS = 25  # at most this many due ticks go into one COPY when behind
 RATE_WINDOW_S = 5.0  # the "now" rate is measured over this window
 HOLD_SHARE = 0.95  # achieved / asked below this means the rate was not held
+AUDIT_PATIENCE_S = 30.0  # how long the final audit row waits for a database that went away
 
 
 @dataclass
@@ -590,11 +592,16 @@ class SimStats:
     max_lag_s: float = 0.0
     window_rate: float = 0.0
     streams_off: dict[str, str] = field(default_factory=dict)
+    outages: int = 0  # times the database went away during the run
+    outage_s: float = 0.0  # seconds spent reconnecting (not counted against the rate)
+    skipped_ticks: int = 0  # ticks that fell due during an outage and were not generated
     _window: deque = field(default_factory=deque)
 
     @property
     def achieved_rate(self) -> float:
-        return self.staging_rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Rows per second of the time the database was there (outages are reported apart)."""
+        up = self.elapsed_s - self.outage_s
+        return self.staging_rows / up if up > 0 else 0.0
 
     @property
     def behind(self) -> bool:
@@ -623,6 +630,9 @@ class SimStats:
             "batches": self.batches,
             "max_lag_s": round(self.max_lag_s, 2),
             "streams_off": dict(self.streams_off),
+            "outages": self.outages,
+            "outage_s": round(self.outage_s, 2),
+            "skipped_ticks": self.skipped_ticks,
         }
 
     def describe(self) -> str:
@@ -709,11 +719,16 @@ def configure(base: SimConfig, state: dict, start_us: int) -> SimConfig:
     )
 
 
-def _load_batch(conn, frames: TickFrames, streams: set[str]) -> None:
-    """One transaction per batch: COPY staging/events/market, CRM updates and sign-ups, NOTIFY."""
+def _load_batch(conn, frames: TickFrames, streams: set[str], xid: list[str] | None = None) -> None:
+    """One transaction per batch: COPY staging/events/market, CRM updates and sign-ups, NOTIFY.
+
+    The transaction's id goes into ``xid`` first, so that after losing the connection during the
+    commit the runner can ask the server whether the batch committed (pg_xact_status)."""
     from opsconsole.pipeline.copyio import copy_frames
 
     with conn.transaction(), conn.cursor() as cur:
+        if xid is not None:
+            xid[:] = [cur.execute("SELECT pg_current_xact_id()::text").fetchone()[0]]
         if "staging" in streams and frames.staging.height:
             copy_frames(
                 cur, "financial_transactions_staging", STAGING_COLUMNS, [frames.staging], prefetch=False
@@ -779,13 +794,25 @@ def run(
     on_status=None,
     stop: threading.Event | None = None,
     status_every: float = 0.5,
+    on_outage=None,
 ) -> SimStats:
-    """Feed the database until ``duration`` seconds passed, ``stop`` is set or Ctrl-C."""
-    from opsconsole.db.connect import connect
+    """Feed the database until ``duration`` seconds passed, ``stop`` is set or Ctrl-C.
+
+    Losing the server (restart, failover, pg_terminate_backend) does not end the run: ``on_outage``
+    gets one line when it starts and one when the database is back (opsconsole.db.connect.Reconnect,
+    jittered backoff). The batch in flight is sent exactly once: after reconnecting the runner asks
+    the server whether its transaction committed and sends it again only if it did not. The ticks
+    that fell due during the outage are NOT generated (their transaction ids stay unused): the
+    schedule resumes at the asked rate from the moment the database is back, with no catch-up burst.
+    """
+    from opsconsole.db.connect import Reconnect, connect
 
     stop = stop or threading.Event()
     base.faults.validate()
-    with connect(dsn, "simulate") as conn:
+    say = on_outage or (lambda line: None)
+    policy = Reconnect("simulate", say)
+    conn = connect(dsn, "simulate")
+    try:
         state = database_state(conn)
         tables = state["tables"]
         stats = SimStats(asked_rate=base.rate)
@@ -816,10 +843,20 @@ def run(
                 if last_tick_end is not None:
                     last = min(last, last_tick_end - 1)
                 frames = generate_ticks(cfg, tick, last + 1)
-                _load_batch(conn, frames, streams)
+                conn, outage_s = _send_once(dsn, conn, frames, streams, policy, stop)
+                if conn is None:
+                    break  # stopped while the database was away; the batch was not sent
                 _count(stats, frames, streams)
                 tick = last + 1
                 now = time.monotonic()
+                if outage_s:
+                    # Resume at the asked rate from now: ticks due during the outage are skipped.
+                    stats.outages = policy.outages
+                    stats.outage_s += outage_s
+                    resume = math.floor((now - t0) / dt)
+                    if resume > tick:
+                        stats.skipped_ticks += resume - tick
+                        tick = resume
                 # Time covered: the schedule's (tick * dt) when on time, the clock's when behind.
                 stats.elapsed_s = max(now - t0, tick * dt)
                 stats.lag_s = max(0.0, stats.elapsed_s - tick * dt)
@@ -838,17 +875,94 @@ def run(
         except KeyboardInterrupt:
             pass
         stats.elapsed_s = max(time.monotonic() - t0, tick * dt)
-        conn.execute(
-            "SELECT record_audit('simulate', %s::jsonb, %s::jsonb, 'ok', %s::numeric, NULL)",
-            (
-                json.dumps({"rate": base.rate, "duration": duration, "faults": base.faults.__dict__}),
-                json.dumps(stats.as_dict()),
-                round(stats.elapsed_s * 1000, 3),
-            ),
-        )
+        stats.outages = policy.outages
+        conn = _audit_run(dsn, conn, base, duration, stats, policy, say)
+    finally:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
     if on_status is not None:
         on_status(stats)
     return stats
+
+
+def _send_once(dsn: str, conn, frames: TickFrames, streams: set[str], policy, stop: threading.Event):
+    """Load one batch, riding out a lost connection; returns (connection, seconds spent reconnecting).
+
+    The connection is None when ``stop`` was set before the database came back."""
+    from opsconsole.db.connect import is_disconnect
+
+    xid: list[str] = []
+    started: float | None = None
+    while True:
+        try:
+            if conn is None:
+                conn = _reconnect(dsn)
+                policy.restored()
+                if xid and _committed(conn, xid[0]):
+                    break  # the commit reached the server; only its acknowledgement was lost
+            _load_batch(conn, frames, streams, xid)
+            break
+        except Exception as exc:
+            if not is_disconnect(exc):
+                raise
+            if started is None:
+                started = time.monotonic()
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+            if stop.wait(policy.lost(exc)):
+                return None, time.monotonic() - started
+    return conn, (time.monotonic() - started if started is not None else 0.0)
+
+
+def _reconnect(dsn: str):
+    from opsconsole.db.connect import connect
+
+    return connect(dsn, "simulate")
+
+
+def _committed(conn, xid: str) -> bool:
+    """Did the transaction ``xid`` commit? Unknown (too old, or lost in a failover) counts as no."""
+    import psycopg
+
+    try:
+        row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+    except psycopg.errors.DatabaseError:
+        return False  # e.g. 'transaction ID is in the future' on a promoted standby that lacks it
+    return bool(row) and row[0] == "committed"
+
+
+def _audit_run(dsn: str, conn, base: SimConfig, duration, stats: SimStats, policy, say):
+    """The run's audit row, riding out a lost connection for up to AUDIT_PATIENCE_S."""
+    from opsconsole.db.connect import is_disconnect
+
+    deadline = time.monotonic() + AUDIT_PATIENCE_S
+    while True:
+        try:
+            if conn is None:
+                conn = _reconnect(dsn)
+                policy.restored()
+            conn.execute(
+                "SELECT record_audit('simulate', %s::jsonb, %s::jsonb, 'ok', %s::numeric, NULL)",
+                (
+                    json.dumps({"rate": base.rate, "duration": duration, "faults": base.faults.__dict__}),
+                    json.dumps(stats.as_dict()),
+                    round(stats.elapsed_s * 1000, 3),
+                ),
+            )
+            return conn
+        except Exception as exc:
+            if not is_disconnect(exc):
+                raise
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+            wait = policy.lost(exc)
+            if time.monotonic() + wait > deadline:
+                say(f"simulate: the database did not come back; the run's audit row was not written ({exc})")
+                return None
+            time.sleep(wait)
 
 
 def _count(stats: SimStats, frames: TickFrames, streams: set[str]) -> None:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+
 import psycopg
 from psycopg import conninfo as ci
 
@@ -78,3 +84,92 @@ def first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     line = lines[0] if lines else type(exc).__name__
     return line.rstrip(".")
+
+
+# -- riding out restarts ---------------------------------------------------------------------------
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Errors that mean the connection (or the server) is gone, as opposed to a bad query.
+
+    AdminShutdown (a fast restart, pg_terminate_backend), CannotConnectNow (the server is starting),
+    a closed socket, a refused connection: yes. A statement timeout (QueryCanceled) or a lock
+    timeout (LockNotAvailable) is a per-query problem on a healthy link: no."""
+    if isinstance(exc, ConnectionProblem | psycopg.InterfaceError):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        return not isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable)
+    return False
+
+
+class Reconnect:
+    """The retry policy of every long-running command: jittered exponential backoff, one line per outage.
+
+    One object is shared by all the loops of a process (the worker's N claim loops, the simulator),
+    so an outage that breaks every connection at once prints one line when it starts and one when
+    the database is back, never one per attempt or per loop. `lost()` returns how long to wait
+    before the next attempt: `initial` doubling to `cap`, each delay drawn uniformly from its upper
+    half so that N processes do not reconnect in lock step. Loss within `grace_s` of the last
+    recovery counts as the same outage (a loop that notices late does not start a new one).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        say: Callable[[str], None],
+        *,
+        initial: float = 0.5,
+        cap: float = 15.0,
+        grace_s: float = 2.0,
+        rng: random.Random | None = None,
+    ):
+        self.name = name
+        self.say = say
+        self.initial = initial
+        self.cap = cap
+        self.grace_s = grace_s
+        self.rng = rng or random.Random()
+        self.outages = 0
+        self._lock = threading.Lock()
+        self._down: dict[object, int] = {}  # who is reconnecting -> attempts so far
+        self._since: float | None = None  # monotonic start of the current outage
+        self._back_at = -math.inf  # monotonic time of the last recovery
+
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def lost(self, exc: BaseException, who: object = None) -> float:
+        """Record a failed attempt of `who`; returns the seconds to wait before the next one."""
+        with self._lock:
+            now = time.monotonic()
+            attempts = self._down.get(who, 0)
+            self._down[who] = attempts + 1
+            if self._since is None:
+                self._since = now
+                if now - self._back_at > self.grace_s:
+                    self.outages += 1
+                    self.say(
+                        f"{self.name}: lost the database ({reason(exc)}); "
+                        "reconnecting with backoff, nothing is lost meanwhile"
+                    )
+            base = min(self.cap, self.initial * 2**attempts)
+            return self.rng.uniform(base / 2, base)
+
+    def restored(self, who: object = None) -> None:
+        """`who` is connected (again); the outage ends when everyone who lost the link is back."""
+        with self._lock:
+            if self._down.pop(who, None) is None or self._down or self._since is None:
+                return
+            now = time.monotonic()
+            took, self._since, self._back_at = now - self._since, None, now
+            self.say(f"{self.name}: reconnected to the database after {took:.1f} s")
+
+
+def reason(exc: BaseException) -> str:
+    """The shortest honest description of why a connection failed (for the one outage line)."""
+    if isinstance(exc, ConnectionProblem):
+        return exc.message.rstrip(".")
+    sqlstate = getattr(exc, "sqlstate", None)
+    text = first_line(exc)
+    return f"{type(exc).__name__} {sqlstate}: {text}" if sqlstate else f"{type(exc).__name__}: {text}"

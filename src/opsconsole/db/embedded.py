@@ -136,6 +136,28 @@ class EmbeddedServer:
             self._run([str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
             return True
 
+    def restart(self, mode: str = "fast") -> None:
+        """pg_ctl restart: 'fast' (sessions are terminated, a clean shutdown) or 'immediate' (a crash
+        and recovery). Used to prove that long-running commands ride out a restart."""
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"unknown shutdown mode {mode!r}")
+        with self._lock():
+            self._run(
+                [
+                    str(bin_dir() / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    "60",
+                    "restart",
+                ]
+            )
+
     @contextmanager
     def _lock(self) -> Iterator[None]:
         lock_path = self.data_dir.parent / f".{self.data_dir.name}.lock"

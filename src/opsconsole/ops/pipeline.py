@@ -147,20 +147,37 @@ def due_count(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def purge(conn: psycopg.Connection, older_than: str | None = None, limit: int = 100_000) -> dict[str, Any]:
+def purge(
+    conn: psycopg.Connection, older_than: str | None = None, limit: int = 100_000, attempts: int | None = None
+) -> dict[str, Any]:
     """Staging retention (purge_financial_staging, which audits itself): drop the day partitions older
     than the retention, keeping their owed rows, and trim old rollups. Returns the counts and which
-    partitions were dropped and created (compared before and after, in the same transaction)."""
+    partitions were dropped and created (compared before and after, in the same transaction).
+
+    The purge waits at most lock_timeout (1 s) for its locks and is retried with backoff
+    (opsconsole.db.locks), so loaders and claims never queue behind it for longer; two purges at
+    once are serialised by an advisory lock inside the function. Raises LockBusy when it gives up."""
+    from opsconsole.db.locks import with_lock_retry
+
     if limit < 1:
         raise PipelineProblem("The limit must be at least 1.")
     listing = "SELECT partition_name::text FROM financial_staging_partitions()"
-    with database_errors("purge staging", fallback=PipelineProblem), conn.transaction():
-        before = {r[0] for r in conn.execute(listing)}
-        row = conn.execute(
+
+    def step(c: psycopg.Connection) -> tuple[set[str], Any, set[str]]:
+        # the purge's own lock, taken before the listing: a purge that waited for another one lists
+        # the partitions as that one left them, and reports only what it dropped itself
+        c.execute("SELECT pg_advisory_xact_lock('financial_transactions_staging'::regclass::oid::bigint)")
+        before = {r[0] for r in c.execute(listing)}
+        row = c.execute(
             "SELECT staging_rows_deleted, rollup_rows_deleted FROM purge_financial_staging(%s::interval, %s)",
             (older_than, limit),
         ).fetchone()
-        after = {r[0] for r in conn.execute(listing)}
+        return before, row, {r[0] for r in c.execute(listing)}
+
+    with database_errors("purge staging", fallback=PipelineProblem):
+        before, row, after = with_lock_retry(
+            conn, "the staging purge", step, **({"attempts": attempts} if attempts else {})
+        )
     assert row is not None
     return {
         "staging_rows_deleted": row[0],

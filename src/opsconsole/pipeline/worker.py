@@ -7,8 +7,10 @@ notification, polling every `poll_s` seconds as the fallback (a NOTIFY can be mi
 reconnecting, and failed rows become due by the clock, not by a notification).
 
 Stopping: stop() (SIGTERM / Ctrl-C in the CLI) lets the chunk in flight commit, then each loop ends.
-Losing the server: the loop logs one line, waits with backoff and reconnects; the chunk in flight
-rolled back with the connection, so its rows are simply claimed again.
+Losing the server (a restart, a failover, pg_terminate_backend): the loops share one Reconnect
+policy (opsconsole.db.connect), so an outage logs one line when it starts and one when the database
+is back, whatever the number of loops and attempts; they retry with jittered backoff. The chunk in
+flight rolled back with the connection, so its rows are simply claimed again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from opsconsole.db.connect import Reconnect, is_disconnect
 from opsconsole.ops import pipeline as ops
 
 log = logging.getLogger("opsconsole.worker")
@@ -67,6 +70,7 @@ class Worker:
         name: str = "worker",
         on_chunk: Callable[[ops.BatchResult], None] | None = None,
         app_name: str | None = None,
+        maintenance_check_s: float | None = None,
     ):
         if concurrency < 1:
             raise ops.PipelineProblem("--concurrency must be at least 1.")
@@ -82,11 +86,17 @@ class Worker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.reconnect = Reconnect(name, log.warning)
+        self.maintenance_check_s = maintenance_check_s  # None: this worker never runs maintenance
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         for i in range(self.concurrency):
             t = threading.Thread(target=self._loop, args=(i,), name=f"{self.name}-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+        if self.maintenance_check_s:
+            t = threading.Thread(target=self._maintenance_loop, name=f"{self.name}-maintenance", daemon=True)
             self._threads.append(t)
             t.start()
 
@@ -132,15 +142,12 @@ class Worker:
 
     def _loop(self, slot: int) -> None:
         label = f"{self.name}-{slot}"
-        backoff = 0.5
         conn: psycopg.Connection | None = None
         while not self._stop.is_set():
             try:
                 if conn is None:
                     conn = self._connect(slot)
-                    if backoff > 0.5:
-                        log.info("%s: reconnected to the database", label)
-                    backoff = 0.5
+                    self.reconnect.restored(slot)
                 result = ops.process_batch(conn, self.batch_size, self.max_chunk_time, worker=label)
                 if result.claimed:
                     self.stats.add(result)
@@ -149,38 +156,76 @@ class Worker:
                         self.on_chunk(result)
                     continue  # more may be due: claim again at once
                 self._wait_for_work(conn)
-            except (psycopg.OperationalError, psycopg.InterfaceError, ops.OpsError) as exc:
-                if conn is not None and not conn.broken and not conn.closed:
+            except (psycopg.Error, ops.OpsError) as exc:
+                if is_disconnect(exc) or conn is None or conn.broken or conn.closed:
+                    # Server gone, connection killed, or unreachable: the chunk in flight rolled
+                    # back with the connection, so its rows are simply claimed again.
+                    with self.stats.lock:
+                        self.stats.reconnects += 1
+                    _close(conn)
+                    conn = None
+                    self._stop.wait(self.reconnect.lost(exc, slot))
+                elif isinstance(exc, psycopg.OperationalError | ops.OpsError):
                     # e.g. a deadlock or a cancelled statement: the chunk rolled back, the link is fine
                     with self.stats.lock:
                         self.stats.errors += 1
                     log.warning("%s: chunk rolled back (%s); claiming again", label, _first_line(exc))
                     self._stop.wait(0.1)
-                    continue
-                # Server gone, connection killed, or unreachable: the chunk in flight rolled back.
-                with self.stats.lock:
-                    self.stats.reconnects += 1
-                log.warning(
-                    "%s: lost the database (%s); reconnecting in %.1f s",
-                    label,
-                    _first_line(exc),
-                    backoff,
-                )
-                _close(conn)
-                conn = None
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-            except psycopg.Error as exc:
-                # A SQL error outside the row-level isolation (e.g. a missing migration): keep going,
-                # slowly, so an operator can fix it without restarting the worker.
-                with self.stats.lock:
-                    self.stats.errors += 1
-                log.error(
-                    "%s: processing failed: %s; retrying in %.1f s", label, _first_line(exc), self.poll_s
-                )
-                self._stop.wait(self.poll_s)
+                else:
+                    # A SQL error outside the row-level isolation (e.g. a missing migration): keep
+                    # going, slowly, so an operator can fix it without restarting the worker.
+                    with self.stats.lock:
+                        self.stats.errors += 1
+                    log.error(
+                        "%s: processing failed: %s; retrying in %.1f s",
+                        label,
+                        _first_line(exc),
+                        self.poll_s,
+                    )
+                    self._stop.wait(self.poll_s)
         _close(conn)
         log.info("%s: stopped", label)
+
+    def _maintenance_loop(self) -> None:
+        """About daily, `opsconsole maintain` on its own connection: every maintenance_check_s this
+        worker asks whether a run is due and, if no other session holds the maintenance lock, does it
+        (ops.maintenance.run_if_due), so exactly one of N workers runs it. A role that may not run
+        maintenance says so once and this loop ends; the claim loops are not affected."""
+        from opsconsole.db.connect import connect
+        from opsconsole.errors import PermissionProblem
+        from opsconsole.ops import maintenance
+
+        label = f"{self.name}-maintenance"
+        conn: psycopg.Connection | None = None
+        wait = min(60.0, self.maintenance_check_s or 60.0)  # the first check a minute after start
+        while not self._stop.wait(wait):
+            wait = self.maintenance_check_s or 3600.0
+            try:
+                if conn is None:
+                    conn = connect(self.dsn, label)
+                    self.reconnect.restored(label)
+                report = maintenance.run_if_due(conn, say=lambda line: log.info("%s: %s", label, line))
+                if report is not None:
+                    log.info(
+                        "%s: maintenance done in %.1f s: %d partition(s) created, %d attached, %d row(s) "
+                        "moved out of DEFAULT",
+                        label,
+                        report["seconds"],
+                        len(report["partitions_created"]),
+                        len(report["partitions_attached"]),
+                        report["rows_moved_from_default"],
+                    )
+            except PermissionProblem as exc:
+                log.warning("%s: this worker does not run maintenance: %s", label, exc.message)
+                break
+            except (psycopg.Error, ops.OpsError) as exc:
+                if is_disconnect(exc) or conn is None or conn.broken or conn.closed:
+                    _close(conn)
+                    conn = None
+                    wait = self.reconnect.lost(exc, label)
+                else:
+                    log.warning("%s: maintenance did not finish: %s", label, getattr(exc, "message", exc))
+        _close(conn)
 
     def _wait_for_work(self, conn: psycopg.Connection) -> None:
         """Sleep until a NOTIFY on opsconsole_staging, the poll interval, or stop()."""

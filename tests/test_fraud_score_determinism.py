@@ -1,0 +1,63 @@
+"""A transaction's fraud score depends on the data, not on how rows were chunked (issue 14): its
+history is what arrived before it (lower staging_id), not whatever shared its chunk. Before the fix an
+out-of-order arrival scored 0 alone and 40 in a chunk with its predecessor (the explicit example).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import psycopg
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+BASE = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)  # a Monday morning: business hours
+
+rows_strategy = st.lists(
+    st.tuples(
+        st.integers(1, 3),  # account
+        st.integers(0, 90),  # event time, minutes after BASE, in any arrival order
+        st.sampled_from([Decimal(10), Decimal(100), Decimal(250)]),
+    ),
+    min_size=2,
+    max_size=12,
+)
+
+
+def _scores(dsn: str, rows, chunk: int, run: int) -> list:
+    """Stage the rows (accounts and ids of this run only), process them in chunks of `chunk`, return
+    the scores in arrival order."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        base_id = run * 1000
+        with conn.cursor() as cur:
+            for i, (account, minutes, amount) in enumerate(rows):
+                cur.execute(
+                    "INSERT INTO financial_transactions_staging (transaction_id, account_id, "
+                    "transaction_timestamp, amount, transaction_type) VALUES (%s, %s, %s, %s, 'payment')",
+                    (base_id + i, base_id + account, BASE + dt.timedelta(minutes=minutes), amount),
+                )
+        while conn.execute(
+            "SELECT claimed_count FROM process_financial_batch_detail(%s)", (chunk,)
+        ).fetchone()[0]:
+            pass
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT risk_score FROM financial_transactions_processed "
+                "WHERE transaction_id BETWEEN %s AND %s ORDER BY transaction_id",
+                (base_id, base_id + 999),
+            )
+        ]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(rows=[(1, 5, Decimal(100)), (1, 0, Decimal(10))])  # the later event arrives first
+@given(rows=rows_strategy)
+def test_the_score_does_not_depend_on_the_chunk_size(db_dsn, rows) -> None:
+    run = _scores.__dict__.setdefault("run", [0])
+    run[0] += 3
+    one_by_one = _scores(db_dsn, rows, 1, run[0])
+    in_threes = _scores(db_dsn, rows, 3, run[0] + 1)
+    all_at_once = _scores(db_dsn, rows, 1000, run[0] + 2)
+    assert one_by_one == in_threes == all_at_once
