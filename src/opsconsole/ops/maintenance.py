@@ -130,7 +130,8 @@ def maintain(
             report["seconds"] = round(time.monotonic() - started, 3)
             # each step audited itself in SQL; the run's 'maintain' row sums them up there too
             conn.execute(
-                "SELECT maintenance_run_report(%s, %s, %s)", (run_started_at, batch_rows, older_than)
+                "SELECT maintenance_run_report(%s, %s::integer, %s::text)",
+                (run_started_at, batch_rows, older_than),
             )
     except LockBusy as exc:
         _audit_failure(conn, batch_rows, older_than, exc.message, started)
