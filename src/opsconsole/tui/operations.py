@@ -334,6 +334,7 @@ class Operations:
             "refresh_customer_360_incremental",
             {},
             lambda conn, job: sqlcalls.refresh_c360(conn),
+            audited_by_callee=True,  # refresh_customer_360_incremental() audits itself (40_customer_360.sql)
             summary=lambda r: f"{plural(int(r.get('rows_processed') or 0), 'row')} refreshed",
         )
 
