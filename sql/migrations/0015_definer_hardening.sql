@@ -9,9 +9,12 @@ SET LOCAL statement_timeout = '10min';   -- the UPDATEs below touch every audit,
 -- No temporary objects for PUBLIC on the platform database: a temp table or function is the raw
 -- material of the shadowing attacks (docs/security.md, "Temporary objects"). The database's name is
 -- only known at run time.
+-- The schema owner keeps it explicitly (it may not own the database): dq_assert_parses creates its
+-- never-called probe function in pg_temp.
 DO $$
 BEGIN
     EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO %I', current_database(), current_user);
 END;
 $$;
 

@@ -307,14 +307,15 @@ async def test_continuous_processing_starts_counts_and_stops(make_app, conn):
         await pilot.press("c")  # stops
         await job_done(app, pilot, "continuous")
         assert job.status == "ok"
-    # each batch the loop ran is audited by the SQL function; the session by the console
-    rows = [r for r in audit(conn) if r["action"] != "process_financial_batch"]
-    assert audit(conn, "process_financial_batch")
+    rows = [r for r in audit(conn) if r["action"].startswith("continuous_processing")]
     assert [(r["action"], r["status"]) for r in rows] == [
         ("continuous_processing.start", "ok"),
         ("continuous_processing", "ok"),
     ]
     assert rows[1]["result"]["processed"] == 12
+    # and each batch that claimed rows was audited by the SQL function itself
+    batches = audit(conn, "process_financial_batch")
+    assert batches and sum(b["result"]["processed_count"] for b in batches) == 12
 
 
 # -- Data quality --------------------------------------------------------------------------------------
@@ -395,9 +396,7 @@ async def test_cancelling_a_running_action_is_audited_and_rolls_back(make_app, c
 
 async def test_catalog_tree_lineage_and_refresh_showing_what_changed(make_app, conn):
     requires(conn, "data_catalog", "refresh_data_catalog", "lineage_upstream")
-    conn.execute(
-        "SELECT * FROM refresh_data_catalog_report()"
-    )  # setup: the unaudited report (refresh_data_catalog() audits)
+    conn.execute("SELECT * FROM data_catalog_sync()")  # setup: the unaudited sync (the refresh audits)
     app = make_app(start_pane="catalog", listen=False)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(app, "catalog")
