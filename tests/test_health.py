@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import conninfo
 
 from opsconsole.cli import main
 from opsconsole.db.queries import query
@@ -159,3 +161,19 @@ def test_check_says_critical_when_the_database_is_unreachable_and_unknown_when_i
     result = CliRunner().invoke(main, ["--dsn", empty_db_dsn, "check"])  # not migrated
     assert result.exit_code == 3, result.output
     assert "run `opsconsole db migrate` first" in result.output
+
+
+def test_a_viewer_role_can_read_the_snapshot(db_dsn, admin_dsn, plain):
+    """The exporter and `check` need no more than opsconsole_viewer (least privilege)."""
+    name = f"oc_health_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as a:
+        a.execute(f'CREATE ROLE "{name}" LOGIN')
+    try:
+        plain.execute(f'GRANT opsconsole_viewer TO "{name}"')
+        fail_critical_dq_rule(plain)
+        result = run_check(conninfo.make_conninfo(db_dsn, user=name))
+        assert result.exit_code == 2, result.output  # no worker, the critical rule fails: read, not refused
+        assert result.output.startswith("OPSCONSOLE CRITICAL - ") and "dq_critical 0 < 1" in result.output
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as a:
+            a.execute(f'DROP ROLE IF EXISTS "{name}"')
