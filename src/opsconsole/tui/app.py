@@ -24,6 +24,7 @@ from opsconsole.ops.registry import ACTIONS, ACTIONS_BY_ID, Capabilities
 from opsconsole.tui.clock import Clock, human_duration
 from opsconsole.tui.gcpolicy import GcPolicy
 from opsconsole.tui.jobs import Job, JobsBar
+from opsconsole.tui.oncall import OnCallWatcher
 from opsconsole.tui.operations import JobFinished, JobProgress, Operations
 from opsconsole.tui.refresh import DbSlot, Listener, Notified, RefreshDone, RefreshEngine
 from opsconsole.tui.screens import PANES
@@ -92,6 +93,7 @@ class OpsConsoleApp(App):
         self.engine = RefreshEngine(self, dsn, interval)
         self.lookup = DbSlot(dsn, "console-lookup", LOOKUP_TIMEOUT_MS)
         self.listener = Listener(dsn, self.post_message) if listen else None
+        self.oncall = OnCallWatcher(self, dsn)  # bell / desktop notification when an incident starts
         self.jobs: dict[int, Job] = {}
         self.ops = Operations(self)
         self.notifications_seen: list[tuple[str, str]] = []
@@ -112,6 +114,7 @@ class OpsConsoleApp(App):
         if self.listener is not None:
             self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)
         self.engine.start()
+        self.oncall.start()
 
     def _theme_changed(self, theme: object) -> None:
         """Table cells carry theme colours: draw the panes' data again in the new ones."""
@@ -122,6 +125,7 @@ class OpsConsoleApp(App):
     def on_unmount(self) -> None:
         self.gc_policy.stop()
         self.engine.stop()
+        self.oncall.stop()
         if self.listener is not None:
             self.listener.stop()
         for job in self.jobs.values():
