@@ -86,6 +86,8 @@ def metrics(ctx: Context, listen: str, print_rules: bool) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     log.info("serving http://%s:%d/metrics for %s", host, server.server_port, describe(dsn))
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach it reads the metrics (no authentication)", host)
     try:
         while not stop.wait(1.0):
             pass
