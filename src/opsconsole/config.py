@@ -52,13 +52,18 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
     return platformdirs.user_config_path("opsconsole") / "config.toml"
 
 
-def load_profiles(path: Path) -> dict[str, dict]:
+def read_config(path: Path) -> dict:
+    """The config file as a dict ({} when there is none)."""
     if not path.exists():
         return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigProblem(f"The config file {path} is not valid TOML ({exc}); fix it.") from None
+
+
+def load_profiles(path: Path) -> dict[str, dict]:
+    data = read_config(path)
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigProblem(f"In {path}, [profiles] must be a table of [profiles.NAME] entries.")
@@ -90,3 +95,37 @@ def resolve_target(
     if any(env.get(var) for var in LIBPQ_ENV):
         return Target("", "libpq environment")
     return Target(None, "embedded")
+
+
+DESKTOP_NOTIFICATIONS = ("off", "osc9", "osc777")
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """[console] in the config file: how the console calls for attention when an incident starts.
+
+    bell = true                       ring the terminal bell (default)
+    desktop_notifications = "osc9"    also raise a desktop notification: "osc9" (iTerm2, Windows
+                                      Terminal, kitty, WezTerm), "osc777" (foot, Ghostty, VTE/GNOME
+                                      terminals, urxvt) or "off" (default)
+    """
+
+    bell: bool = True
+    desktop_notifications: str = "off"
+
+
+def console_settings(env: Mapping[str, str] | None = None) -> ConsoleSettings:
+    path = config_path(env)
+    section = read_config(path).get("console", {})
+    if not isinstance(section, dict):
+        raise ConfigProblem(f"In {path}, [console] must be a table.")
+    bell = section.get("bell", True)
+    style = section.get("desktop_notifications", "off")
+    if not isinstance(bell, bool):
+        raise ConfigProblem(f"In {path}, [console] bell must be true or false.")
+    if style not in DESKTOP_NOTIFICATIONS:
+        raise ConfigProblem(
+            f"In {path}, [console] desktop_notifications must be one of {', '.join(DESKTOP_NOTIFICATIONS)}, "
+            f"not {style!r}."
+        )
+    return ConsoleSettings(bell=bell, desktop_notifications=style)

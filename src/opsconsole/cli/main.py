@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "data",
     "security",
     "serve",
+    "monitoring",
 )
 
 

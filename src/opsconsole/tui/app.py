@@ -42,6 +42,7 @@ from opsconsole.tui.messages import (
     RefreshDone,
     RefreshRequested,
 )
+from opsconsole.tui.oncall import OnCallWatcher
 from opsconsole.tui.operations import Operations
 from opsconsole.tui.refresh import DbSlot, Listener, RefreshEngine
 from opsconsole.tui.screens import PANES
@@ -111,6 +112,7 @@ class OpsConsoleApp(App):
         self.engine = RefreshEngine(self, dsn, interval)
         self.lookup = DbSlot(dsn, "console-lookup", LOOKUP_TIMEOUT_MS)
         self.listener = Listener(dsn, self.post_message) if listen else None
+        self.oncall = OnCallWatcher(self, dsn)  # bell / desktop notification when an incident starts
         self.jobs: dict[int, Job] = {}
         self.ops = Operations(self)
         self.premounted = False  # every pane composed and mounted (see _premount)
@@ -124,6 +126,7 @@ class OpsConsoleApp(App):
             self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)
         self.engine.start()
         self.set_interval(1.0, self.refresh_chrome, name="chrome")  # relative times tick on
+        self.oncall.start()
 
     def _theme_changed(self, theme: object) -> None:
         """Table cells carry theme colours: draw the panes' data again in the new ones."""
@@ -134,6 +137,7 @@ class OpsConsoleApp(App):
     def on_unmount(self) -> None:
         self.gc_policy.stop()
         self.engine.stop()
+        self.oncall.stop()
         if self.listener is not None:
             self.listener.stop()
         for job in self.jobs.values():

@@ -17,6 +17,8 @@ What each one is for:
   changed (widgets/chrome.py PaneFooter).
 - textual._two_way_dict.TwoWayDict, DataTable._row_locations and DataTable._update_count: reorder the
   rows of a table in place, as DataTable.sort does (widgets/keyed_table.py).
+- App._driver.write(): raw OSC 9/777 notifications (tui/oncall.py); App.bell() and copy_to_clipboard()
+  write through it the same way. Guarded: without a driver nothing is written.
 """
 
 from __future__ import annotations
@@ -96,3 +98,10 @@ def reorder_rows(table: DataTable, order: dict[Any, int]) -> None:
 
 
 check()
+
+
+def write_to_terminal(app: App, sequence: str) -> None:
+    """Write raw escape sequences to the app's terminal (nothing when headless or driverless)."""
+    driver = getattr(app, "_driver", None)
+    if sequence and driver is not None and not app.is_headless:
+        driver.write(sequence)

@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
 from opsconsole.ops import pipeline
+from opsconsole.ops.health import RULES_BY_NAME
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, ms, num, pct, styled
@@ -26,7 +27,7 @@ from opsconsole.tui.state import ConsoleContext, ConsoleStatus
 from opsconsole.tui.widgets.keyed_table import KeyedTable
 
 SLA_TARGET_MS = 1000
-SLA_MAX_BREACH_PCT = 5.0
+SLA_MAX_BREACH_PCT = RULES_BY_NAME["sla_breach"].critical * 100  # the on-call threshold (ops/health)
 MINUTES = 60
 
 COLUMNS = [
