@@ -18,28 +18,37 @@ def db() -> None:
 @pass_ctx
 def db_migrate(ctx: Context, as_json: bool) -> None:
     """Apply pending migrations (idempotent)."""
-    from opsconsole.db import migrate
+    from opsconsole.db import citus, migrate
 
     with ctx.connect("migrate") as conn:
         applied = migrate.migrate(conn)
+        distribution = citus.layout(conn)
     rows = [{"version": m.version, "name": m.name, "ms": round(ms, 1)} for m, ms in applied]
     if wants_json(ctx, as_json):
         emit(rows, True)
-    elif rows:
+        return
+    if rows:
         emit(rows, False, title=f"applied {len(rows)} migration(s)")
     else:
         click.echo("Nothing to apply: the database is up to date.")
+    if distribution:
+        kinds = [t["kind"] for t in distribution]
+        click.echo(
+            f"Citus: {kinds.count('distributed')} distributed and {kinds.count('reference')} reference "
+            "table(s); `opsconsole db status` shows where their shards live."
+        )
 
 
 @db.command("status")
 @json_option
 @pass_ctx
 def db_status(ctx: Context, as_json: bool) -> None:
-    """List applied and pending migrations; flag applied files edited since."""
-    from opsconsole.db import migrate
+    """List applied and pending migrations, flag applied files edited since; with Citus, where tables are."""
+    from opsconsole.db import citus, migrate
 
     with ctx.connect("migrate") as conn:
         states = migrate.status(conn)
+        distribution = citus.layout(conn)
     rows = [
         {
             "version": s.migration.version,
@@ -49,8 +58,14 @@ def db_status(ctx: Context, as_json: bool) -> None:
         }
         for s in states
     ]
-    emit(rows, wants_json(ctx, as_json), title="migrations")
-    if any(s.state == "edited" for s in states) and not wants_json(ctx, as_json):
+    if wants_json(ctx, as_json):
+        # with citus: {"migrations": [...], "distribution": [...]}; on plain PostgreSQL the list as before
+        emit({"migrations": rows, "distribution": distribution} if distribution else rows, True)
+        return
+    emit(rows, False, title="migrations")
+    if distribution:
+        emit(distribution, False, title="Citus: distributed and reference tables (shards per node)")
+    if any(s.state == "edited" for s in states):
         err_console.print(
             "warning: an applied migration file was edited since it ran; add a new migration instead."
         )

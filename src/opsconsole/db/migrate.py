@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 
+from opsconsole.db import citus
 from opsconsole.errors import MigrationProblem
 
 LOCK_KEY = 7_291_004_117  # pg_advisory_lock key for migrations
@@ -140,6 +141,8 @@ def migrate(conn: psycopg.Connection, directory: Path | None = None) -> list[tup
                     f"{diag.message_primary or exc}{where}."
                 ) from None
             done.append((m, elapsed))
+        # With Citus: distribute what sql/citus/distribute.sql lists (a no-op elsewhere, and when done).
+        citus.distribute(conn, sql_dir())
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     return done
@@ -152,6 +155,9 @@ def reset(conn: psycopg.Connection) -> None:
             "SELECT evtname FROM pg_event_trigger WHERE evtname LIKE 'opsconsole%'"
         ).fetchall():
             conn.execute(f'DROP EVENT TRIGGER IF EXISTS "{name}"')
+        if citus.installed(conn):
+            citus.reset_platform(conn)  # Citus keeps views of its own in public
+            return
         conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
         conn.execute("CREATE SCHEMA public")
         conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
