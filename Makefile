@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-sql bench screenshots lint format clean
+.PHONY: demo test test-sql test-citus bench screenshots lint format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(STAMP)
 # The SQL tests alone (used by .ci/run against PostgreSQL 15 via OPSCONSOLE_TEST_DSN).
 test-sql: $(STAMP)
 	$(BIN)/python -m pytest -q tests/sql
+
+# The Citus tests alone: OPSCONSOLE_CITUS_DSN names a coordinator (and OPSCONSOLE_CITUS_CLUSTER_DIR
+# cluster.sh's directory, for the node restart); .ci/run starts a 3-node cluster for them.
+test-citus: $(STAMP)
+	$(BIN)/python -m pytest -q -rs tests/citus
 
 # make bench QUICK=1 runs small sizes (under a minute); ONLY=P1,P4 runs a subset.
 bench: $(STAMP)
