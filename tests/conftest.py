@@ -1,8 +1,8 @@
 """Test fixtures: a real PostgreSQL for every test.
 
 The server is OPSCONSOLE_TEST_DSN when set (a role that may CREATE DATABASE), else an embedded
-cluster in a temp directory started once per session. All migrations are applied once to a template
-database named after their checksum; each test gets a fresh clone (CREATE DATABASE ... TEMPLATE).
+cluster in a temp directory started once per session. All migrations and definitions are applied once to a
+template database named after their checksum; each test gets a fresh clone (CREATE DATABASE ... TEMPLATE).
 """
 
 from __future__ import annotations
@@ -31,11 +31,7 @@ TEST_SETTINGS = {
 
 
 def _migrations_digest() -> str:
-    h = hashlib.sha256()
-    for m in migrate.discover():
-        h.update(m.path.name.encode())
-        h.update(m.checksum.encode())
-    return h.hexdigest()[:12]
+    return migrate.digest()[:12]
 
 
 @pytest.fixture(scope="session")
@@ -45,9 +41,11 @@ def admin_dsn() -> Iterator[str]:
     if external:
         yield external
         return
+    # one server per checkout: two checkouts testing at once must not stop or drop each other's
+    checkout = hashlib.sha256(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
     root = Path(
         os.environ.get("OPSCONSOLE_TEST_ROOT")
-        or Path(tempfile.gettempdir()) / f"opsconsole-test-{os.getuid()}"
+        or Path(tempfile.gettempdir()) / f"opsconsole-test-{os.getuid()}-{checkout}"
     )
     root.mkdir(exist_ok=True)
     server = EmbeddedServer(root / "pg", settings=TEST_SETTINGS)

@@ -43,7 +43,10 @@ def test_status_json_lists_every_migration(db_dsn: str) -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert rows and all(r["state"] == "applied" for r in rows)
-    assert rows[0]["version"] == "0001"
+    kinds = [r["kind"] for r in rows]
+    assert kinds[0] == "baseline" and rows[0]["version"] == "0013"
+    names = [r["name"] for r in rows if r["kind"] == "definitions"]
+    assert names and names == sorted(names) and names[-1] == "99_grants"
 
 
 def test_migrate_is_idempotent_from_the_cli(db_dsn: str) -> None:

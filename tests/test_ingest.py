@@ -263,7 +263,8 @@ def test_lineage_and_staging_notification(tmp_path: Path, db: str, conn: psycopg
         (result,) = ingest.ingest(db, [path], "financial_transactions_staging")
         payloads = [json.loads(n.payload) for n in listener.notifies(timeout=1.0)]
     assert result.loaded == 2
-    # The staging table may notify by itself too (0003's trigger); ingest's own message says more.
+    # The staging table may notify by itself too (financial_staging_arrived, 30_pipeline.sql); ingest's
+    # own message says more.
     assert {"source": "ingest", "rows": 2, "file_id": result.file_id} in payloads
     lineage = conn.execute(
         "SELECT source_column, target_column, pipeline_name FROM data_lineage "

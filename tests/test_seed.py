@@ -405,7 +405,8 @@ def test_refuses_to_mix_with_existing_data(seeded: dict, db_dsn: str) -> None:
 
 
 def test_missing_optional_tables_are_skipped_with_a_reason(db_dsn: str, conn: psycopg.Connection) -> None:
-    # A database without 0003/0005/0006: their tables and the CRM capture trigger are gone.
+    # A database without the pipeline, lakehouse and catalog: their tables and the CRM capture trigger
+    # are gone.
     conn.execute("DROP FUNCTION IF EXISTS lakehouse_capture_crm_changes() CASCADE")
     for table in ("lakehouse_customers", "financial_transactions_staging", "data_lineage"):
         conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")

@@ -40,6 +40,15 @@ class MigrationProblem(OpsError):
     exit_code = 1
 
 
+class MigrationRefused(MigrationProblem):
+    """The runner would not start: the history does not match the files, or another migrator runs.
+
+    Nothing was changed; exit code 2 like any other refusal to begin.
+    """
+
+    exit_code = 2
+
+
 class PermissionProblem(OpsError):
     """The connected role lacks a privilege the action needs."""
 

@@ -550,7 +550,8 @@ def test_a_role_that_may_only_write_the_sources_is_still_captured(conn):
     try:
         for table in ("crm_customers", "erp_orders", "ecommerce_events", "financial_transactions"):
             conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {table} TO {role}")
-        # No grant on erp_order_keys or the pipeline ledger: their triggers run as the owner (0007).
+        # No grant on erp_order_keys or the pipeline ledger: their triggers run as the owner
+        # (SECURITY DEFINER).
         conn.execute(f"SET ROLE {role}")
         add_customer(conn, 1)
         add_order(conn, 1, 1, today(conn), 10)
@@ -593,7 +594,7 @@ def test_every_customer_360_function_pins_search_path(conn):
         " 'refresh_customer_360_full', 'search_customers'))"
     ).fetchall()
     assert len(rows) == 13
-    assert all(r["proconfig"] == ["search_path=pg_catalog, public"] for r in rows), rows
+    assert all(r["proconfig"] == ["search_path=pg_catalog, public, pg_temp"] for r in rows), rows
 
 
 # -------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Customer search (0012): the ranking tiers, exact matches first, limits, literal text, index use.
+"""Customer search (85_search.sql): the ranking tiers, exact matches first, limits, literal text, index use.
 
 The search ranks: id/uuid, then name/surname/email starting with the query (btree), then the query
 anywhere (trigram GIN, at most search_scan_cap(limit) rows read), then trigram near misses.

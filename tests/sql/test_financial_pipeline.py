@@ -1,4 +1,4 @@
-"""The financial pipeline (0003): validation, fraud score, exactly-once, retries, rollups, monitor.
+"""The financial pipeline (30_pipeline.sql): validation, fraud score, exactly-once, retries, rollups, monitor.
 
 Every test loads a small known dataset into a fresh database and asserts exact values.
 """

@@ -1,4 +1,4 @@
-"""Regression tests for the two costs profiling found in the chunk (see financial_apply_chunk in 0003)."""
+"""Regression tests for the two costs profiling found in the chunk (financial_apply_chunk)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,17 @@
-"""Staging partitioned by ingestion day (0011): routing, retention by dropping days, the upgrade."""
+"""Staging partitioned by ingestion day (30_pipeline.sql): routing, retention by dropping days.
+
+The conversion of a populated unpartitioned staging table was the released migration 0011; the
+upgrade from that release is covered by tests/test_schema_upgrade.py.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import threading
-import uuid
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-
-from opsconsole.db import migrate
 
 UTC = dt.UTC
 MONDAY_10 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
@@ -283,139 +283,6 @@ def test_two_workers_claim_disjoint_rows_across_partitions(db_dsn):
         # at insert, so staging_id breaks the tie)
         assert [r["ids"] for r in got] == [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]]
         assert c.execute("SELECT count(*) AS n FROM financial_transaction_ledger").fetchone()["n"] == 12
-
-
-def test_upgrade_converts_a_populated_staging_table(empty_db_dsn, admin_dsn, tmp_path):
-    loader = f"oc_test_loader_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as a:
-        a.execute(f'CREATE ROLE "{loader}" NOLOGIN')
-    try:
-        _upgrade_converts_a_populated_staging_table(empty_db_dsn, tmp_path, loader)
-    finally:
-        with psycopg.connect(empty_db_dsn, autocommit=True) as c:
-            c.execute(f'DROP OWNED BY "{loader}"')
-        with psycopg.connect(admin_dsn, autocommit=True) as a:
-            a.execute(f'DROP ROLE IF EXISTS "{loader}"')
-
-
-def _upgrade_converts_a_populated_staging_table(empty_db_dsn, tmp_path, loader):
-    for m in migrate.discover():
-        if m.version <= "0010":
-            shutil.copy(m.path, tmp_path / m.path.name)
-    with psycopg.connect(empty_db_dsn, autocommit=True) as c:
-        migrate.migrate(c, tmp_path)
-    with psycopg.connect(empty_db_dsn, autocommit=True, row_factory=dict_row) as c:
-        assert (
-            c.execute(
-                "SELECT relkind FROM pg_class WHERE oid = 'financial_transactions_staging'::regclass"
-            ).fetchone()["relkind"]
-            == "r"
-        )
-        ids = stage_at(
-            c,
-            "now() - interval '30 days'",
-            [(1, 1, MONDAY_10, 10, "payment"), (2, 1, MONDAY_10, 10, "bogus")],
-        )
-        c.execute("UPDATE financial_pipeline_settings SET backoff_base = interval '1 hour'")
-        c.execute(f'GRANT INSERT ON financial_transactions_staging TO "{loader}"')  # a DBA's grant
-        ids += stage_at(c, "now() - interval '2 days'", [(3, 2, MONDAY_10, 10, "payment", {"order_id": 7})])
-        process(c)
-        ids += stage_at(c, "now()", [(4, 3, MONDAY_10, 10, "payment"), (1, 1, MONDAY_10, 10, "payment")])
-        c.execute("DELETE FROM financial_transactions_staging WHERE staging_id = %s", (ids[0],))  # a gap
-        snapshot = c.execute(
-            "SELECT to_jsonb(s) AS r FROM financial_transactions_staging s ORDER BY staging_id"
-        ).fetchall()
-        roll = rollups(c)
-        last = c.execute("SELECT last_value FROM financial_transactions_staging_staging_id_seq").fetchone()
-    with psycopg.connect(empty_db_dsn, autocommit=True) as c:
-        applied = migrate.migrate(c)
-        assert [m.version for m, _ in applied] == [
-            m.version for m in migrate.discover() if m.version > "0010"
-        ]
-    with psycopg.connect(empty_db_dsn, autocommit=True, row_factory=dict_row) as c:
-        assert (
-            c.execute(
-                "SELECT relkind FROM pg_class WHERE oid = 'financial_transactions_staging'::regclass"
-            ).fetchone()["relkind"]
-            == "p"
-        )
-        assert (
-            c.execute("SELECT to_regclass('financial_transactions_staging_unpartitioned') AS r").fetchone()[
-                "r"
-            ]
-            is None
-        )
-        # every row, every column (generated ones included), the same
-        assert (
-            c.execute(
-                "SELECT to_jsonb(s) AS r FROM financial_transactions_staging s ORDER BY staging_id"
-            ).fetchall()
-            == snapshot
-        )
-        assert rollups(c) == roll
-        assert partition_of(c, ids[1]) == "financial_transactions_staging_default"
-        assert partition_of(c, ids[2]) == "financial_transactions_staging_" + utc_day(
-            c, "now() - interval '2 days'"
-        )
-        # what belongs to the table came along: the sequence, indexes, trigger, key, foreign key, grants
-        assert (
-            c.execute(
-                "SELECT pg_get_serial_sequence('financial_transactions_staging', 'staging_id') AS s"
-            ).fetchone()["s"]
-            == "public.financial_transactions_staging_staging_id_seq"
-        )
-        assert (
-            c.execute("SELECT last_value FROM financial_transactions_staging_staging_id_seq").fetchone()
-            == last
-        )
-        idx = c.execute(
-            "SELECT array_agg(indexrelid::regclass::text ORDER BY indexrelid::regclass::text) AS i "
-            "FROM pg_index WHERE indrelid = 'financial_transactions_staging'::regclass"
-        ).fetchone()["i"]
-        assert idx == sorted(
-            [
-                "financial_staging_claim_idx",
-                "financial_staging_retry_batch_idx",
-                "financial_staging_retry_code_idx",
-                "financial_transactions_staging_pkey",
-                "idx_financial_staging_status",
-            ]
-        )
-        assert (
-            c.execute(
-                "SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint "
-                "WHERE conrelid = 'financial_transactions_staging'::regclass AND contype = 'p'"
-            ).fetchone()["d"]
-            == "PRIMARY KEY (staging_id, ingestion_timestamp)"
-        )
-        assert c.execute(
-            "SELECT has_table_privilege('opsconsole_viewer', 'financial_transactions_staging', 'SELECT') "
-            "AS v, has_table_privilege('opsconsole_operator', 'financial_transactions_staging', 'UPDATE') "
-            "AS o"
-        ).fetchone() == {"v": True, "o": False}
-        assert c.execute(
-            "SELECT has_table_privilege(%s, 'financial_transactions_staging', 'INSERT') AS i", (loader,)
-        ).fetchone() == {"i": True}
-        # and it works: the pending rows are processed, a new arrival is counted and gets the next id
-        done = process(c)
-        assert (done["processed_count"], done["duplicate_count"]) == (1, 1)
-        [new] = stage_at(c, "now()", [(5, 4, MONDAY_10, 10, "payment")])
-        assert new == last["last_value"] + 1
-        assert process(c)["processed_count"] == 1
-        assert [
-            x["check_name"]
-            for x in c.execute("SELECT * FROM reconcile_financial_pipeline()")
-            if x["mismatch_count"]
-        ] == []
-        try:
-            with c.transaction():
-                c.execute(
-                    "INSERT INTO financial_transactions_staging "
-                    "(transaction_id, processing_status, error_code) VALUES (99, 'failed', 'no_such_code')"
-                )
-            raise AssertionError("the foreign key to financial_error_codes is missing")
-        except psycopg.errors.ForeignKeyViolation:
-            pass
 
 
 def test_purge_waits_for_a_running_chunk_and_loses_nothing(db_dsn):

@@ -159,29 +159,6 @@ def test_overlapping_versions_are_impossible(conn):
         )
 
 
-def test_existing_customers_are_backfilled_by_the_migration(admin_dsn, empty_db_dsn):
-    """A database holding customers before 0005 gets version 1 for each of them."""
-    from opsconsole.db import migrate
-
-    with psycopg.connect(empty_db_dsn, autocommit=True, row_factory=dict_row) as c:
-        directory = migrate.sql_dir() / "migrations"
-        files = migrate.discover(directory)
-        before = [m for m in files if m.version < "0005"]
-        for m in before:
-            with c.transaction():
-                c.execute(m.text.encode())
-        c.execute("INSERT INTO crm_customers (customer_id, email) VALUES (1, 'a'), (2, 'b')")
-        with c.transaction():
-            c.execute(next(m for m in files if m.version == "0005").text.encode())
-        rows = c.execute(
-            "SELECT customer_id, version_number, operation_type FROM lakehouse_customers_current ORDER BY 1"
-        ).fetchall()
-        assert [(r["customer_id"], r["version_number"], r["operation_type"]) for r in rows] == [
-            (1, 1, "INSERT"),
-            (2, 1, "INSERT"),
-        ]
-
-
 def test_concurrent_updates_keep_chains_gap_free_and_non_overlapping(db_dsn):
     customers = list(range(1, 6))
     with psycopg.connect(db_dsn, autocommit=True) as c:
@@ -249,7 +226,7 @@ def test_concurrent_updates_keep_chains_gap_free_and_non_overlapping(db_dsn):
 
 
 # --------------------------------------------------------------------------------------------------
-# schema_evolution_log (event triggers installed by 0005)
+# schema_evolution_log (event triggers installed by schema_evolution_install(), 50_lakehouse.sql)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -384,9 +361,8 @@ def test_migrations_run_for_a_non_superuser_owner_without_event_triggers(admin_d
 
     from opsconsole.db import migrate
 
-    for m in migrate.discover():
-        if m.version in ("0001", "0005", "0006"):
-            shutil.copy(m.path, tmp_path / m.path.name)
+    shutil.copytree(migrate.sql_dir() / "migrations", tmp_path / "migrations")
+    shutil.copytree(migrate.sql_dir() / "definitions", tmp_path / "definitions")
     role = f"lake_owner_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN")
@@ -396,9 +372,11 @@ def test_migrations_run_for_a_non_superuser_owner_without_event_triggers(admin_d
         dsn = conninfo.make_conninfo(admin_dsn, dbname=role, user=role)
         with psycopg.connect(dsn, autocommit=True) as c:
             c.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-            applied = migrate.migrate(c, tmp_path)
+            applied = migrate.migrate(c, tmp_path / "migrations", tmp_path / "definitions")
             c.row_factory = dict_row
-            assert [m.version for m, _ in applied] == ["0001", "0005", "0006"]
+            assert [item.path.name for item, _ in applied] == [
+                p.name for p in sorted((tmp_path / "migrations").glob("*.sql"))
+            ] + [p.name for p in sorted((tmp_path / "definitions").glob("*.sql"))]
             assert any("not a superuser" in n for n in notices)
             assert c.execute("SELECT count(*) AS n FROM pg_event_trigger").fetchone()["n"] == 0
             c.execute("INSERT INTO crm_customers (customer_id, email) VALUES (1, 'a')")

@@ -394,7 +394,7 @@ async def test_catalog_tree_lineage_and_refresh_showing_what_changed(make_app, c
     requires(conn, "data_catalog", "refresh_data_catalog", "lineage_upstream")
     conn.execute(
         "SELECT * FROM refresh_data_catalog_report()"
-    )  # setup: the unaudited report (0010 audits the other)
+    )  # setup: the unaudited report (refresh_data_catalog() audits)
     app = make_app(start_pane="catalog", listen=False)
     async with app.run_test(size=SIZE) as pilot:
         await app.wait_loaded("catalog")

@@ -17,18 +17,18 @@ def db() -> None:
 @json_option
 @pass_ctx
 def db_migrate(ctx: Context, as_json: bool) -> None:
-    """Apply pending migrations (idempotent)."""
+    """Apply pending migrations, then the definitions when they changed (idempotent)."""
     from opsconsole.db import citus, migrate
 
     with ctx.connect("migrate") as conn:
         applied = migrate.migrate(conn)
         distribution = citus.layout(conn)
-    rows = [{"version": m.version, "name": m.name, "ms": round(ms, 1)} for m, ms in applied]
+    rows = [_applied_row(item, ms) for item, ms in applied]
     if wants_json(ctx, as_json):
         emit(rows, True)
         return
     if rows:
-        emit(rows, False, title=f"applied {len(rows)} migration(s)")
+        emit(rows, False, title=f"applied {len(rows)} file(s)")
     else:
         click.echo("Nothing to apply: the database is up to date.")
     if distribution:
@@ -39,43 +39,93 @@ def db_migrate(ctx: Context, as_json: bool) -> None:
         )
 
 
+def _applied_row(item, ms: float | None) -> dict:
+    """One applied file: a versioned migration, a baseline recorded without running, or definitions."""
+    from opsconsole.db import migrate
+
+    if isinstance(item, migrate.Definition):
+        return {"kind": "definitions", "version": "", "name": item.name, "ms": round(ms or 0, 1)}
+    return {
+        "kind": "baseline recorded" if ms is None else "versioned",
+        "version": item.version,
+        "name": item.name,
+        "ms": None if ms is None else round(ms, 1),
+    }
+
+
 @db.command("status")
 @json_option
 @pass_ctx
 def db_status(ctx: Context, as_json: bool) -> None:
-    """List applied and pending migrations, flag applied files edited since; with Citus, where tables are."""
+    """List versioned migrations, released files a baseline replaced, and definitions with their state;
+    with Citus, which tables are distributed and where their shards live."""
     from opsconsole.db import citus, migrate
 
     with ctx.connect("migrate") as conn:
         states = migrate.status(conn)
         distribution = citus.layout(conn)
-    rows = [
-        {
-            "version": s.migration.version,
-            "name": s.migration.name,
-            "state": s.state,
-            "applied_at": s.applied_at,
-        }
-        for s in states
-    ]
+    rows = []
+    for s in states:
+        if isinstance(s, migrate.DefinitionState):
+            rows.append(
+                {
+                    "kind": "definitions",
+                    "version": "",
+                    "name": s.definition.name,
+                    "state": s.state,
+                    "applied_at": s.applied_at,
+                }
+            )
+        elif isinstance(s, migrate.ReplacedState):
+            rows.append(
+                {
+                    "kind": "replaced",
+                    "version": s.version,
+                    "name": s.name,
+                    "state": s.state,
+                    "applied_at": s.applied_at,
+                }
+            )
+        else:
+            kind = "baseline" if s.migration.replaces else "versioned"
+            rows.append(
+                {
+                    "kind": kind,
+                    "version": s.migration.version,
+                    "name": s.migration.name,
+                    "state": s.state,
+                    "applied_at": s.applied_at,
+                }
+            )
     if wants_json(ctx, as_json):
         # with citus: {"migrations": [...], "distribution": [...]}; on plain PostgreSQL the list as before
         emit({"migrations": rows, "distribution": distribution} if distribution else rows, True)
         return
-    emit(rows, False, title="migrations")
+    emit(rows, False, title="schema files")
     if distribution:
         emit(distribution, False, title="Citus: distributed and reference tables (shards per node)")
     if any(s.state == "edited" for s in states):
         err_console.print(
-            "warning: an applied migration file was edited since it ran; add a new migration instead."
+            "warning: an applied migration file was edited since it ran; `db migrate` refuses to run "
+            "until it is restored (put the change in a new migration)."
         )
+    if any(s.state == "replaced by nothing" for s in states):
+        err_console.print(
+            "warning: an applied migration file is missing and no baseline replaces it; `db migrate` "
+            "refuses to run until it is restored."
+        )
+    if any(
+        isinstance(s, (migrate.DefinitionState, migrate.MigrationState)) and s.state in ("pending", "changed")
+        for s in states
+    ):
+        err_console.print("Run `opsconsole db migrate` to apply what is pending or changed.")
 
 
 @db.command("reset")
 @click.option("--yes", is_flag=True, help="Really drop everything.")
 @pass_ctx
 def db_reset(ctx: Context, yes: bool) -> None:
-    """Drop every platform object and re-apply all migrations (refuses without --yes)."""
+    """Drop every platform object and re-apply all migrations and definitions (refuses without --yes)."""
     from opsconsole.db import migrate
 
     if not yes:
@@ -83,7 +133,11 @@ def db_reset(ctx: Context, yes: bool) -> None:
     with ctx.connect("migrate") as conn:
         migrate.reset(conn)
         applied = migrate.migrate(conn)
-    click.echo(f"Reset done: dropped the schema and applied {len(applied)} migration(s).")
+    versioned = sum(1 for item, _ in applied if isinstance(item, migrate.Migration))
+    click.echo(
+        f"Reset done: dropped the schema, applied {versioned} migration(s) and "
+        f"{len(applied) - versioned} definitions file(s)."
+    )
 
 
 @db.group("server")

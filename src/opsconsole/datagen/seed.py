@@ -52,7 +52,7 @@ EVENT_HISTORY_DAYS = 548  # web sessions span the last 18 months
 MARKET_HISTORY_DAYS = 30
 CHUNK = 100_000  # rows (sessions for events) generated per chunk
 
-# Tables the seed fills; the first six always exist (0001), the others are filled when present.
+# Tables the seed fills; the first six always exist (platform base), the others are filled when present.
 SOURCE_TABLES = [
     "crm_customers",
     "erp_orders",
@@ -75,7 +75,8 @@ DERIVED_TABLES = [
 HISTORY_BATCH_SIZE = 50_000  # staging rows per process_financial_batch() call when seeding history
 # Tables expected to receive more rows than this are loaded with their plain indexes dropped and
 # rebuilt afterwards (~1.5x faster there). Below it the indexes stay: a rebuild is DDL, which the
-# schema evolution log (0005) rightly records, and a demo-sized seed should not fill it with noise.
+# schema evolution log (50_lakehouse.sql) rightly records, and a demo-sized seed should not fill it
+# with noise.
 REBUILD_INDEXES_ABOVE = 1_000_000
 
 CUSTOMER_COLUMNS = [
@@ -847,7 +848,7 @@ def _orders_after(conn: psycopg.Connection) -> None:
 
 
 def _lake_capture_triggers(conn: psycopg.Connection) -> list[str]:
-    """INSERT triggers on crm_customers that version new customers into the lakehouse (0005)."""
+    """INSERT triggers on crm_customers that version new customers into the lakehouse (50_lakehouse.sql)."""
     rows = conn.execute(
         """
         SELECT t.tgname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
@@ -892,7 +893,7 @@ def _lakehouse_after(conn: psycopg.Connection) -> None:
 
 
 def has_pipeline(conn: psycopg.Connection) -> bool:
-    """The financial pipeline (0003) is installed: its ledger and its batch function exist."""
+    """The financial pipeline (30_pipeline.sql) is installed: its ledger and its batch function exist."""
     row = conn.execute(
         "SELECT to_regclass('financial_transaction_ledger') IS NOT NULL "
         "AND to_regprocedure('process_financial_batch(integer, interval)') IS NOT NULL"
@@ -960,7 +961,7 @@ def build_jobs(
     gen: Generator, conn: psycopg.Connection, *, history: bool = True
 ) -> tuple[list[Job], list[TableResult], bool]:
     """The load jobs for this database, biggest first; tables that do not exist are reported skipped.
-    Also says whether the history goes through the financial pipeline (0003 installed)."""
+    Also says whether the history goes through the financial pipeline (its functions installed)."""
     plan = gen.plan
     present = existing_tables(conn, OPTIONAL_TABLES)
     ledger_owned = "financial_transactions_staging" in present and has_pipeline(conn)
@@ -1033,7 +1034,7 @@ def build_jobs(
             TableResult(
                 "lakehouse_customers",
                 status="skipped",
-                note="table does not exist (migration 0005 not applied)",
+                note="table does not exist (run `opsconsole db migrate`)",
             )
         )
     jobs.append(
@@ -1075,7 +1076,7 @@ def build_jobs(
             TableResult(
                 "financial_transactions_staging",
                 status="skipped",
-                note="table does not exist (migration 0003 not applied)",
+                note="table does not exist (run `opsconsole db migrate`)",
             )
         )
     return jobs, skipped, pipeline
@@ -1254,7 +1255,7 @@ def seed_lineage(conn: psycopg.Connection) -> TableResult:
     """The platform's flows into data_lineage, once (rows already there are left alone)."""
     if not existing_tables(conn, ["data_lineage"]):
         return TableResult(
-            "data_lineage", status="skipped", note="table does not exist (migration 0006 not applied)"
+            "data_lineage", status="skipped", note="table does not exist (run `opsconsole db migrate`)"
         )
     t0 = time.perf_counter()
     cols = [

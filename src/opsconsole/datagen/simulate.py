@@ -791,7 +791,7 @@ def run(
         if "financial_transactions_staging" not in tables:
             streams.discard("staging")
             stats.streams_off["staging"] = (
-                "financial_transactions_staging does not exist (migration 0003 not applied)"
+                "financial_transactions_staging does not exist (run `opsconsole db migrate`)"
             )
         cfg = configure(base, state, int(time.time() * US))
         dt = cfg.tick_seconds

@@ -1,4 +1,6 @@
-"""Catalog, lineage and lakehouse actions: call the SQL functions of 0005/0006, return plain data.
+"""Catalog, lineage and lakehouse actions: call the SQL of 50_lakehouse.sql and 60_catalog_lineage.sql.
+
+They return plain data.
 
 The CLI (opsconsole.cli.catalog) and the console both call these. Each takes an open psycopg
 connection (autocommit) and raises OpsError subclasses for failures a person can meet.

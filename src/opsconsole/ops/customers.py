@@ -1,8 +1,8 @@
 """Customer 360 actions: search, show one customer, refresh, status. The CLI and the console call these.
 
-Each takes a psycopg connection (autocommit), calls the SQL of migration 0004 (search_customers,
-customer_360_mv, refresh_customer_360_incremental/full) or a named query under sql/queries/customers/,
-and returns plain dicts. Expected failures become OpsError sentences.
+Each takes a psycopg connection (autocommit), calls the SQL of sql/definitions/40_customer_360.sql
+and 85_search.sql (search_customers, customer_360_mv, refresh_customer_360_incremental/full) or a named
+query under sql/queries/customers/, and returns plain dicts. Expected failures become OpsError sentences.
 """
 
 from __future__ import annotations

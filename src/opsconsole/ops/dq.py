@@ -135,7 +135,7 @@ def history(conn: psycopg.Connection, rule: str, limit: int = 20) -> list[dict[s
 
 @dataclass
 class RuleSpec:
-    """A rule as `dq add` takes it; see dq_add_rule() in 0002_data_quality.sql for the rules."""
+    """A rule as `dq add` takes it; see dq_add_rule() in sql/definitions/20_data_quality.sql."""
 
     rule_name: str
     table_name: str

@@ -1,7 +1,7 @@
 """Pipeline actions: process a batch, re-queue failed rows, reconcile, read the backlog.
 
 Each function takes a psycopg connection (autocommit, as opened by opsconsole.db.connect), calls the
-SQL function of sql/migrations/0003_financial_pipeline.sql and returns plain data. The CLI, the
+SQL function of sql/definitions/30_pipeline.sql and returns plain data. The CLI, the
 console and the worker all come through here.
 """
 

@@ -46,27 +46,27 @@ KNOWN_FUNCTIONS: tuple[str, ...] = (
     "lineage_downstream",
 )
 
-# Which migration brings each object, for the "not available" hints.
+# Which schema file creates each object, for the "not available" hints.
 PROVIDED_BY: dict[str, str] = {
-    "financial_transactions_staging": "0003 financial pipeline",
-    "financial_transactions_processed": "0003 financial pipeline",
-    "financial_processing_monitor": "0003 financial pipeline",
-    "process_financial_batch": "0003 financial pipeline",
-    "process_financial_batch_detail": "0003 financial pipeline",
-    "retry_failed": "0003 financial pipeline",
-    "dq_rule_definitions": "0002 data quality",
-    "data_quality_metrics": "0002 data quality",
-    "execute_data_quality_checks": "0002 data quality",
-    "customer_360_mv": "0004 customer 360",
-    "search_customers": "0004 customer 360",
-    "refresh_customer_360_incremental": "0004 customer 360",
-    "lakehouse_customers": "0005 lakehouse",
-    "time_travel_customers": "0005 lakehouse",
-    "data_catalog": "0006 catalog and lineage",
-    "data_lineage": "0006 catalog and lineage",
-    "refresh_data_catalog": "0006 catalog and lineage",
-    "lineage_upstream": "0006 catalog and lineage",
-    "lineage_downstream": "0006 catalog and lineage",
+    "financial_transactions_staging": "sql/migrations/0013_baseline.sql",
+    "financial_transactions_processed": "sql/migrations/0013_baseline.sql",
+    "financial_processing_monitor": "sql/definitions/30_pipeline.sql",
+    "process_financial_batch": "sql/definitions/30_pipeline.sql",
+    "process_financial_batch_detail": "sql/definitions/30_pipeline.sql",
+    "retry_failed": "sql/definitions/30_pipeline.sql",
+    "dq_rule_definitions": "sql/migrations/0013_baseline.sql",
+    "data_quality_metrics": "sql/migrations/0013_baseline.sql",
+    "execute_data_quality_checks": "sql/definitions/20_data_quality.sql",
+    "customer_360_mv": "sql/definitions/40_customer_360.sql",
+    "search_customers": "sql/definitions/85_search.sql",
+    "refresh_customer_360_incremental": "sql/definitions/40_customer_360.sql",
+    "lakehouse_customers": "sql/migrations/0013_baseline.sql",
+    "time_travel_customers": "sql/definitions/50_lakehouse.sql",
+    "data_catalog": "sql/migrations/0013_baseline.sql",
+    "data_lineage": "sql/migrations/0013_baseline.sql",
+    "refresh_data_catalog": "sql/definitions/60_catalog_lineage.sql",
+    "lineage_upstream": "sql/definitions/60_catalog_lineage.sql",
+    "lineage_downstream": "sql/definitions/60_catalog_lineage.sql",
 }
 
 PROBE_SQL = """
@@ -148,7 +148,8 @@ class Capabilities:
 def missing(name: str, function: bool = False) -> str:
     what = f"{name}()" if function else name
     source = PROVIDED_BY.get(name)
-    return f"{what} does not exist" + (f" (migration {source} is not applied)" if source else "")
+    hint = f" (it comes with {source}; run `opsconsole db migrate`)" if source else ""
+    return f"{what} does not exist{hint}"
 
 
 def probe(conn: psycopg.Connection) -> Capabilities:

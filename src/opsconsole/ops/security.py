@@ -1,6 +1,7 @@
 """Roles: grant a login role one of the four opsconsole group roles, and say what a role may do.
 
-The group roles and what each may do are defined in sql/migrations/0010_roles_and_privileges.sql;
+The group roles and what each may do are defined in sql/migrations/0013_baseline.sql (the roles and
+opsconsole_grant_policy) and sql/definitions/99_grants.sql (opsconsole_apply_grants());
 docs/security.md explains them.
 """
 

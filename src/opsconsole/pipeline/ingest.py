@@ -1060,9 +1060,7 @@ def ingest(
     results: list[FileResult] = []
     with connect(dsn, "ingest") as conn:
         if not existing_tables(conn, ["ingest_files", "ingest_rejects"]):
-            raise OpsError(
-                "The ingest ledger is missing (migration 0008); run `opsconsole db migrate` first."
-            )
+            raise OpsError("The ingest ledger (ingest_files) is missing; run `opsconsole db migrate` first.")
         target = resolve_target(conn, table)
         for path in paths:
             results.append(ingest_file(conn, path, target, force=force, evolve=evolve))

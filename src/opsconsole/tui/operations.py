@@ -144,7 +144,7 @@ class Operations:
             "process_financial_batch",
             args,
             lambda conn, job: sqlcalls.process_batch(conn, size, BATCH_MAX_SECONDS),
-            audited_by_callee=True,  # process_financial_batch() audits itself (0010)
+            audited_by_callee=True,  # process_financial_batch() audits itself (30_pipeline.sql)
             summary=lambda r: (
                 f"{r.get('processed_count', 0):,} processed, {r.get('failed_count', 0):,} failed"
                 f" in {interval_text(r.get('batch_duration'))}"
@@ -356,7 +356,7 @@ class Operations:
             "refresh_data_catalog",
             {},
             lambda conn, job: sqlcalls.refresh_catalog(conn),
-            audited_by_callee=True,  # refresh_data_catalog() audits itself (0010)
+            audited_by_callee=True,  # refresh_data_catalog() audits itself (60_catalog_lineage.sql)
             summary=lambda r: (
                 f"{r.get('added', 0)} added, {r.get('removed', 0)} removed, {r.get('changed', 0)} changed"
             ),

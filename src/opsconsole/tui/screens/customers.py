@@ -76,7 +76,7 @@ class CustomersScreen(PaneScreen):
     @classmethod
     def unavailable_reason(cls, caps: Capabilities) -> str | None:
         """Open for a role that can search one way or another: the audited search_customers() (support),
-        crm_customers itself, or the masked customers (viewer, 0010); otherwise why not."""
+        crm_customers itself, or the masked customers (viewer, 80_privacy.sql); otherwise why not."""
         if caps.why_not_callable(("search_customers",)) is None:
             return None
         if caps.why_not_readable(("customers_masked",)) is None:
@@ -110,8 +110,8 @@ class CustomersScreen(PaneScreen):
             return params["unchanged"]
         with conn.cursor(row_factory=dict_row) as cur:
             if q and caps.why_not_callable(("search_customers",)) is None:
-                # search_customers() writes an audit row (0010): a read-write transaction of its own on
-                # this otherwise read-only refresh connection
+                # search_customers() writes an audit row (85_search.sql): a read-write transaction of its own
+                # on this otherwise read-only refresh connection
                 if conn.autocommit:
                     with conn.transaction():
                         cur.execute("SET TRANSACTION READ WRITE")

@@ -1,3 +1,10 @@
+-- 50_lakehouse.sql: Lakehouse: versioned customer history, time travel, schema evolution capture (event triggers).
+--
+-- Repeatable definitions: every function, view and trigger here is (re)created by CREATE OR REPLACE, and
+-- the runner re-applies ALL files of sql/definitions/ in name order, in one transaction, after the
+-- versioned migrations whenever any file's checksum changed. Each object has exactly one CREATE in the
+-- tree: edit it here, never in a migration. A migration must not depend on an object created here.
+
 -- 0005 lakehouse: versioned customers with time travel, and a schema evolution log that fills itself.
 --
 -- lakehouse_customers keeps every version of every CRM customer. Versions are written only by
@@ -9,62 +16,20 @@
 
 -- The schemas the platform owns: what the schema evolution log, the catalog and the statistics job
 -- look at. One definition, used by all three.
-CREATE FUNCTION platform_schemas()
+CREATE OR REPLACE FUNCTION platform_schemas()
 RETURNS name[]
 LANGUAGE sql
 IMMUTABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$ SELECT ARRAY['public']::name[] $$;
 COMMENT ON FUNCTION platform_schemas() IS 'The schemas holding platform objects (evolution log, catalog, statistics).';
 
-------------------------------------------------------------------------------------------------------
--- Versioned customers
-------------------------------------------------------------------------------------------------------
-CREATE TABLE lakehouse_customers (
-    customer_id       bigint NOT NULL,
-    customer_data     jsonb,
-    effective_from    timestamptz NOT NULL,                       -- system time this version began
-    effective_to      timestamptz,                                -- NULL: still the current version
-    version_number    integer NOT NULL CHECK (version_number > 0),
-    operation_type    varchar(10) CHECK (operation_type IN ('INSERT', 'UPDATE', 'DELETE')),
-    transaction_id    bigint DEFAULT txid_current(),
-    created_at        timestamptz NOT NULL DEFAULT clock_timestamp(), -- ingestion time, here
-    source_updated_at timestamptz,                                -- event time: the CRM row's updated_at
-    PRIMARY KEY (customer_id, version_number),
-    CONSTRAINT lakehouse_customers_period_ck CHECK (effective_to IS NULL OR effective_to > effective_from),
-    -- Two versions of one customer can never be valid at the same instant.
-    CONSTRAINT lakehouse_customers_no_overlap
-        EXCLUDE USING gist (customer_id WITH =, tstzrange(effective_from, effective_to) WITH &&)
-);
--- The open version of each customer: what the current view, the writer and point lookups read.
-CREATE UNIQUE INDEX lakehouse_customers_open_idx ON lakehouse_customers (customer_id)
-    WHERE effective_to IS NULL;
-COMMENT ON TABLE lakehouse_customers IS
-    'Every version of every CRM customer (system-time versioned); written by lakehouse_apply_changes().';
-COMMENT ON COLUMN lakehouse_customers.customer_data IS 'The CRM row as JSON (for a DELETE: the row as it was).';
-COMMENT ON COLUMN lakehouse_customers.effective_from IS 'When this version became current (inclusive).';
-COMMENT ON COLUMN lakehouse_customers.effective_to IS 'When the next version replaced it (exclusive); NULL while current.';
-COMMENT ON COLUMN lakehouse_customers.operation_type IS 'INSERT, UPDATE or DELETE (a tombstone version).';
-COMMENT ON COLUMN lakehouse_customers.transaction_id IS 'txid of the transaction that wrote the version.';
-COMMENT ON COLUMN lakehouse_customers.source_updated_at IS 'Event time at the source (crm_customers.updated_at); NULL for deletes.';
-
--- One row per customer chain: the last version number handed out. Its row lock is the chain lock:
--- INSERT ... ON CONFLICT DO UPDATE waits for a concurrent writer of the same customer and then counts
--- on from the committed value, so numbers are gap-free without advisory locks (which would fill the
--- shared lock table on a 100k-row statement or a long CRM batch transaction).
-CREATE TABLE lakehouse_customer_chains (
-    customer_id  bigint PRIMARY KEY,
-    last_version integer NOT NULL,
-    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-COMMENT ON TABLE lakehouse_customer_chains IS
-    'Internal: last version number per customer; its row lock serialises writers of one chain.';
 
 -- The one writer of lakehouse_customers. Takes one change per customer (parallel arrays), claims the
 -- next version number of each chain (locking it until commit; in customer_id order so concurrent
 -- writers cannot deadlock on each other), then closes the open version and appends the new one.
 -- Returns the number of versions written.
-CREATE FUNCTION lakehouse_apply_changes(
+CREATE OR REPLACE FUNCTION lakehouse_apply_changes(
     p_customer_ids bigint[],
     p_customer_data jsonb[],
     p_operations text[],
@@ -72,7 +37,7 @@ CREATE FUNCTION lakehouse_apply_changes(
 )
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_n        integer := coalesce(cardinality(p_customer_ids), 0);
@@ -149,17 +114,18 @@ $$;
 COMMENT ON FUNCTION lakehouse_apply_changes(bigint[], jsonb[], text[], timestamptz[]) IS
     'The one writer of lakehouse_customers: gap-free version numbers, previous version closed, chains locked.';
 
+
 -- CRM -> lakehouse capture, one call per statement (transition tables), so a bulk load costs one
 -- set-based write. An UPDATE that changes nothing but updated_at writes no version; an UPDATE of the
 -- key itself is recorded as a delete of the old id and an insert of the new one. Very large statements
 -- build arrays of the whole change set: load millions of customers in chunks (e.g. 100k rows).
 -- Runs as its owner: a role allowed to change CRM rows needs no write grant on the lakehouse tables
 -- (and cannot write versions any other way).
-CREATE FUNCTION lakehouse_capture_crm_changes()
+CREATE OR REPLACE FUNCTION lakehouse_capture_crm_changes()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_ids  bigint[];
@@ -201,26 +167,25 @@ BEGIN
 END;
 $$;
 
+
 -- Transition tables allow one event per trigger, hence three triggers on one function.
-CREATE TRIGGER crm_customers_lakehouse_ins AFTER INSERT ON crm_customers
+CREATE OR REPLACE TRIGGER crm_customers_lakehouse_ins AFTER INSERT ON crm_customers
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION lakehouse_capture_crm_changes();
-CREATE TRIGGER crm_customers_lakehouse_upd AFTER UPDATE ON crm_customers
+
+CREATE OR REPLACE TRIGGER crm_customers_lakehouse_upd AFTER UPDATE ON crm_customers
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION lakehouse_capture_crm_changes();
-CREATE TRIGGER crm_customers_lakehouse_del AFTER DELETE ON crm_customers
+
+CREATE OR REPLACE TRIGGER crm_customers_lakehouse_del AFTER DELETE ON crm_customers
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION lakehouse_capture_crm_changes();
-CREATE TRIGGER crm_customers_lakehouse_trunc AFTER TRUNCATE ON crm_customers
+
+CREATE OR REPLACE TRIGGER crm_customers_lakehouse_trunc AFTER TRUNCATE ON crm_customers
     FOR EACH STATEMENT EXECUTE FUNCTION lakehouse_capture_crm_changes();
 
--- Customers that existed before this migration start their history now, as version 1.
-SELECT lakehouse_apply_changes(array_agg(c.customer_id), array_agg(to_jsonb(c)), array_agg('INSERT'::text),
-                               array_agg(c.updated_at))
-FROM crm_customers c
-WHERE NOT EXISTS (SELECT 1 FROM lakehouse_customers lc WHERE lc.customer_id = c.customer_id);
 
 -- The latest version of every customer that is not deleted. The open version is found through the
 -- partial unique index, not a correlated MAX; rows written without an operation_type are kept.
-CREATE VIEW lakehouse_customers_current AS
+CREATE OR REPLACE VIEW lakehouse_customers_current AS
 SELECT lc.customer_id,
        lc.customer_data,
        lc.effective_from,
@@ -235,10 +200,11 @@ WHERE lc.effective_to IS NULL
   AND lc.operation_type IS DISTINCT FROM 'DELETE';
 COMMENT ON VIEW lakehouse_customers_current IS 'The current version of every customer that is not deleted.';
 
+
 -- The customers as they were at an instant: the version whose [effective_from, effective_to) contains
 -- it (at most one per customer, by the exclusion constraint), unless that version is a tombstone.
 -- A timestamp without time zone argument is cast implicitly, read in the session's TimeZone.
-CREATE FUNCTION time_travel_customers(travel_timestamp timestamptz)
+CREATE OR REPLACE FUNCTION time_travel_customers(travel_timestamp timestamptz)
 RETURNS TABLE (
     customer_id    bigint,
     customer_data  jsonb,
@@ -247,7 +213,7 @@ RETURNS TABLE (
 )
 LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT lc.customer_id, lc.customer_data, lc.effective_from, lc.version_number
     FROM lakehouse_customers lc
@@ -257,8 +223,9 @@ AS $$
 $$;
 COMMENT ON FUNCTION time_travel_customers(timestamptz) IS 'Every customer as it was at the given instant.';
 
+
 -- One customer's versions, oldest first, with the fields each version changed (for the console).
-CREATE FUNCTION lake_history(p_customer_id bigint)
+CREATE OR REPLACE FUNCTION lake_history(p_customer_id bigint)
 RETURNS TABLE (
     customer_id       bigint,
     version_number    integer,
@@ -273,7 +240,7 @@ RETURNS TABLE (
 )
 LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT h.customer_id, h.version_number, h.operation_type, h.effective_from, h.effective_to,
            CASE WHEN h.prev_data IS NULL OR h.operation_type = 'DELETE'
@@ -295,68 +262,15 @@ AS $$
 $$;
 COMMENT ON FUNCTION lake_history(bigint) IS 'A customer''s versions, oldest first, with the fields each one changed.';
 
-------------------------------------------------------------------------------------------------------
--- Schema evolution log
-------------------------------------------------------------------------------------------------------
--- Filled by event triggers on ddl_command_end and sql_drop. A change is found by comparing the
--- relation's shape (columns, constraints, indexes, partitions, view query) with the shape recorded
--- after the previous DDL, so one ALTER TABLE with several subcommands yields one row per change, all
--- with the same schema_version (per table, +1 per DDL statement that changed its shape).
---
--- backward_compatible means: every read and write that worked before still works.
---   compatible:   CREATE_*, ADD_COLUMN that is nullable or has a default (or is generated/identity),
---                 MODIFY_COLUMN that only drops NOT NULL or sets a default, non-unique ADD/DROP_INDEX,
---                 DROP_CONSTRAINT of a CHECK or FOREIGN KEY, MODIFY_VIEW (same columns),
---                 ATTACH_PARTITION, PARTITION_MAINTENANCE.
---   incompatible: DROP_*, RENAME_*, type changes, SET NOT NULL, ADD_CONSTRAINT (it can reject writes
---                 that used to succeed), DROP of a PRIMARY KEY/UNIQUE/EXCLUDE constraint or a unique
---                 index (ON CONFLICT targets and references rely on them), DETACH/DROP_PARTITION.
--- Partitions are folded into their parent. DDL run by ensure_partitions() is partition maintenance:
--- one PARTITION_MAINTENANCE row per parent per transaction listing the partitions it added, and it
--- does not change schema_version. The migration ledger and this log's own state table are ignored.
--- ddl_statement is current_query(), i.e. the whole client query string (for a migration, the file),
--- cut at 8000 characters.
-CREATE TABLE schema_evolution_log (
-    evolution_id        bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    table_name          varchar(100) NOT NULL,
-    schema_version      integer NOT NULL,
-    evolution_type      varchar(50) NOT NULL,
-    ddl_statement       text,
-    backward_compatible boolean NOT NULL,
-    applied_at          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    applied_by          varchar(100) NOT NULL DEFAULT session_user,
-    schema_name         name NOT NULL DEFAULT 'public',
-    object_name         text,            -- the column, constraint, index or partition concerned
-    command_tag         text,
-    change_detail       jsonb,           -- before/after of what changed
-    transaction_id      bigint NOT NULL DEFAULT txid_current()
-);
-CREATE INDEX schema_evolution_log_table_idx ON schema_evolution_log (table_name, schema_version);
-CREATE INDEX schema_evolution_log_applied_idx ON schema_evolution_log (applied_at DESC);
-COMMENT ON TABLE schema_evolution_log IS
-    'DDL on the platform''s tables, one row per change, recorded by the opsconsole event triggers.';
-COMMENT ON COLUMN schema_evolution_log.backward_compatible IS
-    'True when every read and write that worked before the change still works after it.';
-
--- The last seen shape of every tracked relation (internal to the log).
-CREATE TABLE schema_evolution_state (
-    relid       oid PRIMARY KEY,
-    schema_name name NOT NULL,
-    table_name  name NOT NULL,
-    relkind     "char" NOT NULL,
-    shape       jsonb NOT NULL,
-    captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-COMMENT ON TABLE schema_evolution_state IS 'Internal: the shape of each tracked relation after its last DDL.';
 
 -- What a relation looks like, as far as the log cares: columns by attnum, constraints and
 -- stand-alone indexes by name, partitions (the whole tree, by name), and a view's query.
 -- NOT NULL is read from pg_attribute (PostgreSQL 18 also keeps it in pg_constraint; skipped here).
-CREATE FUNCTION schema_evolution_shape(p_relid oid)
+CREATE OR REPLACE FUNCTION schema_evolution_shape(p_relid oid)
 RETURNS jsonb
 LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT jsonb_build_object(
         'columns', coalesce((
@@ -394,14 +308,15 @@ AS $$
     );
 $$;
 
+
 -- Appends one row to the log. p_version: the schema_version the row carries.
-CREATE FUNCTION schema_evolution_record(
+CREATE OR REPLACE FUNCTION schema_evolution_record(
     p_schema name, p_table text, p_version integer, p_type text, p_compatible boolean,
     p_object text, p_tag text, p_detail jsonb
 )
 RETURNS void
 LANGUAGE sql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     INSERT INTO schema_evolution_log (schema_name, table_name, schema_version, evolution_type, ddl_statement,
                                       backward_compatible, object_name, command_tag, change_detail)
@@ -409,24 +324,26 @@ AS $$
             p_detail);
 $$;
 
+
 -- The current schema_version of a table (0 before its first logged DDL). Callers hold the table's
 -- advisory lock so two sessions cannot hand out the same number.
-CREATE FUNCTION schema_evolution_version(p_schema name, p_table text)
+CREATE OR REPLACE FUNCTION schema_evolution_version(p_schema name, p_table text)
 RETURNS integer
 LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT coalesce(max(l.schema_version), 0) FROM schema_evolution_log l
     WHERE l.schema_name = p_schema AND l.table_name = p_table;
 $$;
 
+
 -- Compares a relation's shape with its recorded one, logs the differences, stores the new shape.
 -- p_maintenance: the DDL runs inside ensure_partitions().
-CREATE FUNCTION schema_evolution_track(p_relid oid, p_tag text, p_maintenance boolean)
+CREATE OR REPLACE FUNCTION schema_evolution_track(p_relid oid, p_tag text, p_maintenance boolean)
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_schema  name;
@@ -447,7 +364,7 @@ BEGIN
     FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
     WHERE cl.oid = p_relid;
     IF NOT FOUND OR v_kind NOT IN ('r', 'p', 'v', 'm', 'f') OR NOT v_schema = ANY (platform_schemas())
-       OR v_table IN ('opsconsole_migrations', 'schema_evolution_state') THEN
+       OR v_table IN ('opsconsole_migrations', 'opsconsole_definitions', 'schema_evolution_state') THEN
         RETURN 0;
     END IF;
 
@@ -597,14 +514,15 @@ BEGIN
 END;
 $$;
 
+
 -- Event trigger: after each DDL command, re-examine the relations it touched (indexes count for their
 -- table, partitions for their root). Runs as its owner so that any role's DDL is logged, and never
 -- lets a logging failure abort the DDL itself.
-CREATE FUNCTION schema_evolution_on_ddl()
+CREATE OR REPLACE FUNCTION schema_evolution_on_ddl()
 RETURNS event_trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_stack text;
@@ -633,13 +551,14 @@ EXCEPTION WHEN OTHERS THEN
 END;
 $$;
 
+
 -- Event trigger: drops of tracked relations, of stand-alone indexes and of partitions. Dropped
 -- columns and constraints are found by schema_evolution_on_ddl (their ALTER TABLE is collected there).
-CREATE FUNCTION schema_evolution_on_drop()
+CREATE OR REPLACE FUNCTION schema_evolution_on_drop()
 RETURNS event_trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     r       record;
@@ -704,14 +623,15 @@ EXCEPTION WHEN OTHERS THEN
 END;
 $$;
 
+
 -- Records the current shape of every platform relation without logging it (the baseline) and
 -- creates the two event triggers. Event triggers need a superuser: for any other role this says so
 -- and changes nothing, so migrations still run for a non-superuser owner; a superuser can call it
 -- later. Returns true when the triggers exist afterwards.
-CREATE FUNCTION schema_evolution_install()
+CREATE OR REPLACE FUNCTION schema_evolution_install()
 RETURNS boolean
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
@@ -725,7 +645,7 @@ BEGIN
     FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
     WHERE cl.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT cl.relispartition
       AND n.nspname = ANY (platform_schemas())
-      AND cl.relname NOT IN ('opsconsole_migrations', 'schema_evolution_state')
+      AND cl.relname NOT IN ('opsconsole_migrations', 'opsconsole_definitions', 'schema_evolution_state')
     ON CONFLICT (relid) DO UPDATE
         SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,
             relkind = EXCLUDED.relkind, shape = EXCLUDED.shape, captured_at = clock_timestamp();
@@ -745,4 +665,6 @@ $$;
 COMMENT ON FUNCTION schema_evolution_install() IS
     'Baseline the tracked shapes and create the opsconsole_schema_evolution_* event triggers (superuser only).';
 
+-- Baseline the tracked shapes and (re)create the opsconsole_schema_evolution_* event triggers (drop if
+-- they exist, then create); a non-superuser migrator gets a NOTICE instead.
 SELECT schema_evolution_install();

@@ -1,250 +1,45 @@
--- 0003 financial pipeline: staging -> validate -> fraud score -> processed, exactly once per transaction_id.
+-- 30_pipeline.sql: Financial pipeline: settings check, arrivals rollups, fraud score, chunk apply, batch processing, retry,
+-- retention and the staging partitions.
 --
--- Shape of the design (details beside each object):
---   * financial_transactions_staging: what loaders COPY into. Every row is in exactly one state:
---     pending -> processed | failed (retry due at next_attempt_at) | dead_letter | duplicate.
---   * A chunk is claimed with FOR UPDATE SKIP LOCKED in one statement, then validated, scored, written
---     to financial_transactions_processed and marked, all set-based, in the caller's transaction.
---     The row locks are the claim: no 'processing' status that other sessions cannot see anyway.
---   * financial_transaction_ledger holds one row per transaction_id ever processed (with the payload
---     hash), which the partitioned processed table cannot guarantee (its key includes the timestamp).
---     Same id + same payload again = 'duplicate'; same id + different payload = 'payload_conflict'.
---   * Per-minute rollups (by ingestion minute) are maintained in the same transactions that change
---     staging, so financial_processing_monitor reads a few hundred rows whatever the size of staging.
---
--- Transactions: a PL/pgSQL function cannot commit, so process_financial_batch() processes one or more
--- chunks inside the caller's transaction, checking its time budget with clock_timestamp() between
--- chunks. Committing per chunk is the caller's loop: the Python worker (`opsconsole worker`) calls it
--- with p_batch_size = one chunk in autocommit mode, so each chunk is its own transaction. (A procedure
--- could COMMIT in a loop, but a procedure with a pinned search_path may not control transactions.)
---
--- Concurrency note: two workers scoring the same account at the same moment do not see each other's
--- uncommitted rows in the velocity window; the score is exact with respect to what was committed
--- when the chunk ran. Exactly-once is unaffected (the ledger).
-
-------------------------------------------------------------------------------------------------------
--- Settings (one row) and reference data
-------------------------------------------------------------------------------------------------------
-CREATE TABLE financial_pipeline_settings (
-    id                   boolean PRIMARY KEY DEFAULT true CHECK (id),
-    business_time_zone   text     NOT NULL DEFAULT 'UTC',   -- business hours/weekends are judged here
-    business_hour_start  smallint NOT NULL DEFAULT 8  CHECK (business_hour_start BETWEEN 0 AND 23),
-    business_hour_end    smallint NOT NULL DEFAULT 18 CHECK (business_hour_end BETWEEN 0 AND 23),
-    fraud_window         interval NOT NULL DEFAULT interval '1 hour' CHECK (fraud_window > interval '0'),
-    amount_min           numeric(20,4) NOT NULL DEFAULT -100000000,
-    amount_max           numeric(20,4) NOT NULL DEFAULT 100000000,
-    future_tolerance     interval NOT NULL DEFAULT interval '5 minutes',
-    max_attempts         integer  NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
-    backoff_base         interval NOT NULL DEFAULT interval '10 seconds' CHECK (backoff_base >= interval '0'),
-    backoff_max          interval NOT NULL DEFAULT interval '1 hour',
-    chunk_size           integer  NOT NULL DEFAULT 10000 CHECK (chunk_size > 0),
-    sla_ms               integer  NOT NULL DEFAULT 1000 CHECK (sla_ms > 0),
-    staging_retention    interval NOT NULL DEFAULT interval '7 days',
-    rollup_retention     interval NOT NULL DEFAULT interval '30 days',
-    CHECK (amount_min <= amount_max),
-    CHECK (business_hour_start <= business_hour_end)
-);
-INSERT INTO financial_pipeline_settings DEFAULT VALUES;
-COMMENT ON TABLE financial_pipeline_settings IS
-    'Pipeline knobs (one row): business time zone and hours for the fraud score, validation bounds, retries, chunking, SLA, retention.';
+-- Repeatable definitions: every function, view and trigger here is (re)created by CREATE OR REPLACE, and
+-- the runner re-applies ALL files of sql/definitions/ in name order, in one transaction, after the
+-- versioned migrations whenever any file's checksum changed. Each object has exactly one CREATE in the
+-- tree: edit it here, never in a migration. A migration must not depend on an object created here.
 
 -- An unknown zone name would only fail later, inside a chunk; refuse it at the door instead.
-CREATE FUNCTION financial_pipeline_settings_check()
+CREATE OR REPLACE FUNCTION financial_pipeline_settings_check()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     PERFORM now() AT TIME ZONE NEW.business_time_zone;
     RETURN NEW;
 END;
 $$;
-CREATE TRIGGER financial_pipeline_settings_check BEFORE INSERT OR UPDATE ON financial_pipeline_settings
+
+CREATE OR REPLACE TRIGGER financial_pipeline_settings_check BEFORE INSERT OR UPDATE ON financial_pipeline_settings
     FOR EACH ROW EXECUTE FUNCTION financial_pipeline_settings_check();
 
-CREATE TABLE financial_transaction_types (
-    transaction_type varchar(50) PRIMARY KEY,
-    description      text
-);
-INSERT INTO financial_transaction_types (transaction_type, description) VALUES
-    ('payment', 'money in for goods or services'),
-    ('refund', 'money back to the customer'),
-    ('transfer', 'between accounts'),
-    ('fee', 'charged by us'),
-    ('adjustment', 'manual correction'),
-    ('chargeback', 'reversed by the card issuer');
-COMMENT ON TABLE financial_transaction_types IS 'Known transaction types; a staged row of any other type fails unknown_type.';
-
--- Stable error codes. retryable = the condition can clear by itself (late order, clock skew), so the
--- row is retried with backoff; the others go to dead_letter at once (retrying cannot fix them).
-CREATE TABLE financial_error_codes (
-    error_code  varchar(40) PRIMARY KEY,
-    retryable   boolean NOT NULL,
-    description text NOT NULL
-);
-INSERT INTO financial_error_codes (error_code, retryable, description) VALUES
-    ('missing_field',        false, 'a required field (transaction_id, account_id, transaction_timestamp, amount, transaction_type) is NULL'),
-    ('unknown_type',         false, 'transaction_type is not in financial_transaction_types'),
-    ('amount_out_of_bounds', false, 'amount is outside [amount_min, amount_max] of financial_pipeline_settings'),
-    ('future_timestamp',     true,  'transaction_timestamp is later than now + future_tolerance'),
-    ('bad_order_reference',  false, 'reference_data.order_id is present but not a positive integer'),
-    ('order_not_found',      true,  'reference_data.order_id does not match any erp_orders.order_id (yet)'),
-    ('payload_conflict',     false, 'transaction_id was already processed with a different payload'),
-    ('duplicate',            false, 'transaction_id was already processed with the same payload (a replay; not an error)'),
-    ('internal_error',       true,  'processing raised an unexpected error; the message holds it');
-COMMENT ON TABLE financial_error_codes IS 'Stable error codes stored on staging rows, and whether they are retried.';
-
-------------------------------------------------------------------------------------------------------
--- Staging
-------------------------------------------------------------------------------------------------------
-CREATE TABLE financial_transactions_staging (
-    staging_id             bigserial PRIMARY KEY,
-    -- input columns (what loaders COPY)
-    transaction_id         bigint,
-    account_id             bigint,
-    transaction_timestamp  timestamptz(6),                       -- event time, at the source
-    amount                 numeric(20,4),
-    transaction_type       varchar(50),
-    reference_data         jsonb,
-    batch_id               varchar(100),
-    ingestion_timestamp    timestamptz NOT NULL DEFAULT now(),   -- ingestion time, here
-    -- processing state
-    processing_status      varchar(20) NOT NULL DEFAULT 'pending'
-        CHECK (processing_status IN ('pending', 'processed', 'failed', 'dead_letter', 'duplicate')),
-    error_message          text,
-    retry_count            integer NOT NULL DEFAULT 0,           -- failed attempts since last (re)queue
-    processing_duration_ms integer,                              -- ingestion -> outcome of the last attempt
-    error_code             varchar(40) REFERENCES financial_error_codes,
-    next_attempt_at        timestamptz NOT NULL DEFAULT now(),   -- due time: arrival for pending, backoff for failed
-    processed_at           timestamptz,                          -- when the row reached its current state
-    claimed_by             text,                                 -- application_name#pid of the last claimer
-    chunk_id               bigint,                               -- the chunk that last handled the row
-    requeue_count          integer NOT NULL DEFAULT 0,           -- times an operator re-queued it (retry_failed)
-    -- The rollup key: the ingestion minute, truncated in UTC so it never depends on the session TimeZone.
-    -- (Spelled with AT TIME ZONE: the 3-argument date_trunc is only immutable from PostgreSQL 16.)
-    ingestion_minute       timestamptz GENERATED ALWAYS AS (
-        date_trunc('minute', ingestion_timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') STORED,
-    -- One definition of "same payload": the ledger stores it, duplicates and conflicts compare it.
-    -- The epoch is taken in UTC so the hash does not depend on the session TimeZone; batch_id is not
-    -- part of the payload (the same transaction re-sent in another batch is a replay).
-    payload_hash           uuid GENERATED ALWAYS AS (md5(
-        coalesce(account_id::text, '') || '|' ||
-        coalesce(extract(epoch FROM (transaction_timestamp AT TIME ZONE 'UTC'))::text, '') || '|' ||
-        coalesce(amount::text, '') || '|' ||
-        coalesce(transaction_type::text, '') || '|' ||
-        coalesce(reference_data::text, ''))::uuid) STORED,
-    -- failed, dead_letter and duplicate rows say why; processed rows carry no error. A re-queued
-    -- (pending) row keeps its last error until it is processed.
-    CHECK (processing_status NOT IN ('failed', 'dead_letter', 'duplicate') OR error_code IS NOT NULL),
-    CHECK (processing_status <> 'processed' OR error_code IS NULL),
-    CHECK (processing_status <> 'processed' OR processed_at IS NOT NULL)
-);
-COMMENT ON TABLE financial_transactions_staging IS
-    'Incoming transactions. Each row is in exactly one state; error_code says why for failed, dead_letter and duplicate.';
-
--- The claim: due rows in due order. Partial, so terminal rows cost nothing here.
-CREATE INDEX financial_staging_claim_idx ON financial_transactions_staging (next_attempt_at, staging_id)
-    WHERE processing_status IN ('pending', 'failed');
--- The spec's index: retention (processed rows by age) and the backlog pane (rows by status).
-CREATE INDEX idx_financial_staging_status ON financial_transactions_staging (processing_status, ingestion_timestamp);
--- retry_failed by batch or by error code.
-CREATE INDEX financial_staging_retry_batch_idx ON financial_transactions_staging (batch_id)
-    WHERE processing_status IN ('failed', 'dead_letter');
-CREATE INDEX financial_staging_retry_code_idx ON financial_transactions_staging (error_code)
-    WHERE processing_status IN ('failed', 'dead_letter');
-
-CREATE SEQUENCE financial_chunk_seq;
-
-------------------------------------------------------------------------------------------------------
--- Processed: partitioned by event time; the ledger gives exactly-once per transaction_id
-------------------------------------------------------------------------------------------------------
-CREATE TABLE financial_transactions_processed (
-    transaction_id         bigint NOT NULL,
-    account_id             bigint NOT NULL,
-    transaction_timestamp  timestamptz(6) NOT NULL,
-    amount                 numeric(20,4) NOT NULL,
-    transaction_type       varchar(50) NOT NULL,
-    reference_data         jsonb,
-    batch_id               varchar(100),
-    -- Computed fields for fast queries. date_partition is the UTC day; it is not the partition key.
-    date_partition         date GENERATED ALWAYS AS ((transaction_timestamp AT TIME ZONE 'UTC')::date) STORED,
-    amount_abs             numeric(20,4) GENERATED ALWAYS AS (abs(amount)) STORED,
-    is_large_amount        boolean GENERATED ALWAYS AS (abs(amount) > 10000) STORED,
-    -- Audit fields
-    processed_at           timestamptz NOT NULL DEFAULT now(),
-    processing_duration_ms integer,
-    validation_status      varchar(20) NOT NULL DEFAULT 'valid',
-    risk_score             numeric(5,2),
-    staging_id             bigint,
-    ingestion_timestamp    timestamptz,
-    payload_hash           uuid,
-    PRIMARY KEY (transaction_id, transaction_timestamp)
-) PARTITION BY RANGE (transaction_timestamp);
-COMMENT ON TABLE financial_transactions_processed IS
-    'Validated, scored transactions; one row per transaction_id (guaranteed by financial_transaction_ledger).';
-CREATE INDEX idx_financial_processed_account_timestamp
-    ON financial_transactions_processed (account_id, transaction_timestamp DESC);
-CREATE INDEX idx_financial_processed_risk_score
-    ON financial_transactions_processed (risk_score DESC) WHERE validation_status <> 'valid';
-SELECT ensure_partitions('financial_transactions_processed');
-
-CREATE TABLE financial_transaction_ledger (
-    transaction_id        bigint PRIMARY KEY,
-    payload_hash          uuid NOT NULL,
-    staging_id            bigint NOT NULL,          -- the staged row that won (staging may be purged later)
-    account_id            bigint NOT NULL,
-    transaction_timestamp timestamptz NOT NULL,     -- locates the processed row: (transaction_id, this)
-    recorded_at           timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE financial_transaction_ledger IS
-    'Exactly-once: one row per transaction_id ever processed, across all partitions of the processed table.';
-
-------------------------------------------------------------------------------------------------------
--- Rollups: per ingestion minute (UTC buckets), current state counts and latency of processed rows
-------------------------------------------------------------------------------------------------------
-CREATE TABLE financial_processing_rollup (
-    minute_bucket      timestamptz PRIMARY KEY,
-    total_transactions bigint NOT NULL DEFAULT 0,    -- rows ingested in this minute
-    pending_count      bigint NOT NULL DEFAULT 0,    -- ... of which now pending
-    processed_count    bigint NOT NULL DEFAULT 0,
-    failed_count       bigint NOT NULL DEFAULT 0,
-    dead_letter_count  bigint NOT NULL DEFAULT 0,
-    duplicate_count    bigint NOT NULL DEFAULT 0,
-    latency_count      bigint NOT NULL DEFAULT 0,    -- processed rows with a latency
-    latency_sum_ms     bigint NOT NULL DEFAULT 0,
-    latency_max_ms     integer,
-    sla_breaches       bigint NOT NULL DEFAULT 0,    -- processed rows slower than sla_ms
-    updated_at         timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE financial_processing_rollup IS
-    'Per ingestion minute: rows in each state and latency totals, kept exact by the transactions that change staging.';
-
-CREATE TABLE financial_latency_rollup (
-    minute_bucket   timestamptz NOT NULL,
-    bucket_lower_ms integer NOT NULL,
-    bucket_upper_ms integer,                          -- NULL for the open last bucket
-    row_count       bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (minute_bucket, bucket_lower_ms)
-);
-COMMENT ON TABLE financial_latency_rollup IS 'Latency histogram of processed rows per ingestion minute (for p95).';
 
 -- Lower bounds (ms) of the latency histogram buckets; finer around the 1 s SLA.
-CREATE FUNCTION financial_latency_bounds()
+CREATE OR REPLACE FUNCTION financial_latency_bounds()
 RETURNS integer[]
 LANGUAGE sql
 IMMUTABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT ARRAY[0, 1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 400, 500, 600, 700, 800, 900, 1000,
                  1200, 1500, 2000, 3000, 5000, 10000, 30000, 60000, 300000, 3600000];
 $$;
 
+
 -- The one way rollups change. p_deltas is a JSON array of per-minute deltas (any subset of the keys);
 -- rows are applied in minute order so that concurrent writers lock rollup rows in the same order.
-CREATE FUNCTION financial_rollup_apply(p_deltas jsonb)
+CREATE OR REPLACE FUNCTION financial_rollup_apply(p_deltas jsonb)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF p_deltas IS NULL OR jsonb_array_length(p_deltas) = 0 THEN
@@ -280,11 +75,12 @@ BEGIN
 END;
 $$;
 
+
 -- p_hist: JSON array of {minute_bucket, bucket_lower_ms, bucket_upper_ms, row_count}.
-CREATE FUNCTION financial_latency_apply(p_hist jsonb)
+CREATE OR REPLACE FUNCTION financial_latency_apply(p_hist jsonb)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF p_hist IS NULL OR jsonb_array_length(p_hist) = 0 THEN
@@ -300,13 +96,14 @@ BEGIN
 END;
 $$;
 
+
 ------------------------------------------------------------------------------------------------------
 -- Arrivals: rollup counts and a NOTIFY that wakes the workers, once per INSERT/COPY statement
 ------------------------------------------------------------------------------------------------------
-CREATE FUNCTION financial_staging_arrived()
+CREATE OR REPLACE FUNCTION financial_staging_arrived()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_deltas jsonb;
@@ -333,9 +130,15 @@ BEGIN
     RETURN NULL;
 END;
 $$;
-CREATE TRIGGER financial_staging_arrived AFTER INSERT ON financial_transactions_staging
+
+
+-- Arrivals: the function of 0003, unchanged. A statement trigger with a transition table on the
+-- partitioned parent sees the rows routed to every partition (PostgreSQL 10+); rows written into a
+-- partition directly (the retention's moves below) do not fire it, which is what they need.
+CREATE OR REPLACE TRIGGER financial_staging_arrived AFTER INSERT ON financial_transactions_staging
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION financial_staging_arrived();
+
 
 ------------------------------------------------------------------------------------------------------
 -- The fraud score: one definition
@@ -346,7 +149,7 @@ CREATE TRIGGER financial_staging_arrived AFTER INSERT ON financial_transactions_
 --   deviation = min(|amount - avg| / avg * 20, 30), rounded to 2 places; 0 when there is no history
 --   +20 when |amount| > 50,000; +10 outside business hours; +5 on Saturday/Sunday
 -- Hours and weekdays are read in the configured time zone, never the server's or the session's.
-CREATE FUNCTION financial_fraud_score(
+CREATE OR REPLACE FUNCTION financial_fraud_score(
     p_amount numeric,
     p_transaction_timestamp timestamptz,
     p_recent_count bigint,
@@ -358,7 +161,7 @@ CREATE FUNCTION financial_fraud_score(
 RETURNS numeric(5,2)
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     RETURN least(
@@ -375,9 +178,10 @@ BEGIN
 END;
 $$;
 
+
 -- The spec's entry point: the account's processed history in [ts - window, ts), event time, then
 -- the one score. A first transaction (no history) gets velocity 0 and deviation 0.
-CREATE FUNCTION detect_fraud_indicators(
+CREATE OR REPLACE FUNCTION detect_fraud_indicators(
     p_account_id bigint,
     p_amount numeric,
     p_transaction_timestamp timestamptz,
@@ -386,7 +190,7 @@ CREATE FUNCTION detect_fraud_indicators(
 RETURNS numeric(5,2)
 LANGUAGE plpgsql
 STABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_cfg   financial_pipeline_settings;
@@ -405,31 +209,37 @@ BEGIN
 END;
 $$;
 
+
 ------------------------------------------------------------------------------------------------------
 -- Failure handling: one definition of "what happens to a row that failed"
 ------------------------------------------------------------------------------------------------------
 -- p_failures = failed attempts including this one.
-CREATE FUNCTION financial_failure_status(p_failures integer, p_retryable boolean, p_max_attempts integer)
+CREATE OR REPLACE FUNCTION financial_failure_status(p_failures integer, p_retryable boolean, p_max_attempts integer)
 RETURNS varchar
 LANGUAGE sql
 IMMUTABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT CASE WHEN NOT p_retryable OR p_failures >= p_max_attempts THEN 'dead_letter' ELSE 'failed' END::varchar;
 $$;
 
+
 -- Exponential backoff: base * 2^(failures - 1), capped.
-CREATE FUNCTION financial_retry_delay(p_failures integer, p_base interval, p_max interval)
+CREATE OR REPLACE FUNCTION financial_retry_delay(p_failures integer, p_base interval, p_max interval)
 RETURNS interval
 LANGUAGE sql
 IMMUTABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT least(p_base * power(2, least(greatest(p_failures - 1, 0), 30))::double precision, p_max);
 $$;
 
+
 ------------------------------------------------------------------------------------------------------
--- One chunk, set-based (internal): validate + ledger, then score + write + mark
+-- The chunk functions of 0003 on the new row type. Changed: each staging UPDATE also names the
+-- ingestion time of its rows (a range for the chunk, the value for one row), so only the partitions
+-- holding them are probed by staging_id; a row ingested "in the future" (another clock) gets latency
+-- 0 instead of failing the whole batch in the histogram; the rest is 0003's definition.
 ------------------------------------------------------------------------------------------------------
 -- p_rows are staging rows already claimed (locked) by the caller's transaction. Returns the outcome
 -- counts and the rollup deltas; the caller applies the deltas last (so the hot rollup row is locked
@@ -441,7 +251,7 @@ $$;
 --    and HOT eligibility are unchanged;
 --  * the fraud score is computed in a LATERAL subquery with OFFSET 0, so it runs once per row
 --    instead of once per reference after the planner pulls the subquery up.
-CREATE FUNCTION financial_apply_chunk(
+CREATE OR REPLACE FUNCTION financial_apply_chunk(
     p_rows financial_transactions_staging[],
     p_cfg financial_pipeline_settings,
     p_chunk_id bigint,
@@ -456,7 +266,7 @@ CREATE FUNCTION financial_apply_chunk(
     OUT latency_deltas jsonb
 )
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_ids     bigint[];
@@ -464,7 +274,12 @@ DECLARE
     v_details text[];
     v_won     boolean[];
     v_bounds  integer[] := financial_latency_bounds();
+    v_from    timestamptz;
+    v_to      timestamptz;
 BEGIN
+    -- the chunk's ingestion-time span: prunes the staging UPDATE to the partitions holding its rows
+    SELECT min(c.ingestion_timestamp), max(c.ingestion_timestamp) INTO v_from, v_to FROM unnest(p_rows) c;
+
     -- Step 1: validate, and claim each valid transaction_id in the ledger. One row per id per chunk
     -- competes (the lowest staging_id); ids are inserted in order so that two workers racing on the
     -- same ids wait for each other in the same order (no deadlock). ON CONFLICT waits for a concurrent
@@ -550,9 +365,10 @@ BEGIN
     x AS MATERIALIZED (
         SELECT c.*, o.error_code AS new_error_code, o.error_detail, o.won,
                c.processing_status AS prev_status,
-               -- latency: ingestion -> this outcome (capped to fit integer)
-               least(extract(epoch FROM clock_timestamp() - c.ingestion_timestamp) * 1000,
-                     2147483647)::integer AS ms
+               -- latency: ingestion -> this outcome (capped to fit integer; 0 for an ingestion
+               -- time ahead of this clock, which has no histogram bucket and would fail the chunk)
+               greatest(least(extract(epoch FROM clock_timestamp() - c.ingestion_timestamp) * 1000,
+                              2147483647), 0)::integer AS ms
         FROM c
         JOIN unnest(v_ids, v_codes, v_details, v_won) AS o(staging_id, error_code, error_detail, won)
           ON o.staging_id = c.staging_id
@@ -678,6 +494,7 @@ BEGIN
         FROM outcome o
         WHERE s.staging_id = o.staging_id
           AND s.staging_id = ANY (v_ids)   -- primary-key probes, whatever the estimates of outcome
+          AND s.ingestion_timestamp BETWEEN v_from AND v_to   -- ... in the partitions of the chunk only
         RETURNING s.staging_id, s.ingestion_minute, o.prev_status, o.new_status, o.ms
     ),
     per_minute AS (
@@ -719,10 +536,11 @@ BEGIN
 END;
 $$;
 
+
 -- A chunk that raised (a bug, or data no validation rule foresaw) is split in halves until the rows
 -- that raise are alone; each such row is marked internal_error (retried with backoff, then
 -- dead-lettered) and the rest are processed normally. One subtransaction per split, not per row.
-CREATE FUNCTION financial_apply_isolating(
+CREATE OR REPLACE FUNCTION financial_apply_isolating(
     p_rows financial_transactions_staging[],
     p_cfg financial_pipeline_settings,
     p_chunk_id bigint,
@@ -737,7 +555,7 @@ CREATE FUNCTION financial_apply_isolating(
     OUT latency_deltas jsonb
 )
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_n    integer := coalesce(array_length(p_rows, 1), 0);
@@ -775,7 +593,8 @@ BEGIN
             processed_at = clock_timestamp(),
             claimed_by = p_worker,
             chunk_id = p_chunk_id
-        WHERE s.staging_id = v_row.staging_id;
+        WHERE s.staging_id = v_row.staging_id
+          AND s.ingestion_timestamp = v_row.ingestion_timestamp;
         IF v_st = 'failed' THEN failed := 1; ELSE dead_letter := 1; END IF;
         rollup_deltas := jsonb_build_array(jsonb_build_object(
             'minute_bucket', v_row.ingestion_minute,
@@ -798,6 +617,7 @@ BEGIN
 END;
 $$;
 
+
 ------------------------------------------------------------------------------------------------------
 -- process_financial_batch: claim and process due rows, chunk by chunk, within a time budget
 ------------------------------------------------------------------------------------------------------
@@ -806,7 +626,7 @@ $$;
 -- in the caller's transaction; stops early when nothing is due or when p_max_processing_time has
 -- elapsed (checked with clock_timestamp() between chunks). Sends one NOTIFY 'opsconsole_pipeline' per
 -- chunk (delivered when the caller commits).
-CREATE FUNCTION process_financial_batch_detail(
+CREATE OR REPLACE FUNCTION process_financial_batch_detail(
     p_batch_size integer DEFAULT 10000,
     p_max_processing_time interval DEFAULT '5 minutes',
     p_worker text DEFAULT NULL
@@ -822,7 +642,7 @@ RETURNS TABLE(
     batch_duration interval
 )
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_start    timestamptz := clock_timestamp();
@@ -896,10 +716,11 @@ BEGIN
 END;
 $$;
 
--- The spec's signature and result columns. failed_count counts rows that failed in this call,
--- whether they will be retried (failed) or not (dead_letter); duplicates are in neither count.
--- avg_processing_ms is the mean ingestion-to-processed latency of the rows processed.
-CREATE FUNCTION process_financial_batch(
+
+------------------------------------------------------------------------------------------------------
+-- Spec entry points that did not audit themselves: same signatures and result columns, now audited
+------------------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION process_financial_batch(
     p_batch_size integer DEFAULT 10000,
     p_max_processing_time interval DEFAULT '5 minutes'
 )
@@ -909,19 +730,34 @@ RETURNS TABLE(
     avg_processing_ms numeric,
     batch_duration interval
 )
-LANGUAGE sql
-SET search_path = pg_catalog, public
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
 AS $$
+DECLARE
+    v_start timestamptz := clock_timestamp();
+BEGIN
     SELECT d.processed_count, d.failed_count + d.dead_letter_count, d.avg_processing_ms, d.batch_duration
+    INTO processed_count, failed_count, avg_processing_ms, batch_duration
     FROM process_financial_batch_detail(p_batch_size, p_max_processing_time) d;
+    PERFORM record_audit(
+        'process_financial_batch',
+        jsonb_build_object('batch_size', p_batch_size, 'max_processing_time', p_max_processing_time::text),
+        jsonb_build_object('processed_count', processed_count, 'failed_count', failed_count,
+                           'avg_processing_ms', avg_processing_ms, 'batch_duration', batch_duration::text),
+        'ok', round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), NULL);
+    RETURN NEXT;
+END;
 $$;
 
+
 ------------------------------------------------------------------------------------------------------
--- retry_failed: operators re-queue failed (and, if asked, dead-lettered) rows; audited
+-- retry_failed: 0003's definition, two changes in its UPDATE
 ------------------------------------------------------------------------------------------------------
--- Selectors (ids, batch, error code) are combined with AND; with none, p_all must be true. Re-queued
--- rows become pending, due now, with their retry budget reset. Returns the number of rows re-queued.
-CREATE FUNCTION retry_failed(
+--  * it joins its targets on the whole key (staging_id, ingestion_timestamp), one partition each;
+--  * it assigns ingestion_timestamp to itself, as the chunk does: an UPDATE that touches no input of
+--    the stored generated columns re-reads their expressions for every row; one that touches an
+--    input prepares them once per statement (values unchanged, and the row stays in its partition).
+CREATE OR REPLACE FUNCTION retry_failed(
     p_staging_ids bigint[] DEFAULT NULL,
     p_batch_id text DEFAULT NULL,
     p_error_code text DEFAULT NULL,
@@ -931,7 +767,7 @@ CREATE FUNCTION retry_failed(
 )
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_start    timestamptz := clock_timestamp();
@@ -946,7 +782,7 @@ BEGIN
     END IF;
 
     WITH target AS (
-        SELECT s.staging_id, s.processing_status
+        SELECT s.staging_id, s.ingestion_timestamp, s.processing_status
         FROM financial_transactions_staging s
         WHERE s.processing_status = ANY (v_statuses)
           AND (p_staging_ids IS NULL OR s.staging_id = ANY (p_staging_ids))
@@ -959,9 +795,11 @@ BEGIN
         SET processing_status = 'pending',
             next_attempt_at = now(),
             retry_count = 0,
-            requeue_count = s.requeue_count + 1
+            requeue_count = s.requeue_count + 1,
+            ingestion_timestamp = s.ingestion_timestamp   -- the same value (see above)
         FROM target t
         WHERE s.staging_id = t.staging_id
+          AND s.ingestion_timestamp = t.ingestion_timestamp
         RETURNING s.ingestion_minute, t.processing_status AS prev_status
     ),
     per_minute AS (
@@ -992,14 +830,16 @@ BEGIN
 END;
 $$;
 
+
 ------------------------------------------------------------------------------------------------------
 -- financial_transactions.is_processed follows the ledger
 ------------------------------------------------------------------------------------------------------
 -- The chunk flags rows that exist when it runs; this covers source rows that arrive afterwards.
-CREATE FUNCTION financial_transactions_mark_processed()
+CREATE OR REPLACE FUNCTION financial_transactions_mark_processed()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     UPDATE financial_transactions f
@@ -1011,16 +851,18 @@ BEGIN
     RETURN NULL;
 END;
 $$;
-CREATE TRIGGER financial_transactions_mark_processed AFTER INSERT ON financial_transactions
+
+CREATE OR REPLACE TRIGGER financial_transactions_mark_processed AFTER INSERT ON financial_transactions
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION financial_transactions_mark_processed();
 
+
 -- Repairs is_processed from the ledger (both directions); for the rare race where a source row and
 -- its processing commit at the same moment. Returns the number of rows changed.
-CREATE FUNCTION sync_financial_processed_flags()
+CREATE OR REPLACE FUNCTION sync_financial_processed_flags()
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_n integer;
@@ -1034,17 +876,18 @@ BEGIN
 END;
 $$;
 
+
 ------------------------------------------------------------------------------------------------------
 -- Reconciliation: mismatches between staging, processed, the ledger, financial_transactions, erp_orders
 ------------------------------------------------------------------------------------------------------
 -- One row per check, always (mismatch_count 0 when clean), with up to 10 sample ids (transaction_id,
 -- or staging_id where the check is about staging rows; id_kind says which). Full scans: an operator
 -- check, not a hot path.
-CREATE FUNCTION reconcile_financial_pipeline()
+CREATE OR REPLACE FUNCTION reconcile_financial_pipeline()
 RETURNS TABLE(check_name text, mismatch_count bigint, id_kind text, sample_ids bigint[], description text)
 LANGUAGE plpgsql
 STABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     RETURN QUERY
@@ -1168,6 +1011,7 @@ BEGIN
 END;
 $$;
 
+
 ------------------------------------------------------------------------------------------------------
 -- The monitor: the spec's columns, from the rollups (cheap at any staging size, TimeZone-independent)
 ------------------------------------------------------------------------------------------------------
@@ -1175,7 +1019,7 @@ $$;
 -- p95 is interpolated inside its histogram bucket (capped at the minute's max), so it is exact to the
 -- bucket's width (finest around the 1 s SLA). sla_breach_rate = processed rows slower than sla_ms per
 -- 100 rows no longer pending, as in the spec.
-CREATE VIEW financial_processing_monitor AS
+CREATE OR REPLACE VIEW financial_processing_monitor AS
 WITH recent AS (
     SELECT r.*
     FROM financial_processing_rollup r
@@ -1217,10 +1061,9 @@ ORDER BY r.minute_bucket DESC;
 COMMENT ON VIEW financial_processing_monitor IS
     'Last hour by ingestion minute, from the rollups: counts by state, latency avg/max/p95, SLA breach rate.';
 
-------------------------------------------------------------------------------------------------------
--- The console's backlog pane: what is waiting or stuck, by state and error code
-------------------------------------------------------------------------------------------------------
-CREATE VIEW financial_pipeline_backlog AS
+
+-- What is owed work, by state and error code.
+CREATE OR REPLACE VIEW financial_pipeline_backlog AS
 SELECT s.processing_status,
        s.error_code,
        count(*) AS row_count,
@@ -1235,48 +1078,205 @@ GROUP BY s.processing_status, s.error_code;
 COMMENT ON VIEW financial_pipeline_backlog IS
     'Rows waiting (pending), retrying (failed) or stuck (dead_letter), by error code, with the oldest due time.';
 
+
 ------------------------------------------------------------------------------------------------------
--- Retention
+-- Retention: drop whole days; keep what is still owed work
 ------------------------------------------------------------------------------------------------------
--- Deletes staging rows that are done (processed, duplicate) and older than the retention, at most
--- p_limit per call, through the status index; failed and dead-lettered rows stay until an operator
--- acts. The monitor reads rollups and exactly-once reads the ledger, so neither loses anything.
--- Rollups older than rollup_retention go too. Audited.
-CREATE FUNCTION purge_financial_staging(
+-- Same name, arguments and result as 0003. Each daily partition that ends before now - retention
+-- (p_older_than, else staging_retention) is detached, its rows that must stay (pending, failed,
+-- dead_letter: owed a retry or an operator's decision) are copied into the DEFAULT partition with
+-- every column as it was, and the partition is dropped. processed and duplicate rows go with it: the
+-- ledger keeps exactly-once, the rollups keep the monitor, ops_audit_log keeps the audit. The DEFAULT
+-- partition (rows older than the partitions, the survivors) is purged the old way: processed and
+-- duplicate rows older than the cutoff, at most p_limit per call. staging_rows_deleted counts both.
+-- Rollups older than rollup_retention go too. Last, it creates the days ahead (ensure_staging_partitions).
+-- Dropping a partition takes an ACCESS EXCLUSIVE lock on staging until commit: workers wait for the
+-- few milliseconds of a detach, a survivors' copy and a drop, once a day.
+CREATE OR REPLACE FUNCTION purge_financial_staging(
     p_older_than interval DEFAULT NULL,
     p_limit integer DEFAULT 100000
 )
 RETURNS TABLE(staging_rows_deleted bigint, rollup_rows_deleted bigint)
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-    v_start  timestamptz := clock_timestamp();
-    v_cfg    financial_pipeline_settings;
-    v_cutoff timestamptz;
+    v_start    timestamptz := clock_timestamp();
+    v_cfg      financial_pipeline_settings;
+    v_cutoff   timestamptz;
+    v_default  regclass;
+    v_cols     text;
+    v_part     record;
+    v_rows     bigint;
+    v_kept     bigint;
+    v_n        bigint;
+    v_dropped  text[] := ARRAY[]::text[];
+    v_kept_all bigint := 0;
 BEGIN
     SELECT * INTO v_cfg FROM financial_pipeline_settings;
     v_cutoff := now() - coalesce(p_older_than, v_cfg.staging_retention);
+    staging_rows_deleted := 0;
 
-    DELETE FROM financial_transactions_staging s
-    WHERE s.staging_id IN (
-        SELECT t.staging_id FROM financial_transactions_staging t
-        WHERE t.processing_status IN ('processed', 'duplicate')
-          AND t.ingestion_timestamp < v_cutoff
-        LIMIT p_limit);
-    GET DIAGNOSTICS staging_rows_deleted = ROW_COUNT;
+    SELECT p.partition_name INTO v_default FROM financial_staging_partitions() p WHERE p.range_from IS NULL;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
+    FROM pg_attribute a
+    WHERE a.attrelid = 'financial_transactions_staging'::regclass
+      AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+
+    FOR v_part IN
+        SELECT p.partition_name, p.range_from FROM financial_staging_partitions() p
+        WHERE p.range_to <= v_cutoff
+        ORDER BY p.range_from
+    LOOP
+        IF cardinality(v_dropped) = 0 THEN
+            -- DETACH needs it anyway; taken once, before the first, so that no chunk runs halfway
+            LOCK TABLE financial_transactions_staging IN ACCESS EXCLUSIVE MODE;
+        END IF;
+        EXECUTE format('ALTER TABLE financial_transactions_staging DETACH PARTITION %s', v_part.partition_name);
+        -- The day's range is no longer covered, so its survivors now belong to DEFAULT. Written into
+        -- the partition directly: the arrival trigger (on the parent) does not count them again.
+        EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM %s '
+                       'WHERE processing_status IN (''pending'', ''failed'', ''dead_letter'')',
+                       v_default, v_cols, v_cols, v_part.partition_name);
+        GET DIAGNOSTICS v_kept = ROW_COUNT;
+        EXECUTE format('SELECT count(*) FROM %s', v_part.partition_name) INTO v_rows;
+        v_dropped := v_dropped || v_part.partition_name::text;   -- (its name: after the drop, an OID)
+        EXECUTE format('DROP TABLE %s', v_part.partition_name);
+        staging_rows_deleted := staging_rows_deleted + v_rows - v_kept;
+        v_kept_all := v_kept_all + v_kept;
+    END LOOP;
+
+    -- DEFAULT: the done rows older than the cutoff, bounded
+    EXECUTE format('DELETE FROM %1$s d WHERE d.staging_id IN ('
+                   'SELECT t.staging_id FROM %1$s t WHERE t.processing_status IN (''processed'', ''duplicate'') '
+                   'AND t.ingestion_timestamp < %2$L LIMIT %3$s) AND d.ingestion_timestamp < %2$L',
+                   v_default, v_cutoff, p_limit);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    staging_rows_deleted := staging_rows_deleted + v_n;
 
     DELETE FROM financial_latency_rollup WHERE minute_bucket < now() - v_cfg.rollup_retention;
     DELETE FROM financial_processing_rollup WHERE minute_bucket < now() - v_cfg.rollup_retention;
     GET DIAGNOSTICS rollup_rows_deleted = ROW_COUNT;
 
+    -- The days ahead, last: after a drop this session already holds staging exclusively; before one,
+    -- an ATTACH (which locks DEFAULT) followed by the LOCK above could deadlock with a claiming worker.
+    PERFORM ensure_staging_partitions();
+
     PERFORM record_audit(
         'purge_financial_staging',
         jsonb_build_object('older_than', coalesce(p_older_than, v_cfg.staging_retention)::text, 'limit', p_limit),
-        jsonb_build_object('staging_rows_deleted', staging_rows_deleted, 'rollup_rows_deleted', rollup_rows_deleted),
+        jsonb_build_object('staging_rows_deleted', staging_rows_deleted, 'rollup_rows_deleted', rollup_rows_deleted,
+                           'partitions_dropped', to_jsonb(v_dropped), 'rows_kept_in_default', v_kept_all,
+                           'default_rows_deleted', v_n),
         'ok',
         round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
         NULL);
     RETURN NEXT;
 END;
 $$;
+-- financial_transactions_staging is partitioned by ingestion day (the first release's 0011), so
+-- retention drops whole days.
+--
+-- Before that, retention was a bounded DELETE of processed rows: every purged row cost a WAL record, a
+-- dead tuple and index cleanup by VACUUM. Now staging is range-partitioned on ingestion_timestamp,
+-- one partition per UTC day (financial_transactions_staging_YYYY_MM_DD) plus a DEFAULT partition, so
+-- an insert never fails whatever its ingestion time. purge_financial_staging() detaches and drops
+-- the days older than the retention after moving the rows that must stay (pending, failed,
+-- dead_letter) into the DEFAULT partition: their ingestion_timestamp, staging_id and minute are
+-- unchanged, so retries, the rollups and the audit trail still line up. The monitor reads the
+-- per-minute rollups and exactly-once reads the ledger, so neither needs the dropped rows.
+--
+-- The primary key is (staging_id, ingestion_timestamp): a unique key must include the
+-- partition key. staging_id stays unique (one sequence), and a lookup by staging_id alone is one
+-- index probe per partition (about retention + 8 of them); the chunk's own updates also give the
+-- ingestion-time range of their rows so that only the partitions holding them are probed.
+
+------------------------------------------------------------------------------------------------------
+-- Partitions of staging, with their bounds
+------------------------------------------------------------------------------------------------------
+-- One row per partition; range_from/range_to are NULL for the DEFAULT partition. Bounds are read
+-- back from the catalog's own text (pinned TimeZone and DateStyle make it one fixed format).
+CREATE OR REPLACE FUNCTION financial_staging_partitions()
+RETURNS TABLE(partition_name regclass, range_from timestamptz, range_to timestamptz)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+SET "TimeZone" = 'UTC'
+SET "DateStyle" = 'ISO, YMD'
+AS $$
+    SELECT c.oid::regclass,
+           (regexp_match(b.bound, '^FOR VALUES FROM \(''([^'']+)''\)'))[1]::timestamptz,
+           (regexp_match(b.bound, ' TO \(''([^'']+)''\)$'))[1]::timestamptz
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
+    WHERE i.inhparent = 'financial_transactions_staging'::regclass;
+$$;
+
+
+-- Creates the DEFAULT partition if missing and one partition per UTC day for
+-- [now - p_back, now + p_ahead]. A day whose rows already sit in DEFAULT is built detached, the rows
+-- moved into it, then attached (ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent, so workers
+-- keep going). Returns the number of partitions created. purge_financial_staging() calls it, so a
+-- daily purge keeps a week of days ahead; rows beyond that still insert (into DEFAULT).
+CREATE OR REPLACE FUNCTION ensure_staging_partitions(
+    p_back interval DEFAULT interval '0',
+    p_ahead interval DEFAULT interval '7 days'
+)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+SET "TimeZone" = 'UTC'
+SET "DateStyle" = 'ISO, YMD'
+AS $$
+DECLARE
+    v_parent  regclass := 'financial_transactions_staging'::regclass;
+    v_default regclass;
+    v_day     date;
+    v_last    date;
+    v_lo      timestamptz;
+    v_hi      timestamptz;
+    v_part    text;
+    v_cols    text;
+    v_created integer := 0;
+BEGIN
+    -- the same lock ensure_partitions() takes: one creator at a time per parent
+    PERFORM pg_advisory_xact_lock(v_parent::oid::bigint);
+
+    SELECT p.partition_name INTO v_default FROM financial_staging_partitions() p WHERE p.range_from IS NULL;
+    IF v_default IS NULL THEN
+        CREATE TABLE public.financial_transactions_staging_default
+            PARTITION OF financial_transactions_staging DEFAULT;
+        v_default := 'public.financial_transactions_staging_default'::regclass;
+        v_created := v_created + 1;
+    END IF;
+
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
+    FROM pg_attribute a
+    WHERE a.attrelid = v_parent AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+
+    v_day := (now() - p_back)::date;     -- UTC days (TimeZone is pinned)
+    v_last := (now() + p_ahead)::date;
+    WHILE v_day <= v_last LOOP
+        v_lo := v_day::timestamptz;
+        v_hi := (v_day + 1)::timestamptz;
+        IF NOT EXISTS (SELECT 1 FROM financial_staging_partitions() p
+                       WHERE p.range_from < v_hi AND p.range_to > v_lo) THEN
+            v_part := 'financial_transactions_staging_' || to_char(v_day, 'YYYY_MM_DD');
+            EXECUTE format('CREATE TABLE public.%I (LIKE %s INCLUDING DEFAULTS INCLUDING GENERATED '
+                           'INCLUDING CONSTRAINTS)', v_part, v_parent);
+            -- generated columns cannot be inserted into: move the stored columns only
+            EXECUTE format('WITH moved AS (DELETE FROM %s WHERE ingestion_timestamp >= %L AND ingestion_timestamp < %L '
+                           'RETURNING *) INSERT INTO public.%I (%s) SELECT %s FROM moved',
+                           v_default, v_lo, v_hi, v_part, v_cols, v_cols);
+            EXECUTE format('ALTER TABLE %s ATTACH PARTITION public.%I FOR VALUES FROM (%L) TO (%L)',
+                           v_parent, v_part, v_lo, v_hi);
+            v_created := v_created + 1;
+        END IF;
+        v_day := v_day + 1;
+    END LOOP;
+    RETURN v_created;
+END;
+$$;
+COMMENT ON FUNCTION ensure_staging_partitions(interval, interval) IS
+    'Create the daily partitions of financial_transactions_staging for [now - p_back, now + p_ahead] and its DEFAULT; idempotent.';

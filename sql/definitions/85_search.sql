@@ -1,5 +1,12 @@
--- 0012 customer search in two stages, so a fragment that thousands of customers share answers from a
--- few index pages instead of scoring every match.
+-- 85_search.sql: Customer search: the two-stage search rows and the audited search_customers entry point.
+--
+-- Repeatable definitions: every function, view and trigger here is (re)created by CREATE OR REPLACE, and
+-- the runner re-applies ALL files of sql/definitions/ in name order, in one transaction, after the
+-- versioned migrations whenever any file's checksum changed. Each object has exactly one CREATE in the
+-- tree: edit it here, never in a migration. A migration must not depend on an object created here.
+--
+-- Customer search in two stages (the first release's 0012), so a fragment that thousands of customers
+-- share answers from a few index pages instead of scoring every match.
 --
 -- Why: 0004's search scored and sorted every row holding the fragment. A surname fragment shared by
 -- ~3,200 of 1M customers meant ~1,800 heap pages per search (P5 p95 13x the unindexed ILIKE, target 50x).
@@ -24,55 +31,7 @@
 -- an exact name/email no longer pads the page with rows containing it; near misses only when nothing
 -- matches literally; and the caps (0004 scored every match however many there were).
 
--- Prefix lookups in byte order: the C collation makes `LIKE 'abc%'` a btree range scan whatever the
--- database collation, and customer_id in the key gives the tie order without a sort. The expressions
--- must stay identical to those in customer_search_rows for the planner to use them.
-CREATE INDEX crm_customers_name_prefix_idx ON crm_customers
-    ((lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')) COLLATE "C"), customer_id);
-CREATE INDEX crm_customers_last_name_prefix_idx ON crm_customers
-    ((lower(last_name) COLLATE "C"), customer_id);
-CREATE INDEX crm_customers_email_prefix_idx ON crm_customers ((lower(email) COLLATE "C"), customer_id);
-
--- How many rows holding the query anywhere (tier 2) one search reads at most: enough to rank a
--- page well, few enough that a fragment shared by a large share of customers stays cheap.
-CREATE FUNCTION search_scan_cap(p_limit integer)
-RETURNS integer
-LANGUAGE sql
-IMMUTABLE
-SET search_path = pg_catalog, public
-AS $$ SELECT greatest(10 * p_limit, 200) $$;
-
--- The smallest string above every string that starts with p_prefix, in byte (C collation) order:
--- the last character's code point + 1 (UTF-8 byte order is code point order). So `k >= p AND k < it`
--- is "k starts with p" as a btree range that a cached, generic plan can use (LIKE 'p%' needs the
--- value at planning time). NULL when there is none (a non-ASCII query outside UTF-8, or nothing but
--- U+10FFFF): the caller then skips the prefix tier; tier 2 still finds those rows.
-CREATE FUNCTION search_prefix_upper_bound(p_prefix text)
-RETURNS text
-LANGUAGE plpgsql
-IMMUTABLE
-SET search_path = pg_catalog, public
-AS $$
-DECLARE
-    v_rest text := p_prefix;
-    v_cp   integer;
-BEGIN
-    WHILE v_rest <> '' LOOP
-        v_cp := ascii(right(v_rest, 1));
-        IF v_cp > 127 AND getdatabaseencoding() <> 'UTF8' THEN
-            RETURN NULL;
-        END IF;
-        IF v_cp < 1114111 THEN
-            -- skip the UTF-16 surrogates, which are no characters
-            RETURN left(v_rest, -1) || chr(CASE WHEN v_cp + 1 = 55296 THEN 57344 ELSE v_cp + 1 END);
-        END IF;
-        v_rest := left(v_rest, -1);
-    END LOOP;
-    RETURN NULL;
-END;
-$$;
-
--- The search itself (invoker rights; search_customers of 0010 wraps it and writes the audit row).
+-- The search itself (invoker rights; search_customers below wraps it and writes the audit row).
 -- Static SQL with a generic plan, so a session plans it once.
 -- Values are only ever parameters; LIKE wildcards in the query are escaped, so they match literally.
 CREATE OR REPLACE FUNCTION customer_search_rows(p_query text, p_limit integer DEFAULT 20)
@@ -93,7 +52,7 @@ RETURNS TABLE(
 )
 LANGUAGE plpgsql
 STABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 -- Tier 2 reads at most a few hundred rows (LIMIT without ORDER BY), and the planner, assuming matches
 -- spread evenly, would often pick a sequential scan that "stops early"; when the matches are rare or
 -- clustered that reads the whole table. Every path of this search has an index, so seq scans are off.
@@ -275,7 +234,6 @@ BEGIN
     ORDER BY r.tier, r.score DESC, r.customer_id;
 END;
 $fn$;
-
 COMMENT ON FUNCTION customer_search_rows(text, integer) IS
     'Ranked customer search (invoker rights; search_customers audits it). Best first: tier 0 exact id or '
     'uuid; 1 name, surname or email starts with the query (btree, first p_limit per field in alphabetical '
@@ -283,8 +241,79 @@ COMMENT ON FUNCTION customer_search_rows(text, integer) IS
     'exact name/email; at most search_scan_cap(p_limit) rows read, in storage order); 3 trigram near '
     'misses of the name, only if 0-2 found nothing (same cap). Within a '
     'tier: score desc (word_similarity, +1 exact, +0.5 prefix; phones by share of the number), then id.';
+
+CREATE OR REPLACE FUNCTION search_customers(p_query text, p_limit integer DEFAULT 20)
+RETURNS TABLE(
+    customer_id bigint,
+    customer_uuid uuid,
+    first_name varchar,
+    last_name varchar,
+    email varchar,
+    phone varchar,
+    match_kind text,
+    score real,
+    golden_customer_id bigint,
+    total_orders bigint,
+    total_lifetime_value numeric,
+    value_segment text,
+    activity_segment text
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_start timestamptz := clock_timestamp();
+    v_found integer;
+BEGIN
+    RETURN QUERY SELECT * FROM customer_search_rows(p_query, p_limit);
+    GET DIAGNOSTICS v_found = ROW_COUNT;
+    PERFORM record_audit('search_customers', jsonb_build_object('query', p_query, 'limit', p_limit),
+                         jsonb_build_object('found', v_found), 'ok',
+                         round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), NULL);
+END;
+$$;
 COMMENT ON FUNCTION search_customers(text, integer) IS
     'Ranked customer search by name, email or phone fragment; exact lookups for an id or a uuid. '
     'Audited; ranking: see customer_search_rows and docs/customer-search.md.';
 
-SELECT opsconsole_apply_grants();
+
+-- How many rows holding the query anywhere (tier 2) one search reads at most: enough to rank a
+-- page well, few enough that a fragment shared by a large share of customers stays cheap.
+CREATE OR REPLACE FUNCTION search_scan_cap(p_limit integer)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$ SELECT greatest(10 * p_limit, 200) $$;
+
+
+-- The smallest string above every string that starts with p_prefix, in byte (C collation) order:
+-- the last character's code point + 1 (UTF-8 byte order is code point order). So `k >= p AND k < it`
+-- is "k starts with p" as a btree range that a cached, generic plan can use (LIKE 'p%' needs the
+-- value at planning time). NULL when there is none (a non-ASCII query outside UTF-8, or nothing but
+-- U+10FFFF): the caller then skips the prefix tier; tier 2 still finds those rows.
+CREATE OR REPLACE FUNCTION search_prefix_upper_bound(p_prefix text)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_rest text := p_prefix;
+    v_cp   integer;
+BEGIN
+    WHILE v_rest <> '' LOOP
+        v_cp := ascii(right(v_rest, 1));
+        IF v_cp > 127 AND getdatabaseencoding() <> 'UTF8' THEN
+            RETURN NULL;
+        END IF;
+        IF v_cp < 1114111 THEN
+            -- skip the UTF-16 surrogates, which are no characters
+            RETURN left(v_rest, -1) || chr(CASE WHEN v_cp + 1 = 55296 THEN 57344 ELSE v_cp + 1 END);
+        END IF;
+        v_rest := left(v_rest, -1);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;

@@ -1,3 +1,10 @@
+-- 40_customer_360.sql: Customer 360: the row definition, change capture, full and incremental refresh.
+--
+-- Repeatable definitions: every function, view and trigger here is (re)created by CREATE OR REPLACE, and
+-- the runner re-applies ALL files of sql/definitions/ in name order, in one transaction, after the
+-- versioned migrations whenever any file's checksum changed. Each object has exactly one CREATE in the
+-- tree: edit it here, never in a migration. A migration must not depend on an object created here.
+
 -- 0004 customer 360: one row per CRM customer, kept right by change capture and an incremental refresh.
 --
 -- The pieces:
@@ -55,31 +62,33 @@
 ------------------------------------------------------------------------------------------------------
 
 -- Today as a UTC calendar date; the reference day of every day count and window.
-CREATE FUNCTION customer_360_today()
+CREATE OR REPLACE FUNCTION customer_360_today()
 RETURNS date
 LANGUAGE sql
 STABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$ SELECT (now() AT TIME ZONE 'UTC')::date $$;
 
+
 -- Start of the one-year window on day p_day: UTC midnight of p_day - 1 year.
-CREATE FUNCTION customer_360_window_start(p_day date)
+CREATE OR REPLACE FUNCTION customer_360_window_start(p_day date)
 RETURNS timestamptz
 LANGUAGE sql
 IMMUTABLE
 STRICT
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$ SELECT (p_day - interval '1 year') AT TIME ZONE 'UTC' $$;
+
 
 -- The first UTC midnight at which a row timed p_ts is no longer inside the window, i.e. the first day d
 -- with (d - 1 year) > the UTC date of p_ts. d = date + 1 year + 1 day, except when that lands on
 -- 29 February, where d - 1 year falls back to the 28th and the row is still inside for one more day.
-CREATE FUNCTION customer_360_window_exit(p_ts timestamptz)
+CREATE OR REPLACE FUNCTION customer_360_window_exit(p_ts timestamptz)
 RETURNS timestamptz
 LANGUAGE sql
 IMMUTABLE
 STRICT
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT (CASE WHEN (d.candidate - interval '1 year')::date > d.day THEN d.candidate
                  ELSE d.candidate + 1 END)::timestamp AT TIME ZONE 'UTC'
@@ -87,15 +96,16 @@ AS $$
                  ((p_ts AT TIME ZONE 'UTC')::date + interval '1 year')::date + 1 AS candidate) d
 $$;
 
+
 -- The ERP order id a financial transaction references, or NULL when reference_data holds none or
 -- something that is not a bigint. Never raises, so change capture cannot break a writer. It accepts
 -- every text the definition's join accepts (the canonical text of an order_id), and a little more.
-CREATE FUNCTION customer_360_order_ref(p_reference jsonb)
+CREATE OR REPLACE FUNCTION customer_360_order_ref(p_reference jsonb)
 RETURNS bigint
 LANGUAGE sql
 IMMUTABLE
 STRICT
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT CASE WHEN r.t ~ '^-?[0-9]{1,19}$' THEN
                 CASE WHEN r.t::numeric BETWEEN -9223372036854775808 AND 9223372036854775807
@@ -104,97 +114,6 @@ AS $$
     FROM (SELECT p_reference->>'order_id' AS t) r
 $$;
 
-------------------------------------------------------------------------------------------------------
--- The maintained rows
-------------------------------------------------------------------------------------------------------
-CREATE TABLE customer_360_store (
-    customer_id              bigint CONSTRAINT idx_customer_360_customer_id PRIMARY KEY,
-    customer_uuid            uuid NOT NULL,
-    first_name               varchar(100),
-    last_name                varchar(100),
-    email                    varchar(255),
-    phone                    varchar(20),
-    source_system            varchar(50),
-    customer_since           timestamptz NOT NULL,
-    last_profile_update      timestamptz NOT NULL,
-    -- duplicates across systems
-    email_norm               text,
-    golden_customer_id       bigint NOT NULL,
-    duplicate_of             bigint,
-    duplicate_group_size     integer NOT NULL,
-    -- orders (lifetime, non-cancelled)
-    total_orders             bigint NOT NULL,
-    total_lifetime_value     numeric NOT NULL,
-    first_order_date         date,
-    last_order_date          date,
-    avg_order_value          numeric NOT NULL,
-    primary_currency         text,
-    currencies_used          bigint NOT NULL,
-    -- order dates that can still fall inside a 30/90-day window on a later day; sorted, with repeats
-    recent_order_dates       date[] NOT NULL,
-    -- engagement (rolling year)
-    total_events             bigint NOT NULL,
-    total_sessions           bigint NOT NULL,
-    active_days              bigint NOT NULL,
-    last_activity            timestamptz,
-    page_views               bigint NOT NULL,
-    product_views            bigint NOT NULL,
-    cart_additions           bigint NOT NULL,
-    online_purchases         bigint NOT NULL,
-    favorite_category        text,
-    preferred_device         text,
-    engagement_score         numeric NOT NULL,
-    -- financial profile (rolling year, processed only, through the order reference)
-    transaction_count        bigint NOT NULL,
-    total_transaction_amount numeric NOT NULL,
-    avg_transaction_amount   numeric,
-    last_financial_activity  timestamptz,
-    payment_count            bigint NOT NULL,
-    refund_count             bigint NOT NULL,
-    risk_indicator           double precision NOT NULL,
-    financial_account_ids    bigint[] NOT NULL,
-    -- segments that do not move with the clock
-    value_segment            text NOT NULL,
-    engagement_segment       text NOT NULL,
-    -- when the oldest windowed row leaves the one-year window (NULL: nothing windowed)
-    window_expires_at        timestamptz,
-    last_updated             timestamptz NOT NULL
-);
-COMMENT ON TABLE customer_360_store IS
-    'Customer 360 rows maintained by refresh_customer_360_incremental/full; read customer_360_mv instead.';
-COMMENT ON COLUMN customer_360_store.last_updated IS 'When a refresh last recomputed this row (clock time).';
-COMMENT ON COLUMN customer_360_store.window_expires_at IS
-    'The incremental refresh recomputes the row from this instant on: its one-year window has moved.';
-
--- The spec's indexes, with its names, on the store (the primary key above is its unique index on
--- customer_id); activity_segment is computed at read time from last_order_date, so the segments index
--- pairs value_segment with that date.
-CREATE INDEX idx_customer_360_segments ON customer_360_store (value_segment, last_order_date);
-CREATE INDEX idx_customer_360_updated ON customer_360_store (last_updated);
-CREATE INDEX customer_360_store_expiry_idx ON customer_360_store (window_expires_at)
-    WHERE window_expires_at IS NOT NULL;
-CREATE INDEX customer_360_store_golden_idx ON customer_360_store (golden_customer_id);
-
-------------------------------------------------------------------------------------------------------
--- Change capture: the queue of dirty keys
-------------------------------------------------------------------------------------------------------
--- Append-only on purpose: no unique key, so a writer never waits on or conflicts with the refresh, and
--- the refresh drains with DELETE ... RETURNING: an entry committed after the drain's snapshot stays for
--- the next run (no watermark to race). A key is a customer_id, an ERP order_id (financial transactions:
--- resolved to the order's customer when drained, with the drain's snapshot) or a normalised email whose
--- group lost a member (so the other members' duplicate links are recomputed).
-CREATE TABLE customer_360_dirty (
-    dirty_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    customer_id bigint,
-    order_id    bigint,
-    email_norm  text,
-    source      text NOT NULL,
-    enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    CHECK (customer_id IS NOT NULL OR order_id IS NOT NULL OR email_norm IS NOT NULL)
-);
-CREATE INDEX customer_360_dirty_customer_idx ON customer_360_dirty (customer_id);
-COMMENT ON TABLE customer_360_dirty IS
-    'Dirty customer keys written by triggers on the sources; drained by the customer-360 refresh.';
 
 ------------------------------------------------------------------------------------------------------
 -- The one definition of a row
@@ -204,11 +123,11 @@ COMMENT ON TABLE customer_360_dirty IS
 -- holds them. STABLE, so inside the refresh statement it reads that statement's snapshot. Dynamic SQL
 -- only so that each call is planned with its actual key array (index probes for a few keys, hash joins
 -- for all); the text is constant and the values travel as parameters.
-CREATE FUNCTION customer_360_rows(p_ids bigint[])
+CREATE OR REPLACE FUNCTION customer_360_rows(p_ids bigint[])
 RETURNS SETOF customer_360_store
 LANGUAGE plpgsql
 STABLE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $fn$
 DECLARE
     v_today date := customer_360_today();
@@ -395,14 +314,14 @@ BEGIN
     USING p_ids, v_today, customer_360_window_start(v_today), clock_timestamp();
 END;
 $fn$;
-
 COMMENT ON FUNCTION customer_360_rows(bigint[]) IS
     'The one definition of a customer-360 store row, for the given customer ids (NULL: all).';
+
 
 ------------------------------------------------------------------------------------------------------
 -- What people query: the store plus the fields relative to today, computed at read time
 ------------------------------------------------------------------------------------------------------
-CREATE VIEW customer_360_mv AS
+CREATE OR REPLACE VIEW customer_360_mv AS
 SELECT s.customer_id,
        s.customer_uuid,
        s.first_name,
@@ -466,6 +385,7 @@ CROSS JOIN (SELECT customer_360_today() AS today) t;
 COMMENT ON VIEW customer_360_mv IS
     'Customer 360, one row per CRM customer: the maintained store plus the fields relative to today.';
 
+
 ------------------------------------------------------------------------------------------------------
 -- Change capture triggers: statement-level with transition tables, so a bulk load costs one
 -- INSERT ... SELECT into the queue per statement, not one per row. Write through the parent of
@@ -476,11 +396,11 @@ COMMENT ON VIEW customer_360_mv IS
 
 -- CRM: the customer itself; on update and delete also the old normalised email, whose group may have
 -- lost this member (the new email's group is found from the customer's current row when drained).
-CREATE FUNCTION customer_360_capture_crm()
+CREATE OR REPLACE FUNCTION customer_360_capture_crm()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -500,13 +420,14 @@ BEGIN
 END;
 $$;
 
+
 -- ERP orders and e-commerce events: the customer of every old and new row. Late events are caught
 -- like any other: capture keys on the write, not on event time.
-CREATE FUNCTION customer_360_capture_customer_rows()
+CREATE OR REPLACE FUNCTION customer_360_capture_customer_rows()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -525,14 +446,15 @@ BEGIN
 END;
 $$;
 
+
 -- Financial transactions: the referenced order of every processed old and new row. The order is
 -- resolved to its customer when the queue is drained, so a transaction that commits before its order
 -- does is not lost: the order's own insert dirties the customer later.
-CREATE FUNCTION customer_360_capture_financial()
+CREATE OR REPLACE FUNCTION customer_360_capture_financial()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -557,13 +479,14 @@ BEGIN
 END;
 $$;
 
+
 -- TRUNCATE has no transition table: every stored customer becomes dirty (rows of customers that are
 -- gone are then removed; the rest are recomputed).
-CREATE FUNCTION customer_360_capture_truncate()
+CREATE OR REPLACE FUNCTION customer_360_capture_truncate()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     INSERT INTO customer_360_dirty (customer_id, source)
@@ -572,65 +495,62 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER customer_360_capture_ins AFTER INSERT ON crm_customers
+CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON crm_customers
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_crm();
-CREATE TRIGGER customer_360_capture_upd AFTER UPDATE ON crm_customers
+
+CREATE OR REPLACE TRIGGER customer_360_capture_upd AFTER UPDATE ON crm_customers
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_crm();
-CREATE TRIGGER customer_360_capture_del AFTER DELETE ON crm_customers
+
+CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON crm_customers
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_crm();
-CREATE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON crm_customers
+
+CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON crm_customers
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
 
-CREATE TRIGGER customer_360_capture_ins AFTER INSERT ON erp_orders
+CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON erp_orders
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
-CREATE TRIGGER customer_360_capture_upd AFTER UPDATE ON erp_orders
+
+CREATE OR REPLACE TRIGGER customer_360_capture_upd AFTER UPDATE ON erp_orders
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
-CREATE TRIGGER customer_360_capture_del AFTER DELETE ON erp_orders
+
+CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON erp_orders
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
-CREATE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON erp_orders
+
+CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON erp_orders
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
 
-CREATE TRIGGER customer_360_capture_ins AFTER INSERT ON ecommerce_events
+CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON ecommerce_events
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
-CREATE TRIGGER customer_360_capture_upd AFTER UPDATE ON ecommerce_events
+
+CREATE OR REPLACE TRIGGER customer_360_capture_upd AFTER UPDATE ON ecommerce_events
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
-CREATE TRIGGER customer_360_capture_del AFTER DELETE ON ecommerce_events
+
+CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON ecommerce_events
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
-CREATE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON ecommerce_events
+
+CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON ecommerce_events
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
 
-CREATE TRIGGER customer_360_capture_ins AFTER INSERT ON financial_transactions
+CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON financial_transactions
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_financial();
-CREATE TRIGGER customer_360_capture_upd AFTER UPDATE ON financial_transactions
+
+CREATE OR REPLACE TRIGGER customer_360_capture_upd AFTER UPDATE ON financial_transactions
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_financial();
-CREATE TRIGGER customer_360_capture_del AFTER DELETE ON financial_transactions
+
+CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON financial_transactions
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_financial();
-CREATE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON financial_transactions
+
+CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON financial_transactions
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
 
-------------------------------------------------------------------------------------------------------
--- Refresh
-------------------------------------------------------------------------------------------------------
-CREATE TABLE customer_360_refresh_log (
-    refresh_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    mode             text NOT NULL CHECK (mode IN ('incremental', 'full')),
-    started_at       timestamptz NOT NULL,
-    finished_at      timestamptz NOT NULL,
-    queue_entries    integer NOT NULL,
-    rows_upserted    integer NOT NULL,
-    rows_deleted     integer NOT NULL,
-    refresh_duration interval NOT NULL
-);
-CREATE INDEX customer_360_refresh_log_started_idx ON customer_360_refresh_log (started_at DESC);
-COMMENT ON TABLE customer_360_refresh_log IS 'One row per customer-360 refresh run; kept 30 days.';
 
 -- Both refreshes, one statement: drain the queue, expand the keys, recompute them with
 -- customer_360_rows, upsert, and remove rows of customers that are gone. Being one statement, the drain
@@ -641,7 +561,7 @@ COMMENT ON TABLE customer_360_refresh_log IS 'One row per customer-360 refresh r
 -- stored rows whose window expired; and every customer sharing a normalised email with any of those
 -- (current email) or named by a drained email (the group a customer left).
 -- rows_processed = rows upserted + rows deleted.
-CREATE FUNCTION customer_360_apply(
+CREATE OR REPLACE FUNCTION customer_360_apply(
     p_full boolean,
     OUT rows_processed integer,
     OUT refresh_duration interval,
@@ -650,7 +570,7 @@ CREATE FUNCTION customer_360_apply(
     OUT queue_entries integer
 )
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_started timestamptz := clock_timestamp();
@@ -758,173 +678,22 @@ BEGIN
 END;
 $$;
 
+
 -- The spec's entry point (names and result columns kept; the extra columns come after them).
-CREATE FUNCTION refresh_customer_360_incremental()
+CREATE OR REPLACE FUNCTION refresh_customer_360_incremental()
 RETURNS TABLE(rows_processed integer, refresh_duration interval, rows_upserted integer,
               rows_deleted integer, queue_entries integer)
 LANGUAGE sql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$ SELECT * FROM customer_360_apply(false) $$;
 COMMENT ON FUNCTION refresh_customer_360_incremental() IS
     'Recompute the customers dirtied since the last run (queue drained atomically); returns real counts.';
 
-CREATE FUNCTION refresh_customer_360_full()
+CREATE OR REPLACE FUNCTION refresh_customer_360_full()
 RETURNS TABLE(rows_processed integer, refresh_duration interval, rows_upserted integer,
               rows_deleted integer, queue_entries integer)
 LANGUAGE sql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, public, pg_temp
 AS $$ SELECT * FROM customer_360_apply(true) $$;
 COMMENT ON FUNCTION refresh_customer_360_full() IS
     'Recompute every customer-360 row from the sources (and clear the queue).';
-
-------------------------------------------------------------------------------------------------------
--- Search
-------------------------------------------------------------------------------------------------------
--- Trigram indexes on the CRM table itself (always current, even before a refresh). The expressions
--- here and in search_customers must stay identical for the planner to use them.
-CREATE INDEX crm_customers_name_trgm_idx ON crm_customers
-    USING gin (lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')) gin_trgm_ops);
-CREATE INDEX crm_customers_email_trgm_idx ON crm_customers USING gin (lower(email) gin_trgm_ops);
-CREATE INDEX crm_customers_phone_trgm_idx ON crm_customers
-    USING gin (regexp_replace(phone, '[^0-9]', '', 'g') gin_trgm_ops);
-
--- Customers matching p_query, best first.
---   * all digits (and a valid bigint): the customer with that id first (score 2), then phone matches;
---   * a uuid: the customer with that customer_uuid, nothing else;
---   * otherwise rows holding the query literally in the name ('first last'), the email or the phone
---     digits, ranked by score: the best trigram match of the query against name and email
---     (word_similarity: how well it matches a part), +1 for an exact name or email, +0.5 for a prefix;
---     then, only when those do not fill p_limit, near misses of the name by trigram similarity
---     (pg_trgm.similarity_threshold), ranked after every literal match. Ties go to the lower id.
--- Values are only ever parameters; LIKE wildcards in the query are escaped, so they match literally.
-CREATE FUNCTION search_customers(p_query text, p_limit integer DEFAULT 20)
-RETURNS TABLE(
-    customer_id bigint,
-    customer_uuid uuid,
-    first_name varchar,
-    last_name varchar,
-    email varchar,
-    phone varchar,
-    match_kind text,
-    score real,
-    golden_customer_id bigint,
-    total_orders bigint,
-    total_lifetime_value numeric,
-    value_segment text,
-    activity_segment text
-)
-LANGUAGE plpgsql
-STABLE
-SET search_path = pg_catalog, public
-AS $$
-DECLARE
-    v_q       text := btrim(coalesce(p_query, ''));
-    v_lower   text;
-    v_like    text;
-    v_digits  text;
-    v_limit   integer := least(greatest(coalesce(p_limit, 20), 1), 1000);
-BEGIN
-    IF v_q = '' THEN
-        RAISE EXCEPTION 'search_customers: the query is empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    IF v_q ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
-        RETURN QUERY
-        SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone,
-               'uuid'::text, 2::real, m.golden_customer_id, m.total_orders, m.total_lifetime_value,
-               m.value_segment, m.activity_segment
-        FROM crm_customers c
-        LEFT JOIN customer_360_mv m ON m.customer_id = c.customer_id
-        WHERE c.customer_uuid = v_q::uuid;
-        RETURN;
-    END IF;
-
-    v_lower := lower(v_q);
-    v_like := '%' || replace(replace(replace(v_lower, '\', '\\'), '%', '\%'), '_', '\_') || '%';
-    -- Phone fragments: a query made of digits and phone punctuation, with at least 3 digits.
-    IF v_q ~ '^[0-9 +().-]+$' THEN
-        v_digits := regexp_replace(v_q, '[^0-9]', '', 'g');
-        IF length(v_digits) < 3 THEN
-            v_digits := NULL;
-        END IF;
-    END IF;
-
-    RETURN QUERY
-    WITH by_id AS (
-        SELECT c.customer_id, 'id'::text AS match_kind, 2::real AS score
-        FROM crm_customers c
-        WHERE v_q ~ '^[0-9]{1,18}$' AND c.customer_id = CASE WHEN v_q ~ '^[0-9]{1,18}$' THEN v_q::bigint END
-    ),
-    -- Rows that hold the query literally (name, email, or phone digits), with their trigram
-    -- similarities computed once (they are the cost of a search that matches thousands of rows).
-    literal AS MATERIALIZED (
-        SELECT x.customer_id, x.name_l, x.email_l, x.phone_d,
-               word_similarity(v_lower, x.name_l) AS ws_name,
-               coalesce(word_similarity(v_lower, x.email_l), 0) AS ws_email
-        FROM (SELECT c.customer_id,
-                     lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) AS name_l,
-                     lower(c.email) AS email_l,
-                     NULL::text AS phone_d
-              FROM crm_customers c
-              WHERE v_digits IS NULL
-                AND (lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) LIKE v_like
-                     OR lower(c.email) LIKE v_like)
-              OFFSET 0) x
-        UNION ALL
-        SELECT c.customer_id, NULL, NULL, regexp_replace(c.phone, '[^0-9]', '', 'g'), NULL, NULL
-        FROM crm_customers c
-        WHERE v_digits IS NOT NULL
-          AND regexp_replace(c.phone, '[^0-9]', '', 'g') LIKE '%' || v_digits || '%'
-    ),
-    scored AS (
-        SELECT t.customer_id,
-               CASE WHEN v_digits IS NOT NULL THEN 'phone'
-                    WHEN t.ws_email > t.ws_name THEN 'email'
-                    ELSE 'name' END AS match_kind,
-               CASE WHEN v_digits IS NOT NULL THEN
-                        (CASE WHEN t.phone_d = v_digits THEN 1.0 ELSE 0.5 END)
-                        + length(v_digits)::real / greatest(length(t.phone_d), 1)
-                    ELSE greatest(t.ws_name, t.ws_email)
-                        + CASE WHEN t.name_l = v_lower OR t.email_l = v_lower THEN 1.0
-                               WHEN t.name_l LIKE v_lower || '%' OR t.email_l LIKE v_lower || '%' THEN 0.5
-                               ELSE 0 END
-               END::real AS score
-        FROM literal t
-    ),
-    -- Near misses (typos) by trigram similarity of the name, only when the literal matches do not
-    -- fill the page: the similarity scan is the expensive part of a search.
-    near AS (
-        SELECT c.customer_id, 'name'::text AS match_kind,
-               word_similarity(
-                   v_lower, lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')))::real
-                   AS score
-        FROM crm_customers c
-        WHERE v_digits IS NULL
-          AND (SELECT count(*) FROM literal) < v_limit
-          AND lower(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')) % v_lower
-          AND NOT EXISTS (SELECT 1 FROM literal l WHERE l.customer_id = c.customer_id)
-    ),
-    ranked AS (
-        SELECT b.customer_id, b.match_kind, b.score, 0 AS tier FROM by_id b
-        UNION ALL
-        SELECT s.customer_id, s.match_kind, s.score, 1 FROM scored s
-        WHERE NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = s.customer_id)
-        UNION ALL
-        SELECT n.customer_id, n.match_kind, n.score, 2 FROM near n
-        WHERE NOT EXISTS (SELECT 1 FROM by_id b WHERE b.customer_id = n.customer_id)
-    )
-    SELECT c.customer_id, c.customer_uuid, c.first_name, c.last_name, c.email, c.phone,
-           r.match_kind, r.score, m.golden_customer_id, m.total_orders, m.total_lifetime_value,
-           m.value_segment, m.activity_segment
-    FROM (SELECT * FROM ranked ORDER BY ranked.tier, ranked.score DESC, ranked.customer_id LIMIT v_limit) r
-    JOIN crm_customers c ON c.customer_id = r.customer_id
-    LEFT JOIN customer_360_mv m ON m.customer_id = r.customer_id
-    ORDER BY r.tier, r.score DESC, r.customer_id;
-END;
-$$;
-COMMENT ON FUNCTION search_customers(text, integer) IS
-    'Ranked customer search by name, email or phone fragment; exact lookups for an id or a uuid.';
-
--- Customers that existed before this migration get their rows on the first refresh.
-INSERT INTO customer_360_dirty (customer_id, source)
-SELECT c.customer_id, 'migration' FROM crm_customers c;
