@@ -24,8 +24,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from schema_snapshot import difference, snapshot
 
-from opsconsole.db import migrate
 from opsconsole.datagen import seed as seeding
+from opsconsole.db import migrate
 
 PREVIOUS_RELEASE = "4fdc7cb"
 REPO = Path(__file__).resolve().parents[1]

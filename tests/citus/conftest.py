@@ -22,8 +22,6 @@ import pytest
 from opsconsole.db import citus, migrate
 
 CITUS_DSN = os.environ.get("OPSCONSOLE_CITUS_DSN", "")
-# cluster.sh's directory (data directories n<port>), for the test that restarts a worker node
-CLUSTER_DIR = os.environ.get("OPSCONSOLE_CITUS_CLUSTER_DIR", "")
 
 
 def pytest_collection_modifyitems(config, items):
