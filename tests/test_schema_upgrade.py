@@ -8,6 +8,8 @@ through tests/schema_snapshot.py: functions, views, columns, indexes, constraint
 privileges, event triggers, sequences, types and partitions. Every row is kept and reconcile is clean.
 
 Skipped, with the reason, when git or that commit is not available (a shallow clone, say).
+Partitions are created for windows around now (months, staging days), so a run that straddles
+midnight UTC between building the two databases would see one staging day differ.
 """
 
 from __future__ import annotations

@@ -126,7 +126,9 @@ def prepare(admin_dsn: str, anchor: dt.datetime, migrations: Path | None = None)
         admin.execute(f'CREATE DATABASE "{SCRATCH_DB}"')
     dsn = conninfo.make_conninfo(admin_dsn, dbname=SCRATCH_DB)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate.migrate(conn, migrations)
+        # a dev's other migrations dir brings its definitions/ beside it, as sql/ does
+        definitions = migrations.parent / "definitions" if migrations is not None else None
+        migrate.migrate(conn, migrations, definitions)
         sample.seed(conn, anchor)
     return dsn
 

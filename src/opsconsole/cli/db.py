@@ -64,43 +64,12 @@ def db_status(ctx: Context, as_json: bool) -> None:
     with ctx.connect("migrate") as conn:
         states = migrate.status(conn)
         distribution = citus.layout(conn)
-    rows = []
-    for s in states:
-        if isinstance(s, migrate.DefinitionState):
-            rows.append(
-                {
-                    "kind": "definitions",
-                    "version": "",
-                    "name": s.definition.name,
-                    "state": s.state,
-                    "applied_at": s.applied_at,
-                }
-            )
-        elif isinstance(s, migrate.ReplacedState):
-            rows.append(
-                {
-                    "kind": "replaced",
-                    "version": s.version,
-                    "name": s.name,
-                    "state": s.state,
-                    "applied_at": s.applied_at,
-                }
-            )
-        else:
-            kind = "baseline" if s.migration.replaces else "versioned"
-            rows.append(
-                {
-                    "kind": kind,
-                    "version": s.migration.version,
-                    "name": s.migration.name,
-                    "state": s.state,
-                    "applied_at": s.applied_at,
-                }
-            )
+    rows = [_status_row(s) for s in states]
     if wants_json(ctx, as_json):
         # with citus: {"migrations": [...], "distribution": [...]}; on plain PostgreSQL the list as before
         emit({"migrations": rows, "distribution": distribution} if distribution else rows, True)
         return
+    rows = [{**r, "applied_at": (r["applied_at"] or "")[:19]} for r in rows]  # the time to the second
     emit(rows, False, title="schema files")
     if distribution:
         emit(distribution, False, title="Citus: distributed and reference tables (shards per node)")
@@ -119,6 +88,20 @@ def db_status(ctx: Context, as_json: bool) -> None:
         for s in states
     ):
         err_console.print("Run `opsconsole db migrate` to apply what is pending or changed.")
+
+
+def _status_row(s) -> dict:
+    """One row of `db status`: kind (baseline, versioned, replaced, definitions), file and state."""
+    from opsconsole.db import migrate
+
+    if isinstance(s, migrate.DefinitionState):
+        kind, version, name = "definitions", "", s.definition.name
+    elif isinstance(s, migrate.ReplacedState):
+        kind, version, name = "replaced", s.version, s.name
+    else:
+        kind = "baseline" if s.migration.replaces else "versioned"
+        version, name = s.migration.version, s.migration.name
+    return {"kind": kind, "version": version, "name": name, "state": s.state, "applied_at": s.applied_at}
 
 
 @db.command("reset")
