@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-sql bench screenshots lint lint-sql format clean constraints
+.PHONY: demo test test-sql test-citus bench screenshots lint lint-sql format clean constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: $(STAMP)
 # The SQL tests alone (used by .ci/run against PostgreSQL 15 via OPSCONSOLE_TEST_DSN).
 test-sql: $(STAMP)
 	$(BIN)/python -m pytest -q tests/sql
+
+# The Citus tests alone: OPSCONSOLE_CITUS_DSN names a coordinator (and OPSCONSOLE_CITUS_CLUSTER_DIR
+# cluster.sh's directory, for the node restart); .ci/run starts a 3-node cluster for them.
+test-citus: $(STAMP)
+	$(BIN)/python -m pytest -q -rs tests/citus
 
 # make bench QUICK=1 runs small sizes (under a minute); ONLY=P1,P4 runs a subset.
 bench: $(STAMP)

@@ -28,7 +28,9 @@ COMMENT ON FUNCTION platform_schemas() IS 'The schemas holding platform objects 
 -- The one writer of lakehouse_customers. Takes one change per customer (parallel arrays), claims the
 -- next version number of each chain (locking it until commit; in customer_id order so concurrent
 -- writers cannot deadlock on each other), then closes the open version and appends the new one.
--- Returns the number of versions written.
+-- Returns the number of versions written. Written so that Citus runs it with the versions and chains
+-- distributed by customer_id (docs/scaling.md): no volatile call in ON CONFLICT ... DO UPDATE SET, no
+-- subquery correlated with unnest(), no STABLE expression of the updated row in an UPDATE's SET.
 CREATE OR REPLACE FUNCTION lakehouse_apply_changes(
     p_customer_ids bigint[],
     p_customer_data jsonb[],
@@ -45,6 +47,10 @@ DECLARE
     v_ids      bigint[];
     v_versions integer[];
     v_written  integer;
+    v_claimed_at timestamptz := clock_timestamp();
+    v_open_ids bigint[];
+    v_open_versions integer[];
+    v_close_at timestamptz[];
 BEGIN
     IF v_n = 0 THEN
         RETURN 0;
@@ -68,20 +74,30 @@ BEGIN
     --    written by hand); an existing one counts on from its committed last_version.
     WITH claimed AS (
         INSERT INTO lakehouse_customer_chains AS ch (customer_id, last_version)
-        SELECT u.id,
-               coalesce((SELECT max(lc.version_number) FROM lakehouse_customers lc WHERE lc.customer_id = u.id), 0) + 1
+        SELECT u.id, coalesce(m.last_version, 0) + 1
         FROM unnest(p_customer_ids) AS u(id)
+        LEFT JOIN (SELECT lc.customer_id, max(lc.version_number) AS last_version
+                   FROM lakehouse_customers lc
+                   WHERE lc.customer_id = ANY (p_customer_ids)
+                   GROUP BY lc.customer_id) m ON m.customer_id = u.id
         ORDER BY u.id
         ON CONFLICT (customer_id) DO UPDATE
             SET last_version = greatest(ch.last_version + 1, EXCLUDED.last_version),
-                updated_at = clock_timestamp()
+                updated_at = v_claimed_at
         RETURNING ch.customer_id, ch.last_version
     )
     SELECT array_agg(c.customer_id), array_agg(c.last_version) INTO v_ids, v_versions FROM claimed c;
 
     -- 2. A new statement, so its snapshot includes every version committed by whoever held these
-    --    chains before us. Close each open version, append the new one.
+    --    chains before us. Close each open version, append the new one. The open versions and their
+    --    end (strictly after the version's start, even for two changes within one microsecond) are
+    --    read first: the chains are locked, so they cannot change before the UPDATE.
     v_now := clock_timestamp();
+    SELECT array_agg(lo.customer_id), array_agg(lo.version_number),
+           array_agg(greatest(v_now, lo.effective_from + interval '1 microsecond'))
+    INTO v_open_ids, v_open_versions, v_close_at
+    FROM lakehouse_customers lo
+    WHERE lo.customer_id = ANY (p_customer_ids) AND lo.effective_to IS NULL;
     WITH input AS (
         SELECT u.id, u.data, u.op, u.src, v.version
         FROM unnest(p_customer_ids, p_customer_data, p_operations,
@@ -90,14 +106,19 @@ BEGIN
         JOIN unnest(v_ids, v_versions) AS v(id, version) ON v.id = u.id
     ),
     last_end AS (   -- where a chain without an open version ended (hand-written rows)
-        SELECT i.id, (SELECT max(lc.effective_to) FROM lakehouse_customers lc WHERE lc.customer_id = i.id) AS ended
+        SELECT i.id, m.ended
         FROM input i
+        LEFT JOIN (SELECT lc.customer_id, max(lc.effective_to) AS ended
+                   FROM lakehouse_customers lc
+                   WHERE lc.customer_id = ANY (p_customer_ids)
+                   GROUP BY lc.customer_id) m ON m.customer_id = i.id
     ),
-    closed AS (     -- strictly after the version's start, even for two changes within one microsecond
+    closed AS (
         UPDATE lakehouse_customers lc
-        SET effective_to = greatest(v_now, lc.effective_from + interval '1 microsecond')
-        FROM input i
-        WHERE lc.customer_id = i.id AND lc.effective_to IS NULL
+        SET effective_to = o.close_at
+        FROM unnest(v_open_ids, v_open_versions, v_close_at) AS o(customer_id, version_number, close_at)
+        WHERE lc.customer_id = o.customer_id AND lc.version_number = o.version_number
+          AND lc.effective_to IS NULL
         RETURNING lc.customer_id, lc.effective_to
     )
     INSERT INTO lakehouse_customers (customer_id, customer_data, effective_from, effective_to, version_number,
@@ -211,15 +232,18 @@ RETURNS TABLE (
     effective_from timestamptz,
     version_number integer
 )
-LANGUAGE sql
+LANGUAGE plpgsql   -- not sql: Citus cannot plan a SQL function's parameters over a distributed table
 STABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT lc.customer_id, lc.customer_data, lc.effective_from, lc.version_number
     FROM lakehouse_customers lc
     WHERE lc.effective_from <= travel_timestamp
       AND (lc.effective_to IS NULL OR lc.effective_to > travel_timestamp)
       AND lc.operation_type IS DISTINCT FROM 'DELETE';
+END;
 $$;
 COMMENT ON FUNCTION time_travel_customers(timestamptz) IS 'Every customer as it was at the given instant.';
 
@@ -238,10 +262,12 @@ RETURNS TABLE (
     created_at        timestamptz,
     source_updated_at timestamptz
 )
-LANGUAGE sql
+LANGUAGE plpgsql   -- not sql: Citus cannot plan a SQL function's parameters over a distributed table
 STABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT h.customer_id, h.version_number, h.operation_type, h.effective_from, h.effective_to,
            CASE WHEN h.prev_data IS NULL OR h.operation_type = 'DELETE'
                      OR jsonb_typeof(h.customer_data) <> 'object' OR jsonb_typeof(h.prev_data) <> 'object'
@@ -259,6 +285,7 @@ AS $$
         WHERE lc.customer_id = p_customer_id
     ) h
     ORDER BY h.version_number;
+END;
 $$;
 COMMENT ON FUNCTION lake_history(bigint) IS 'A customer''s versions, oldest first, with the fields each one changed.';
 

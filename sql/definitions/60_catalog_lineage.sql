@@ -83,6 +83,8 @@ BEGIN
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
           AND NOT c.relispartition                  -- partitions are folded into their parent
+          AND NOT EXISTS (SELECT 1 FROM pg_depend e  -- an extension's own (Citus's citus_tables view)
+                          WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e')
           AND n.nspname = ANY (platform_schemas())
     ),
     upserted AS (

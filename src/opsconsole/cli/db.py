@@ -18,17 +18,25 @@ def db() -> None:
 @pass_ctx
 def db_migrate(ctx: Context, as_json: bool) -> None:
     """Apply pending migrations, then the definitions when they changed (idempotent)."""
-    from opsconsole.db import migrate
+    from opsconsole.db import citus, migrate
 
     with ctx.connect("migrate") as conn:
         applied = migrate.migrate(conn)
+        distribution = citus.layout(conn)
     rows = [_applied_row(item, ms) for item, ms in applied]
     if wants_json(ctx, as_json):
         emit(rows, True)
-    elif rows:
+        return
+    if rows:
         emit(rows, False, title=f"applied {len(rows)} file(s)")
     else:
         click.echo("Nothing to apply: the database is up to date.")
+    if distribution:
+        kinds = [t["kind"] for t in distribution]
+        click.echo(
+            f"Citus: {kinds.count('distributed')} distributed and {kinds.count('reference')} reference "
+            "table(s); `opsconsole db status` shows where their shards live."
+        )
 
 
 def _applied_row(item, ms: float | None) -> dict:
@@ -49,17 +57,22 @@ def _applied_row(item, ms: float | None) -> dict:
 @json_option
 @pass_ctx
 def db_status(ctx: Context, as_json: bool) -> None:
-    """List versioned migrations, released files a baseline replaced, and definitions with their state."""
-    from opsconsole.db import migrate
+    """List versioned migrations, released files a baseline replaced, and definitions with their state;
+    with Citus, which tables are distributed and where their shards live."""
+    from opsconsole.db import citus, migrate
 
     with ctx.connect("migrate") as conn:
         states = migrate.status(conn)
+        distribution = citus.layout(conn)
     rows = [_status_row(s) for s in states]
-    if not wants_json(ctx, as_json):  # the table shows the time to the second
-        rows = [{**r, "applied_at": (r["applied_at"] or "")[:19]} for r in rows]
-    emit(rows, wants_json(ctx, as_json), title="schema files")
     if wants_json(ctx, as_json):
+        # with citus: {"migrations": [...], "distribution": [...]}; on plain PostgreSQL the list as before
+        emit({"migrations": rows, "distribution": distribution} if distribution else rows, True)
         return
+    rows = [{**r, "applied_at": (r["applied_at"] or "")[:19]} for r in rows]  # the time to the second
+    emit(rows, False, title="schema files")
+    if distribution:
+        emit(distribution, False, title="Citus: distributed and reference tables (shards per node)")
     if any(s.state == "edited" for s in states):
         err_console.print(
             "warning: an applied migration file was edited since it ran; `db migrate` refuses to run "

@@ -30,6 +30,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import tuple_row
 
+from opsconsole.db import citus
 from opsconsole.errors import MigrationProblem, MigrationRefused
 
 LOCK_KEY = 7_291_004_117  # pg_advisory_lock key for migrations
@@ -425,6 +426,8 @@ def migrate(
         ran_versioned = any(ms is not None for _, ms in done)
         if defs and (stale or gone or ran_versioned):
             done.extend(_apply_definitions(conn, defs))
+        # With Citus: distribute what sql/citus/distribute.sql lists (a no-op elsewhere, and when done).
+        citus.distribute(conn, sql_dir())
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
         _restore(conn, saved_path, saved_timeout)
@@ -531,6 +534,9 @@ def reset(conn: psycopg.Connection) -> None:
             "SELECT evtname FROM pg_event_trigger WHERE evtname LIKE 'opsconsole%'"
         ).fetchall():
             conn.execute(f'DROP EVENT TRIGGER IF EXISTS "{name}"')
+        if citus.installed(conn):
+            citus.reset_platform(conn)  # Citus keeps views of its own in public
+            return
         conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
         conn.execute("CREATE SCHEMA public")
         conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")

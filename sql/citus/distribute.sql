@@ -1,0 +1,45 @@
+-- Distribution of the platform over a Citus cluster (docs/scaling.md says why each table is where it is).
+--
+-- `opsconsole db migrate` runs this file after the migrations and the definitions, in its own
+-- transaction, and only when the citus extension is installed in the database; on plain PostgreSQL
+-- it returns at its first test and changes nothing. It is idempotent: a table already in Citus's
+-- metadata is left as it is, so it runs on every migrate and picks up what a new release adds here.
+--
+-- What is distributed is what was run on a 3-node cluster (coordinator + 2 workers, Citus 13.2) with
+-- the current definitions and works there with the same results as on one server. The tables not
+-- listed stay ordinary tables on the coordinator, where everything works as on one server; the
+-- refusals that keep them there, and the design that removes each, are in docs/scaling.md.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RETURN;
+    END IF;
+    -- Shard creation and the copy of existing rows use one connection per worker, so a database
+    -- with rows distributes inside this transaction too.
+    SET LOCAL citus.multi_shard_modify_mode = 'sequential';
+    FOR r IN
+        SELECT t.ord, t.rel::regclass AS rel, t.kind, t.col, t.colocate_with
+        FROM (VALUES
+            -- Small lookups read by every shard's queries: one copy on every node.
+            (1, 'public.financial_transaction_types', 'reference', NULL, NULL),
+            -- The customer group, co-located by customer_id: a customer's versions and its chain
+            -- lock live on one shard, so lakehouse_apply_changes and lake_history are single-shard
+            -- per customer and time travel fans out once.
+            (3, 'public.lakehouse_customers', 'hash', 'customer_id', 'none'),
+            (4, 'public.lakehouse_customer_chains', 'hash', 'customer_id', 'public.lakehouse_customers')
+        ) AS t(ord, rel, kind, col, colocate_with)
+        WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = t.rel::regclass)
+        ORDER BY t.ord
+    LOOP
+        IF r.kind = 'reference' THEN
+            PERFORM pg_catalog.create_reference_table(r.rel);
+        ELSE
+            PERFORM pg_catalog.create_distributed_table(r.rel, r.col, colocate_with => r.colocate_with);
+        END IF;
+        -- The rows were copied to the shards; the coordinator's own copy is no longer read.
+        PERFORM pg_catalog.truncate_local_data_after_distributing_table(r.rel);
+    END LOOP;
+END;
+$$;

@@ -1,0 +1,128 @@
+"""Citus: distribute the platform when the database has the extension, and say where shards live.
+
+On plain PostgreSQL both functions do nothing: `distribute` returns an empty list and `layout` an
+empty one, so callers print nothing. Which table goes where, and why, is sql/citus/distribute.sql
+and docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+
+DISTRIBUTE_FILE = Path("citus") / "distribute.sql"
+
+# One row per table in Citus's metadata: how it is distributed and on which nodes its shards are.
+LAYOUT_QUERY = """
+WITH placed AS (
+    SELECT s.logicalrelid, n.nodename || ':' || n.nodeport AS node, count(*) AS shards
+    FROM pg_catalog.pg_dist_shard s
+    JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = s.shardid
+    JOIN pg_catalog.pg_dist_node n ON n.groupid = pl.groupid
+    GROUP BY 1, 2
+)
+SELECT p.logicalrelid::regclass::text AS table_name,
+       CASE p.partmethod WHEN 'h' THEN 'distributed' WHEN 'n' THEN 'reference' ELSE p.partmethod::text END
+           AS kind,
+       CASE WHEN p.partmethod = 'h' THEN pg_catalog.column_to_column_name(p.logicalrelid, p.partkey) END
+           AS distributed_by,
+       p.colocationid AS colocation_id,
+       (SELECT count(*) FROM pg_catalog.pg_dist_shard s WHERE s.logicalrelid = p.logicalrelid) AS shards,
+       (SELECT string_agg(format('%s (%s)', pc.node, pc.shards), ', ' ORDER BY pc.node)
+        FROM placed pc WHERE pc.logicalrelid = p.logicalrelid) AS placements
+FROM pg_catalog.pg_dist_partition p
+WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = p.logicalrelid)
+ORDER BY p.partmethod, p.colocationid, p.logicalrelid::regclass::text
+"""
+
+
+def installed(conn: psycopg.Connection) -> bool:
+    """True when the citus extension is installed in this database."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def distribute(conn: psycopg.Connection, sql_root: Path) -> list[str]:
+    """Apply sql/citus/distribute.sql (one transaction); return the tables it added to Citus."""
+    if not installed(conn):
+        return []
+    before = _in_metadata(conn)
+    with conn.transaction():
+        conn.execute((sql_root / DISTRIBUTE_FILE).read_bytes())
+    return sorted(_in_metadata(conn) - before)
+
+
+def layout(conn: psycopg.Connection) -> list[dict]:
+    """Each table in Citus's metadata (partitions folded into their parent), or [] without citus."""
+    if not installed(conn):
+        return []
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(LAYOUT_QUERY).fetchall()
+
+
+def _in_metadata(conn: psycopg.Connection) -> set[str]:
+    rows = conn.execute("SELECT logicalrelid::regclass::text FROM pg_catalog.pg_dist_partition").fetchall()
+    return {r[0] for r in rows}
+
+
+# `db reset` on a Citus coordinator: the extension keeps views of its own in schema public
+# (citus_tables, citus_schemas), so DROP SCHEMA public CASCADE is refused. Drop what the platform
+# created instead: every relation, routine and type in public that no extension owns (distributed
+# tables take their shards with them), and the extensions the migrations installed there.
+RESET_PLATFORM = """
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT c.oid, c.relkind FROM pg_catalog.pg_class c
+        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+          AND NOT c.relispartition
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                            AND (d.deptype = 'e' OR (d.deptype IN ('a', 'i') AND d.refobjid <> c.oid)))
+    LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = r.oid);  -- gone by CASCADE
+        EXECUTE format('DROP %s %s CASCADE',
+                       CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                      WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+                       r.oid::regclass);
+    END LOOP;
+    FOR r IN
+        SELECT p.oid FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                          WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+    LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE oid = r.oid);
+        EXECUTE format('DROP ROUTINE %s CASCADE', r.oid::regprocedure);
+    END LOOP;
+    FOR r IN
+        SELECT t.oid FROM pg_catalog.pg_type t
+        WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('c', 'd', 'e')
+          AND (t.typrelid = 0 OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                                         WHERE c.oid = t.typrelid AND c.relkind = 'c'))
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                          WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
+    LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type WHERE oid = r.oid);
+        EXECUTE format('DROP TYPE %s CASCADE', r.oid::regtype);
+    END LOOP;
+    FOR r IN
+        SELECT e.extname FROM pg_catalog.pg_extension e
+        WHERE e.extnamespace = 'public'::regnamespace AND e.extname <> 'citus'
+    LOOP
+        EXECUTE format('DROP EXTENSION %I CASCADE', r.extname);
+    END LOOP;
+END;
+$$
+"""
+
+
+def reset_platform(conn: psycopg.Connection) -> None:
+    """Drop the platform's objects from public, keeping Citus's own (the caller holds the transaction)."""
+    conn.execute(RESET_PLATFORM)
