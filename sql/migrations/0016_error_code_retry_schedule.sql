@@ -1,6 +1,8 @@
 -- 0016: late data gets a retry schedule per error code, order references are read one way, and the
 -- maintenance functions join the grant policy.
 -- (Tables and data only; the functions that read these live in sql/definitions.)
+SET lock_timeout = '5s';
+SET statement_timeout = '5min';
 
 -- A reference that is not there yet (an ERP batch an hour late) must not be dead-lettered after the
 -- settings' 150 s of retries (10+20+40+80 s). Each error code may carry its own schedule; NULL means
@@ -34,5 +36,5 @@ ON CONFLICT DO NOTHING;
 -- Order references are matched by reference_order_id() (10_platform.sql) everywhere; its expression
 -- index (financial_transactions_order_id_idx, created with the definitions) replaces the index on the
 -- raw text, and customer 360's own reading of the reference goes.
-DROP INDEX IF EXISTS financial_transactions_order_ref_idx;
+-- (the index on the raw text is dropped concurrently by 0017)
 DROP FUNCTION IF EXISTS customer_360_order_ref(jsonb);
