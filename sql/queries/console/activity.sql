@@ -4,6 +4,6 @@
 SELECT audit_id, occurred_at, actor, application_name, action, arguments, result, status,
        duration_ms, reason
 FROM ops_audit_log
-WHERE coalesce(application_name, '') NOT LIKE 'opsconsole:worker-%'
+WHERE coalesce(application_name, '') NOT LIKE 'opsconsole:worker-%%'  -- %% for psycopg's placeholders
 ORDER BY occurred_at DESC, audit_id DESC
 LIMIT %(limit)s
