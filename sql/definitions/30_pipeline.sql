@@ -264,6 +264,68 @@ $$;
 
 
 ------------------------------------------------------------------------------------------------------
+-- The validators: one definition, used by the chunk and by the Backlog's "what if"
+------------------------------------------------------------------------------------------------------
+-- Each row's first failing rule (error_code NULL: it passes), checked at p_now against the settings,
+-- the known types and the ERP order keys. Reads only: backlog_what_if() runs it in a read-only
+-- transaction on rows an operator selected, with the chunk's own rules.
+CREATE OR REPLACE FUNCTION financial_validate(
+    p_rows financial_transactions_staging[],
+    p_cfg financial_pipeline_settings,
+    p_now timestamptz
+)
+RETURNS TABLE(staging_id bigint, error_code text, error_detail text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT c.staging_id,
+           CASE
+               WHEN c.transaction_id IS NULL OR c.account_id IS NULL OR c.transaction_timestamp IS NULL
+                    OR c.amount IS NULL OR c.transaction_type IS NULL THEN 'missing_field'
+               WHEN t.transaction_type IS NULL THEN 'unknown_type'
+               WHEN c.amount NOT BETWEEN p_cfg.amount_min AND p_cfg.amount_max THEN 'amount_out_of_bounds'
+               WHEN c.transaction_timestamp > p_now + p_cfg.future_tolerance THEN 'future_timestamp'
+               WHEN o.has_ref AND o.order_id IS NULL THEN 'bad_order_reference'
+               WHEN o.has_ref AND k.order_id IS NULL THEN 'order_not_found'
+           END AS error_code,
+           CASE
+               WHEN c.transaction_id IS NULL OR c.account_id IS NULL OR c.transaction_timestamp IS NULL
+                    OR c.amount IS NULL OR c.transaction_type IS NULL THEN
+                   'required field(s) missing: ' || concat_ws(', ',
+                       CASE WHEN c.transaction_id IS NULL THEN 'transaction_id' END,
+                       CASE WHEN c.account_id IS NULL THEN 'account_id' END,
+                       CASE WHEN c.transaction_timestamp IS NULL THEN 'transaction_timestamp' END,
+                       CASE WHEN c.amount IS NULL THEN 'amount' END,
+                       CASE WHEN c.transaction_type IS NULL THEN 'transaction_type' END)
+               WHEN t.transaction_type IS NULL THEN
+                   format('transaction_type %s is not a known type', quote_literal(c.transaction_type))
+               WHEN c.amount NOT BETWEEN p_cfg.amount_min AND p_cfg.amount_max THEN
+                   format('amount %s is outside [%s, %s]', c.amount, p_cfg.amount_min, p_cfg.amount_max)
+               WHEN c.transaction_timestamp > p_now + p_cfg.future_tolerance THEN
+                   format('transaction_timestamp is more than %s ahead of the server clock',
+                          p_cfg.future_tolerance)
+               WHEN o.has_ref AND o.order_id IS NULL THEN
+                   'reference_data.order_id is not a positive integer'
+               WHEN o.has_ref AND k.order_id IS NULL THEN
+                   format('order_id %s is not in erp_orders', o.order_id)
+           END AS error_detail
+    FROM unnest(p_rows) c
+    -- reference_data.order_id names erp_orders.order_id (not order_number); erp_order_keys holds
+    -- one row per order_id, so the check is one primary-key probe.
+    CROSS JOIN LATERAL (
+        SELECT jsonb_typeof(c.reference_data) = 'object' AND c.reference_data ? 'order_id' AS has_ref,
+               reference_order_id(c.reference_data) AS order_id
+    ) o
+    LEFT JOIN financial_transaction_types t ON t.transaction_type = c.transaction_type
+    -- OFFSET 0 keeps this a per-row primary-key probe; flattened, the planner may hash the whole table
+    LEFT JOIN LATERAL (
+        SELECT k.order_id FROM erp_order_keys k WHERE k.order_id = o.order_id OFFSET 0
+    ) k ON true;
+$$;
+
+
+------------------------------------------------------------------------------------------------------
 -- The chunk functions of 0003 on the new row type. Changed: each staging UPDATE also names the
 -- ingestion time of its rows (a range for the chunk, the value for one row), so only the partitions
 -- holding them are probed by staging_id; a row ingested "in the future" (another clock) gets latency
@@ -317,48 +379,9 @@ BEGIN
     ),
     v AS (
         SELECT c.staging_id, c.transaction_id, c.payload_hash, c.account_id, c.transaction_timestamp,
-               CASE
-                   WHEN c.transaction_id IS NULL OR c.account_id IS NULL OR c.transaction_timestamp IS NULL
-                        OR c.amount IS NULL OR c.transaction_type IS NULL THEN 'missing_field'
-                   WHEN t.transaction_type IS NULL THEN 'unknown_type'
-                   WHEN c.amount NOT BETWEEN p_cfg.amount_min AND p_cfg.amount_max THEN 'amount_out_of_bounds'
-                   WHEN c.transaction_timestamp > p_now + p_cfg.future_tolerance THEN 'future_timestamp'
-                   WHEN o.has_ref AND o.order_id IS NULL THEN 'bad_order_reference'
-                   WHEN o.has_ref AND k.order_id IS NULL THEN 'order_not_found'
-               END AS error_code,
-               CASE
-                   WHEN c.transaction_id IS NULL OR c.account_id IS NULL OR c.transaction_timestamp IS NULL
-                        OR c.amount IS NULL OR c.transaction_type IS NULL THEN
-                       'required field(s) missing: ' || concat_ws(', ',
-                           CASE WHEN c.transaction_id IS NULL THEN 'transaction_id' END,
-                           CASE WHEN c.account_id IS NULL THEN 'account_id' END,
-                           CASE WHEN c.transaction_timestamp IS NULL THEN 'transaction_timestamp' END,
-                           CASE WHEN c.amount IS NULL THEN 'amount' END,
-                           CASE WHEN c.transaction_type IS NULL THEN 'transaction_type' END)
-                   WHEN t.transaction_type IS NULL THEN
-                       format('transaction_type %s is not a known type', quote_literal(c.transaction_type))
-                   WHEN c.amount NOT BETWEEN p_cfg.amount_min AND p_cfg.amount_max THEN
-                       format('amount %s is outside [%s, %s]', c.amount, p_cfg.amount_min, p_cfg.amount_max)
-                   WHEN c.transaction_timestamp > p_now + p_cfg.future_tolerance THEN
-                       format('transaction_timestamp is more than %s ahead of the server clock',
-                              p_cfg.future_tolerance)
-                   WHEN o.has_ref AND o.order_id IS NULL THEN
-                       'reference_data.order_id is not a positive integer'
-                   WHEN o.has_ref AND k.order_id IS NULL THEN
-                       format('order_id %s is not in erp_orders', o.order_id)
-               END AS error_detail
+               f.error_code, f.error_detail
         FROM c
-        -- reference_data.order_id names erp_orders.order_id (not order_number); erp_order_keys holds
-        -- one row per order_id, so the check is one primary-key probe.
-        CROSS JOIN LATERAL (
-            SELECT jsonb_typeof(c.reference_data) = 'object' AND c.reference_data ? 'order_id' AS has_ref,
-                   reference_order_id(c.reference_data) AS order_id
-        ) o
-        LEFT JOIN financial_transaction_types t ON t.transaction_type = c.transaction_type
-        -- OFFSET 0 keeps this a per-row primary-key probe; flattened, the planner may hash the whole table
-        LEFT JOIN LATERAL (
-            SELECT k.order_id FROM erp_order_keys k WHERE k.order_id = o.order_id OFFSET 0
-        ) k ON true
+        JOIN financial_validate(p_rows, p_cfg, p_now) f ON f.staging_id = c.staging_id
     ),
     r AS (
         SELECT v.*, row_number() OVER (PARTITION BY v.transaction_id ORDER BY v.staging_id) AS rn
@@ -798,16 +821,44 @@ $$;
 --  * it assigns ingestion_timestamp to itself, as the chunk does: an UPDATE that touches no input of
 --    the stored generated columns re-reads their expressions for every row; one that touches an
 --    input prepares them once per statement (values unchanged, and the row stays in its partition).
+-- The Backlog's `/` filter, one definition: the Backlog lists the rows it matches and every action on
+-- "what the filter shows" (retry, park, what if) takes the same text as a parameter. A row matches when
+-- the text is empty, equals its status, its staging id or its transaction id, or is contained
+-- (case-insensitively) in its error code, error message or batch id.
+CREATE OR REPLACE FUNCTION backlog_row_matches(
+    p_filter text,
+    p_status text,
+    p_error_code text,
+    p_error_message text,
+    p_batch_id text,
+    p_staging_id bigint,
+    p_transaction_id bigint
+)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT coalesce(btrim(p_filter), '') = ''
+        OR p_status = btrim(p_filter)
+        OR p_staging_id::text = btrim(p_filter)
+        OR p_transaction_id::text = btrim(p_filter)
+        OR strpos(lower(coalesce(p_error_code, '')), lower(btrim(p_filter))) > 0
+        OR strpos(lower(coalesce(p_error_message, '')), lower(btrim(p_filter))) > 0
+        OR strpos(lower(coalesce(p_batch_id, '')), lower(btrim(p_filter))) > 0;
+$$;
+
 -- Which failed (and with p_include_dead_letter, dead-lettered) staging rows these selectors name: the one
 -- definition of a retry's scope. retry_failed() re-queues exactly these rows; retry_scope_count() is the
 -- blast radius the console states before it asks. Selectors combine with AND; with none, only p_all
--- selects anything.
+-- selects anything. p_filter is the Backlog's filter text (backlog_row_matches), a value, never SQL.
 CREATE OR REPLACE FUNCTION retry_scope(
     p_staging_ids bigint[] DEFAULT NULL,
     p_batch_id text DEFAULT NULL,
     p_error_code text DEFAULT NULL,
     p_all boolean DEFAULT false,
-    p_include_dead_letter boolean DEFAULT false
+    p_include_dead_letter boolean DEFAULT false,
+    p_filter text DEFAULT NULL
 )
 RETURNS TABLE(staging_id bigint, ingestion_timestamp timestamptz)
 LANGUAGE sql
@@ -822,10 +873,12 @@ AS $$
       AND (p_staging_ids IS NULL OR s.staging_id = ANY (p_staging_ids))
       AND (p_batch_id IS NULL OR s.batch_id = p_batch_id)
       AND (p_error_code IS NULL OR s.error_code = p_error_code)
+      AND (p_filter IS NULL OR backlog_row_matches(p_filter, s.processing_status, s.error_code, s.error_message,
+                                                   s.batch_id, s.staging_id, s.transaction_id))
       AND (p_staging_ids IS NOT NULL OR p_batch_id IS NOT NULL OR p_error_code IS NOT NULL
-           OR coalesce(p_all, false));
+           OR p_filter IS NOT NULL OR coalesce(p_all, false));
 $$;
-COMMENT ON FUNCTION retry_scope(bigint[], text, text, boolean, boolean) IS
+COMMENT ON FUNCTION retry_scope(bigint[], text, text, boolean, boolean, text) IS
     'The staging rows retry_failed() would re-queue for these selectors (the one definition of its scope).';
 
 CREATE OR REPLACE FUNCTION retry_scope_count(
@@ -833,16 +886,18 @@ CREATE OR REPLACE FUNCTION retry_scope_count(
     p_batch_id text DEFAULT NULL,
     p_error_code text DEFAULT NULL,
     p_all boolean DEFAULT false,
-    p_include_dead_letter boolean DEFAULT false
+    p_include_dead_letter boolean DEFAULT false,
+    p_filter text DEFAULT NULL
 )
 RETURNS bigint
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-    SELECT count(*) FROM retry_scope(p_staging_ids, p_batch_id, p_error_code, p_all, p_include_dead_letter);
+    SELECT count(*) FROM retry_scope(p_staging_ids, p_batch_id, p_error_code, p_all, p_include_dead_letter,
+                                     p_filter);
 $$;
-COMMENT ON FUNCTION retry_scope_count(bigint[], text, text, boolean, boolean) IS
+COMMENT ON FUNCTION retry_scope_count(bigint[], text, text, boolean, boolean, text) IS
     'How many rows retry_failed() would re-queue for these selectors: the blast radius shown before a retry.';
 
 CREATE OR REPLACE FUNCTION retry_failed(
@@ -851,7 +906,8 @@ CREATE OR REPLACE FUNCTION retry_failed(
     p_error_code text DEFAULT NULL,
     p_all boolean DEFAULT false,
     p_include_dead_letter boolean DEFAULT false,
-    p_reason text DEFAULT NULL
+    p_reason text DEFAULT NULL,
+    p_filter text DEFAULT NULL
 )
 RETURNS integer
 LANGUAGE plpgsql
@@ -864,8 +920,9 @@ DECLARE
     v_count    integer;
     v_deltas   jsonb;
 BEGIN
-    IF p_staging_ids IS NULL AND p_batch_id IS NULL AND p_error_code IS NULL AND NOT coalesce(p_all, false) THEN
-        RAISE EXCEPTION 'retry_failed: say which rows: staging ids, a batch id, an error code, or p_all => true'
+    IF p_staging_ids IS NULL AND p_batch_id IS NULL AND p_error_code IS NULL AND p_filter IS NULL
+       AND NOT coalesce(p_all, false) THEN
+        RAISE EXCEPTION 'retry_failed: say which rows: staging ids, a batch id, an error code, a filter, or p_all => true'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
@@ -874,7 +931,8 @@ BEGIN
         FROM financial_transactions_staging s
         WHERE (s.staging_id, s.ingestion_timestamp) IN (
                   SELECT r.staging_id, r.ingestion_timestamp
-                  FROM retry_scope(p_staging_ids, p_batch_id, p_error_code, p_all, p_include_dead_letter) r)
+                  FROM retry_scope(p_staging_ids, p_batch_id, p_error_code, p_all, p_include_dead_letter,
+                                   p_filter) r)
           -- checked again on the row as locked: a worker may have moved it on since the scope was read
           AND s.processing_status = ANY (v_statuses)
         FOR UPDATE OF s
@@ -910,7 +968,8 @@ BEGIN
         'retry_failed',
         jsonb_build_object('staging_ids', to_jsonb(p_staging_ids), 'batch_id', p_batch_id,
                            'error_code', p_error_code, 'all', coalesce(p_all, false),
-                           'include_dead_letter', coalesce(p_include_dead_letter, false)),
+                           'include_dead_letter', coalesce(p_include_dead_letter, false))
+            || CASE WHEN p_filter IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('filter', p_filter) END,
         jsonb_build_object('requeued', v_count),
         'ok',
         round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
@@ -1161,7 +1220,7 @@ SELECT s.processing_status,
        max(s.processed_at) AS last_attempt_at,
        max(s.retry_count) AS max_retry_count
 FROM financial_transactions_staging s
-WHERE s.processing_status IN ('pending', 'failed', 'dead_letter')
+WHERE s.processing_status IN ('pending', 'failed', 'dead_letter', 'parked')
 GROUP BY s.processing_status, s.error_code;
 COMMENT ON VIEW financial_pipeline_backlog IS
     'Rows waiting (pending), retrying (failed) or stuck (dead_letter), by error code, with the oldest due time.';
@@ -1241,7 +1300,7 @@ BEGIN
         -- The day's range is no longer covered, so its survivors now belong to DEFAULT. Written into
         -- the partition directly: the arrival trigger (on the parent) does not count them again.
         EXECUTE format('INSERT INTO %I.%I (%s) SELECT %s FROM %I.%I '
-                       'WHERE processing_status IN (''pending'', ''failed'', ''dead_letter'')',
+                       'WHERE processing_status IN (''pending'', ''failed'', ''dead_letter'', ''parked'')',
                        v_dschema, v_dname,
                        (SELECT string_agg(format('%I', c), ', ' ORDER BY i) FROM unnest(v_cols) WITH ORDINALITY u(c, i)),
                        (SELECT string_agg(format('%I', c), ', ' ORDER BY i) FROM unnest(v_cols) WITH ORDINALITY u(c, i)),

@@ -95,6 +95,18 @@ ACTIONS = {
         "purge_financial_staging",
         "opsconsole_admin",
     ),
+    "park_dead_letters": (
+        "SELECT park_dead_letters(p_filter => 'b1')",
+        "park_dead_letters",
+        "opsconsole_operator",
+    ),
+    "unpark_dead_letters": (
+        "SELECT unpark_dead_letters(p_filter => 'b1')",
+        "unpark_dead_letters",
+        "opsconsole_operator",
+    ),
+    "pause_processing": ("SELECT pause_processing('attack')", "pause_processing", "opsconsole_operator"),
+    "resume_processing": ("SELECT resume_processing('attack')", "resume_processing", "opsconsole_operator"),
 }
 # The one definer every group may call to write an audit row: a failure report of its own (status
 # error/cancelled/denied only, actor = session_user); see test_no_group_can_write_a_free_form_audit_row.
@@ -105,7 +117,7 @@ READS = {
     "lineage_upstream": "SELECT * FROM lineage_upstream('customer_360_mv')",
     "lineage_downstream": "SELECT * FROM lineage_downstream('crm_customers')",
     "reconcile_financial_pipeline": "SELECT * FROM reconcile_financial_pipeline()",
-    "retry_scope_count": "SELECT retry_scope_count(NULL, NULL, NULL, true, false)",
+    "retry_scope_count": "SELECT retry_scope_count(NULL, NULL, NULL, true, false, NULL)",
     "partition_bounds": "SELECT * FROM partition_bounds('public.erp_orders'::regclass)",
     "maintenance_partitioned_tables": "SELECT * FROM maintenance_partitioned_tables()",
     "financial_retry_schedule": "SELECT * FROM financial_retry_schedule()",

@@ -62,7 +62,7 @@ def test_no_selector_counts_nothing_and_the_retry_refuses(conn):
 def test_the_operator_may_count_and_run_dq(conn):
     """dq_run is the operator's; counting a retry's scope is a read every group may run."""
     expected = {
-        "retry_scope_count(bigint[], text, text, boolean, boolean)": (True, True),
+        "retry_scope_count(bigint[], text, text, boolean, boolean, text)": (True, True),
         "dq_run(text, text, integer)": (True, False),
     }
     for fn, may in expected.items():

@@ -1,16 +1,12 @@
--- Backlog pane: failed and dead-lettered staging rows, soonest retry first, dead letters last.
--- %(filter)s narrows to rows whose status, error code, message or batch contain it, or whose
--- staging/transaction id equals it.
+-- Backlog pane: failed, dead-lettered and parked staging rows, soonest retry first, dead letters, then
+-- parked rows last. %(filter)s narrows them by backlog_row_matches(), the filter every Backlog action
+-- (retry, park, what if) applies to the same text.
 SELECT staging_id, processing_status, error_code, error_message, retry_count, next_attempt_at,
        batch_id, transaction_id, account_id, amount, transaction_type, ingestion_timestamp
 FROM financial_transactions_staging
-WHERE processing_status IN ('failed', 'dead_letter')
+WHERE processing_status IN ('failed', 'dead_letter', 'parked')
   AND (%(filter)s::text IS NULL
-       OR processing_status = %(filter)s
-       OR error_code ILIKE %(like)s
-       OR error_message ILIKE %(like)s
-       OR batch_id ILIKE %(like)s
-       OR staging_id::text = %(filter)s
-       OR transaction_id::text = %(filter)s)
-ORDER BY processing_status = 'dead_letter', next_attempt_at NULLS LAST, staging_id
+       OR backlog_row_matches(%(filter)s::text, processing_status, error_code, error_message, batch_id,
+                              staging_id, transaction_id))
+ORDER BY processing_status = 'parked', processing_status = 'dead_letter', next_attempt_at NULLS LAST, staging_id
 LIMIT %(limit)s

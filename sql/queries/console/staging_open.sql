@@ -6,5 +6,5 @@ SELECT processing_status AS status,
        min(next_attempt_at) AS next_due,
        coalesce(sum(retry_count), 0) AS retries
 FROM financial_transactions_staging
-WHERE processing_status IN ('pending', 'failed', 'dead_letter')
+WHERE processing_status IN ('pending', 'failed', 'dead_letter', 'parked')
 GROUP BY processing_status

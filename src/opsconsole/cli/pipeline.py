@@ -1,4 +1,5 @@
-"""`opsconsole process | retry | worker | reconcile | backlog | purge`: the pipeline from the shell."""
+"""`opsconsole process | retry | worker | reconcile | backlog | purge | park | unpark | what-if | pause |
+resume`: the pipeline from the shell."""
 
 from __future__ import annotations
 
@@ -57,12 +58,19 @@ def _parse_ids(values: tuple[str, ...]) -> list[int] | None:
     return ids or None
 
 
+FILTER_HELP = (
+    "The Backlog's filter: rows whose status, staging or transaction id equals it, or whose error code, "
+    "message or batch contains it (case-insensitive)."
+)
+
+
 @click.command("retry")
 @click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
 @click.option("--batch", "batch_id", help="Only rows of this batch_id.")
 @click.option("--error-code", help="Only rows that failed with this code (see financial_error_codes).")
 @click.option("--all", "all_rows", is_flag=True, help="Every failed row (needed when no other selector).")
 @click.option("--dead-letter", is_flag=True, help="Include dead-lettered rows, not only failed ones.")
+@click.option("--filter", "filter_text", help=FILTER_HELP)
 @click.option("--reason", help="Why: stored in the audit log with your name.")
 @json_option
 @pass_ctx
@@ -73,6 +81,7 @@ def retry(
     error_code: str | None,
     all_rows: bool,
     dead_letter: bool,
+    filter_text: str | None,
     reason: str | None,
     as_json: bool,
 ) -> None:
@@ -87,6 +96,7 @@ def retry(
             all_rows=all_rows,
             include_dead_letter=dead_letter,
             reason=reason,
+            filter_text=filter_text,
         )
     if wants_json(ctx, as_json):
         emit({"requeued": n}, True)
@@ -283,4 +293,89 @@ def maintain(ctx: Context, batch_rows: int, older_than: str | None, wait_s: floa
     )
 
 
-COMMANDS = [process, retry, worker, reconcile, backlog, purge, maintain]
+@click.command("park")
+@click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
+@click.option("--filter", "filter_text", help=FILTER_HELP)
+@click.option("--reason", help="Why: stored in the audit log with your name.")
+@json_option
+@pass_ctx
+def park(
+    ctx: Context, ids: tuple[str, ...], filter_text: str | None, reason: str | None, as_json: bool
+) -> None:
+    """Set dead letters aside: a parked row is never claimed or retried until `opsconsole unpark`."""
+    with ctx.connect("park") as conn:
+        n = ops.park(conn, staging_ids=_parse_ids(ids), filter_text=filter_text, reason=reason)
+    if wants_json(ctx, as_json):
+        emit({"parked": n}, True)
+    else:
+        click.echo(f"Parked {n:,} dead-lettered row(s).")
+
+
+@click.command("unpark")
+@click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
+@click.option("--filter", "filter_text", help=FILTER_HELP)
+@click.option("--reason", help="Why: stored in the audit log with your name.")
+@json_option
+@pass_ctx
+def unpark(
+    ctx: Context, ids: tuple[str, ...], filter_text: str | None, reason: str | None, as_json: bool
+) -> None:
+    """Bring parked rows back to dead_letter, where `opsconsole retry --dead-letter` can take them."""
+    with ctx.connect("unpark") as conn:
+        n = ops.unpark(conn, staging_ids=_parse_ids(ids), filter_text=filter_text, reason=reason)
+    if wants_json(ctx, as_json):
+        emit({"unparked": n}, True)
+    else:
+        click.echo(f"Brought back {n:,} parked row(s) to dead_letter.")
+
+
+@click.command("what-if")
+@click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
+@click.option("--filter", "filter_text", help=FILTER_HELP)
+@json_option
+@pass_ctx
+def what_if(ctx: Context, ids: tuple[str, ...], filter_text: str | None, as_json: bool) -> None:
+    """Before a retry: run the pipeline's validators now on the failed, dead-lettered or parked rows
+    named, in a read-only transaction, and count how many would pass, by error code."""
+    with ctx.connect("what-if") as conn:
+        rows = ops.what_if(conn, staging_ids=_parse_ids(ids), filter_text=filter_text)
+    out = [{"outcome": r["error_code"] or "would pass", "rows": r["rows"]} for r in rows]
+    if wants_json(ctx, as_json):
+        emit(out, True)
+    elif not rows:
+        click.echo("No failed, dead-lettered or parked row matches.")
+    else:
+        passing = sum(r["rows"] for r in rows if r["error_code"] is None)
+        emit(out, False, title=f"what if: {passing:,} of {sum(r['rows'] for r in rows):,} would pass now")
+
+
+@click.command("pause")
+@click.option("--reason", help="Why: stored in the audit log with your name, shown in every console.")
+@json_option
+@pass_ctx
+def pause(ctx: Context, reason: str | None, as_json: bool) -> None:
+    """Pause processing for the whole fleet: each worker finishes its chunk in flight, then claims
+    nothing until `opsconsole resume`. Operator role."""
+    with ctx.connect("pause") as conn:
+        was = ops.pause(conn, reason=reason)
+    if wants_json(ctx, as_json):
+        emit({"paused": True, "was_paused": was}, True)
+    else:
+        click.echo("Processing was already paused." if was else "Processing paused for every worker.")
+
+
+@click.command("resume")
+@click.option("--reason", help="Why: stored in the audit log with your name.")
+@json_option
+@pass_ctx
+def resume(ctx: Context, reason: str | None, as_json: bool) -> None:
+    """Resume processing for the whole fleet (idle workers wake at once). Operator role."""
+    with ctx.connect("resume") as conn:
+        was = ops.resume(conn, reason=reason)
+    if wants_json(ctx, as_json):
+        emit({"paused": False, "was_paused": was}, True)
+    else:
+        click.echo("Processing resumed." if was else "Processing was not paused; nothing changed.")
+
+
+COMMANDS = [process, retry, worker, reconcile, backlog, purge, maintain, park, unpark, what_if, pause, resume]

@@ -21,11 +21,15 @@ from psycopg.rows import dict_row
 from opsconsole.db.queries import dict_rows, query
 from opsconsole.errors import OpsError, database_errors
 
-VALID_STATES = ("pending", "processed", "failed", "dead_letter", "duplicate")
+VALID_STATES = ("pending", "processed", "failed", "dead_letter", "duplicate", "parked")
 
 # The audit action names (the SQL functions' names, as the SQL side audits them).
 PROCESS_BATCH = "process_financial_batch"
 RETRY = "retry_failed"
+PARK = "park_dead_letters"
+UNPARK = "unpark_dead_letters"
+PAUSE = "pause_processing"
+RESUME = "resume_processing"
 
 
 class PipelineProblem(OpsError):
@@ -96,14 +100,17 @@ def retry(
     all_rows: bool = False,
     include_dead_letter: bool = False,
     reason: str | None = None,
+    filter_text: str | None = None,
 ) -> int:
     """Re-queue failed (and with include_dead_letter, dead-lettered) rows; returns how many.
 
-    Selectors are combined with AND; with none, all_rows must be set. The SQL function writes the
-    audit row (who, when, the selectors and the reason)."""
+    Selectors are combined with AND; with none, all_rows must be set. filter_text is the Backlog's
+    filter (the rows it shows), passed as a value. The SQL function writes the audit row (who, when,
+    the selectors and the reason)."""
     ids = list(staging_ids) if staging_ids else None
-    if ids is None and batch_id is None and error_code is None and not all_rows:
-        raise PipelineProblem("Say which rows to retry: --ids, --batch, --error-code, or --all.")
+    filter_text = _filter(filter_text)
+    if ids is None and batch_id is None and error_code is None and filter_text is None and not all_rows:
+        raise PipelineProblem("Say which rows to retry: --ids, --batch, --error-code, --filter, or --all.")
     if error_code is not None:
         known = conn.execute(
             "SELECT 1 FROM financial_error_codes WHERE error_code = %s", (error_code,)
@@ -112,8 +119,8 @@ def retry(
             codes = [r[0] for r in conn.execute("SELECT error_code FROM financial_error_codes ORDER BY 1")]
             raise PipelineProblem(f"Unknown error code {error_code!r}; known codes: {', '.join(codes)}.")
     row = conn.execute(
-        "SELECT retry_failed(%s, %s, %s, %s, %s, %s)",
-        (ids, batch_id, error_code, all_rows, include_dead_letter, reason),
+        "SELECT retry_failed(%s, %s, %s, %s, %s, %s, %s)",
+        (ids, batch_id, error_code, all_rows, include_dead_letter, reason, filter_text),
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -127,15 +134,103 @@ def retry_scope_count(
     error_code: str | None = None,
     all_rows: bool = False,
     include_dead_letter: bool = False,
+    filter_text: str | None = None,
 ) -> int:
     """How many rows retry() would re-queue for these selectors (the confirmation's blast radius):
     retry_scope_count(), which counts the rows of retry_scope(), the scope retry_failed() re-queues."""
     ids = list(staging_ids) if staging_ids else None
     row = conn.execute(
-        "SELECT retry_scope_count(%s, %s, %s, %s, %s)",
-        (ids, batch_id, error_code, all_rows, include_dead_letter),
+        "SELECT retry_scope_count(%s, %s, %s, %s, %s, %s)",
+        (ids, batch_id, error_code, all_rows, include_dead_letter, _filter(filter_text)),
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def _filter(text: str | None) -> str | None:
+    """The Backlog filter as the SQL side takes it: None when empty (no filter)."""
+    return text.strip() if text and text.strip() else None
+
+
+def _backlog_selectors(staging_ids: Sequence[int] | None, filter_text: str | None, what: str) -> tuple:
+    ids = list(staging_ids) if staging_ids else None
+    text = _filter(filter_text)
+    if ids is None and text is None:
+        raise PipelineProblem(f"Say which rows to {what}: --ids or --filter.")
+    return ids, text
+
+
+def park(
+    conn: psycopg.Connection,
+    *,
+    staging_ids: Sequence[int] | None = None,
+    filter_text: str | None = None,
+    reason: str | None = None,
+) -> int:
+    """Park dead letters (no worker claims a parked row) by ids and/or the Backlog filter; returns how
+    many. park_dead_letters() writes the audit row."""
+    ids, text = _backlog_selectors(staging_ids, filter_text, "park")
+    row = conn.execute("SELECT park_dead_letters(%s, %s, %s)", (ids, text, reason)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def unpark(
+    conn: psycopg.Connection,
+    *,
+    staging_ids: Sequence[int] | None = None,
+    filter_text: str | None = None,
+    reason: str | None = None,
+) -> int:
+    """Bring parked rows back to dead_letter (a retry can then take them); returns how many.
+    unpark_dead_letters() writes the audit row."""
+    ids, text = _backlog_selectors(staging_ids, filter_text, "bring back")
+    row = conn.execute("SELECT unpark_dead_letters(%s, %s, %s)", (ids, text, reason)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def what_if(
+    conn: psycopg.Connection,
+    *,
+    staging_ids: Sequence[int] | None = None,
+    filter_text: str | None = None,
+) -> list[dict[str, Any]]:
+    """The pipeline's validators (financial_validate, the chunk's one definition) run now on the
+    failed/dead-lettered/parked rows named, in a READ ONLY transaction that changes nothing: one row
+    per error code they would get, error_code None for the rows that would pass."""
+    ids, text = _backlog_selectors(staging_ids, filter_text, "check")
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        return dict_rows(conn, "SELECT error_code, rows FROM backlog_what_if(%s, %s)", (ids, text))
+
+
+def pause(conn: psycopg.Connection, *, reason: str | None = None) -> bool:
+    """Pause processing for every worker (each finishes its chunk in flight); pause_processing()
+    writes the audit row. Returns whether processing was paused already."""
+    row = conn.execute("SELECT pause_processing(%s)", (reason,)).fetchone()
+    return bool(row[0]) if row else False
+
+
+def resume(conn: psycopg.Connection, *, reason: str | None = None) -> bool:
+    """Resume processing for every worker; resume_processing() writes the audit row. Returns whether
+    processing was paused."""
+    row = conn.execute("SELECT resume_processing(%s)", (reason,)).fetchone()
+    return bool(row[0]) if row else False
+
+
+def fleet_state(conn: psycopg.Connection) -> dict[str, Any]:
+    """Whether the fleet is paused, since when, by whom and why (a database without the switch:
+    never paused)."""
+    try:
+        rows = dict_rows(conn, query("console/fleet_state"))
+    except psycopg.errors.UndefinedTable:  # a database before the switch (0018): never paused
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.rollback()
+        rows = []
+    return rows[0] if rows else {"paused": False, "changed_at": None, "changed_by": None, "reason": None}
+
+
+def fleet_paused(conn: psycopg.Connection) -> bool:
+    """The check every worker makes before it claims."""
+    return bool(fleet_state(conn)["paused"])
 
 
 def due_count(conn: psycopg.Connection) -> int:

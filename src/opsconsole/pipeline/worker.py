@@ -148,6 +148,9 @@ class Worker:
                 if conn is None:
                     conn = self._connect(slot)
                     self.reconnect.restored(slot)
+                if ops.fleet_paused(conn):  # `opsconsole pause`: claim nothing until resumed
+                    self._wait_for_work(conn)  # resume_processing() NOTIFYs opsconsole_staging
+                    continue
                 result = ops.process_batch(conn, self.batch_size, self.max_chunk_time, worker=label)
                 if result.claimed:
                     self.stats.add(result)

@@ -1,0 +1,226 @@
+-- 35_operator_controls.sql: What an operator does to the pipeline beyond a retry: park a dead letter and
+-- bring it back, pause and resume the whole fleet, and ask "what if" before a retry.
+--
+-- Repeatable definitions: every function, view and trigger here is (re)created by CREATE OR REPLACE, and
+-- the runner re-applies ALL files of sql/definitions/ in name order, in one transaction, after the
+-- versioned migrations whenever any file's checksum changed. Each object has exactly one CREATE in the
+-- tree: edit it here, never in a migration. A migration must not depend on an object created here.
+
+------------------------------------------------------------------------------------------------------
+-- Parking: a dead letter set aside (never claimed: the claim takes pending and failed rows only)
+------------------------------------------------------------------------------------------------------
+-- The rows p_from_status holds that the selectors name: staging ids and/or the Backlog's filter text
+-- (backlog_row_matches), combined with AND; at least one is required.
+CREATE OR REPLACE FUNCTION backlog_move_scope(
+    p_from_status text,
+    p_staging_ids bigint[],
+    p_filter text
+)
+RETURNS TABLE(staging_id bigint, ingestion_timestamp timestamptz)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT s.staging_id, s.ingestion_timestamp
+    FROM financial_transactions_staging s
+    WHERE s.processing_status = p_from_status
+      AND (p_staging_ids IS NULL OR s.staging_id = ANY (p_staging_ids))
+      AND (p_filter IS NULL OR backlog_row_matches(p_filter, s.processing_status, s.error_code, s.error_message,
+                                                   s.batch_id, s.staging_id, s.transaction_id))
+      AND (p_staging_ids IS NOT NULL OR p_filter IS NOT NULL);
+$$;
+
+-- Moves the named rows between dead_letter and parked, keeps the rollups' dead_letter counts equal to
+-- staging's (a parked row counts in total_transactions only), and returns how many moved. Each row is
+-- checked again as locked: a retry may have moved it on since the scope was read.
+CREATE OR REPLACE FUNCTION backlog_move(
+    p_from_status text,
+    p_to_status text,
+    p_staging_ids bigint[],
+    p_filter text
+)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_count  integer;
+    v_deltas jsonb;
+BEGIN
+    IF p_staging_ids IS NULL AND p_filter IS NULL THEN
+        RAISE EXCEPTION 'say which rows: staging ids or a filter' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH target AS (
+        SELECT s.staging_id, s.ingestion_timestamp
+        FROM financial_transactions_staging s
+        WHERE (s.staging_id, s.ingestion_timestamp) IN (
+                  SELECT m.staging_id, m.ingestion_timestamp
+                  FROM backlog_move_scope(p_from_status, p_staging_ids, p_filter) m)
+          AND s.processing_status = p_from_status
+        FOR UPDATE OF s
+    ),
+    upd AS (
+        UPDATE financial_transactions_staging s
+        SET processing_status = p_to_status,
+            processed_at = now(),
+            ingestion_timestamp = s.ingestion_timestamp   -- see retry_failed
+        FROM target t
+        WHERE s.staging_id = t.staging_id
+          AND s.ingestion_timestamp = t.ingestion_timestamp
+        RETURNING s.ingestion_minute
+    ),
+    per_minute AS (
+        SELECT u.ingestion_minute AS minute_bucket,
+               CASE WHEN p_to_status = 'dead_letter' THEN count(*) ELSE -count(*) END AS dead_letter_delta
+        FROM upd u
+        GROUP BY 1
+    )
+    SELECT (SELECT count(*) FROM upd), (SELECT jsonb_agg(to_jsonb(m)) FROM per_minute m)
+    INTO v_count, v_deltas;
+    PERFORM financial_rollup_apply(v_deltas);
+    RETURN v_count;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION park_dead_letters(
+    p_staging_ids bigint[] DEFAULT NULL,
+    p_filter text DEFAULT NULL,
+    p_reason text DEFAULT NULL
+)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_start timestamptz := clock_timestamp();
+    v_count integer;
+BEGIN
+    v_count := backlog_move('dead_letter', 'parked', p_staging_ids, p_filter);
+    PERFORM record_audit(
+        'park_dead_letters',
+        jsonb_build_object('staging_ids', to_jsonb(p_staging_ids), 'filter', p_filter),
+        jsonb_build_object('parked', v_count),
+        'ok',
+        round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
+        p_reason);
+    RETURN v_count;
+END;
+$$;
+COMMENT ON FUNCTION park_dead_letters(bigint[], text, text) IS
+    'Set dead letters aside (parked: no worker claims them) by staging ids and/or the Backlog filter; audited.';
+
+CREATE OR REPLACE FUNCTION unpark_dead_letters(
+    p_staging_ids bigint[] DEFAULT NULL,
+    p_filter text DEFAULT NULL,
+    p_reason text DEFAULT NULL
+)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_start timestamptz := clock_timestamp();
+    v_count integer;
+BEGIN
+    v_count := backlog_move('parked', 'dead_letter', p_staging_ids, p_filter);
+    PERFORM record_audit(
+        'unpark_dead_letters',
+        jsonb_build_object('staging_ids', to_jsonb(p_staging_ids), 'filter', p_filter),
+        jsonb_build_object('unparked', v_count),
+        'ok',
+        round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
+        p_reason);
+    RETURN v_count;
+END;
+$$;
+COMMENT ON FUNCTION unpark_dead_letters(bigint[], text, text) IS
+    'Bring parked rows back to dead_letter (where a retry can take them); audited.';
+
+
+------------------------------------------------------------------------------------------------------
+-- "What if": the chunk's validators on the rows an operator is about to retry, changing nothing
+------------------------------------------------------------------------------------------------------
+-- The rows the staging ids and/or filter name (failed, dead_letter or parked), validated now by
+-- financial_validate() (the chunk's one definition), counted by the error code they would get (NULL:
+-- they would pass validation now). SECURITY INVOKER and STABLE: the caller's own privileges, and the
+-- console runs it in a READ ONLY transaction.
+CREATE OR REPLACE FUNCTION backlog_what_if(
+    p_staging_ids bigint[] DEFAULT NULL,
+    p_filter text DEFAULT NULL
+)
+RETURNS TABLE(error_code text, rows bigint, was_failing bigint)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    WITH picked AS (
+        SELECT array_agg(s) AS rows_
+        FROM financial_transactions_staging s
+        WHERE s.processing_status IN ('failed', 'dead_letter', 'parked')
+          AND (p_staging_ids IS NULL OR s.staging_id = ANY (p_staging_ids))
+          AND (p_filter IS NULL OR backlog_row_matches(p_filter, s.processing_status, s.error_code,
+                                                       s.error_message, s.batch_id, s.staging_id,
+                                                       s.transaction_id))
+          AND (p_staging_ids IS NOT NULL OR p_filter IS NOT NULL)
+    )
+    SELECT v.error_code, count(*) AS rows, count(*) FILTER (WHERE v.error_code IS NOT NULL) AS was_failing
+    FROM picked
+    CROSS JOIN financial_pipeline_settings cfg
+    CROSS JOIN LATERAL financial_validate(picked.rows_, cfg, now()) v
+    WHERE picked.rows_ IS NOT NULL
+    GROUP BY v.error_code
+    ORDER BY v.error_code NULLS FIRST;
+$$;
+COMMENT ON FUNCTION backlog_what_if(bigint[], text) IS
+    'How the selected failed/dead-lettered/parked rows would fare against the validators now, by error code '
+    '(NULL: they pass). Reads only.';
+
+
+------------------------------------------------------------------------------------------------------
+-- The fleet's pause switch (pipeline_fleet_control, one row); every worker reads it before a claim
+------------------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION fleet_set_paused(p_paused boolean, p_reason text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_start timestamptz := clock_timestamp();
+    v_was   boolean;
+BEGIN
+    SELECT c.paused INTO v_was FROM pipeline_fleet_control c FOR UPDATE;
+    UPDATE pipeline_fleet_control
+    SET paused = p_paused, changed_at = now(), changed_by = session_user, reason = p_reason;
+    -- resuming wakes every idle worker at once (they LISTEN on opsconsole_staging)
+    PERFORM pg_notify('opsconsole_staging', json_build_object('paused', p_paused)::text);
+    PERFORM record_audit(
+        CASE WHEN p_paused THEN 'pause_processing' ELSE 'resume_processing' END,
+        '{}'::jsonb,
+        jsonb_build_object('paused', p_paused, 'was_paused', coalesce(v_was, false)),
+        'ok',
+        round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
+        p_reason);
+    RETURN coalesce(v_was, false);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION pause_processing(p_reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT fleet_set_paused(true, p_reason);
+$$;
+COMMENT ON FUNCTION pause_processing(text) IS
+    'Pause processing for every worker (each finishes its chunk in flight, then claims nothing); audited. '
+    'Returns whether it was paused already.';
+
+CREATE OR REPLACE FUNCTION resume_processing(p_reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT fleet_set_paused(false, p_reason);
+$$;
+COMMENT ON FUNCTION resume_processing(text) IS
+    'Resume processing for every worker (idle workers are woken at once); audited. Returns whether it was paused.';
