@@ -11,6 +11,7 @@ Order (first that applies wins):
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -129,3 +130,66 @@ def console_settings(env: Mapping[str, str] | None = None) -> ConsoleSettings:
             f"not {style!r}."
         )
     return ConsoleSettings(bell=bell, desktop_notifications=style)
+
+
+def console_keys(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """[keys] in the config file: binding id = "key[,key...]" (the ids: docs/keys.md, or
+    `opsconsole console --keys`). Only the shape is checked here; the console checks the ids."""
+    path = config_path(env)
+    section = read_config(path).get("keys", {})
+    if not isinstance(section, dict):
+        raise ConfigProblem(f'In {path}, [keys] must be a table of binding-id = "key" entries.')
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, table: dict) -> None:  # backlog.retry_failed = "R" is a nested table in TOML
+        for name, value in table.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{name}.", value)
+            else:
+                flat[f"{prefix}{name}"] = value
+
+    walk("", section)
+    for binding_id, keys in flat.items():
+        if not isinstance(keys, str) or not keys.strip():
+            raise ConfigProblem(
+                f"In {path}, [keys] {binding_id} must be a key name in quotes, "
+                f'e.g. "{binding_id}" = "ctrl+r".'
+            )
+    return {k: str(v).strip() for k, v in flat.items()}
+
+
+def state_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the console remembers choices between runs (the theme): not the config file, which is
+    the operator's to edit."""
+    env = os.environ if env is None else env
+    override = env.get("OPSCONSOLE_STATE")
+    if override:
+        return Path(override)
+    return platformdirs.user_state_path("opsconsole") / "console.json"
+
+
+def remembered(key: str, env: Mapping[str, str] | None = None) -> str | None:
+    """A choice the console remembered (None when there is none, or the file is unreadable)."""
+    try:
+        data = json.loads(state_path(env).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def remember(key: str, value: str, env: Mapping[str, str] | None = None) -> None:
+    """Remember a choice for the next run; a file that cannot be written is not worth an error."""
+    path = state_path(env)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError):  # unreadable: start it again
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    data[key] = value
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    except OSError:
+        pass

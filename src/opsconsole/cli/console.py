@@ -37,12 +37,27 @@ def run_console(ctx: Context, read_only: bool, interval: float = 2.0, pane: str 
             raise
         raise OpsError(str(exc)) from None
 
+    from opsconsole import config
+    from opsconsole.tui.keys import check_keymap
+
+    keymap = config.console_keys()  # a bad [keys] table is one sentence, before anything connects
+    check_keymap(keymap, config.config_path())
     target = ctx.target
     dsn = ctx.dsn
     with connect(dsn, "console"):
         pass
     label = "embedded" if target.embedded else database_label(dsn)
-    OpsConsoleApp(dsn, database_label=label, read_only=read_only, interval=interval, start_pane=pane).run()
+    app = OpsConsoleApp(
+        dsn,
+        database_label=label,
+        read_only=read_only,
+        interval=interval,
+        start_pane=pane,
+        keymap=keymap,
+        remember_choices=True,
+    )
+    app.profile = ctx.profile
+    app.run()
 
 
 @click.command("console")
@@ -55,9 +70,16 @@ def run_console(ctx: Context, read_only: bool, interval: float = 2.0, pane: str 
     help="Seconds between pane refreshes (+/- change it live).",
 )
 @click.option("--pane", type=click.Choice(PANE_CHOICES), help="The pane to open on.")
+@click.option("--keys", "list_keys", is_flag=True, help="List the binding ids [keys] can rebind, and exit.")
 @pass_ctx
-def console(ctx: Context, read_only: bool, interval: float, pane: str | None) -> None:
+def console(ctx: Context, read_only: bool, interval: float, pane: str | None, list_keys: bool) -> None:
     """Open the operations console (live panes and operator actions)."""
+    if list_keys:
+        from opsconsole.tui.keys import binding_ids
+
+        for binding_id, (key, what) in binding_ids().items():
+            click.echo(f"{binding_id:<30} {key:<18} {what}")
+        return
     run_console(ctx, read_only or ctx.read_only, interval, pane)
 
 

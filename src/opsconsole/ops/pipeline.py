@@ -187,6 +187,22 @@ def unpark(
     return int(row[0]) if row else 0
 
 
+def move_scope_count(
+    conn: psycopg.Connection,
+    from_status: str,
+    *,
+    staging_ids: Sequence[int] | None = None,
+    filter_text: str | None = None,
+) -> int:
+    """How many rows park() (from_status dead_letter) or unpark() (parked) would move: the count of
+    backlog_move_scope(), the scope those actions move."""
+    ids, text = list(staging_ids) if staging_ids else None, _filter(filter_text)
+    row = conn.execute(
+        "SELECT count(*) FROM backlog_move_scope(%s, %s, %s)", (from_status, ids, text)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def what_if(
     conn: psycopg.Connection,
     *,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,7 +28,10 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from opsconsole.ops import channels
+from opsconsole import config
+from opsconsole.errors import OpsError
+from opsconsole.ops import channels, pipeline
+from opsconsole.ops.actions import describe_error
 from opsconsole.ops.registry import ACTIONS, ACTIONS_BY_ID, Capabilities
 from opsconsole.tui import textual_compat
 from opsconsole.tui.clock import Clock, human_duration
@@ -61,6 +65,7 @@ CHANNEL_PANES: dict[str, set[str]] = {
 }
 
 LOOKUP_TIMEOUT_MS = 10_000
+FLEET_POLL_S = 5.0
 
 
 class OpsConsoleApp(App):
@@ -71,15 +76,21 @@ class OpsConsoleApp(App):
 
     BINDINGS = [
         *[
-            Binding(pane.PANE_KEY, f"show_pane('{pane.PANE_ID}')", pane.PANE_TITLE, show=False)
+            Binding(
+                pane.PANE_KEY,
+                f"show_pane('{pane.PANE_ID}')",
+                pane.PANE_TITLE,
+                show=False,
+                id=f"app.pane.{pane.PANE_ID}",
+            )
             for pane in PANES
         ],
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("p", "toggle_pause", "Pause"),
-        Binding("plus,equals_sign", "faster", "Interval", key_display="+/-"),
-        Binding("minus", "slower", "Refresh less often", show=False, key_display="-"),
-        Binding("x", "cancel_job", "Cancel action"),
-        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
+        Binding("p", "toggle_pause", "Pause", id="app.refresh_pause"),
+        Binding("plus,equals_sign", "faster", "Interval", key_display="+/-", id="app.faster"),
+        Binding("minus", "slower", "Refresh less often", show=False, key_display="-", id="app.slower"),
+        Binding("x", "cancel_job", "Cancel action", id="app.cancel_job"),
+        Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
     def __init__(
@@ -93,6 +104,8 @@ class OpsConsoleApp(App):
         listen: bool = True,
         version_label: str | None = None,
         start_pane: str | None = None,
+        keymap: dict[str, str] | None = None,
+        remember_choices: bool = False,
     ):
         # The first mode is the start pane (switching on mount instead leaves its footer unfilled).
         self.DEFAULT_MODE = start_pane or "monitor"
@@ -118,18 +131,33 @@ class OpsConsoleApp(App):
         self.premounted = False  # every pane composed and mounted (see _premount)
         self._instant_switch = False
         self.gc_policy = GcPolicy()
+        self.fleet: dict | None = None  # the fleet's pause switch, as last read (header of every pane)
+        self.keymap = dict(keymap or {})  # [keys] of the config file, checked by tui.keys.check_keymap
+        self.remember_choices = remember_choices  # the theme, kept in config.state_path() between runs
+        self.listen = listen
+        self.profile: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        if self.remember_choices:
+            theme = config.remembered("theme")
+            if theme and theme in self.available_themes:
+                self.theme = theme
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         if self.listener is not None:
             self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)
         self.engine.start()
         self.set_interval(1.0, self.refresh_chrome, name="chrome")  # relative times tick on
+        self.set_interval(FLEET_POLL_S, self.refresh_fleet, name="fleet")  # NOTIFY first, this as fallback
+        self.refresh_fleet()
         self.oncall.start()
 
     def _theme_changed(self, theme: object) -> None:
-        """Table cells carry theme colours: draw the panes' data again in the new ones."""
+        """Table cells carry theme colours: draw the panes' data again in the new ones; remember it."""
+        if self.remember_choices:
+            config.remember("theme", self.theme)
         for screen in self.panes.values():
             if screen.is_mounted and screen.data is not None and not screen.unavailable:
                 screen.render_data(screen.data)
@@ -211,6 +239,7 @@ class OpsConsoleApp(App):
             interval=engine.interval,
             paused=engine.paused,
             jobs=tuple(self.jobs.values()),
+            fleet=self.fleet,
         )
 
     def refresh_chrome(self) -> None:
@@ -255,8 +284,23 @@ class OpsConsoleApp(App):
     def reconnected(self) -> None:
         self.notify(f"Connected to {self.database_label} again.", title="reconnected", timeout=4)
 
+    def refresh_fleet(self) -> None:
+        """Read the fleet's pause switch (on the lookup slot) and show it in the header."""
+        self.run_worker(self._read_fleet(), group="fleet", exclusive=True, exit_on_error=False)
+
+    async def _read_fleet(self) -> None:
+        try:
+            fleet = await self.lookup_async(pipeline.fleet_state)
+        except Exception:  # disconnected: the header says so already; the next poll tries again
+            return
+        if fleet != self.fleet:
+            self.fleet = fleet
+            self.refresh_chrome()
+
     def on_notified(self, message: Notified) -> None:
         panes = CHANNEL_PANES.get(message.channel, set())
+        if message.channel == channels.STAGING and '"paused"' in (message.payload or ""):
+            self.refresh_fleet()  # pause_processing()/resume_processing() said so
         if message.channel == channels.DQ:
             self._dq_alert(message.payload)
         self.engine.request(panes)
@@ -379,6 +423,79 @@ class OpsConsoleApp(App):
         yield SystemCommand(
             "Pause or resume refresh (p)", "Stop or restart the timer", self.action_toggle_pause
         )
+        for name in self.profile_names():
+            if name != self.profile:
+                yield SystemCommand(
+                    f"Switch to profile {name}",
+                    "Reconnect to that profile's database; the panes refresh",
+                    lambda n=name: self.switch_profile(n),
+                )
+
+    # -- profiles --------------------------------------------------------------------------------
+    def profile_names(self) -> list[str]:
+        try:
+            return sorted(config.load_profiles(config.config_path()))
+        except OpsError:
+            return []
+
+    def switch_profile(self, name: str) -> None:
+        """Connect to another profile's database without restarting: check it answers, then give the
+        engine, the lookup slot, the listener and the on-call watcher the new DSN; every pane refreshes."""
+        self.run_worker(self._switch_profile(name), group="profile", exclusive=True, exit_on_error=False)
+
+    async def _switch_profile(self, name: str) -> None:
+        from opsconsole.cli.console import database_label
+        from opsconsole.db.connect import connect
+
+        try:
+            target = config.resolve_target(
+                profile=name,
+                env={k: v for k, v in os.environ.items() if k not in ("OPSCONSOLE_DSN", "DATABASE_URL")},
+            )
+            dsn = target.dsn or ""
+            await asyncio.to_thread(lambda: connect(dsn, "console").close())
+        except OpsError as exc:  # no such profile, or its database does not answer: one sentence
+            self.notify(
+                f"Profile {name}: {exc.message} Still on {self.database_label}.",
+                title="profile not switched",
+                severity="error",
+                timeout=8,
+            )
+            return
+        except psycopg.Error as exc:
+            self.notify(
+                f"Profile {name}: {describe_error(exc)}. Still on {self.database_label}.",
+                title="profile not switched",
+                severity="error",
+                timeout=8,
+            )
+            return
+        self.engine.stop()
+        self.oncall.stop()
+        if self.listener is not None:
+            self.listener.stop()
+        old_lookup = self.lookup
+        interval, paused = self.engine.interval, self.engine.paused
+        self.dsn = dsn
+        self.profile = name
+        self.database_label = f"{name} ({database_label(dsn)})"
+        self.caps = None
+        self.fleet = None
+        self.engine = RefreshEngine(self, dsn, interval)
+        self.engine.paused = paused
+        self.lookup = DbSlot(dsn, "console-lookup", LOOKUP_TIMEOUT_MS)
+        await asyncio.to_thread(old_lookup.close)
+        self.listener = Listener(dsn, self.post_message) if self.listen else None
+        if self.listener is not None:
+            self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)
+        self.oncall = OnCallWatcher(self, dsn)
+        self.oncall.start()
+        self.refresh_bindings()
+        self.engine.request({pane.PANE_ID for pane in PANES})
+        self.engine.start()
+        self.refresh_fleet()
+        self.refresh_chrome()
+        self.notify(f"Connected to profile {name}: {self.database_label}.", title="profile", timeout=4)
 
     def palette_op(self, action_id: str) -> None:
         spec = ACTIONS_BY_ID[action_id]

@@ -49,6 +49,7 @@ class OperationsHost(Protocol):
     def refresh_bindings(self) -> None: ...
     def refresh_chrome(self) -> None: ...
     def refresh_panes(self, panes: set[str]) -> None: ...
+    def refresh_fleet(self) -> None: ...
 
 
 LARGE_ROWS = 1000  # scopes at least this big require typing a word
@@ -63,11 +64,24 @@ AFFECTS: dict[str, set[str]] = {
     "process_batch": {"monitor", "backlog", "activity"},
     "continuous": {"monitor", "backlog", "activity"},
     "retry_failed": {"backlog", "monitor", "activity"},
+    "park_dead_letters": {"backlog", "monitor", "activity"},
+    "unpark_dead_letters": {"backlog", "monitor", "activity"},
+    "fleet_pause": {"monitor", "backlog", "activity"},
     "run_dq": {"quality", "activity"},
     "run_dq_rule": {"quality", "activity"},
     "refresh_c360": {"customers", "activity"},
     "refresh_catalog": {"catalog", "activity"},
 }
+
+
+def what_if_line(rows: list[dict[str, Any]]) -> str:
+    """ "What if": how many of the rows would pass the validators now, and why the rest would not."""
+    total = sum(r["rows"] for r in rows)
+    passing = sum(r["rows"] for r in rows if r["error_code"] is None)
+    failing = ", ".join(f"{r['error_code']} {r['rows']:,}" for r in rows if r["error_code"] is not None)
+    return f"What if: [b]{passing:,} of {total:,}[/] would pass validation now" + (
+        f" (still failing: {failing})." if failing else "."
+    )
 
 
 def plural(n: int, word: str) -> str:
@@ -197,11 +211,15 @@ class Operations:
         selected: list[int] = context.get("selected", [])
         code = context.get("error_code")
         batch = context.get("batch_id")
+        flt = context.get("filter")
 
         scopes: dict[str, dict[str, Any]] = {
             "all": {"all_rows": True},
             "all_dl": {"all_rows": True, "include_dead_letter": True},
         }
+        if flt:
+            # what the filter shows: the same text, matched by the same SQL (backlog_row_matches)
+            scopes["filter"] = {"filter_text": flt, "include_dead_letter": True}
         if selected:
             scopes["selected"] = {"staging_ids": selected, "include_dead_letter": True}
         if code:
@@ -215,6 +233,15 @@ class Operations:
 
         n = await self.app.lookup_async(counts)
         options: list[tuple[str, str, bool]] = []
+        if flt:
+            options.append(
+                (
+                    "filter",
+                    f"what the filter '{flt}' shows ({n['filter']:,} failed or dead-lettered;"
+                    " parked rows stay)",
+                    n["filter"] > 0,
+                )
+            )
         if selected:
             options.append(
                 (
@@ -234,6 +261,7 @@ class Operations:
             return
         kwargs = scopes[scope]
         what = {
+            "filter": f"failed and dead-lettered rows the filter '{flt}' shows",
             "selected": "selected failed/dead-lettered rows",
             "code": f"failed rows with error code {code}",
             "batch": f"failed rows from batch {batch}",
@@ -245,6 +273,12 @@ class Operations:
             f"Retry [b]{count:,}[/] {what} on [b]{self.db}[/].",
             "They go back to the queue and are processed again by the next batch.",
         ]
+        if scope in ("filter", "selected"):
+            ids, text = (selected, None) if scope == "selected" else (None, flt)
+            outcome = await self.app.lookup_async(
+                lambda conn: pipeline.what_if(conn, staging_ids=ids, filter_text=text)
+            )
+            lines.append(what_if_line(outcome))
         large = count >= LARGE_ROWS or scope.startswith("all")
         if not await self.confirm(
             f"Retry {plural(count, 'row')}", lines, word="retry" if large else None, verb="Retry"
@@ -265,6 +299,137 @@ class Operations:
             lambda conn, job: {"requeued": pipeline.retry(conn, reason=reason, **kwargs)},
             summary=lambda r: f"re-queued {plural(r.get('requeued', 0), 'row')}",
             after=after,
+        )
+
+    # -- Backlog: park, unpark, what if --------------------------------------------------------------
+    def _backlog_rows(self, spec: ActionSpec) -> tuple[list[int] | None, str | None, str] | None:
+        """The rows a Backlog action takes: the selection, else what the filter shows, else the row
+        under the cursor; with a phrase that names them."""
+        context = self.app.panes["backlog"].op_context(spec.id)
+        if context.get("selected"):
+            ids = list(context["selected"])
+            return ids, None, f"the {plural(len(ids), 'selected row')}"
+        if context.get("filter"):
+            return None, context["filter"], f"the rows the filter '{context['filter']}' shows"
+        if context.get("cursor_id") is not None:
+            return [context["cursor_id"]], None, f"row {context['cursor_id']}"
+        self.app.notify("Select rows (space), filter them (/) or put the cursor on one.", severity="warning")
+        return None
+
+    async def flow_what_if(self, spec: ActionSpec) -> None:
+        from opsconsole.tui.screens.modals import DetailScreen
+
+        scope = self._backlog_rows(spec)
+        if scope is None:
+            return
+        ids, text, phrase = scope
+        rows = await self.app.lookup_async(
+            lambda conn: pipeline.what_if(conn, staging_ids=ids, filter_text=text)
+        )
+        body = [
+            f"The pipeline's validators, run now on {phrase} in a read-only transaction (nothing changed):",
+            what_if_line(rows),
+            "",
+            *[f"  {r['error_code'] or 'would pass':<24} {r['rows']:>8,}" for r in rows],
+        ]
+        self.app.push_screen(DetailScreen("What if: validate now", body))
+
+    async def _move(self, spec: ActionSpec, *, park: bool) -> None:
+        scope = self._backlog_rows(spec)
+        if scope is None:
+            return
+        ids, text, phrase = scope
+        state = "dead_letter" if park else "parked"
+
+        def count(conn: psycopg.Connection) -> int:
+            return pipeline.move_scope_count(conn, state, staging_ids=ids, filter_text=text)
+
+        n = await self.app.lookup_async(count)
+        if n == 0:
+            what = "dead-lettered" if park else "parked"
+            self.app.notify(f"No {what} row among {phrase}.", severity="warning")
+            return
+        if park:
+            title, verb = f"Park {plural(n, 'dead letter')}", "Park"
+            lines = [
+                f"Park [b]{n:,}[/] dead-lettered rows ({phrase}) on [b]{self.db}[/]: no worker claims and no "
+                "retry takes a parked row until it is brought back (u).",
+            ]
+        else:
+            title, verb = f"Bring back {plural(n, 'parked row')}", "Bring back"
+            lines = [f"Return [b]{n:,}[/] parked rows ({phrase}) to dead_letter on [b]{self.db}[/]."]
+        if not await self.confirm(title, lines, word="park" if park and n >= LARGE_ROWS else None, verb=verb):
+            return
+        reason = "console: " + ("park" if park else "unpark")
+        backlog = self.app.panes["backlog"]
+
+        def after(outcome: ActionOutcome) -> None:
+            if outcome.ok:
+                backlog.clear_selection()
+
+        if park:
+            self._launch(
+                spec,
+                f"park {plural(n, 'row')}",
+                pipeline.PARK,
+                {"staging_ids": ids, "filter": text, "expected": n},
+                lambda conn, job: {
+                    "parked": pipeline.park(conn, staging_ids=ids, filter_text=text, reason=reason)
+                },
+                summary=lambda r: f"parked {plural(r.get('parked', 0), 'row')}",
+                after=after,
+            )
+        else:
+            self._launch(
+                spec,
+                f"bring back {plural(n, 'row')}",
+                pipeline.UNPARK,
+                {"staging_ids": ids, "filter": text, "expected": n},
+                lambda conn, job: {
+                    "unparked": pipeline.unpark(conn, staging_ids=ids, filter_text=text, reason=reason)
+                },
+                summary=lambda r: f"brought back {plural(r.get('unparked', 0), 'row')}",
+                after=after,
+            )
+
+    async def flow_park_dead_letters(self, spec: ActionSpec) -> None:
+        await self._move(spec, park=True)
+
+    async def flow_unpark_dead_letters(self, spec: ActionSpec) -> None:
+        await self._move(spec, park=False)
+
+    # -- the fleet's pause switch ------------------------------------------------------------------
+    async def flow_fleet_pause(self, spec: ActionSpec) -> None:
+        state = await self.app.lookup_async(pipeline.fleet_state)
+        pausing = not state.get("paused")
+        if pausing:
+            lines = [
+                f"Pause processing for [b]every worker[/] on [b]{self.db}[/]: each finishes its chunk in "
+                "flight, then claims nothing until someone resumes (P again, or `opsconsole resume`).",
+                "Rows keep arriving and wait as pending; every console shows the pause in its header.",
+            ]
+            title, verb = "Pause processing (fleet)", "Pause"
+        else:
+            since = self.app.clock.ago(state.get("changed_at"))
+            lines = [
+                f"Resume processing on [b]{self.db}[/]; paused by {state.get('changed_by')} {since}"
+                + (f" ({state['reason']})" if state.get("reason") else "")
+                + ".",
+            ]
+            title, verb = "Resume processing (fleet)", "Resume"
+        if not await self.confirm(title, lines, verb=verb):
+            return
+        self._launch(
+            spec,
+            "pause processing" if pausing else "resume processing",
+            pipeline.PAUSE if pausing else pipeline.RESUME,
+            {},
+            lambda conn, job: {
+                "paused": pausing,
+                "was_paused": (pipeline.pause if pausing else pipeline.resume)(conn, reason="console"),
+            },
+            summary=lambda r: "every worker paused" if r.get("paused") else "processing resumed",
+            after=lambda outcome: self.app.refresh_fleet(),
         )
 
     async def flow_run_dq(self, spec: ActionSpec) -> None:

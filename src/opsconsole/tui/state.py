@@ -46,6 +46,7 @@ class ConsoleStatus:
     interval: float
     paused: bool
     jobs: tuple[Job, ...] = ()
+    fleet: dict[str, Any] | None = None  # pipeline_fleet_control: paused, changed_by, changed_at, reason
 
     def op_allowed(self, action_id: str) -> bool:
         spec = ACTIONS_BY_ID.get(action_id)

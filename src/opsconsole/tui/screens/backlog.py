@@ -1,5 +1,6 @@
-"""Pane 2, Backlog: staging rows still owed work; failed and dead-lettered rows, filterable (`/`),
-drillable (Enter), selectable (space) and retryable (r: the selection, an error code, a batch or all).
+"""Pane 2, Backlog: staging rows still owed work; failed, dead-lettered and parked rows, filterable
+(`/`), drillable (Enter), selectable (space), retryable (r: what the filter shows, the selection, an
+error code, a batch or all), parkable (k, u brings back) and checkable before a retry (w: what if).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ CODE_COLUMNS = [
     ("code", "error code", 18),
     ("failed", "failed", 6),
     ("dead", "dead", 5),
+    ("parked", "parked", 6),
     ("due", "next due", 9),
 ]
 
@@ -107,6 +109,7 @@ class BacklogScreen(PaneScreen):
         pending = data.open.get("pending", {})
         failed = data.open.get("failed", {})
         dead = data.open.get("dead_letter", {})
+        parked = data.open.get("parked", {})
         oldest = clock.since(pending.get("oldest_ingested"))
         due = failed.get("next_due")
         due_text = "—"
@@ -119,6 +122,7 @@ class BacklogScreen(PaneScreen):
             f"{human_duration(oldest) if oldest is not None else '—'}\n"
             f"failed       [b]{num(failed.get('rows') or 0):>9}[/]  next retry {due_text}\n"
             f"dead letter  [b]{num(dead.get('rows') or 0):>9}[/]  needs an operator\n"
+            f"parked       [b]{num(parked.get('rows') or 0):>9}[/]  set aside (u brings back)\n"
             f"retries      [b]{num(retries):>9}[/]  on open rows"
         )
         self.query_one("#codes", KeyedTable).sync(
@@ -130,13 +134,15 @@ class BacklogScreen(PaneScreen):
                     styled(app, num(r["dead_letter"]), "error", justify="right")
                     if r["dead_letter"]
                     else cell_num(0),
+                    cell_num(r["parked"]),
                     Text(self._due(r["next_due"])),
                 ),
             )
             for r in data.codes
         )
         shown = len(data.rows)
-        title = f"[b]failed and dead-lettered rows[/]  {num(shown)}{'+' if shown >= LIMIT else ''} shown"
+        more = "+" if shown >= LIMIT else ""
+        title = f"[b]failed, dead-lettered and parked rows[/]  {num(shown)}{more} shown"
         if data.filter:
             title += f"  [dim]filter[/] [b]{escape(data.filter)}[/]"
         if self.selected:
@@ -158,7 +164,7 @@ class BacklogScreen(PaneScreen):
             (
                 styled(app, "●", "accent") if r["staging_id"] in self.selected else Text(" "),
                 Text(str(r["staging_id"]), justify="right"),
-                styled(app, status, "error" if status == "dead_letter" else "warning"),
+                styled(app, status, {"dead_letter": "error", "parked": "secondary"}.get(status, "warning")),
                 plain(r["error_code"], 16),
                 plain(r["error_message"], 24),
                 cell_num(r["retry_count"]),
@@ -228,6 +234,8 @@ class BacklogScreen(PaneScreen):
         row = self.cursor_row_data()
         return {
             "selected": sorted(self.selected),
+            "filter": self.filter_text.strip() or None,
+            "cursor_id": row["staging_id"] if row else None,
             "error_code": row["error_code"] if row else None,
             "batch_id": row["batch_id"] if row else None,
         }

@@ -12,6 +12,7 @@ ActionRequested, PaneShown), which bubble from the screen to the app.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any, ClassVar
 
@@ -49,7 +50,12 @@ class PaneScreen(Screen):
                 Binding(spec.key, f"op('{spec.id}')", spec.label, id=f"{cls.PANE_ID}.{spec.id}")
                 for spec in actions_for_pane(cls.PANE_ID)
             ]
-            cls.BINDINGS = action_bindings + list(cls.__dict__.get("PANE_BINDINGS", []))
+            # every binding gets an id (<pane>.<action>), so [keys] in the config file can rebind it
+            pane_bindings = [
+                b if b.id else dataclasses.replace(b, id=f"{cls.PANE_ID}.{b.action.split('(')[0]}")
+                for b in cls.__dict__.get("PANE_BINDINGS", [])
+            ]
+            cls.BINDINGS = action_bindings + pane_bindings
         super().__init_subclass__(**kwargs)
 
     def __init__(self, context: ConsoleContext) -> None:

@@ -78,6 +78,9 @@ class StatusHeader(_StatusView):
             parts.append(f"[dim]every[/] {human_duration(status.interval)}")
         if status.read_only:
             parts.append("[reverse $secondary] read-only [/]")
+        if status.fleet and status.fleet.get("paused"):
+            who = status.fleet.get("changed_by")
+            parts.insert(1, f"[reverse $error] PROCESSING PAUSED [/] [dim]by[/] {escape(str(who))}")
         return " [dim]·[/] ".join(parts)
 
 

@@ -1,0 +1,31 @@
+"""The console's key bindings by id, for the [keys] table of the config file: which ids exist, and a
+check that names a wrong one in one sentence before the console opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from opsconsole.errors import ConfigProblem
+
+
+def binding_ids() -> dict[str, tuple[str, str]]:
+    """{binding id: (default key, what it does)} for every rebindable binding: the app's own
+    (app.*) and each pane's (<pane>.<action>)."""
+    from opsconsole.tui.app import OpsConsoleApp
+    from opsconsole.tui.screens import PANES
+
+    found: dict[str, tuple[str, str]] = {}
+    for binding in [*OpsConsoleApp.BINDINGS, *(b for pane in PANES for b in pane.BINDINGS)]:
+        if getattr(binding, "id", None):
+            found[binding.id] = (binding.key, binding.description)
+    return found
+
+
+def check_keymap(keymap: dict[str, str], path: Path) -> None:
+    known = binding_ids()
+    for binding_id in keymap:
+        if binding_id not in known:
+            raise ConfigProblem(
+                f"In {path}, [keys] names no binding '{binding_id}'; the binding ids are listed in "
+                "docs/keys.md and by `opsconsole console --keys`."
+            )
