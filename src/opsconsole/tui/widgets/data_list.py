@@ -173,9 +173,12 @@ class DataList(Vertical, can_focus=False):
         server_filter: bool = False,
         placeholder: str = "filter: any text in the row",
         enter: str | None = None,
+        filter_id: str | None = None,
+        keep_box: bool = False,
         **kwargs: Any,
     ):
-        """name: what the list is called in titles and file names; table_id: the inner table's id."""
+        """name: what the list is called in titles and file names; table_id: the inner table's id;
+        filter_id: the filter box's id; keep_box: the box shows even when empty (a search)."""
         super().__init__(**kwargs)
         self.list_name = name
         self.columns = list(columns)
@@ -189,9 +192,15 @@ class DataList(Vertical, can_focus=False):
         self._placeholder = placeholder
         self._table_id = table_id
         self._enter = enter
+        self._filter_id = filter_id
+        self.keep_box = keep_box
+        if keep_box:
+            self.add_class("-filtering")
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder=self._placeholder, classes="list-filter", select_on_focus=False)
+        yield Input(
+            placeholder=self._placeholder, classes="list-filter", id=self._filter_id, select_on_focus=False
+        )
         table_cls: type[ListTable] = ListTable
         if self._enter is not None:
             binding = Binding("enter", "select_cursor", self._enter, key_display="⏎")
@@ -345,15 +354,14 @@ class DataList(Vertical, can_focus=False):
 
     @on(Input.Submitted, ".list-filter")
     def filter_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        if not self.filter_text.strip():
+        if not self.filter_text.strip() and not self.keep_box:
             self.remove_class("-filtering")
         self.focus_table()
 
     def set_filter(self, text: str) -> None:
         box = self.filter_box
         box.value = text  # posts Input.Changed
-        self.set_class(bool(text) or box.has_focus, "-filtering")
+        self.set_class(bool(text) or box.has_focus or self.keep_box, "-filtering")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "clear_filter":  # else Escape goes on to the pane (Backlog: clear the selection)
@@ -362,12 +370,13 @@ class DataList(Vertical, can_focus=False):
 
     def action_clear_filter(self) -> None:
         box = self.filter_box
-        if box.has_focus and self.filter_text.strip() and self.server_filter:
+        if box.has_focus and self.filter_text.strip() and self.keep_box:
             self.focus_table()  # a search stays; Escape again clears it
             return
         if self.filter_text:
             box.value = ""
-        self.remove_class("-filtering")
+        if not self.keep_box:
+            self.remove_class("-filtering")
         self.focus_table()
 
     # -- export and copy -------------------------------------------------------------------------
