@@ -21,12 +21,12 @@ LIMIT = 200
 A = "ops_audit_log."
 COLUMNS = [
     Column("when", "when", 8, field="occurred_at", source=A + "occurred_at"),
-    Column("ago", "ago", 11, field="occurred_at", priority=3, export=False),
+    Column("ago", "ago", 11, field="occurred_at", priority=5, export=False),
     Column("actor", "who", 10, priority=1, grow=24, source=A + "actor"),
     Column("action", "action", 20, grow=64, source=A + "action"),
-    Column("scope", "scope", 16, field="arguments", priority=2, grow=60, source=A + "arguments"),
+    Column("scope", "scope", 12, field="arguments", priority=3, grow=200, source=A + "arguments"),
     Column("status", "status", 9, source=A + "status"),
-    Column("result", "result", 16, priority=2, grow=60, source=A + "result"),
+    Column("result", "result", 12, priority=2, grow=200, source=A + "result"),
     Column("ms", "ms", 6, field="duration_ms", priority=4, source=A + "duration_ms"),
 ]
 

@@ -39,7 +39,7 @@ ROW_COLUMNS = [
     Column("txn", "txn id", 10, field="transaction_id", priority=4, source=S + "transaction_id"),
 ]
 CODE_COLUMNS = [
-    Column("code", "error code", 16, field="error_code", grow=40, source=S + "error_code"),
+    Column("code", "error code", 12, field="error_code", grow=40, source=S + "error_code"),
     Column("failed", "failed", 6, source=S + "processing_status"),
     Column("dead", "dead", 5, field="dead_letter", source=S + "processing_status"),
     Column("due", "next due", 9, field="next_due", priority=1, source=S + "next_attempt_at"),

@@ -43,6 +43,8 @@ class PaneScreen(Screen):
     NEEDS_RELATIONS: ClassVar[tuple[str, ...]] = ()
     NEEDS_FUNCTIONS: ClassVar[tuple[str, ...]] = ()
     PANE_BINDINGS: ClassVar[list[Binding]] = []
+    # `-narrow` below 110 columns: the stylesheet gives narrow terminals their own widths
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (110, "-wide")]
 
     # the console's state, pushed by the app while this pane is shown (and when the caps change)
     status: reactive[ConsoleStatus | None] = reactive(None, always_update=True, init=False, layout=False)

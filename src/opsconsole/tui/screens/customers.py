@@ -38,7 +38,7 @@ COLUMNS = [
     Column("id", "id", 6, field="customer_id", source=C + "customer_id"),
     Column("name", "name", 16, field=lambda r: display_name(r), grow=30, source=C + "last_name"),
     Column("email", "email", 20, priority=2, grow=36, source=C + "email"),
-    Column("phone", "phone", 13, priority=3, source=C + "phone"),
+    Column("phone", "phone", 13, priority=3, grow=20, source=C + "phone"),
     Column("match", "match", 6, field="match_kind", priority=4),
     Column("orders", "orders", 6, field="total_orders", source=V + "total_orders"),
     Column("ltv", "value", 10, field="total_lifetime_value", source=V + "total_lifetime_value"),
@@ -207,7 +207,9 @@ def read_customer(conn: psycopg.Connection, caps: Capabilities | None, customer_
     c360 = c360_rows[0]["row"] if c360_rows else None
     orders = rows("orders", ("erp_orders",)) or []
     events = rows("events", ("ecommerce_events",)) or []
-    transactions = rows("transactions", ("financial_transactions", "erp_orders")) or []
+    transactions = (
+        rows("transactions", ("financial_transactions", "financial_transactions_staging", "erp_orders")) or []
+    )
     versions = rows("versions", ("lakehouse_customers",))
     return CustomerData(profile, c360, orders, events, transactions, versions, notes)
 
@@ -345,11 +347,12 @@ class CustomerScreen(Screen):
                     "transaction_timestamp",
                     "amount",
                     "transaction_type",
-                    "is_processed",
+                    "status",
+                    "error_code",
                     "order_id",
                 ],
                 clock,
-                "recent transactions",
+                "transactions: failed and dead-lettered first, then the latest processed",
             )
         )
         versions = self.query_one("#c-versions", Static)

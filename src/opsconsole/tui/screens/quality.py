@@ -23,7 +23,7 @@ M = "data_quality_metrics."
 COLUMNS = [
     Column("status", "status", 9, source=M + "status"),
     Column("rule", "rule", 26, field="rule_name", grow=60, source=R + "rule_name"),
-    Column("table", "table", 18, field="table_name", priority=2, grow=40, source=R + "table_name"),
+    Column("table", "table", 12, field="table_name", priority=2, grow=40, source=R + "table_name"),
     Column("score", "score", 7, source=M + "metric_value"),
     Column("threshold", "threshold", 9, field="threshold_value", priority=3, source=R + "threshold_value"),
     Column("severity", "severity", 8, priority=1, source=R + "severity"),

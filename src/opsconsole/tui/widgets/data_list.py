@@ -89,10 +89,10 @@ def _sort_key(value: Any) -> tuple:
     return (1, text_of(value).casefold())
 
 
-def fit_columns(columns: Sequence[Column], width: int, longest: dict[str, int]) -> list[tuple[Column, int]]:
+def fit_columns(columns: Sequence[Column], width: int, longest: dict[str, int]) -> list[tuple[Column, int]]:  # noqa: E501
     """The columns shown in `width` cells and the width of each: drop the highest priority number
-    first (the later column of equals) until the rest fit, then give the room left to the growing
-    columns, in order, up to their longest content."""
+    first (the later column of equals) until the rest fit, then share the room left among the
+    growing columns, up to their longest content (or their `grow` cap)."""
     shown = list(columns)
     room = width - SCROLLBAR
 
@@ -106,15 +106,16 @@ def fit_columns(columns: Sequence[Column], width: int, longest: dict[str, int]) 
         worst = max(droppable, key=lambda c: (c.priority, shown.index(c)))
         shown.remove(worst)
     left = max(0, room - used(shown))
-    widths = []
-    for c in shown:
-        w = c.width
-        if c.grow > c.width and left > 0:
-            want = min(c.grow, max(c.width, longest.get(c.key, 0))) - c.width
-            extra = min(want, left)
-            w += extra
-            left -= extra
-        widths.append((c, w))
+    widths = {c.key: c.width for c in shown}
+    wants = {c.key: min(c.grow, max(c.width, longest.get(c.key, 0))) for c in shown if c.grow > c.width}
+    while left > 0:  # share the room out a cell at a time, so every cut text column gains
+        hungry = [k for k, want in wants.items() if widths[k] < want]
+        if not hungry:
+            break
+        for key in hungry[:left]:
+            widths[key] += 1
+            left -= 1
+    widths = [(c, widths[c.key]) for c in shown]
     return widths
 
 
@@ -273,7 +274,7 @@ class DataList(Vertical, can_focus=False):
 
     def _relayout(self) -> None:
         """Choose the columns for the current width; rebuild the table's columns when they changed."""
-        width = self.table.size.width or self.size.width or 80
+        width = self.size.width or self.table.size.width or 80  # the table may not be resized yet
         layout = fit_columns(self.columns, width, self._longest())
         if layout == self._fitted:
             return
