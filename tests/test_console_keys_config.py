@@ -27,7 +27,7 @@ def test_every_binding_id_is_documented_and_nothing_else() -> None:
         line.split("`")[1] for line in DOC.read_text(encoding="utf-8").splitlines() if line.startswith("| `")
     }
     assert documented == set(binding_ids())
-    assert {"backlog.retry_failed", "backlog.park_dead_letters", "backlog.filter", "app.help"} <= documented
+    assert {"backlog.retry_failed", "backlog.park_dead_letters", "list.filter", "app.help"} <= documented
 
 
 def test_keys_quoted_or_dotted_are_read(tmp_path: Path) -> None:

@@ -237,7 +237,7 @@ def fleet_state(conn: psycopg.Connection) -> dict[str, Any]:
     never paused)."""
     try:
         rows = dict_rows(conn, query("console/fleet_state"))
-    except psycopg.errors.UndefinedTable:  # a database before the switch (0018): never paused
+    except psycopg.errors.UndefinedTable:  # a database before the switch (0019): never paused
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             conn.rollback()
         rows = []

@@ -10,12 +10,14 @@ from opsconsole.errors import ConfigProblem
 
 def binding_ids() -> dict[str, tuple[str, str]]:
     """{binding id: (default key, what it does)} for every rebindable binding: the app's own
-    (app.*) and each pane's (<pane>.<action>)."""
+    (app.*), each pane's (<pane>.<action>) and every list's (list.*)."""
     from opsconsole.tui.app import OpsConsoleApp
     from opsconsole.tui.screens import PANES
+    from opsconsole.tui.widgets.data_list import DataList
 
     found: dict[str, tuple[str, str]] = {}
-    for binding in [*OpsConsoleApp.BINDINGS, *(b for pane in PANES for b in pane.BINDINGS)]:
+    lists = DataList.BINDINGS  # every list's (list.*): `/`, sort, export, copy
+    for binding in [*OpsConsoleApp.BINDINGS, *(b for pane in PANES for b in pane.BINDINGS), *lists]:
         if getattr(binding, "id", None):
             found[binding.id] = (binding.key, binding.description)
     return found

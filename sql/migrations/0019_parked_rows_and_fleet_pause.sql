@@ -1,4 +1,4 @@
--- 0018: the operator's controls over the pipeline (issue 16).
+-- 0019: the operator's controls over the pipeline (issue 16).
 --  * a dead letter can be parked: a state no claim selects (the claim takes pending and failed rows
 --    only), shown in the Backlog, kept by retention like every row owed a decision, and brought back
 --    to dead_letter by an operator;
