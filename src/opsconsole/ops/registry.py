@@ -39,6 +39,7 @@ KNOWN_FUNCTIONS: tuple[str, ...] = (
     "retry_scope_count",
     "dq_run",
     "search_customers",
+    "lookup_customer",
     "refresh_customer_360_incremental",
     "time_travel_customers",
     "refresh_data_catalog",
