@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 
 from tests.tui.helpers import SIZE, table_rows, type_in, wait_for
 from tests.tui.test_console_basics import seed_audit
+from tests.tui.test_console_roles import role_dsn  # noqa: F401 - a fixture
 from tools.drive import wait_loaded
 
 
@@ -148,3 +149,122 @@ async def test_activity_columns_fit_the_width(make_app, conn, size):
                 r[3] for r in table_rows(app, "#audit")
             ]
             assert table.ordered_columns[3].width >= len("a_very_long_action_name_that_needs_room_to_show")
+
+
+# -- Customers ------------------------------------------------------------------------------------------
+
+
+def seed_customers_with_orders(conn) -> None:
+    """Two customers with orders, their 360 rows, and customer 1's failed and dead-lettered payments."""
+    conn.execute(
+        "INSERT INTO crm_customers (customer_id, first_name, last_name, email, phone) VALUES"
+        " (1, 'Ada', 'Lovelace', 'ada@example.com', '+441234'),"
+        " (2, 'Grace', 'Hopper', 'grace@example.com', '+15551')"
+    )
+    conn.execute(
+        "INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount,"
+        " currency_code, status, partition_date) VALUES"
+        " (11, 1, 'SO-11', current_date, 100, 'EUR', 'completed', current_date),"
+        " (12, 1, 'SO-12', current_date, 250, 'EUR', 'completed', current_date),"
+        " (21, 2, 'SO-21', current_date, 40, 'EUR', 'completed', current_date)"
+    )
+    conn.execute(
+        "INSERT INTO financial_transactions (transaction_id, account_id, transaction_timestamp, amount,"
+        " transaction_type, reference_data, is_processed) VALUES"
+        " (800, 1, now() - interval '1 day', 100, 'payment', '{\"order_id\": 11}', true)"
+    )
+    conn.execute("SELECT * FROM refresh_customer_360_full()")
+    conn.execute(
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
+        " amount, transaction_type, reference_data, batch_id, processing_status, error_code, error_message)"
+        " VALUES (901, 1, now(), 12.5, 'payment', '{\"order_id\": 11}', 'b-1', 'failed', 'order_not_found',"
+        " 'no such order'),"
+        " (902, 1, now(), 7, 'payment', '{\"order_id\": 12}', 'b-1', 'dead_letter', 'unknown_type', 'bogus'),"
+        " (903, 2, now(), 9, 'payment', '{\"order_id\": 21}', 'b-1', 'failed', 'order_not_found', 'x')"
+    )
+
+
+async def test_customers_list_shows_orders_value_and_segment_at_80_columns(make_app, conn):
+    seed_customers_with_orders(conn)
+    with conn.cursor(row_factory=dict_row) as cur:
+        expected = cur.execute(
+            "SELECT customer_id, total_orders, total_lifetime_value, value_segment FROM customer_360_mv"
+            " ORDER BY customer_id"
+        ).fetchall()
+    assert [r["total_orders"] for r in expected] == [2, 1]
+    app = make_app(start_pane="customers", listen=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_loaded(app, "customers")
+        await pilot.pause(0.2)
+        table = app.screen.query_one("#results")
+        keys = [c.key.value for c in table.ordered_columns]
+        assert {"id", "name", "orders", "ltv", "segment"} <= set(keys)
+        assert sum(c.get_render_width(table) for c in table.ordered_columns) <= table.size.width
+        rows = {r[0]: dict(zip(keys, r, strict=True)) for r in table_rows(app, "#results")}
+        for e in expected:
+            row = rows[str(e["customer_id"])]
+            assert row["orders"] == str(e["total_orders"])
+            assert row["ltv"] == f"{e['total_lifetime_value']:,.2f}"
+            assert row["segment"] == e["value_segment"] and e["value_segment"]
+
+
+async def test_support_sees_failed_and_dead_lettered_transactions_beside_processed(make_app, conn, role_dsn):  # noqa: F811
+    seed_customers_with_orders(conn)
+    app = make_app(dsn=role_dsn("opsconsole_support"), start_pane="customers", listen=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(app, "customers")
+        await pilot.press("enter")  # customer 1 has the cursor
+        screen = await wait_for(
+            pilot, lambda: getattr(app.screen, "data", None) and app.screen, what="detail"
+        )
+        shown = [(t["transaction_id"], t["status"], t["error_code"]) for t in screen.data.transactions]
+        assert shown[:2] == [
+            (902, "dead_letter", "unknown_type"),
+            (901, "failed", "order_not_found"),
+        ] or shown[:2] == [(901, "failed", "order_not_found"), (902, "dead_letter", "unknown_type")]
+        assert shown[2:] == [(800, "processed", None)]  # customer 2's 903 is not there
+        assert not any(n.startswith("transactions") for n in screen.data.notes)
+
+
+async def test_viewer_export_is_masked_and_audited_with_the_classifications(
+    make_app,
+    conn,
+    role_dsn,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    monkeypatch.chdir(tmp_path)
+    seed_customers_with_orders(conn)
+    app = make_app(dsn=role_dsn("opsconsole_viewer"), start_pane="customers", listen=False)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_loaded(app, "customers")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: list(tmp_path.glob("*.csv")), what="the CSV file")
+        with next(tmp_path.glob("*.csv")).open() as fh:
+            rows = list(csv.DictReader(fh))
+        assert [(r["id"], r["name"], r["email"], r["orders"]) for r in rows] == [
+            ("1", "A. L.", "a***@example.com", "2"),
+            ("2", "G. H.", "g***@example.com", "1"),
+        ]
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.clipboard, what="the clipboard")
+        assert json.loads(app.clipboard)["email"] == "a***@example.com"
+    recorded = exports(conn)
+    assert [r["arguments"]["format"] for r in recorded] == ["csv", "clipboard"]
+    assert recorded[0]["actor"].startswith("oc_tui_")
+    assert recorded[0]["result"]["rows"] == 2
+    assert "crm_customers.email" in recorded[0]["result"]["classifications"]["confidential"]
+
+
+async def test_every_pane_has_a_tab_at_80_columns(make_app):
+    from opsconsole.tui.screens import PANES
+
+    app = make_app(listen=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.engine.connected)
+        tabs = app.screen.query_one("PaneTabs")
+        text = str(tabs.render())
+        assert len(text.rstrip()) <= 78
+        for pane in PANES:
+            assert f" {pane.PANE_KEY} " in text
+        assert not app.screen.query_one("PaneFooter").show_command_palette

@@ -155,8 +155,21 @@ def console_search(
     return dict_rows(conn, sql_text, {"q": q, "like": f"%{q}%" if q else None, "limit": limit})
 
 
-def profile(conn: psycopg.Connection, customer_id: int) -> dict[str, Any] | None:
-    rows = dict_rows(conn, query("console/customer_profile"), {"id": customer_id})
+def profile(conn: psycopg.Connection, customer_id: int, via: str = "table") -> dict[str, Any] | None:
+    """The CRM record as the role may see it: `table` reads crm_customers, `lookup` goes through the
+    audited lookup_customer() (support: PII, one audit row per customer opened), `masked` reads
+    customers_masked (masked in the database)."""
+    if via == "lookup":
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ WRITE")  # lookup_customer writes its audit row
+            rows = dict_rows(
+                conn, "SELECT * FROM lookup_customer(%s, 'console: customer detail')", (customer_id,)
+            )
+        return rows[0] if rows else None
+    sql_text = query("console/customer_profile")
+    if via == "masked":
+        sql_text = sql_text.replace("FROM crm_customers", "FROM customers_masked")
+    rows = dict_rows(conn, sql_text, {"id": customer_id})
     return rows[0] if rows else None
 
 

@@ -44,6 +44,7 @@ KNOWN_FUNCTIONS: tuple[str, ...] = (
     "resume_processing",
     "dq_run",
     "search_customers",
+    "lookup_customer",
     "refresh_customer_360_incremental",
     "time_travel_customers",
     "refresh_data_catalog",

@@ -43,7 +43,7 @@ CODE_COLUMNS = [
     Column("code", "error code", 12, field="error_code", grow=40, source=S + "error_code"),
     Column("failed", "failed", 6, source=S + "processing_status"),
     Column("dead", "dead", 5, field="dead_letter", source=S + "processing_status"),
-    Column("parked", "parked", 6, field="parked", source=S + "processing_status"),
+    Column("parked", "parked", 6, field="parked", priority=2, source=S + "processing_status"),
     Column("due", "next due", 9, field="next_due", priority=1, source=S + "next_attempt_at"),
 ]
 
@@ -125,7 +125,7 @@ class BacklogScreen(PaneScreen):
             f"{human_duration(oldest) if oldest is not None else '—'}\n"
             f"failed       [b]{num(failed.get('rows') or 0):>9}[/]  next retry {due_text}\n"
             f"dead letter  [b]{num(dead.get('rows') or 0):>9}[/]  needs an operator\n"
-            f"parked       [b]{num(parked.get('rows') or 0):>9}[/]  set aside (u brings back)\n"
+            f"parked       [b]{num(parked.get('rows') or 0):>9}[/]  set aside\n"
             f"retries      [b]{num(retries):>9}[/]  on open rows"
         )
         self.query_one("#codes-list", DataList).set_rows(

@@ -194,7 +194,11 @@ class CustomerData:
 
 def read_customer(conn: psycopg.Connection, caps: Capabilities | None, customer_id: int) -> CustomerData:
     notes = []
-    profile = customers.profile(conn, customer_id)
+    via = "table"
+    if caps is not None and caps.why_not_readable(("crm_customers",)):
+        # support opens a customer through the audited lookup; a viewer sees the masked record
+        via = "lookup" if caps.why_not_callable(("lookup_customer",)) is None else "masked"
+    profile = customers.profile(conn, customer_id, via)
 
     def rows(name: str, needs: tuple[str, ...]) -> list[dict[str, Any]] | None:
         reason = caps.why_not_readable(needs) if caps else "not connected"
