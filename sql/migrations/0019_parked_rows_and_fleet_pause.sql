@@ -10,16 +10,14 @@
 SET lock_timeout = '5s';
 SET statement_timeout = '30min';
 
--- The widened state list. NOT VALID first (no scan under the ACCESS EXCLUSIVE lock), then VALIDATE
--- (a scan under SHARE UPDATE EXCLUSIVE: inserts and claims go on).
+-- The widened state list, NOT VALID (no scan under the ACCESS EXCLUSIVE lock). 0020 validates it in
+-- its own transaction (a scan under SHARE UPDATE EXCLUSIVE: inserts and claims go on).
 ALTER TABLE financial_transactions_staging
     DROP CONSTRAINT IF EXISTS financial_transactions_staging_processing_status_check;
 ALTER TABLE financial_transactions_staging
     ADD CONSTRAINT financial_transactions_staging_processing_status_check
     CHECK (processing_status IN ('pending', 'processed', 'failed', 'dead_letter', 'duplicate', 'parked'))
     NOT VALID;
-ALTER TABLE financial_transactions_staging
-    VALIDATE CONSTRAINT financial_transactions_staging_processing_status_check;
 COMMENT ON COLUMN financial_transactions_staging.processing_status IS
     'pending -> processed | failed | dead_letter | duplicate; an operator may park a dead letter (parked: '
     'never claimed) and bring it back to dead_letter.';
