@@ -232,3 +232,54 @@ BEGIN
                          round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), p_reason);
 END;
 $$;
+
+
+------------------------------------------------------------------------------------------------------
+-- Data leaving through the console: every export (CSV/JSON file) or copy (clipboard) of a list
+------------------------------------------------------------------------------------------------------
+-- The console writes the file or the clipboard itself (the rows are what the role already read, masked
+-- by the database as that role sees them); this records it, in the transaction the console writes the
+-- file in, under one action name: console.export. The classifications touched are worked out here from
+-- the columns' sources ('table.column', as data_catalog classifies them, else the default by name), not
+-- taken from the caller. Every group role may export what it can read, so every group may call it; the
+-- row it writes only ever says "this session exported p_rows rows of these columns".
+CREATE OR REPLACE FUNCTION console_export(
+    p_list text,
+    p_format text,
+    p_rows integer,
+    p_columns text[],
+    p_target text DEFAULT NULL
+)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_classes jsonb;
+BEGIN
+    IF p_format IS NULL OR p_format NOT IN ('csv', 'json', 'clipboard') THEN
+        RAISE EXCEPTION 'console_export: the format is csv, json or clipboard, not %', coalesce(p_format, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_rows IS NULL OR p_rows < 0 THEN
+        RAISE EXCEPTION 'console_export: the row count must be zero or more' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_list IS NULL OR p_list !~ '^[a-z][a-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION 'console_export: % is not a list name', p_list USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT coalesce(jsonb_object_agg(s.class, s.columns), '{}'::jsonb)
+    INTO v_classes
+    FROM (SELECT coalesce(column_classification(split_part(c, '.', 1), split_part(c, '.', 2)), 'unknown') AS class,
+                 jsonb_agg(DISTINCT c) AS columns
+          FROM unnest(coalesce(p_columns, '{}'::text[])) AS c
+          WHERE c ~ '^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$'
+          GROUP BY 1) s;
+    PERFORM record_audit('console.export',
+                         jsonb_build_object('list', p_list, 'format', p_format, 'target', left(p_target, 500),
+                                            'columns', to_jsonb(p_columns)),
+                         jsonb_build_object('rows', p_rows, 'classifications', v_classes),
+                         'ok', NULL, NULL);
+    RETURN v_classes;
+END;
+$$;

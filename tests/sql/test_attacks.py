@@ -95,6 +95,11 @@ ACTIONS = {
         "purge_financial_staging",
         "opsconsole_admin",
     ),
+    "console_export": (
+        "SELECT console_export('customers-results', 'csv', 2, ARRAY['crm_customers.email'], 'x.csv')",
+        "console.export",
+        "opsconsole_viewer",
+    ),
 }
 # The one definer every group may call to write an audit row: a failure report of its own (status
 # error/cancelled/denied only, actor = session_user); see test_no_group_can_write_a_free_form_audit_row.
@@ -172,6 +177,8 @@ def may(group: str, lowest: str) -> bool:
     """Whether `group` inherits `lowest` (support is not above operator: separate branches)."""
     if lowest == "opsconsole_support":
         return group == "opsconsole_support"
+    if lowest == "opsconsole_viewer":  # every group is a viewer (support too)
+        return True
     return RANK[group] >= RANK[lowest] and group != "opsconsole_support"
 
 

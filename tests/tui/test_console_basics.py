@@ -173,6 +173,11 @@ async def test_question_mark_lists_every_binding(make_app):
             ("ctrl+r", "Refresh customer 360"),
             ("r", "Refresh the data catalog"),
             ("/", "Filter"),
+            ("s", "Sort"),
+            ("S", "Reverse sort"),
+            ("e", "Export"),
+            ("E", "Export JSON"),
+            ("y", "Copy row"),
             ("⏎", "Details"),
         ]:
             assert expected in keys, expected

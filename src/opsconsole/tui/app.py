@@ -48,6 +48,7 @@ from opsconsole.tui.refresh import DbSlot, Listener, RefreshEngine
 from opsconsole.tui.screens import PANES
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext, ConsoleStatus
+from opsconsole.tui.widgets.data_list import DataList
 
 T = TypeVar("T")
 
@@ -308,6 +309,9 @@ class OpsConsoleApp(App):
             rows.append(("everywhere", key, what, ""))
         rows.append(("everywhere", f"1-{len(PANES)}", "Switch pane (or click the tab)", ""))
         rows.append(("everywhere", "ctrl+p", "Command palette: every action, theme, pane", ""))
+        for binding in DataList.BINDINGS:  # every pane's lists share these (widgets/data_list.py)
+            assert isinstance(binding, Binding)
+            rows.append(("every list", binding.key_display or binding.key, binding.description, ""))
         for pane in PANES:
             for binding in pane.BINDINGS:
                 assert isinstance(binding, Binding)

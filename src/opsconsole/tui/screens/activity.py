@@ -13,19 +13,21 @@ from opsconsole.ops import audit
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import plain, pretty_json, styled, summarize
 from opsconsole.tui.screens.base import PaneScreen
-from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
+from opsconsole.tui.widgets.data_list import Column, DataList
+from opsconsole.tui.widgets.keyed_table import KeyedTable
 
 LIMIT = 200
 
+A = "ops_audit_log."
 COLUMNS = [
-    ("when", "when", 8),
-    ("ago", "ago", 11),
-    ("actor", "who", 10),
-    ("action", "action", 20),
-    ("scope", "scope", 18),
-    ("status", "status", 9),
-    ("result", "result", 18),
-    ("ms", "ms", 6),
+    Column("when", "when", 8, field="occurred_at", source=A + "occurred_at"),
+    Column("ago", "ago", 11, field="occurred_at", priority=5, export=False),
+    Column("actor", "who", 10, priority=1, grow=24, source=A + "actor"),
+    Column("action", "action", 20, grow=64, source=A + "action"),
+    Column("scope", "scope", 12, field="arguments", priority=3, grow=200, source=A + "arguments"),
+    Column("status", "status", 9, source=A + "status"),
+    Column("result", "result", 12, priority=2, grow=200, source=A + "result"),
+    Column("ms", "ms", 6, field="duration_ms", priority=4, source=A + "duration_ms"),
 ]
 
 
@@ -33,9 +35,9 @@ def result_cell(r: dict[str, Any]) -> Text:
     """ok: the result; otherwise what went wrong (the error, else the reason)."""
     result = r["result"]
     if r["status"] == "ok":
-        return summarize(result, 18)
+        return summarize(result, 200)
     error = result.get("error") if isinstance(result, dict) else None
-    return plain(error or r["reason"] or result, 18)
+    return plain(error or r["reason"] or result, 200)
 
 
 class ActivityScreen(PaneScreen):
@@ -46,7 +48,10 @@ class ActivityScreen(PaneScreen):
     PANE_BINDINGS = [Binding("enter", "details", "Details", key_display="⏎", show=False)]
 
     def compose_body(self) -> ComposeResult:
-        yield keyed_table(COLUMNS, enter="Details", id="audit")
+        yield DataList(COLUMNS, name="actions", table_id="audit", enter="Details")
+
+    def pane_mounted(self) -> None:
+        self.query_one(DataList).focus_table()
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> Any:
@@ -61,12 +66,13 @@ class ActivityScreen(PaneScreen):
             rows.append(
                 (
                     str(r["audit_id"]),
+                    r,
                     (
                         Text(clock.time(r["occurred_at"])),
                         Text(clock.ago(r["occurred_at"])),
-                        plain(r["actor"], 10),
-                        plain(r["action"], 20),
-                        summarize(r["arguments"], 18),
+                        plain(r["actor"]),
+                        plain(r["action"]),
+                        summarize(r["arguments"], 200),
                         styled(self.app, status, tones.get(status, "secondary"), bold=status != "ok"),
                         result_cell(r),
                         Text(
@@ -76,7 +82,7 @@ class ActivityScreen(PaneScreen):
                     ),
                 )
             )
-        self.query_one("#audit", KeyedTable).sync(rows)
+        self.query_one(DataList).set_rows(rows)
 
     def action_details(self) -> None:
         from opsconsole.tui.screens.modals import DetailScreen

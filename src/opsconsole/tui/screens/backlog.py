@@ -9,12 +9,11 @@ from typing import Any
 
 import psycopg
 from rich.text import Text
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
-from textual.widgets import Input, Static
+from textual.widgets import Static
 
 from opsconsole.ops import pipeline
 from opsconsole.ops.registry import Capabilities
@@ -22,26 +21,28 @@ from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, num, plain, pretty_json, styled
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext
-from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
+from opsconsole.tui.widgets.data_list import Column, DataList
+from opsconsole.tui.widgets.keyed_table import KeyedTable
 
 LIMIT = 500
 
+S = "financial_transactions_staging."
 ROW_COLUMNS = [
-    ("sel", " ", 1),
-    ("id", "id", 6),
-    ("status", "status", 11),
-    ("code", "error code", 16),
-    ("error", "error", 24),
-    ("retries", "tries", 5),
-    ("next", "next try", 9),
-    ("batch", "batch", 10),
-    ("txn", "txn id", 10),
+    Column("sel", " ", 1, export=False),
+    Column("id", "id", 6, field="staging_id", source=S + "staging_id"),
+    Column("status", "status", 11, field="processing_status", source=S + "processing_status"),
+    Column("code", "error code", 14, field="error_code", grow=40, source=S + "error_code"),
+    Column("error", "error", 20, field="error_message", grow=160, source=S + "error_message"),
+    Column("retries", "tries", 5, field="retry_count", priority=2, source=S + "retry_count"),
+    Column("next", "next try", 9, field="next_attempt_at", priority=1, source=S + "next_attempt_at"),
+    Column("batch", "batch", 10, field="batch_id", priority=3, grow=24, source=S + "batch_id"),
+    Column("txn", "txn id", 10, field="transaction_id", priority=4, source=S + "transaction_id"),
 ]
 CODE_COLUMNS = [
-    ("code", "error code", 18),
-    ("failed", "failed", 6),
-    ("dead", "dead", 5),
-    ("due", "next due", 9),
+    Column("code", "error code", 12, field="error_code", grow=40, source=S + "error_code"),
+    Column("failed", "failed", 6, source=S + "processing_status"),
+    Column("dead", "dead", 5, field="dead_letter", source=S + "processing_status"),
+    Column("due", "next due", 9, field="next_due", priority=1, source=S + "next_attempt_at"),
 ]
 
 
@@ -59,7 +60,6 @@ class BacklogScreen(PaneScreen):
     PANE_TITLE = "Backlog"
     NEEDS_RELATIONS = ("financial_transactions_staging",)
     PANE_BINDINGS = [
-        Binding("slash", "filter", "Filter", key_display="/"),
         Binding("enter", "details", "Details", key_display="⏎", show=False),
         Binding("space", "toggle_select", "Select"),
         Binding("escape", "clear", "Clear", show=False),
@@ -74,18 +74,21 @@ class BacklogScreen(PaneScreen):
         with Horizontal(id="backlog-top"):
             yield Static("", id="backlog-summary")
             with Vertical(id="codes-box"):
-                yield KeyedTable(CODE_COLUMNS, id="codes", zebra_stripes=False, cursor_type="none")
-        yield Input(
-            placeholder="filter: status, error code, message, batch, or an id",
-            id="filter",
-            select_on_focus=False,  # else the first key typed after / is selected, then replaced
-        )
+                yield DataList(CODE_COLUMNS, name="codes", table_id="codes", id="codes-list")
         yield Static("", id="rows-title", classes="box-title")
-        yield keyed_table(ROW_COLUMNS, enter="Details", id="rows")
+        yield DataList(
+            ROW_COLUMNS,
+            name="rows",
+            table_id="rows",
+            id="rows-list",
+            enter="Details",
+            server_filter=True,  # the database filters: a retry takes exactly the rows shown
+            filter_id="filter",
+            placeholder="filter: status, error code, message, batch, or an id",
+        )
 
     def pane_mounted(self) -> None:
-        self.query_one("#filter", Input).display = False
-        self.query_one("#rows", KeyedTable).focus()
+        self.query_one("#rows-list", DataList).focus_table()
 
     # -- data -----------------------------------------------------------------------------------
     def fetch_params(self) -> dict[str, Any]:
@@ -121,11 +124,12 @@ class BacklogScreen(PaneScreen):
             f"dead letter  [b]{num(dead.get('rows') or 0):>9}[/]  needs an operator\n"
             f"retries      [b]{num(retries):>9}[/]  on open rows"
         )
-        self.query_one("#codes", KeyedTable).sync(
+        self.query_one("#codes-list", DataList).set_rows(
             (
                 r["error_code"],
+                r,
                 (
-                    plain(r["error_code"], 18),
+                    plain(r["error_code"]),
                     cell_num(r["failed"]),
                     styled(app, num(r["dead_letter"]), "error", justify="right")
                     if r["dead_letter"]
@@ -142,7 +146,7 @@ class BacklogScreen(PaneScreen):
         if self.selected:
             title += f"  [$accent]{len(self.selected)} selected[/]"
         self.query_one("#rows-title", Static).update(title)
-        self.query_one("#rows", KeyedTable).sync(self._row_cells(r) for r in data.rows)
+        self.query_one("#rows-list", DataList).set_rows(self._row_cells(r) for r in data.rows)
 
     def _due(self, due: Any) -> str:
         if due is None:
@@ -150,50 +154,36 @@ class BacklogScreen(PaneScreen):
         wait = (due - self.clock.now()).total_seconds()
         return "due" if wait <= 0 else f"in {human_duration(wait)}"
 
-    def _row_cells(self, r: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    def _row_cells(self, r: dict[str, Any]) -> tuple[str, dict[str, Any], tuple[Any, ...]]:
         app = self.app
         status = r["processing_status"]
         return (
             str(r["staging_id"]),
+            r,
             (
                 styled(app, "●", "accent") if r["staging_id"] in self.selected else Text(" "),
                 Text(str(r["staging_id"]), justify="right"),
                 styled(app, status, "error" if status == "dead_letter" else "warning"),
-                plain(r["error_code"], 16),
-                plain(r["error_message"], 24),
+                plain(r["error_code"]),
+                plain(r["error_message"]),
                 cell_num(r["retry_count"]),
                 Text(self._due(r["next_attempt_at"]) if status == "failed" else "—"),
-                plain(r["batch_id"], 10),
+                plain(r["batch_id"]),
                 Text(str(r["transaction_id"]) if r["transaction_id"] is not None else "—", justify="right"),
             ),
         )
 
     # -- filter, selection, drill-down ------------------------------------------------------------
-    def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        self.set_focus(box)  # at once: the keys typed right after / are the filter's text
-
-    @on(Input.Changed, "#filter")
-    def filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value
-        self.request_refresh()
-
-    @on(Input.Submitted, "#filter")
-    def filter_done(self, event: Input.Submitted) -> None:
-        self.query_one("#rows", KeyedTable).focus()
+    def on_data_list_filter_changed(self, event: DataList.FilterChanged) -> None:
+        """The rows' filter (the list's `/`): the database filters, so fetch again."""
+        filtered = bool(self.filter_text.strip())
+        self.filter_text = event.text
+        if filtered or event.text.strip():  # closing an empty filter: no query
+            self.request_refresh()
 
     def action_clear(self) -> None:
-        box = self.query_one("#filter", Input)
-        if box.has_focus or self.filter_text:
-            filtered = bool(self.filter_text.strip())
-            box.value = ""
-            self.filter_text = ""
-            box.display = False
-            self.query_one("#rows", KeyedTable).focus()
-            if filtered:  # the rows shown were filtered: fetch them all (closing an empty filter: no query)
-                self.request_refresh()
-        elif self.selected:
+        """Escape with no filter open (the list clears its filter first): clear the selection."""
+        if self.selected:
             self.clear_selection()
 
     def action_toggle_select(self) -> None:

@@ -13,6 +13,7 @@ ActionRequested, PaneShown), which bubble from the screen to the app.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any, ClassVar
 
 import psycopg
@@ -20,15 +21,19 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.markup import escape
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Static
 
+from opsconsole.errors import OpsError
+from opsconsole.ops import exports
 from opsconsole.ops.registry import Capabilities, actions_for_pane
 from opsconsole.tui.jobs import JobsBar
 from opsconsole.tui.messages import ActionRequested, PaneShown, RefreshRequested
 from opsconsole.tui.state import ConsoleContext, ConsoleStatus
 from opsconsole.tui.widgets.chrome import Banner, PaneFooter, PaneTabs, StatusHeader, shown
+from opsconsole.tui.widgets.data_list import DataList
 
 
 class PaneScreen(Screen):
@@ -38,6 +43,8 @@ class PaneScreen(Screen):
     NEEDS_RELATIONS: ClassVar[tuple[str, ...]] = ()
     NEEDS_FUNCTIONS: ClassVar[tuple[str, ...]] = ()
     PANE_BINDINGS: ClassVar[list[Binding]] = []
+    # `-narrow` below 110 columns: the stylesheet gives narrow terminals their own widths
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (110, "-wide")]
 
     # the console's state, pushed by the app while this pane is shown (and when the caps change)
     status: reactive[ConsoleStatus | None] = reactive(None, always_update=True, init=False, layout=False)
@@ -91,7 +98,7 @@ class PaneScreen(Screen):
         yield PaneTabs(self.PANE_ID)
         yield Banner()
         with Vertical(id="pane-frame", classes="pane-frame") as frame:
-            frame.border_title = f"{self.PANE_KEY} {self.PANE_TITLE}"
+            frame.border_title = self.pane_title()
             yield Static("", id="unavailable", classes="unavailable")
             with Vertical(id="pane-body"):
                 yield from self.compose_body()
@@ -193,6 +200,52 @@ class PaneScreen(Screen):
             else:
                 badge = f"updated {ago}"
         frame.border_subtitle = badge
+
+    # -- lists: title, export, copy --------------------------------------------------------------
+    def pane_title(self) -> str:
+        """'2 Backlog', then the sort and filter of each list that has one."""
+        title = escape(f"{self.PANE_KEY} {self.PANE_TITLE}")
+        lists = list(self.query(DataList).results()) if self.is_mounted else []
+        for data_list in lists:
+            described = data_list.describe()
+            if described:
+                name = f"{data_list.list_name}: " if len(lists) > 1 else ""
+                title += f" [dim]·[/] {escape(name + described)}"
+        return title
+
+    def on_data_list_changed(self, message: DataList.Changed) -> None:
+        for frame in self.query("#pane-frame").results():
+            frame.border_title = self.pane_title()
+
+    def on_data_list_export_requested(self, message: DataList.ExportRequested) -> None:
+        self.run_worker(self._export(message), group="export", exclusive=True)
+
+    async def _export(self, message: DataList.ExportRequested) -> None:
+        data_list, fmt, columns, rows = message.data_list, message.fmt, message.columns, message.rows
+        name = f"{self.PANE_ID}-{data_list.list_name}".replace(" ", "-")
+        labels = [c.label for c in columns]
+        sources = [c.source for c in columns if c.source]
+        try:
+            if fmt == "clipboard":
+                text = await self.context.lookup(
+                    lambda conn: exports.record_copy(conn, name, labels, sources, rows[0])
+                )
+                self.app.copy_to_clipboard(text)
+                self.app.notify(
+                    f"Copied the row to the clipboard (OSC 52): {len(text)} characters.", timeout=3
+                )
+                return
+            now = dt.datetime.now()  # the file's name: the operator's wall clock
+            done = await self.context.lookup(
+                lambda conn: exports.export_list(conn, name, fmt, labels, sources, rows, Path.cwd(), now)
+            )
+        except OpsError as exc:
+            self.app.notify(exc.message, severity="error", timeout=6)
+            return
+        except psycopg.Error as exc:
+            self.app.notify(f"The export failed: {exc}", severity="error", timeout=6)
+            return
+        self.app.notify(f"Exported {done['rows']:,} rows to {done['path']}", title="export", timeout=5)
 
     # -- actions --------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -13,7 +13,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
@@ -25,8 +25,23 @@ from opsconsole.output import format_cell
 from opsconsole.tui.format import tone
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext
+from opsconsole.tui.widgets.data_list import Column, DataList
 
 CLASS_TONE = {"restricted": "error", "confidential": "warning", "internal": "accent", "public": "success"}
+D = "data_catalog."
+COLUMNS = [
+    Column("column", "column", 14, field="column_name", grow=40, source=D + "column_name"),
+    Column("type", "type", 10, field="data_type", priority=1, grow=30, source=D + "data_type"),
+    Column(
+        "null",
+        "null",
+        4,
+        field=lambda c: "yes" if c["is_nullable"] else "no",
+        priority=2,
+        source=D + "is_nullable",
+    ),
+    Column("class", "class", 12, field="data_classification", source=D + "data_classification"),
+]
 
 
 @dataclass
@@ -64,9 +79,11 @@ class CatalogScreen(PaneScreen):
             tree: Tree[tuple[str, ...]] = Tree("catalog", id="catalog-tree")
             tree.show_root = False
             yield tree
-            with VerticalScroll(id="catalog-side"):
+            with Vertical(id="catalog-side"):
                 yield Static("Highlight a table to see its columns and lineage.", id="table-info")
-                yield Static("", id="lineage")
+                yield DataList(COLUMNS, name="columns", table_id="table-columns", id="columns-list")
+                with VerticalScroll(id="lineage-box"):
+                    yield Static("", id="lineage")
 
     def pane_mounted(self) -> None:
         self.query_one("#catalog-tree", Tree).focus()
@@ -159,18 +176,25 @@ class CatalogScreen(PaneScreen):
             for c in (self.data.columns if self.data else [])
             if (c["schema_name"], c["table_name"]) == (schema, table)
         ]
-        grid = Table(title=f"{schema}.{table}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
-        for name in ("column", "type", "null", "class"):
-            grid.add_column(name, no_wrap=True, overflow="ellipsis")
+        self.query_one("#table-info", Static).update(
+            Text.assemble((f"{schema}.{table}", "bold"), f"  {len(cols)} columns")
+        )
+        rows = []
         for c in cols:
             cls = c["data_classification"] or "—"
-            grid.add_row(
-                c["column_name"],
-                c["data_type"] or "?",
-                "yes" if c["is_nullable"] else "no",
-                Text(cls, style=tone(self.app, CLASS_TONE.get(cls, "secondary"))),
+            rows.append(
+                (
+                    c["column_name"],
+                    c,
+                    (
+                        c["column_name"],
+                        c["data_type"] or "?",
+                        "yes" if c["is_nullable"] else "no",
+                        Text(cls, style=tone(self.app, CLASS_TONE.get(cls, "secondary"))),
+                    ),
+                )
             )
-        self.query_one("#table-info", Static).update(grid)
+        self.query_one("#columns-list", DataList).set_rows(rows)
         if reload_lineage:
             self.run_worker(self._lineage(schema, table), group="lineage", exclusive=True)
 

@@ -27,19 +27,22 @@ from opsconsole.tui.format import cell_num, plain, pretty_json
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext
 from opsconsole.tui.widgets.chrome import PaneFooter, StatusHeader
-from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
+from opsconsole.tui.widgets.data_list import Column, DataList
+from opsconsole.tui.widgets.keyed_table import KeyedTable
 
 LIMIT = 50
 DEBOUNCE_S = 0.2
+C = "crm_customers."
+V = "customer_360_mv."
 COLUMNS = [
-    ("id", "id", 6),
-    ("name", "name", 18),
-    ("email", "email", 26),
-    ("phone", "phone", 13),
-    ("match", "match", 6),
-    ("orders", "orders", 6),
-    ("ltv", "LTV", 10),
-    ("segment", "segment", 12),
+    Column("id", "id", 6, field="customer_id", source=C + "customer_id"),
+    Column("name", "name", 16, field=lambda r: display_name(r), grow=30, source=C + "last_name"),
+    Column("email", "email", 20, priority=2, grow=36, source=C + "email"),
+    Column("phone", "phone", 13, priority=3, grow=20, source=C + "phone"),
+    Column("match", "match", 6, field="match_kind", priority=4),
+    Column("orders", "orders", 6, field="total_orders", source=V + "total_orders"),
+    Column("ltv", "value", 10, field="total_lifetime_value", source=V + "total_lifetime_value"),
+    Column("segment", "segment", 8, field="value_segment", priority=1, grow=12, source=V + "value_segment"),
 ]
 NAME_KEYS = ("first_name", "last_name")
 
@@ -62,11 +65,7 @@ class CustomersScreen(PaneScreen):
     PANE_KEY = "4"
     PANE_TITLE = "Customers"
     NEEDS_RELATIONS = ("crm_customers",)
-    PANE_BINDINGS = [
-        Binding("slash", "search", "Search", key_display="/"),
-        Binding("enter", "open", "Open", key_display="⏎", show=False),
-        Binding("escape", "leave_search", "Results", show=False),
-    ]
+    PANE_BINDINGS = [Binding("enter", "open", "Open", key_display="⏎", show=False)]
 
     def __init__(self, context: ConsoleContext) -> None:
         super().__init__(context)
@@ -84,19 +83,24 @@ class CustomersScreen(PaneScreen):
         return caps.why_not_readable(cls.NEEDS_RELATIONS)
 
     def compose_body(self) -> ComposeResult:
-        yield Input(
-            placeholder="press / to search: name, email, phone, customer id or uuid",
-            id="search",
-            select_on_focus=False,  # else the first key typed after / is selected, then replaced
-        )
         yield Static("", id="search-info")
-        yield keyed_table(COLUMNS, enter="Open", id="results")
+        # the list's filter is the search: the database matches (and audits it for support)
+        yield DataList(
+            COLUMNS,
+            name="results",
+            table_id="results",
+            enter="Open",
+            server_filter=True,
+            keep_box=True,
+            filter_id="search",
+            placeholder="press / to search: name, email, phone, customer id or uuid",
+        )
 
     def pane_mounted(self) -> None:
         # The results, not the search box, have the focus on arrival: a focused input takes the number
         # keys as text, so an operator passing through with 4 then 5 would be stuck typing '5'. `/`
         # searches, Esc or Enter come back to the results.
-        self.query_one("#results", KeyedTable).focus()
+        self.query_one(DataList).focus_table()
 
     def fetch_params(self) -> dict[str, Any]:
         q = self.search_text.strip() or None
@@ -137,23 +141,23 @@ class CustomersScreen(PaneScreen):
             rows.append(
                 (
                     str(r["customer_id"]),
+                    r,
                     (
                         Text(str(r["customer_id"]), justify="right"),
-                        plain(display_name(r), 18),
-                        plain(r.get("email"), 26),
-                        plain(r.get("phone"), 13),
-                        plain(match, 6),
+                        plain(display_name(r)),
+                        plain(r.get("email")),
+                        plain(r.get("phone")),
+                        plain(match),
                         cell_num(r.get("total_orders")),
                         cell_num(r.get("total_lifetime_value"), 2),
-                        plain(r.get("value_segment"), 12),
+                        plain(r.get("value_segment")),
                     ),
                 )
             )
-        self.query_one("#results", KeyedTable).sync(rows)
+        self.query_one(DataList).set_rows(rows)
 
-    @on(Input.Changed, "#search")
-    def search_changed(self, event: Input.Changed) -> None:
-        self.search_text = event.value
+    def on_data_list_filter_changed(self, event: DataList.FilterChanged) -> None:
+        self.search_text = event.text
         if self._debounce is not None:
             self._debounce.stop()
         self._debounce = self.set_timer(DEBOUNCE_S, lambda: self.request_refresh())
@@ -161,16 +165,8 @@ class CustomersScreen(PaneScreen):
     @on(Input.Submitted, "#search")
     def search_submitted(self, event: Input.Submitted) -> None:
         table = self.query_one("#results", KeyedTable)
-        table.focus()
         if table.row_count == 1:
-            self.action_open()
-
-    def action_search(self) -> None:
-        # focus at once (Widget.focus waits for the next idle): the keys typed right after / are text
-        self.set_focus(self.query_one("#search", Input))
-
-    def action_leave_search(self) -> None:
-        self.query_one("#results", KeyedTable).focus()
+            self.call_after_refresh(self.action_open)
 
     def on_data_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
         self.action_open()
@@ -211,7 +207,9 @@ def read_customer(conn: psycopg.Connection, caps: Capabilities | None, customer_
     c360 = c360_rows[0]["row"] if c360_rows else None
     orders = rows("orders", ("erp_orders",)) or []
     events = rows("events", ("ecommerce_events",)) or []
-    transactions = rows("transactions", ("financial_transactions", "erp_orders")) or []
+    transactions = (
+        rows("transactions", ("financial_transactions", "financial_transactions_staging", "erp_orders")) or []
+    )
     versions = rows("versions", ("lakehouse_customers",))
     return CustomerData(profile, c360, orders, events, transactions, versions, notes)
 
@@ -349,11 +347,12 @@ class CustomerScreen(Screen):
                     "transaction_timestamp",
                     "amount",
                     "transaction_type",
-                    "is_processed",
+                    "status",
+                    "error_code",
                     "order_id",
                 ],
                 clock,
-                "recent transactions",
+                "transactions: failed and dead-lettered first, then the latest processed",
             )
         )
         versions = self.query_one("#c-versions", Static)

@@ -15,17 +15,20 @@ from opsconsole.ops import dq
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import num, plain, pretty_json, spark, styled, summarize
 from opsconsole.tui.screens.base import PaneScreen
-from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
+from opsconsole.tui.widgets.data_list import Column, DataList
+from opsconsole.tui.widgets.keyed_table import KeyedTable
 
+R = "dq_rule_definitions."
+M = "data_quality_metrics."
 COLUMNS = [
-    ("status", "status", 9),
-    ("rule", "rule", 26),
-    ("table", "table", 18),
-    ("score", "score", 7),
-    ("threshold", "threshold", 9),
-    ("severity", "severity", 8),
-    ("trend", "trend", 10),
-    ("last", "last run", 9),
+    Column("status", "status", 9, source=M + "status"),
+    Column("rule", "rule", 26, field="rule_name", grow=60, source=R + "rule_name"),
+    Column("table", "table", 12, field="table_name", priority=2, grow=40, source=R + "table_name"),
+    Column("score", "score", 7, source=M + "metric_value"),
+    Column("threshold", "threshold", 9, field="threshold_value", priority=3, source=R + "threshold_value"),
+    Column("severity", "severity", 8, priority=1, source=R + "severity"),
+    Column("trend", "trend", 10, field="recent", priority=4, export=False),
+    Column("last", "last run", 9, field="check_timestamp", priority=3, source=M + "check_timestamp"),
 ]
 FAILING = ("fail", "error")
 SEVERITY_TONE = {"critical": "error", "error": "error", "warning": "warning", "info": "foreground"}
@@ -44,10 +47,10 @@ class QualityScreen(PaneScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="dq-summary")
-        yield keyed_table(COLUMNS, enter="History", id="rules")
+        yield DataList(COLUMNS, name="rules", table_id="rules", enter="History")
 
     def pane_mounted(self) -> None:
-        self.query_one("#rules", KeyedTable).focus()
+        self.query_one(DataList).focus_table()
 
     @classmethod
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> Any:
@@ -79,10 +82,11 @@ class QualityScreen(PaneScreen):
             rows.append(
                 (
                     r["rule_name"],
+                    r,
                     (
                         styled(app, status.upper() if r["status"] else status, tone, bold=tone == "error"),
-                        plain(r["rule_name"] + ("" if r["is_active"] else " (inactive)"), 26),
-                        plain(r["table_name"], 18),
+                        plain(r["rule_name"] + ("" if r["is_active"] else " (inactive)")),
+                        plain(r["table_name"]),
                         Text(score_text(r["score"]), justify="right"),
                         Text(score_text(r["threshold_value"]), justify="right"),
                         styled(
@@ -93,7 +97,7 @@ class QualityScreen(PaneScreen):
                     ),
                 )
             )
-        self.query_one("#rules", KeyedTable).sync(rows)
+        self.query_one(DataList).set_rows(rows)
 
     def op_context(self, action_id: str) -> dict[str, Any]:
         if not self.is_mounted:

@@ -81,8 +81,44 @@ class StatusHeader(_StatusView):
         return " [dim]·[/] ".join(parts)
 
 
+# Tab labels when the full titles do not fit (a pane not named here uses its title's first word).
+SHORT_TITLES = {
+    "monitor": "Monitor",
+    "backlog": "Backlog",
+    "quality": "DQ",
+    "customers": "Customers",
+    "catalog": "Catalog",
+    "activity": "Activity",
+}
+TINY_TITLES = {
+    "monitor": "Mon",
+    "backlog": "Back",
+    "quality": "DQ",
+    "customers": "Cust",
+    "catalog": "Cat",
+    "activity": "Act",
+}
+
+
+def tab_labels(panes: list[tuple[str, str, str]], current: str, width: int) -> list[str]:
+    """The tab labels that fit in `width` cells, from (id, key, title): full titles, then short ones,
+    then tiny ones, then only the keys (the current pane keeps its short title)."""
+
+    def fits(labels: list[str]) -> bool:
+        return sum(len(label) for label in labels) + len(labels) - 1 <= width
+
+    full = [f" {key} {title} " for _, key, title in panes]
+    short = [f" {key} {SHORT_TITLES.get(pid, title.split()[0])} " for pid, key, title in panes]
+    tiny = [f" {key} {TINY_TITLES.get(pid, title.split()[0][:4])} " for pid, key, title in panes]
+    for labels in (full, short, tiny):
+        if fits(labels):
+            return labels
+    return [short[i] if pid == current else f" {key} " for i, (pid, key, _) in enumerate(panes)]
+
+
 class PaneTabs(_StatusView):
-    """1 Monitor  2 Backlog ...; the current pane highlighted; each tab is clickable."""
+    """1 Monitor  2 Backlog ...; the current pane highlighted; each tab is clickable. The labels get
+    shorter when the terminal is narrow, so every pane's tab shows."""
 
     DEFAULT_CSS = """
     PaneTabs { height: 1; background: $boost; padding: 0 1; }
@@ -92,16 +128,21 @@ class PaneTabs(_StatusView):
         super().__init__(**kwargs)
         self.current = current
 
+    def on_resize(self) -> None:
+        self.update(self.compose_text())
+
     def compose_text(self) -> str:
         from opsconsole.tui.screens import PANES
 
+        panes = [(p.PANE_ID, p.PANE_KEY, p.PANE_TITLE) for p in PANES]
+        width = self.content_size.width or (self.app.size.width - 2)
         tabs = []
-        for pane in PANES:
-            label = f" {pane.PANE_KEY} {pane.PANE_TITLE} "
-            if self.current == pane.PANE_ID:
+        for (pane_id, _, _), label in zip(panes, tab_labels(panes, self.current, width), strict=True):
+            label = escape(label)
+            if self.current == pane_id:
                 tabs.append(f"[reverse b $accent]{label}[/]")
             else:
-                tabs.append(f"[@click=app.show_pane('{pane.PANE_ID}')]{label}[/]")
+                tabs.append(f"[@click=app.show_pane('{pane_id}')]{label}[/]")
         return " ".join(tabs)
 
 
@@ -134,9 +175,19 @@ class PaneFooter(Footer):
     switch and focus change even when nothing shown differs: that was ~40% of a pane switch's CPU on
     the UI thread (P8). What is shown is the same as long as this signature is."""
 
+    # Below this width the keys run under the docked "^p palette" item and the two garble each other
+    # (the palette still opens with ctrl+p, and `?` lists every key).
+    PALETTE_MIN_WIDTH = 120
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._composed_for: tuple | None = None
+
+    def on_resize(self) -> None:
+        wide = self.app.size.width >= self.PALETTE_MIN_WIDTH
+        if self.show_command_palette != wide:
+            self.show_command_palette = wide
+            self.call_later(self.recompose)
 
     def _shown_signature(self) -> tuple:
         active = self.screen.active_bindings

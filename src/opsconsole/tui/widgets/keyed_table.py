@@ -37,6 +37,12 @@ class KeyedTable(DataTable):
     def on_mount(self) -> None:
         self._add_columns()
 
+    def set_columns(self, columns: Sequence[tuple[str, str] | tuple[str, str, int]]) -> None:
+        """Replace the columns (and drop the rows: the next sync adds them with the new columns)."""
+        self._column_spec = list(columns)
+        self.clear(columns=True)
+        self._add_columns()
+
     def _add_columns(self) -> None:
         """Columns with a width keep it (the layout does not jump as values change); others size to fit."""
         for key, label, *width in self._column_spec:
@@ -55,7 +61,8 @@ class KeyedTable(DataTable):
     def keys(self) -> list[str]:
         return [row.key.value for row in self.ordered_rows if row.key.value is not None]
 
-    def sync(self, rows: Iterable[tuple[str, Sequence[Any]]]) -> None:
+    def sync(self, rows: Iterable[tuple[str, Sequence[Any]]], keep: str | None = None) -> None:
+        """keep: the row key to put the cursor on (default: the one under it now)."""
         rows = list(rows)
         if not self.columns:  # called before mount: add the columns now
             self._add_columns()
@@ -64,7 +71,7 @@ class KeyedTable(DataTable):
         # DataTable re-measures the whole column for every updated cell that got narrower (500 rows
         # whose "next try" ticked down cost ~0.3 s on the UI thread per refresh).
         auto_width = {spec[0] for spec in self._column_spec if len(spec) < 3}
-        keep = self.cursor_key
+        keep = keep if keep is not None else self.cursor_key
         wanted = [key for key, _ in rows]
         wanted_set = set(wanted)
         with self.app.batch_update():
