@@ -348,7 +348,11 @@ def _play(ctx: Context, scenario: str, *, rate: float, hold: float, seed: int | 
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     say = (lambda line: None) if as_json else click.echo
     try:
-        report = scenarios.play_incident(ctx.dsn, hold=hold, rate=min(rate, 2000.0), say=say, stop=stop)
+        given = click.get_current_context().get_parameter_source("rate") != click.core.ParameterSource.DEFAULT
+        # the incident's traffic: what a demo worker drains once the lock goes (unless --rate says)
+        report = scenarios.play_incident(
+            ctx.dsn, hold=hold, rate=rate if given else 300.0, say=say, stop=stop
+        )
     except KeyboardInterrupt:
         stop.set()
         raise click.Abort() from None

@@ -11,9 +11,9 @@ the database.
   way a long report or a migration waiting on a lock would: every worker's chunk waits, arrivals pile up
   as pending (with a burst of invalid rows), the backlog ages and the drain estimate says "not
   draining". Then the lock goes, the workers drain the backlog, and the rows that waited land as
-  SLA-breach minutes. Last, an operator re-queues the failed rows of one error code (an audited
-  retry) and the data-quality rules run: the Timeline shows the breach minutes, the DQ failures and
-  the operator's action in order. It needs a running worker (`make demo` starts one).
+  SLA-breach minutes. Last, an operator re-queues the failed rows of the error code with the most of
+  them (an audited retry) and the data-quality rules run: the Timeline shows the breach minutes, the
+  DQ failures and the operator's action in order. It needs a running worker (`make demo` starts one).
 """
 
 from __future__ import annotations
@@ -129,7 +129,6 @@ def play_incident(
     rate: float = 300.0,
     invalid: float = 0.15,
     tail: float = 45.0,
-    retry_code: str = "order_not_found",
     say: Callable[[str], None] = print,
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
@@ -177,11 +176,12 @@ def play_incident(
         feeder.join(30)
     with connect(dsn, "incident") as conn:
         pipeline.wait_until_idle(conn, timeout_s=30)
-        codes = {r["error_code"]: r["failed"] for r in pipeline.failed_by_code(conn)}
-        if codes.get(retry_code):
-            n = pipeline.retry(conn, error_code=retry_code, reason="incident review: the orders exist now")
-            say(f"{_now()} an operator re-queues {n} failed {retry_code} rows (audited)")
-            report["retried"] = n
+        failed = [r for r in pipeline.failed_by_code(conn) if r["failed"]]
+        if failed:  # the operator re-queues the code with the most rows awaiting a retry
+            code = max(failed, key=lambda r: r["failed"])["error_code"]
+            n = pipeline.retry(conn, error_code=code, reason="incident review: re-queue after the stall")
+            say(f"{_now()} an operator re-queues {n} failed {code} rows (audited)")
+            report["retried"] = {"error_code": code, "rows": n}
         try:
             run = dq_ops.run_checks(conn)
             report["dq"] = {"status": run.status, "rules_failed": getattr(run, "rules_failed", 0)}

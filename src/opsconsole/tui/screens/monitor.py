@@ -285,7 +285,7 @@ class MonitorScreen(PaneScreen):
                 f"[b]{clock.time(r['minute_bucket'], seconds=False)}[/]  "
                 f"processed [b]{num(r['processed_count'])}[/]  failed [b]{num(r['failed_count'])}[/]  "
                 f"pending [b]{num(r['pending_count'])}[/]  p95 [b]{ms(r['p95_processing_ms'])}[/]  "
-                f"SLA breach [b]{pct(r['sla_breach_rate'])}[/]"
+                f"{'SLA' if self.size.width < 100 else 'SLA breach'} [b]{pct(r['sla_breach_rate'])}[/]"
             )
         elif data.until is not None:
             lines.append(f"[dim]no transactions in the hour up to {clock.time(data.until, seconds=False)}[/]")
@@ -293,7 +293,7 @@ class MonitorScreen(PaneScreen):
             lines.append("[dim]no transactions ingested in the last hour[/]")
         lines.append(
             f"backlog [b]{num(data.backlog)}[/] ({num(pending.get('rows') or 0)} pending, "
-            f"{num(failed.get('rows') or 0)} retrying, {num(dead.get('rows') or 0)} dead letter)  "
+            f"{num(failed.get('rows') or 0)} retrying, {num(dead.get('rows') or 0)} dead)  "
             f"oldest pending [b]{human_duration(oldest) if oldest is not None else '—'}[/]"
         )
         lines.append(
@@ -374,7 +374,7 @@ class MonitorScreen(PaneScreen):
         else:
             chunk = Text("idle")
         if w["last_chunk_rows"] is not None:
-            chunk.append(f" · last {num(w['last_chunk_rows'])} rows {ms(w['last_chunk_ms'])} ms")
+            chunk.append(f" · last {num(w['last_chunk_rows'])} rows {ms(w['last_chunk_ms'])}")
         return (
             plain(name, 10),
             plain(w["actor"], 8),
@@ -399,6 +399,7 @@ class MonitorScreen(PaneScreen):
             )
 
     def status_changed(self, status: ConsoleStatus) -> None:
+        self._fit(self.size.width, self.size.height)  # a resize while another pane showed
         self.update_counters()
 
     def update_counters(self) -> None:

@@ -1,9 +1,9 @@
 """Pane 7, Timeline: what changed, on one time axis, newest first: SLA-breach minutes, data-quality
 failures, schema changes, catalog differences and operator actions (ops/timeline.py).
 
-`k` steps the kind shown (all, then each kind), `w` the window (1 h, 6 h, 24 h, 7 days), `/` filters
-by text (kind, subject, detail, severity); Escape clears the filter. Operator actions are the Activity
-pane's read, so they show what that pane shows the role (masked search texts).
+`k` steps the kind shown (all, then each kind), `w` the window (1 h, 6 h, 24 h, 7 days); the list is a
+DataList (`/` filter, `s`/`S` sort, `e` export, `y` copy). Operator actions are the Activity pane's
+read, so they show what that pane shows the role (masked search texts).
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from typing import Any
 
 import psycopg
 from rich.text import Text
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.markup import escape
-from textual.widgets import Input, Static
+from textual.widgets import Static
 
 from opsconsole.ops import timeline
 from opsconsole.ops.health import RULES_BY_NAME
@@ -26,7 +25,8 @@ from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import plain, styled
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext
-from opsconsole.tui.widgets.keyed_table import KeyedTable, keyed_table
+from opsconsole.tui.widgets.data_list import Column, DataList
+from opsconsole.tui.widgets.keyed_table import KeyedTable
 
 BREACH_PCT = RULES_BY_NAME["sla_breach"].critical * 100  # the Monitor's alarm threshold
 WINDOWS = ((60, "1 h"), (360, "6 h"), (1440, "24 h"), (10080, "7 days"))
@@ -34,10 +34,11 @@ KIND_CHOICES = (None, *timeline.KINDS)
 TONES = {"critical": "error", "error": "error", "warning": "warning", "info": "secondary"}
 
 COLUMNS = [
-    ("when", "when", 16),
-    ("kind", "kind", 15),
-    ("subject", "what", 30),
-    ("detail", "detail"),
+    Column("when", "when", 14, field="occurred_at"),
+    Column("kind", "kind", 15, field=lambda r: timeline.KIND_LABELS[r["kind"]]),
+    Column("subject", "what", 22, grow=48),
+    Column("detail", "detail", 20, grow=400),
+    Column("severity", "severity", 8, priority=1),
 ]
 
 
@@ -63,31 +64,30 @@ class TimelineScreen(PaneScreen):
     PANE_BINDINGS = [
         Binding("k", "next_kind", "Kind"),
         Binding("w", "next_window", "Window"),
-        Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("escape", "clear", "Clear", show=False),
         Binding("enter", "details", "Details", key_display="⏎", show=False),
     ]
     CSS = """
     TimelineScreen #timeline-title { height: 1; }
-    TimelineScreen #timeline-filter { height: 3; }
     """
 
     def __init__(self, context: ConsoleContext) -> None:
         super().__init__(context)
         self.kind: str | None = None
         self.window = 2  # index into WINDOWS: 24 h
-        self.filter_text = ""
 
     def compose_body(self) -> ComposeResult:
-        yield Input(
-            placeholder="filter: kind, what, detail, severity", id="timeline-filter", select_on_focus=False
-        )
         yield Static("", id="timeline-title", classes="box-title")
-        yield keyed_table(COLUMNS, enter="Details", id="events")
+        yield DataList(
+            COLUMNS,
+            name="events",
+            table_id="events",
+            enter="Details",
+            placeholder="filter: kind, what, detail, severity",
+            filter_id="timeline-filter",
+        )
 
     def pane_mounted(self) -> None:
-        self.query_one("#timeline-filter", Input).display = False
-        self.query_one("#events", KeyedTable).focus()
+        self.query_one(DataList).focus_table()
 
     # -- data -------------------------------------------------------------------------------------
     def fetch_params(self) -> dict[str, Any]:
@@ -100,84 +100,57 @@ class TimelineScreen(PaneScreen):
         return TimelineData(events, until - dt.timedelta(minutes=minutes), until)
 
     def shown_events(self, data: TimelineData) -> list[timeline.Event]:
-        text = self.filter_text.strip()
-        return [
-            e
-            for e in data.events
-            if (self.kind is None or e.kind == self.kind) and (not text or e.matches(text))
-        ]
+        """The events of the chosen kind (the list filters and sorts them further)."""
+        return [e for e in data.events if self.kind is None or e.kind == self.kind]
 
     def render_data(self, data: TimelineData) -> None:
         clock = self.clock
         shown = self.shown_events(data)
         counts = {k: sum(1 for e in data.events if e.kind == k) for k in timeline.KINDS}
         kinds = "  ".join(
-            (
-                f"[reverse b]{timeline.KIND_LABELS[k]} {counts[k]}[/]"
-                if k == self.kind
-                else f"{timeline.KIND_LABELS[k]} {counts[k]}"
-            )
+            f"[reverse b]{timeline.KIND_LABELS[k]} {counts[k]}[/]"
+            if k == self.kind
+            else f"{timeline.KIND_LABELS[k]} {counts[k]}"
             for k in timeline.KINDS
         )
-        title = f"[b]{len(shown)}[/] of {len(data.events)} events, last {WINDOWS[self.window][1]}  ·  {kinds}"
-        if self.filter_text.strip():
-            title += f"  ·  [dim]filter[/] [b]{escape(self.filter_text.strip())}[/]"
-        self.query_one("#timeline-title", Static).update(title)
+        self.query_one("#timeline-title", Static).update(
+            f"[b]{len(shown)}[/] of {len(data.events)} events, last {WINDOWS[self.window][1]}  ·  {kinds}"
+            "  [dim](k kind, w window)[/]"
+        )
         rows = []
         for e in shown:
             tone = TONES.get(e.severity, "secondary")
+            record = {
+                "occurred_at": e.occurred_at,
+                "kind": e.kind,
+                "subject": e.subject,
+                "detail": e.detail,
+                "severity": e.severity,
+            }
             rows.append(
                 (
                     e.key,
+                    record,
                     (
                         Text(clock.stamp(e.occurred_at)[5:]),
-                        styled(
-                            self.app,
-                            timeline.KIND_LABELS[e.kind],
-                            tone,
-                            bold=e.severity in ("error", "critical"),
-                        ),
-                        plain(e.subject, 30),
+                        styled(self.app, timeline.KIND_LABELS[e.kind], tone, bold=tone == "error"),
+                        plain(e.subject),
                         Text(e.detail.replace("\n", " ")),
+                        styled(self.app, e.severity, tone),
                     ),
                 )
             )
-        self.query_one("#events", KeyedTable).sync(rows)
+        self.query_one(DataList).set_rows(rows)
 
-    # -- filters ----------------------------------------------------------------------------------------
-    def _redraw(self) -> None:
-        if self.data is not None:
-            self.render_data(self.data)
-
+    # -- kind and window ----------------------------------------------------------------------------
     def action_next_kind(self) -> None:
         self.kind = KIND_CHOICES[(KIND_CHOICES.index(self.kind) + 1) % len(KIND_CHOICES)]
-        self._redraw()
+        if self.data is not None:
+            self.render_data(self.data)
 
     def action_next_window(self) -> None:
         self.window = (self.window + 1) % len(WINDOWS)
         self.request_refresh()
-
-    def action_filter(self) -> None:
-        box = self.query_one("#timeline-filter", Input)
-        box.display = True
-        self.set_focus(box)
-
-    @on(Input.Changed, "#timeline-filter")
-    def filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value
-        self._redraw()
-
-    @on(Input.Submitted, "#timeline-filter")
-    def filter_done(self, event: Input.Submitted) -> None:
-        self.query_one("#events", KeyedTable).focus()
-
-    def action_clear(self) -> None:
-        box = self.query_one("#timeline-filter", Input)
-        box.value = ""
-        self.filter_text = ""
-        box.display = False
-        self.query_one("#events", KeyedTable).focus()
-        self._redraw()
 
     def action_details(self) -> None:
         from opsconsole.tui.screens.modals import DetailScreen
