@@ -18,18 +18,22 @@ $(STAMP): pyproject.toml constraints.txt
 constraints: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^pip==' > constraints.txt
 
-# The demo: embedded server, schema, 10,000 seeded customers (once), then live traffic and a worker in
-# the background while the console runs; both stop when the console exits. Logs go to .demo/.
+# The demo: embedded server, schema, 10,000 seeded customers (once, with no backlog waiting for the first
+# worker), an hour of healthy pipeline history for the Monitor, then live traffic and a worker in the
+# background while the console runs; both stop when the console exits (traffic first, so the worker
+# leaves nothing pending for the next run). Logs go to .demo/. To play an incident meanwhile, run
+# `.venv/bin/opsconsole simulate --scenario incident` in another terminal.
 demo: $(STAMP)
 	$(BIN)/opsconsole db server start
 	$(BIN)/opsconsole db migrate
-	$(BIN)/opsconsole seed --customers 10000 --if-empty
+	$(BIN)/opsconsole seed --customers 10000 --if-empty --backlog 0
 	@mkdir -p .demo
 	@# a first data-quality run so pane 3 has results; exit 1 only means a rule failed, which is fine here
 	@$(BIN)/opsconsole dq run > .demo/dq.log 2>&1; test $$? -le 1 || (cat .demo/dq.log; exit 1)
+	@$(BIN)/opsconsole simulate --scenario history --rate 200 > .demo/history.log 2>&1 || (cat .demo/history.log; exit 1)
 	@$(BIN)/opsconsole simulate --rate 200 --pid-file .demo/simulate.pid > .demo/simulate.log 2>&1 & sim=$$!; \
 	  $(BIN)/opsconsole worker > .demo/worker.log 2>&1 & wrk=$$!; \
-	  trap 'kill $$sim $$wrk 2>/dev/null; wait $$sim $$wrk 2>/dev/null' EXIT INT TERM; \
+	  trap 'kill $$sim 2>/dev/null; wait $$sim 2>/dev/null; sleep 1; kill $$wrk 2>/dev/null; wait $$wrk 2>/dev/null' EXIT INT TERM; \
 	  $(BIN)/opsconsole
 
 test: $(STAMP)

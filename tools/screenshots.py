@@ -121,6 +121,7 @@ SHOTS: list[tuple[str, str, Callable[..., Awaitable[None]] | None]] = [
     ("4-customers", "customers", _search),
     ("5-catalog", "catalog", None),
     ("6-activity", "activity", None),
+    ("7-timeline", "timeline", None),
     ("help", "activity", _help),
 ]
 

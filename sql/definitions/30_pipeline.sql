@@ -1166,18 +1166,40 @@ $$;
 -- p95 is interpolated inside its histogram bucket (capped at the minute's max), so it is exact to the
 -- bucket's width (finest around the 1 s SLA). sla_breach_rate = processed rows slower than sla_ms per
 -- 100 rows no longer pending, as in the spec.
-CREATE OR REPLACE VIEW financial_processing_monitor AS
+-- financial_processing_minutes is the one definition of those columns for any window of the rollups
+-- (p_until NULL: no upper bound); the monitor view is its last hour, and the console's time cursor
+-- reads older windows through it for an incident review.
+CREATE OR REPLACE FUNCTION financial_processing_minutes(p_since timestamptz, p_until timestamptz DEFAULT NULL)
+RETURNS TABLE(
+    minute_bucket timestamptz,
+    total_transactions bigint,
+    processed_count bigint,
+    failed_count bigint,
+    pending_count bigint,
+    avg_processing_ms numeric,
+    max_processing_ms integer,
+    p95_processing_ms double precision,
+    sla_breach_rate double precision,
+    dead_letter_count bigint,
+    duplicate_count bigint
+)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
 WITH recent AS (
     SELECT r.*
     FROM financial_processing_rollup r
-    WHERE r.minute_bucket >= now() - interval '1 hour'
+    WHERE r.minute_bucket >= p_since
+      AND (p_until IS NULL OR r.minute_bucket <= p_until)
 ),
 hist AS (
     SELECT h.minute_bucket, h.bucket_lower_ms, h.bucket_upper_ms, h.row_count,
            sum(h.row_count) OVER (PARTITION BY h.minute_bucket ORDER BY h.bucket_lower_ms) AS cum,
            sum(h.row_count) OVER (PARTITION BY h.minute_bucket) AS total
     FROM financial_latency_rollup h
-    WHERE h.minute_bucket >= now() - interval '1 hour'
+    WHERE h.minute_bucket >= p_since
+      AND (p_until IS NULL OR h.minute_bucket <= p_until)
       AND h.row_count > 0
 ),
 p95 AS (
@@ -1205,6 +1227,14 @@ SELECT r.minute_bucket,
 FROM recent r
 LEFT JOIN p95 p ON p.minute_bucket = r.minute_bucket
 ORDER BY r.minute_bucket DESC;
+$$;
+COMMENT ON FUNCTION financial_processing_minutes(timestamptz, timestamptz) IS
+    'The monitor''s columns per ingestion minute for any window of the rollups, newest first.';
+
+CREATE OR REPLACE VIEW financial_processing_monitor AS
+SELECT m.*
+FROM financial_processing_minutes(now() - interval '1 hour') m
+ORDER BY m.minute_bucket DESC;
 COMMENT ON VIEW financial_processing_monitor IS
     'Last hour by ingestion minute, from the rollups: counts by state, latency avg/max/p95, SLA breach rate.';
 

@@ -12,7 +12,7 @@ from tools import sample
 from tools.drive import wait_screen
 from tools.screenshots import SIZE, console_app, open_pane
 
-PANES = ["monitor", "backlog", "quality", "customers", "catalog", "activity"]
+PANES = ["monitor", "backlog", "quality", "customers", "catalog", "activity", "timeline"]
 SIZES = {"80x24": (80, 24), "200x60": (200, 60)}  # the smallest terminal and a wide one
 
 

@@ -108,6 +108,12 @@ class _RichProgress:
     help="Run the settled transactions through the financial pipeline (when installed) so processed, "
     "ledger and is_processed agree; --no-history leaves them all unprocessed (much faster at 1M).",
 )
+@click.option(
+    "--backlog",
+    type=click.IntRange(min=0),
+    help="Pending staging rows left for the workers (default: customers / 50, at least 100). "
+    "The demo seeds none: a backlog that waits for the first worker misses the SLA by its age.",
+)
 @json_option
 @pass_ctx
 def seed_cmd(
@@ -119,12 +125,15 @@ def seed_cmd(
     if_empty: bool,
     jobs: int,
     history: bool,
+    backlog: int | None,
     as_json: bool,
 ) -> None:
     """Fill every source table with a consistent demo dataset (~38 rows per customer)."""
     from opsconsole.datagen import seed as seeding
 
-    plan = seeding.SeedPlan(customers=customers, seed=seed_value, as_of=seeding.parse_as_of(as_of))
+    plan = seeding.SeedPlan(
+        customers=customers, seed=seed_value, as_of=seeding.parse_as_of(as_of), backlog=backlog
+    )
     as_json = wants_json(ctx, as_json)
     show = not as_json and err_console.is_terminal
     with _RichProgress(show) as progress:
@@ -202,6 +211,16 @@ def _rate(name: str, default: float, what: str):
 @click.option(
     "--pid-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the process id here."
 )
+@click.option(
+    "--scenario",
+    type=click.Choice(["history", "incident"]),
+    help="Play a story instead of open-ended traffic: `history` fills the Monitor's last hour with "
+    "healthy minutes (the demo's warm-up); `incident` stalls the pipeline behind a lock for --hold "
+    "seconds while traffic arrives, then lets it drain (alarms, timeline, drain estimate).",
+)
+@click.option(
+    "--hold", type=click.FloatRange(min=1), default=90.0, show_default=True, help="incident: seconds stalled."
+)
 @json_option
 @pass_ctx
 def simulate_cmd(
@@ -222,10 +241,16 @@ def simulate_cmd(
     out_of_order_rate: float,
     cross_system_dup_rate: float,
     pid_file: Path | None,
+    scenario: str | None,
+    hold: float,
     as_json: bool,
 ) -> None:
     """Live traffic into staging, events, CRM and market data until Ctrl-C or --duration."""
     from opsconsole.datagen import simulate
+
+    if scenario is not None:
+        _play(ctx, scenario, rate=rate, hold=hold, seed=seed_value, as_json=wants_json(ctx, as_json))
+        return
 
     faults = simulate.FaultRates(
         invalid=invalid_rate,
@@ -300,6 +325,39 @@ def simulate_cmd(
         False,
         title="simulate",
     )
+
+
+def _play(ctx: Context, scenario: str, *, rate: float, hold: float, seed: int | None, as_json: bool) -> None:
+    """simulate --scenario: one of opsconsole.datagen.scenarios."""
+    from opsconsole.datagen import scenarios
+    from opsconsole.db.connect import connect
+
+    if scenario == "history":
+        with connect(ctx.dsn, "simulate") as conn:
+            report = scenarios.play_history(conn, rate=rate, seed=seed if seed is not None else 1)
+        if not as_json:
+            click.echo(
+                f"Healthy history: {report['minutes_written']} minute(s) of the last hour written "
+                f"({report['rows']:,} rows), {report['minutes_kept']} already held data."
+            )
+        else:
+            emit(report, True)
+        return
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    say = (lambda line: None) if as_json else click.echo
+    try:
+        given = click.get_current_context().get_parameter_source("rate") != click.core.ParameterSource.DEFAULT
+        # the incident's traffic: what a demo worker drains once the lock goes (unless --rate says)
+        report = scenarios.play_incident(
+            ctx.dsn, hold=hold, rate=rate if given else 300.0, say=say, stop=stop
+        )
+    except KeyboardInterrupt:
+        stop.set()
+        raise click.Abort() from None
+    if as_json:
+        emit(report, True)
 
 
 class _StatusLine:

@@ -356,15 +356,49 @@ def open_rows(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     return {r["status"]: r for r in dict_rows(conn, query("console/staging_open"))}
 
 
-def monitor_minutes(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """The per-minute rollup of the last hour, newest first."""
-    return dict_rows(conn, query("console/monitor_minutes"))
+def monitor_minutes(conn: psycopg.Connection, until: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The per-minute rollup of the hour up to `until` (None: now), newest first."""
+    return dict_rows(conn, query("console/monitor_minutes"), {"until": until})
 
 
-def active_workers(conn: psycopg.Connection) -> dict[str, Any]:
-    """How many pipeline workers are connected, and how many are busy."""
-    rows = dict_rows(conn, query("console/workers"))
-    return rows[0] if rows else {"workers": 0, "busy": 0}
+def monitor_span(conn: psycopg.Connection) -> dict[str, Any]:
+    """The oldest and newest rollup minutes (how far back the time cursor goes) and the database's now."""
+    return dict_rows(conn, query("console/monitor_span"))[0]
+
+
+def worker_sessions(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Each connected pipeline worker: who, since when, busy or idle, its last minute and last chunk."""
+    return dict_rows(conn, query("console/worker_sessions"))
+
+
+@dataclass(frozen=True)
+class DrainEstimate:
+    """How long the rows waiting for their first attempt take at the pipeline's current pace (rows
+    claimed minus rows arriving, per minute, since the start of the previous minute)."""
+
+    waiting: int
+    claimed_per_min: float
+    arrived_per_min: float
+
+    @property
+    def net_per_min(self) -> float:
+        return self.claimed_per_min - self.arrived_per_min
+
+    @property
+    def seconds_left(self) -> float | None:
+        """0 when nothing waits; None when the backlog does not shrink at this pace."""
+        if self.waiting <= 0:
+            return 0.0
+        if self.net_per_min <= 0:
+            return None
+        return self.waiting / self.net_per_min * 60
+
+
+def drain_estimate(conn: psycopg.Connection, waiting: int) -> DrainEstimate:
+    """The pace from the batches' audit rows (claimed) and the rollups (arrived)."""
+    row = dict_rows(conn, query("console/drain_rate"))[0]
+    minutes = max(float(row["seconds"]), 1.0) / 60
+    return DrainEstimate(waiting, int(row["claimed"]) / minutes, int(row["arrived"]) / minutes)
 
 
 def failed_by_code(conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -31,6 +31,8 @@ KNOWN_RELATIONS: tuple[str, ...] = (
     "lakehouse_customers",
     "data_catalog",
     "data_lineage",
+    "financial_processing_rollup",
+    "schema_evolution_log",
 )
 KNOWN_FUNCTIONS: tuple[str, ...] = (
     "process_financial_batch",
@@ -50,6 +52,7 @@ KNOWN_FUNCTIONS: tuple[str, ...] = (
     "refresh_data_catalog",
     "lineage_upstream",
     "lineage_downstream",
+    "ops_timeline",
 )
 
 PROBE_SQL = """

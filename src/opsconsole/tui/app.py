@@ -58,10 +58,10 @@ T = TypeVar("T")
 
 # Which panes a NOTIFY channel makes stale.
 CHANNEL_PANES: dict[str, set[str]] = {
-    channels.PIPELINE: {"monitor", "backlog"},
+    channels.PIPELINE: {"monitor", "backlog", "timeline"},
     channels.STAGING: {"monitor", "backlog"},
-    channels.DQ: {"quality", "activity"},
-    channels.CATALOG: {"catalog", "activity"},
+    channels.DQ: {"quality", "activity", "timeline"},
+    channels.CATALOG: {"catalog", "activity", "timeline"},
     channels.C360: {"customers", "activity"},
 }
 
@@ -351,7 +351,7 @@ class OpsConsoleApp(App):
             what = "Refresh more often" if binding.action == "faster" else binding.description
             key = "+" if binding.action == "faster" else binding.key_display or binding.key
             rows.append(("everywhere", key, what, ""))
-        rows.append(("everywhere", "1-6", "Switch pane (or click the tab)", ""))
+        rows.append(("everywhere", f"1-{len(PANES)}", "Switch pane (or click the tab)", ""))
         rows.append(("everywhere", "ctrl+p", "Command palette: every action, theme, pane", ""))
         for binding in DataList.BINDINGS:  # every pane's lists share these (widgets/data_list.py)
             assert isinstance(binding, Binding)

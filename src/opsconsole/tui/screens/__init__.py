@@ -6,8 +6,17 @@ from opsconsole.tui.screens.catalog import CatalogScreen
 from opsconsole.tui.screens.customers import CustomersScreen
 from opsconsole.tui.screens.monitor import MonitorScreen
 from opsconsole.tui.screens.quality import QualityScreen
+from opsconsole.tui.screens.timeline import TimelineScreen
 
-PANES = (MonitorScreen, BacklogScreen, QualityScreen, CustomersScreen, CatalogScreen, ActivityScreen)
+PANES = (
+    MonitorScreen,
+    BacklogScreen,
+    QualityScreen,
+    CustomersScreen,
+    CatalogScreen,
+    ActivityScreen,
+    TimelineScreen,
+)
 
 __all__ = [
     "PANES",
@@ -17,4 +26,5 @@ __all__ = [
     "CustomersScreen",
     "MonitorScreen",
     "QualityScreen",
+    "TimelineScreen",
 ]
