@@ -240,9 +240,16 @@ def wait_until_idle(conn: psycopg.Connection, timeout_s: float = 30.0, poll_s: f
 # -- what the Monitor and Backlog panes read ---------------------------------------------------------
 
 
-def open_rows(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
-    """The rows still owed work, by status (pending, failed, dead_letter)."""
-    return {r["status"]: r for r in dict_rows(conn, query("console/staging_open"))}
+def open_rows(conn: psycopg.Connection, *, failed_detail: bool = False) -> dict[str, dict[str, Any]]:
+    """The rows still owed work, by status (pending, failed, dead_letter): rows and oldest_ingested
+    from the maintained counts at any staging size; with failed_detail also next_due and retries, read
+    from the failed and dead-lettered rows themselves (the Backlog pane, which lists them anyway)."""
+    found = {r["status"]: r for r in dict_rows(conn, query("console/staging_open"))}
+    if failed_detail:
+        for r in dict_rows(conn, query("console/staging_failed")):
+            found.setdefault(r["status"], {"status": r["status"], "rows": 0, "oldest_ingested": None})
+            found[r["status"]].update(next_due=r["next_due"], retries=r["retries"])
+    return found
 
 
 def monitor_minutes(conn: psycopg.Connection) -> list[dict[str, Any]]:
