@@ -63,28 +63,29 @@ BEGIN
         RETURNING c.*
     ),
     folded AS (
-        UPDATE financial_staging_counts z SET
-            total          = z.total + g.total,
-            pending        = z.pending + g.pending,
-            processed      = z.processed + g.processed,
-            failed         = z.failed + g.failed,
-            dead_letter    = z.dead_letter + g.dead_letter,
-            duplicate      = z.duplicate + g.duplicate,
-            latency_count  = z.latency_count + g.latency_count,
-            latency_sum_ms = z.latency_sum_ms + g.latency_sum_ms,
-            sla_breaches   = z.sla_breaches + g.sla_breaches,
-            updated_at     = clock_timestamp()
-        FROM (SELECT count(*) AS n, coalesce(sum(total), 0) AS total, coalesce(sum(pending), 0) AS pending,
-                     coalesce(sum(processed), 0) AS processed, coalesce(sum(failed), 0) AS failed,
-                     coalesce(sum(dead_letter), 0) AS dead_letter, coalesce(sum(duplicate), 0) AS duplicate,
-                     coalesce(sum(latency_count), 0) AS latency_count,
-                     coalesce(sum(latency_sum_ms), 0) AS latency_sum_ms,
-                     coalesce(sum(sla_breaches), 0) AS sla_breaches
-              FROM gone) g
-        WHERE z.backend_pid = 0
-        RETURNING g.n
+        INSERT INTO financial_staging_counts AS z (
+            backend_pid, total, pending, processed, failed, dead_letter, duplicate,
+            latency_count, latency_sum_ms, sla_breaches, updated_at)
+        SELECT 0, coalesce(sum(g.total), 0), coalesce(sum(g.pending), 0), coalesce(sum(g.processed), 0),
+               coalesce(sum(g.failed), 0), coalesce(sum(g.dead_letter), 0), coalesce(sum(g.duplicate), 0),
+               coalesce(sum(g.latency_count), 0), coalesce(sum(g.latency_sum_ms), 0),
+               coalesce(sum(g.sla_breaches), 0), clock_timestamp()
+        FROM gone g
+        HAVING count(*) > 0
+        ON CONFLICT (backend_pid) DO UPDATE SET
+            total          = z.total + EXCLUDED.total,
+            pending        = z.pending + EXCLUDED.pending,
+            processed      = z.processed + EXCLUDED.processed,
+            failed         = z.failed + EXCLUDED.failed,
+            dead_letter    = z.dead_letter + EXCLUDED.dead_letter,
+            duplicate      = z.duplicate + EXCLUDED.duplicate,
+            latency_count  = z.latency_count + EXCLUDED.latency_count,
+            latency_sum_ms = z.latency_sum_ms + EXCLUDED.latency_sum_ms,
+            sla_breaches   = z.sla_breaches + EXCLUDED.sla_breaches,
+            updated_at     = EXCLUDED.updated_at
+        RETURNING 1
     )
-    SELECT coalesce((SELECT f.n FROM folded f), 0) INTO v_n;
+    SELECT count(*) INTO v_n FROM gone;   -- (folded runs too: a data-modifying WITH always does)
     RETURN v_n;
 END;
 $$;

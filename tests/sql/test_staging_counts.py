@@ -90,3 +90,19 @@ def test_counts_equal_a_real_count_after_a_mixed_workload(db_dsn, plain):
         ops.process_batch(worker, 10_000)
     counts = real(plain)
     assert maintained(plain) == counts and counts["dead_letter"] == 60 and counts["pending"] == 0
+
+
+def test_backlog_reads_over_failed_rows_are_reread_only_when_the_counts_move(db_dsn, plain):
+    stage(db_dsn, 1, 20, ago="1 minute", type_="no-such-type")
+    with psycopg.connect(db_dsn, autocommit=True) as worker:
+        ops.process_batch(worker, 10_000)
+    first = ops.failed_by_code(plain)
+    assert [(r["error_code"], r["dead_letter"]) for r in first] == [("unknown_type", 20)]
+    assert ops.failed_by_code(plain) is first  # nothing moved: not read again
+    stage(db_dsn, 101, 5, ago="1 minute", type_="no-such-type")
+    with psycopg.connect(db_dsn, autocommit=True) as worker:
+        ops.process_batch(worker, 10_000)
+    assert [r["dead_letter"] for r in ops.failed_by_code(plain)] == [25]
+    ops.retry(plain, error_code="unknown_type", include_dead_letter=True, reason="test")
+    assert ops.failed_by_code(plain) == []
+    assert ops.open_rows(plain, failed_detail=True)["pending"]["rows"] == 25
