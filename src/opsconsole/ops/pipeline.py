@@ -242,11 +242,11 @@ def wait_until_idle(conn: psycopg.Connection, timeout_s: float = 30.0, poll_s: f
 
 
 # Reads over the failed and dead-lettered rows themselves (by code, the list, next due, retries) cost in
-# proportion to how many there are (300k in a 3M-row incident: ~100 ms of server CPU a refresh). They
+# proportion to how many there are (100k failed rows: ~100 ms of server CPU a refresh). They
 # change only when a staging row changes state, and every such change moves the maintained counts
 # (console/staging_version), so a console re-reads them only when that fingerprint moved, or after
 # FAILED_REREAD_S anyway. The cache is per database and per read, shared by the consoles of a process.
-FAILED_REREAD_S = 30.0
+FAILED_REREAD_S = 120.0
 _failed_cache: dict[tuple[Any, ...], tuple[float, tuple[Any, ...], Any]] = {}
 _failed_lock = threading.Lock()
 
