@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "latest.json"
 README = ROOT.parent / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-MODULES = ("p_pipeline", "p_customers", "p_dq", "p_console", "p_citus")
+MODULES = ("p_pipeline", "p_customers", "p_dq", "p_console", "p_observer", "p_citus")
 
 
 @dataclass

@@ -376,8 +376,8 @@ def p8_console_keys(db: BenchDB, quick: bool) -> Result:
         value=p95,
         baseline=None,
         ratio=None,
-        target="p95 < 100 ms",
-        ok=p95 < 100 and summary["missed"] == 0,
+        target="p95 < 50 ms",
+        ok=p95 < 50 and summary["missed"] == 0,
         unit="ms",
         details=loaded | summary,
     )

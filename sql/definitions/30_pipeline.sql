@@ -48,6 +48,7 @@ BEGIN
     IF p_deltas IS NULL OR jsonb_array_length(p_deltas) = 0 THEN
         RETURN;
     END IF;
+    PERFORM financial_staging_counts_apply(p_deltas);  -- staging rows by state (32_staging_counts.sql)
     INSERT INTO financial_processing_rollup AS r (
         minute_bucket, total_transactions, pending_count, processed_count, failed_count, dead_letter_count,
         duplicate_count, latency_count, latency_sum_ms, latency_max_ms, sla_breaches, updated_at)
@@ -1354,6 +1355,7 @@ BEGIN
     DELETE FROM financial_latency_rollup WHERE minute_bucket < now() - v_cfg.rollup_retention;
     DELETE FROM financial_processing_rollup WHERE minute_bucket < now() - v_cfg.rollup_retention;
     GET DIAGNOSTICS rollup_rows_deleted = ROW_COUNT;
+    PERFORM financial_staging_counts_fold();  -- the counts of backends gone, into the carry
 
     -- The days ahead, last: after a drop this session already holds staging exclusively; before one,
     -- an ATTACH (which locks DEFAULT) followed by the LOCK above could deadlock with a claiming worker.

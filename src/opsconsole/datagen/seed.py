@@ -68,6 +68,7 @@ DERIVED_TABLES = [
     "financial_transaction_ledger",
     "financial_processing_rollup",
     "financial_latency_rollup",
+    "financial_staging_counts",
     "lakehouse_customer_chains",
     "customer_360_store",
     "customer_360_dirty",

@@ -10,6 +10,7 @@ one implementation and one audit action name (PROCESS_BATCH, RETRY).
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -351,9 +352,44 @@ def wait_until_idle(conn: psycopg.Connection, timeout_s: float = 30.0, poll_s: f
 # -- what the Monitor and Backlog panes read ---------------------------------------------------------
 
 
-def open_rows(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
-    """The rows still owed work, by status (pending, failed, dead_letter)."""
-    return {r["status"]: r for r in dict_rows(conn, query("console/staging_open"))}
+# Reads over the failed and dead-lettered rows themselves (by code, the list, next due, retries) cost in
+# proportion to how many there are (100k failed rows: ~100 ms of server CPU a refresh). They
+# change only when a staging row changes state, and every such change moves the maintained counts
+# (console/staging_version), so a console re-reads them only when that fingerprint moved, or after
+# FAILED_REREAD_S anyway. The cache is per database and per read, shared by the consoles of a process.
+FAILED_REREAD_S = 120.0
+_failed_cache: dict[tuple[Any, ...], tuple[float, tuple[Any, ...], Any]] = {}
+_failed_lock = threading.Lock()
+
+
+def _failed_set(conn: psycopg.Connection, key: tuple[Any, ...], read: Any) -> Any:
+    info = conn.info
+    full_key = (info.host, info.port, info.dbname, *key)
+    version = tuple(dict_rows(conn, query("console/staging_version"))[0].values())
+    now = time.monotonic()
+    with _failed_lock:
+        hit = _failed_cache.get(full_key)
+    if hit is not None and hit[1] == version and now - hit[0] < FAILED_REREAD_S:
+        return hit[2]
+    data = read()
+    with _failed_lock:
+        if len(_failed_cache) > 64:
+            _failed_cache.clear()
+        _failed_cache[full_key] = (now, version, data)
+    return data
+
+
+def open_rows(conn: psycopg.Connection, *, failed_detail: bool = False) -> dict[str, dict[str, Any]]:
+    """The rows still owed work, by status (pending, failed, dead_letter): rows and oldest_ingested
+    from the maintained counts at any staging size; with failed_detail also next_due and retries, read
+    from the failed and dead-lettered rows themselves (the Backlog pane, which lists them anyway)."""
+    found = {r["status"]: r for r in dict_rows(conn, query("console/staging_open"))}
+    if failed_detail:
+        detail = _failed_set(conn, ("detail",), lambda: dict_rows(conn, query("console/staging_failed")))
+        for r in detail:
+            found.setdefault(r["status"], {"status": r["status"], "rows": 0, "oldest_ingested": None})
+            found[r["status"]].update(next_due=r["next_due"], retries=r["retries"])
+    return found
 
 
 def monitor_minutes(conn: psycopg.Connection, until: dt.datetime | None = None) -> list[dict[str, Any]]:
@@ -402,15 +438,14 @@ def drain_estimate(conn: psycopg.Connection, waiting: int) -> DrainEstimate:
 
 
 def failed_by_code(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    return dict_rows(conn, query("console/backlog_codes"))
+    return _failed_set(conn, ("codes",), lambda: dict_rows(conn, query("console/backlog_codes")))
 
 
 def failed_rows(conn: psycopg.Connection, text: str | None, limit: int) -> list[dict[str, Any]]:
     """Failed and dead-lettered rows, narrowed to those matching `text` when given."""
-    return dict_rows(
-        conn,
-        query("console/backlog_rows"),
-        {"filter": text, "like": f"%{text}%" if text else None, "limit": limit},
+    params = {"filter": text, "like": f"%{text}%" if text else None, "limit": limit}
+    return _failed_set(
+        conn, ("rows", text, limit), lambda: dict_rows(conn, query("console/backlog_rows"), params)
     )
 
 

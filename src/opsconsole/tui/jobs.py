@@ -70,6 +70,9 @@ class JobsBar(Static):
 
     status: reactive[ConsoleStatus | None] = reactive(None, always_update=True, init=False, layout=False)
 
+    _text: str | None = None  # what is shown, and in how many lines (-1: nothing yet)
+    _lines = -1
+
     def on_mount(self) -> None:
         self.tick()
         self.set_interval(0.5, self.tick)
@@ -88,8 +91,13 @@ class JobsBar(Static):
                 lines.append(running_line(job, now))
             elif job.finished is not None and now - job.finished < SHOW_FINISHED_S:
                 lines.append(finished_line(job))
+        text = "\n".join(lines)
+        if text == self._text:
+            return  # nothing new (with no jobs: every half second): no redraw, no relayout
+        relayout = len(lines) != self._lines  # the bar's height changes only with its line count
+        self._text, self._lines = text, len(lines)
         self.set_class(bool(lines), "-visible")
-        self.update("\n".join(lines))
+        self.update(text, layout=relayout)
 
 
 def running_line(job: Job, now: float) -> str:

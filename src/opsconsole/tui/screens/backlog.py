@@ -100,7 +100,7 @@ class BacklogScreen(PaneScreen):
     def fetch(cls, conn: psycopg.Connection, caps: Capabilities, params: dict[str, Any]) -> BacklogData:
         flt = params.get("filter")
         return BacklogData(
-            pipeline.open_rows(conn),
+            pipeline.open_rows(conn, failed_detail=True),
             pipeline.failed_by_code(conn),
             pipeline.failed_rows(conn, flt, LIMIT),
             flt,

@@ -165,9 +165,9 @@ class PaneScreen(Screen):
         if not self.is_mounted or not frames or not notes:
             return
         frames.first().set_class(self.unavailable is not None, "-unavailable")
-        notes.first(Static).update(
-            f"not available on this database: {self.unavailable}" if self.unavailable else ""
-        )
+        note = f"not available on this database: {self.unavailable}" if self.unavailable else ""
+        if notes.first(Static).content != note:  # an update re-lays the screen out: only on change (P8)
+            notes.first(Static).update(note)
         if render and self.unavailable is None and self.data is not None:
             self.render_data(self.data)
         self.update_badge()

@@ -33,17 +33,27 @@ def shown(widget: Widget) -> bool:
 
 
 class _StatusView(Static):
+    """The status arrives once a second and mostly says the same: redraw only when the text changed,
+    and lay the screen out again only for a view whose height can change (RELAYOUT); a relayout of
+    every pane's chrome each second cost key presses their next frame (issue 12, P8)."""
+
     status: reactive[ConsoleStatus | None] = reactive(None, always_update=True, init=False, layout=False)
+    RELAYOUT = False
+    _text: str | None = None  # what is shown
 
     def on_mount(self) -> None:
-        self.update(self.compose_text())
+        self._text = self.compose_text()
+        self.update(self._text)
 
     def watch_status(self, status: ConsoleStatus | None) -> None:
         self.tick()
 
     def tick(self) -> None:
         if shown(self):
-            self.update(self.compose_text())
+            text = self.compose_text()
+            if text != self._text:
+                self._text = text
+                self.update(text, layout=self.RELAYOUT)
 
     def compose_text(self) -> str:  # pragma: no cover - overridden
         return ""
@@ -151,6 +161,8 @@ class PaneTabs(_StatusView):
 
 class Banner(_StatusView):
     """Shown only when something is wrong with the connection."""
+
+    RELAYOUT = True  # height: auto
 
     DEFAULT_CSS = """
     Banner { height: auto; background: $error 30%; color: $text; padding: 0 1; display: none; }

@@ -1,0 +1,91 @@
+-- 32_staging_counts.sql: staging rows by state, maintained (financial_staging_counts, 0018), so that
+-- watching the pipeline never counts staging rows (issue 18, P9).
+--
+-- Repeatable definitions: every function, view and trigger here is (re)created by CREATE OR REPLACE, and
+-- the runner re-applies ALL files of sql/definitions/ in name order, in one transaction, after the
+-- versioned migrations whenever any file's checksum changed. Each object has exactly one CREATE in the
+-- tree: edit it here, never in a migration. A migration must not depend on an object created here.
+
+-- Called by financial_rollup_apply() with the same deltas, so every change of a staging row's state
+-- that the rollups see is counted here too, and also those the rollups drop: a minute older than
+-- rollup_retention (a dead letter from long ago retried) still moves the counts. The row is this
+-- backend's own, so concurrent writers never wait for each other here.
+CREATE OR REPLACE FUNCTION financial_staging_counts_apply(p_deltas jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    INSERT INTO financial_staging_counts AS c (
+        backend_pid, total, pending, processed, failed, dead_letter, duplicate,
+        latency_count, latency_sum_ms, sla_breaches, updated_at)
+    SELECT pg_backend_pid(),
+           coalesce(sum(d.total_delta), 0), coalesce(sum(d.pending_delta), 0),
+           coalesce(sum(d.processed_delta), 0), coalesce(sum(d.failed_delta), 0),
+           coalesce(sum(d.dead_letter_delta), 0), coalesce(sum(d.duplicate_delta), 0),
+           coalesce(sum(d.latency_count), 0), coalesce(sum(d.latency_sum_ms), 0),
+           coalesce(sum(d.sla_breaches), 0), clock_timestamp()
+    FROM jsonb_to_recordset(p_deltas) AS d(
+        total_delta bigint, pending_delta bigint, processed_delta bigint, failed_delta bigint,
+        dead_letter_delta bigint, duplicate_delta bigint, latency_count bigint, latency_sum_ms bigint,
+        sla_breaches bigint)
+    ON CONFLICT (backend_pid) DO UPDATE SET
+        total          = c.total + EXCLUDED.total,
+        pending        = c.pending + EXCLUDED.pending,
+        processed      = c.processed + EXCLUDED.processed,
+        failed         = c.failed + EXCLUDED.failed,
+        dead_letter    = c.dead_letter + EXCLUDED.dead_letter,
+        duplicate      = c.duplicate + EXCLUDED.duplicate,
+        latency_count  = c.latency_count + EXCLUDED.latency_count,
+        latency_sum_ms = c.latency_sum_ms + EXCLUDED.latency_sum_ms,
+        sla_breaches   = c.sla_breaches + EXCLUDED.sla_breaches,
+        updated_at     = EXCLUDED.updated_at;
+END;
+$$;
+
+
+-- Folds the rows of backends that are gone into the carry (backend_pid 0), so the table stays as
+-- small as the set of live writers. Exact under concurrency: a new backend that reuses a folded pid
+-- waits for the delete's row lock and then inserts a fresh row (ON CONFLICT sees the row gone).
+-- purge_financial_staging() calls it; returns how many rows were folded.
+CREATE OR REPLACE FUNCTION financial_staging_counts_fold()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_n integer;
+BEGIN
+    WITH gone AS (
+        DELETE FROM financial_staging_counts c
+        WHERE c.backend_pid <> 0
+          AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.backend_pid)
+        RETURNING c.*
+    ),
+    folded AS (
+        INSERT INTO financial_staging_counts AS z (
+            backend_pid, total, pending, processed, failed, dead_letter, duplicate,
+            latency_count, latency_sum_ms, sla_breaches, updated_at)
+        SELECT 0, coalesce(sum(g.total), 0), coalesce(sum(g.pending), 0), coalesce(sum(g.processed), 0),
+               coalesce(sum(g.failed), 0), coalesce(sum(g.dead_letter), 0), coalesce(sum(g.duplicate), 0),
+               coalesce(sum(g.latency_count), 0), coalesce(sum(g.latency_sum_ms), 0),
+               coalesce(sum(g.sla_breaches), 0), clock_timestamp()
+        FROM gone g
+        HAVING count(*) > 0
+        ON CONFLICT (backend_pid) DO UPDATE SET
+            total          = z.total + EXCLUDED.total,
+            pending        = z.pending + EXCLUDED.pending,
+            processed      = z.processed + EXCLUDED.processed,
+            failed         = z.failed + EXCLUDED.failed,
+            dead_letter    = z.dead_letter + EXCLUDED.dead_letter,
+            duplicate      = z.duplicate + EXCLUDED.duplicate,
+            latency_count  = z.latency_count + EXCLUDED.latency_count,
+            latency_sum_ms = z.latency_sum_ms + EXCLUDED.latency_sum_ms,
+            sla_breaches   = z.sla_breaches + EXCLUDED.sla_breaches,
+            updated_at     = EXCLUDED.updated_at
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_n FROM gone;   -- (folded runs too: a data-modifying WITH always does)
+    RETURN v_n;
+END;
+$$;

@@ -1,0 +1,108 @@
+"""financial_staging_counts (0018, 32_staging_counts.sql) stays equal to a real count of staging rows
+by state after a mixed workload: arrivals on several connections, processing with retryable failures
+and dead letters, retries (of dead letters too, one in a minute the rollups no longer keep), a purge
+that drops whole days and folds the counts of the backends that are gone."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from opsconsole.ops import pipeline as ops
+
+OPEN = ("pending", "failed", "dead_letter")
+
+
+@pytest.fixture
+def plain(db_dsn):
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        yield c
+
+
+def real(conn) -> dict[str, int]:
+    counts = dict.fromkeys(OPEN, 0)
+    for status, n in conn.execute(
+        "SELECT processing_status, count(*) FROM financial_transactions_staging GROUP BY 1"
+    ).fetchall():
+        if status in counts:
+            counts[status] = n
+    counts["processed"] = conn.execute("SELECT count(*) FROM financial_transactions_processed").fetchone()[0]
+    return counts
+
+
+def maintained(conn) -> dict[str, int]:
+    row = conn.execute(
+        "SELECT sum(pending), sum(failed), sum(dead_letter), sum(processed) FROM financial_staging_counts"
+    ).fetchone()
+    return dict(zip((*OPEN, "processed"), (int(v) for v in row), strict=True))
+
+
+def stage(dsn: str, first: int, n: int, *, ago: str, type_: str = "payment", future: bool = False) -> None:
+    """n rows from a connection of their own (so each batch of arrivals has its own counts row),
+    ingested `ago` before now; an unknown type dead-letters at once, a future timestamp fails and is
+    retried with backoff."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
+            "amount, transaction_type, batch_id, ingestion_timestamp) "
+            "SELECT g, g %% 7, CASE WHEN %s THEN now() + interval '2 days' ELSE now() - %s::interval END, "
+            "10 + g %% 50, %s, 'counts', now() - %s::interval "
+            "FROM generate_series(%s::bigint, %s::bigint) g",
+            (future, ago, type_, ago, first, first + n - 1),
+        )
+
+
+def test_counts_equal_a_real_count_after_a_mixed_workload(db_dsn, plain):
+    stage(db_dsn, 1, 400, ago="3 days")  # a day the purge drops, in a minute the rollups trim
+    stage(db_dsn, 1001, 30, ago="3 days", type_="no-such-type")  # dead letters there
+    stage(db_dsn, 2001, 200, ago="5 minutes")
+    stage(db_dsn, 3001, 25, ago="1 minute", type_="no-such-type")
+    stage(db_dsn, 4001, 40, ago="1 minute", future=True)  # retryable: failed, then retried
+    stage(db_dsn, 1, 5, ago="2 minutes")  # the same ids, another payload: dead letters (conflict)
+    assert maintained(plain) == real(plain)
+
+    with psycopg.connect(db_dsn, autocommit=True) as worker:
+        ops.process_batch(worker, 10_000)
+    counts = real(plain)
+    assert counts["dead_letter"] == 60 and counts["failed"] == 40 and counts["processed"] == 600
+    assert maintained(plain) == counts
+
+    plain.execute("UPDATE financial_pipeline_settings SET rollup_retention = interval '2 days'")
+    # a retry of failed rows (they fail again: still in the future) and of every dead letter, among
+    # them rows of a minute older than the rollup retention (the rollups drop that delta)
+    ops.retry(plain, all_rows=True, include_dead_letter=True, reason="test")
+    assert maintained(plain) == real(plain) and real(plain)["pending"] == 100
+    with psycopg.connect(db_dsn, autocommit=True) as worker:
+        ops.process_batch(worker, 10_000)
+    assert maintained(plain) == real(plain)
+    ops.retry(plain, error_code="unknown_type", include_dead_letter=True, reason="test")
+    stage(db_dsn, 5001, 10, ago="3 days")  # pending in the day the purge drops: kept in DEFAULT
+
+    before = plain.execute("SELECT count(*) FROM financial_staging_counts").fetchone()[0]
+    done = ops.purge(plain, "1 day")
+    assert done["partitions_dropped"] and done["rollup_rows_deleted"] > 0
+    after = plain.execute("SELECT count(*) FROM financial_staging_counts").fetchone()[0]
+    assert after < before  # the arrivals' and workers' rows (their connections closed) were folded
+    assert maintained(plain) == real(plain)
+    assert real(plain)["pending"] == 65 and real(plain)["dead_letter"] == 5
+
+    with psycopg.connect(db_dsn, autocommit=True) as worker:
+        ops.process_batch(worker, 10_000)
+    counts = real(plain)
+    assert maintained(plain) == counts and counts["dead_letter"] == 60 and counts["pending"] == 0
+
+
+def test_backlog_reads_over_failed_rows_are_reread_only_when_the_counts_move(db_dsn, plain):
+    stage(db_dsn, 1, 20, ago="1 minute", type_="no-such-type")
+    with psycopg.connect(db_dsn, autocommit=True) as worker:
+        ops.process_batch(worker, 10_000)
+    first = ops.failed_by_code(plain)
+    assert [(r["error_code"], r["dead_letter"]) for r in first] == [("unknown_type", 20)]
+    assert ops.failed_by_code(plain) is first  # nothing moved: not read again
+    stage(db_dsn, 101, 5, ago="1 minute", type_="no-such-type")
+    with psycopg.connect(db_dsn, autocommit=True) as worker:
+        ops.process_batch(worker, 10_000)
+    assert [r["dead_letter"] for r in ops.failed_by_code(plain)] == [25]
+    ops.retry(plain, error_code="unknown_type", include_dead_letter=True, reason="test")
+    assert ops.failed_by_code(plain) == []
+    assert ops.open_rows(plain, failed_detail=True)["pending"]["rows"] == 25
