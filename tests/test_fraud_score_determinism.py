@@ -73,11 +73,12 @@ def _scores_concurrently(dsn: str, rows, chunk: int, workers: int, run: int) -> 
     errors: list[BaseException] = []
 
     def owed(conn: psycopg.Connection) -> int:
-        return conn.execute(
-            "SELECT count(*) FROM financial_transactions_staging WHERE transaction_id BETWEEN %s AND %s "
-            "AND processing_status IN ('pending', 'failed')",
-            (base_id, base_id + 999),
-        ).fetchone()[0]
+        with conn.transaction():  # ends here: an open transaction would keep this worker's claims
+            return conn.execute(
+                "SELECT count(*) FROM financial_transactions_staging WHERE transaction_id BETWEEN %s AND %s "
+                "AND processing_status IN ('pending', 'failed')",
+                (base_id, base_id + 999),
+            ).fetchone()[0]
 
     def work() -> None:
         try:
@@ -96,7 +97,13 @@ def _scores_concurrently(dsn: str, rows, chunk: int, workers: int, run: int) -> 
                         if not owed(conn):
                             return
                         time.sleep(0.01)
-                raise AssertionError("the workers did not drain the staged rows within 60 s")
+                left = conn.execute(
+                    "SELECT staging_id, processing_status, error_code, error_message "
+                    "FROM financial_transactions_staging WHERE transaction_id BETWEEN %s AND %s "
+                    "AND processing_status IN ('pending', 'failed')",
+                    (base_id, base_id + 999),
+                ).fetchall()
+                raise AssertionError(f"the workers did not drain the staged rows within 60 s: {left}")
         except BaseException as exc:  # reported by the test thread
             errors.append(exc)
 

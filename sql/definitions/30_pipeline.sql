@@ -698,6 +698,7 @@ DECLARE
     v_chunk_start timestamptz;
     v_res      record;
     v_sum_ms   bigint := 0;
+    v_part     financial_transactions_staging[];
     v_bucket0  integer;
     v_bucket   integer;
     v_i        integer;
@@ -724,19 +725,21 @@ BEGIN
         -- rows in arrival order (staging_id), until the chunk is full. Every row of an account is in
         -- one bucket, so while a row is scored every earlier due arrival of its account is either
         -- committed (the bucket's previous holder committed before this lock was granted) or in
-        -- this chunk: the score does not depend on which worker claimed the row, nor on the chunk
-        -- size. The bucket is the high 6 bits of hashint8(account_id), the hash Citus shards bigint
-        -- columns by, so a bucket is within one shard (docs/scaling.md, "The claim"); the expression
-        -- is the one of financial_staging_bucket_claim_idx (0018), repeated exactly. Row locks (FOR
-        -- UPDATE ... SKIP LOCKED) remain the claim itself: a row a retry_failed holds is skipped.
+        -- this chunk: the score depends neither on which worker claimed the row nor on the chunk
+        -- size. With a backlog larger than a chunk, workers hold disjoint buckets and run in
+        -- parallel; with a smaller one, one chunk takes it all (one worker is then enough). The
+        -- bucket is the high 6 bits of hashint8(account_id), the hash Citus shards bigint columns
+        -- by, so a bucket lies within one shard (docs/scaling.md, "The claim"); the expression is
+        -- the one of financial_staging_bucket_claim_idx (0018), repeated exactly. Row locks (FOR
+        -- UPDATE ... SKIP LOCKED) remain the claim itself: a row retry_failed holds is skipped.
         v_rows := NULL;
         v_bucket0 := floor(random() * 64)::integer;
         FOR v_i IN 0..63 LOOP
-            EXIT WHEN coalesce(array_length(v_rows, 1), 0) >= v_limit;
+            EXIT WHEN coalesce(cardinality(v_rows), 0) >= v_limit;
             v_bucket := (v_bucket0 + v_i) % 64;
             CONTINUE WHEN NOT pg_try_advisory_xact_lock(v_claim_key, v_bucket);
-            SELECT v_rows || array_agg(q.s ORDER BY (q.s).staging_id)
-            INTO v_rows
+            SELECT array_agg(q.s ORDER BY (q.s).staging_id)
+            INTO v_part
             FROM (
                 SELECT s
                 FROM financial_transactions_staging s
@@ -744,11 +747,12 @@ BEGIN
                   AND s.processing_status IN ('pending', 'failed')
                   AND s.next_attempt_at <= v_now
                 ORDER BY s.staging_id
-                LIMIT v_limit - coalesce(array_length(v_rows, 1), 0)
+                LIMIT v_limit - coalesce(cardinality(v_rows), 0)
                 FOR UPDATE OF s SKIP LOCKED
             ) q;
+            v_rows := v_rows || v_part;   -- appended in place, not a copy of the chunk per bucket
         END LOOP;
-        EXIT WHEN v_rows IS NULL OR cardinality(v_rows) = 0;
+        EXIT WHEN coalesce(cardinality(v_rows), 0) = 0;
 
         v_chunk_id := nextval('financial_chunk_seq');
         SELECT * INTO v_res FROM financial_apply_isolating(v_rows, v_cfg, v_chunk_id, v_worker, v_now);

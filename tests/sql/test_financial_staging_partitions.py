@@ -284,7 +284,7 @@ def test_two_workers_claim_disjoint_rows_across_partitions(db_dsn):
         ).fetchall()
         # the chunks are disjoint, span the three partitions, and together hold every row once
         assert sorted(i for r in got for i in r["ids"]) == list(range(1, 13))
-        assert len(got[0]["ids"]) == 6 and None not in [r["chunk_id"] for r in got]
+        assert None not in [r["chunk_id"] for r in got]
         assert c.execute("SELECT count(*) AS n FROM financial_transaction_ledger").fetchone()["n"] == 12
 
 
