@@ -96,8 +96,8 @@ def p1_ingest(db: BenchDB, quick: bool) -> Result:
         value=copy_rate,
         baseline=many_rate,
         ratio=ratio,
-        target=">= 5x and >= 100k rows/s",
-        ok=ratio >= 5 and copy_rate >= 100_000,
+        target=">= 5x and >= 150k rows/s",
+        ok=ratio >= 5 and copy_rate >= 150_000,
         unit="rows/s",
         details={"rows": n, "baseline_rows": n_base},
     )
@@ -202,8 +202,8 @@ def p2_process(db: BenchDB, quick: bool) -> Result:
         value=rate1,
         baseline=base,
         ratio=ratio,
-        target=">= 15x with 1 worker; 2 workers >= 1.3x one",
-        ok=ratio >= 15 and scaling >= 1.3,
+        target=">= 40x with 1 worker; 2 workers >= 1.3x one",
+        ok=ratio >= 40 and scaling >= 1.3,
         unit="rows/s",
         details={
             "rows": n,
@@ -220,7 +220,7 @@ def p3_latency(db: BenchDB, quick: bool) -> Result:
     """Offer a steady load (a COPY of rate/10 rows every 100 ms) while two worker loops run; latency
     per row is processed_at - ingestion_timestamp (the loader's transaction start, so it includes the
     COPY)."""
-    rate = 5_000 if quick else 20_000
+    rate = 10_000 if quick else 50_000
     seconds = 5 if quick else 60
     per_tick = rate // 10
     stop = threading.Event()
@@ -302,6 +302,7 @@ def p3_latency(db: BenchDB, quick: bool) -> Result:
         ok=p99 < 1000 and not growing and achieved >= 0.9 * rate,
         unit="ms",
         details={
+            "offered": rate,  # the rate asked for; offered_rows_s is what the loader achieved
             "p50_ms": p50,
             "p95_ms": p95,
             "p99_ms": p99,

@@ -1,4 +1,4 @@
--- 32_staging_counts.sql: staging rows by state, maintained (financial_staging_counts, 0018), so that
+-- 32_staging_counts.sql: staging rows by state, maintained (financial_staging_counts, 0021), so that
 -- watching the pipeline never counts staging rows (issue 18, P9).
 --
 -- Repeatable definitions: every function, view and trigger here is (re)created by CREATE OR REPLACE, and

@@ -1,4 +1,4 @@
--- 0018: staging rows by state, maintained, so that nothing that watches the pipeline (a console's
+-- 0021: staging rows by state, maintained, so that nothing that watches the pipeline (a console's
 -- refresh, the on-call watcher, the exporter) counts open staging rows: 3M open rows cost a console
 -- about 80-100 ms of server CPU per second when each refresh counted them (issue 18, P9).
 -- (Tables and data only; financial_rollup_apply() and financial_staging_counts_fold() in

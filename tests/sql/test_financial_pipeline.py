@@ -639,15 +639,19 @@ def test_two_sessions_never_claim_the_same_rows(db_dsn):
 
         t = threading.Thread(target=other)
         t.start()
-        t.join(1.0)  # b skips a's rows, then waits for a's rollup row lock
+        t.join(1.0)  # b skips a's rows and a's account buckets, then waits for a's rollup row lock
         a.commit()
         t.join(10)
-    assert (results["a"]["claimed_count"], results["b"]["claimed_count"]) == (6, 4)
+    # b takes only rows of accounts a does not hold (the claim is by account bucket); what it left
+    # (rows of a's buckets that a's chunk had no room for) is claimed once a has committed
+    assert results["a"]["claimed_count"] == 6 and results["b"]["claimed_count"] <= 4
     with psycopg.connect(db_dsn, autocommit=True, row_factory=dict_row) as c:
+        rest = c.execute("SELECT * FROM process_financial_batch_detail(100)").fetchone()["claimed_count"]
+        assert results["b"]["claimed_count"] + rest == 4
         n = c.execute(
             "SELECT count(*) AS n, count(DISTINCT chunk_id) AS chunks, "
             "(SELECT count(*) FROM financial_transactions_processed) AS p "
             "FROM financial_transactions_staging "
             "WHERE processing_status = 'processed'"
         ).fetchone()
-    assert (n["n"], n["chunks"], n["p"]) == (10, 2, 10)
+    assert (n["n"], n["p"]) == (10, 10) and n["chunks"] >= 1 + (rest > 0)

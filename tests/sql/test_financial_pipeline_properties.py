@@ -72,8 +72,9 @@ def test_set_based_score_equals_row_by_row_reference(conn, rows, zone, chunk_siz
             "JOIN financial_transactions_staging s ON s.staging_id = p.staging_id "
             "ORDER BY s.staging_id"
         ).fetchall()
-        # every valid row was processed (one per transaction_id), so the comparison below is not vacuous
-        assert len(done) == len({r[0] for r in data if r[4] != "bogus"})
+        # every valid row was processed (one per account and transaction_id), so the comparison below
+        # is not vacuous
+        assert len(done) == len({(r[1], r[0]) for r in data if r[4] != "bogus"})
         # The reference: score each processed row with detect_fraud_indicators, in arrival order,
         # inserting it before scoring the next, on an empty processed table (a row's history is what
         # arrived before it, whatever the chunks).
@@ -154,10 +155,11 @@ def test_every_staged_row_ends_in_exactly_one_state(conn, rows, chunk_size):
                 expected[sid] = code_of[kind]
                 continue
             payload = (row[1], row[2], row[3], row[4], row[5].obj if row[5] else None)
-            if row[0] not in winner_payload:
-                winner_payload[row[0]] = payload
+            key = (row[1], row[0])  # exactly-once per (account_id, transaction_id)
+            if key not in winner_payload:
+                winner_payload[key] = payload
                 expected[sid] = ("processed", None)
-            elif winner_payload[row[0]] == payload:
+            elif winner_payload[key] == payload:
                 expected[sid] = ("duplicate", "duplicate")
             else:
                 expected[sid] = ("dead_letter", "payload_conflict")
