@@ -561,9 +561,12 @@ def test_a_role_that_may_only_write_the_sources_is_still_captured(conn):
         conn.execute("TRUNCATE ecommerce_events")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("INSERT INTO customer_360_dirty (customer_id, source) VALUES (2, 'forged')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO customer_360_dirty_orders (order_id, source) VALUES (2, 'forged')")
         conn.execute("RESET ROLE")
         sources = conn.execute(
-            "SELECT array_agg(DISTINCT source ORDER BY source) AS s FROM customer_360_dirty"
+            "SELECT array_agg(DISTINCT source ORDER BY source) AS s FROM "
+            "(SELECT source FROM customer_360_dirty UNION ALL SELECT source FROM customer_360_dirty_orders) q"
         )
         assert sources.fetchone()["s"] == ["crm", "ecommerce_events", "erp_orders", "financial_transactions"]
         refresh(conn)
@@ -593,7 +596,7 @@ def test_every_customer_360_function_pins_search_path(conn):
         " AND (proname LIKE 'customer_360%%' OR proname IN ('refresh_customer_360_incremental',"
         " 'refresh_customer_360_full', 'search_customers'))"
     ).fetchall()
-    assert len(rows) == 12  # (the order reference is read by reference_order_id, in 10_platform.sql)
+    assert len(rows) == 13  # (the order reference is read by reference_order_id, in 10_platform.sql)
     assert all(r["proconfig"] == ["search_path=pg_catalog, public, pg_temp"] for r in rows), rows
 
 
@@ -837,6 +840,7 @@ def test_incremental_refresh_equals_full_recompute(conn, ops):
         conn.execute(f"DELETE FROM {table}")
     conn.execute("DELETE FROM customer_360_store")
     conn.execute("DELETE FROM customer_360_dirty")
+    conn.execute("DELETE FROM customer_360_dirty_orders")
     d0, now = today(conn), dt.datetime.now(UTC)
     counters = {"order": 0, "txn": 0}
     # A known starting point, refreshed, so that the random changes land on existing rows.
