@@ -389,44 +389,11 @@ COMMENT ON VIEW customer_360_mv IS
 -- queue (and cannot write the queue any other way).
 ------------------------------------------------------------------------------------------------------
 
--- Every capture writes through customer_360_capture_target (below): the queue itself on
--- one server, the queue's co-located shard when Citus runs the trigger on a shard of a distributed
--- source. The source's logical name is the trigger's argument (TG_TABLE_NAME is the shard's name
+-- Every capture writes the queue through shard_local (10_platform.sql): the queue itself on one
+-- server and on a Citus coordinator, the queue's co-located shard when Citus runs the trigger on a
+-- shard of a distributed source. The source's logical name is the trigger's argument (TG_TABLE_NAME is the shard's name
 -- there). The keys are first collected into arrays: a transition table cannot be read by a statement
 -- Citus plans itself.
-
--- Where a capture trigger on p_source writes p_target: p_target itself when the trigger fired on the
--- table (one server, or an ordinary table on a Citus coordinator). Citus runs a distributed table's
--- trigger on each shard, on the worker: there the write goes to the shard of p_target that holds
--- p_key (co-located with the fired-on shard, so it is on the same node). A distributed write from a
--- shard trigger is not an option: on Citus 13.2 the worker crashed at the commit of a multi-shard
--- statement (docs/scaling.md, "Triggers"). The Citus functions are called through EXECUTE, so this
--- definition compiles and runs on plain PostgreSQL, where the first branch always returns.
-CREATE OR REPLACE FUNCTION customer_360_capture_target(
-    p_fired_on oid,
-    p_source regclass,
-    p_key bigint,
-    p_target regclass DEFAULT 'customer_360_dirty'
-)
-RETURNS regclass
-LANGUAGE plpgsql
-STABLE
-SET search_path = pg_catalog, public, pg_temp
-AS $$
-DECLARE
-    v_shard regclass;
-BEGIN
-    IF p_fired_on = p_source::oid THEN
-        RETURN p_target;
-    END IF;
-    EXECUTE 'SELECT pg_catalog.shard_name($1, pg_catalog.get_shard_id_for_distribution_column($1, $2))::regclass'
-        INTO v_shard USING p_target, p_key;
-    RETURN v_shard;
-END;
-$$;
-COMMENT ON FUNCTION customer_360_capture_target(oid, regclass, bigint, regclass) IS
-    'The queue a capture trigger writes: the table on one server, its co-located shard on a Citus worker.';
-
 
 -- CRM: the customer itself; on update and delete also the old normalised email, whose group may have
 -- lost this member (the new email's group is found from the customer's current row when drained).
@@ -455,7 +422,7 @@ BEGIN
     IF v_ids IS NOT NULL THEN
         EXECUTE format('INSERT INTO %s (customer_id, email_norm, source) '
                        'SELECT u.id, u.email_norm, %L FROM unnest($1, $2) AS u(id, email_norm)',
-                       customer_360_capture_target(TG_RELID, TG_ARGV[0]::regclass, v_ids[1]), 'crm')
+                       shard_local('customer_360_dirty', v_ids[1]), 'crm')
             USING v_ids, coalesce(v_emails, array_fill(NULL::text, ARRAY[cardinality(v_ids)]));
     END IF;
     RETURN NULL;
@@ -485,7 +452,7 @@ BEGIN
     END IF;
     IF v_ids IS NOT NULL THEN
         EXECUTE format('INSERT INTO %s (customer_id, source) SELECT u.id, %L FROM unnest($1) AS u(id)',
-                       customer_360_capture_target(TG_RELID, TG_ARGV[0]::regclass, v_ids[1]), TG_ARGV[0])
+                       shard_local('customer_360_dirty', v_ids[1]), TG_ARGV[0])
             USING v_ids;
     END IF;
     RETURN NULL;

@@ -596,7 +596,7 @@ def test_every_customer_360_function_pins_search_path(conn):
         " AND (proname LIKE 'customer_360%%' OR proname IN ('refresh_customer_360_incremental',"
         " 'refresh_customer_360_full', 'search_customers'))"
     ).fetchall()
-    assert len(rows) == 13  # (the order reference is read by reference_order_id, in 10_platform.sql)
+    assert len(rows) == 12  # (the order reference is read by reference_order_id, in 10_platform.sql)
     assert all(r["proconfig"] == ["search_path=pg_catalog, public, pg_temp"] for r in rows), rows
 
 
