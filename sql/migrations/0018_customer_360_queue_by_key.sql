@@ -33,3 +33,4 @@ ALTER TABLE customer_360_dirty DROP COLUMN order_id;
 ALTER TABLE customer_360_dirty ALTER COLUMN customer_id SET NOT NULL;
 COMMENT ON TABLE customer_360_dirty IS
     'Dirty customer keys written by triggers on the customer sources; drained by the customer-360 refresh.';
+

@@ -10,6 +10,15 @@ from click.testing import CliRunner
 from opsconsole.cli import main
 from opsconsole.db import citus, migrate
 
+# Distributed by customer_id and co-located (sql/citus/distribute.sql)
+CUSTOMER_GROUP = (
+    "crm_customers",
+    "customer_360_dirty",
+    "customer_360_store",
+    "lakehouse_customer_chains",
+    "lakehouse_customers",
+)
+
 
 def _workers(conn: psycopg.Connection) -> set[str]:
     rows = conn.execute(
@@ -28,14 +37,14 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
         assert {t["table_name"]: t for t in citus.layout(conn)} == layout
 
     assert layout["financial_transaction_types"]["kind"] == "reference"
-    for name in ("lakehouse_customers", "lakehouse_customer_chains"):
+    for name in CUSTOMER_GROUP:
         t = layout[name]
         assert (t["kind"], t["distributed_by"]) == ("distributed", "customer_id"), t
         # shards on every worker
         placed = {p.split(" (")[0] for p in t["placements"].split(", ")}
         assert placed == workers, t
-    # co-located: a customer's versions and its chain row are on one node
-    colocation = {layout[n]["colocation_id"] for n in ("lakehouse_customers", "lakehouse_customer_chains")}
+    # co-located: a customer's row, versions, chain, customer-360 row and queue entries are on one node
+    colocation = {layout[n]["colocation_id"] for n in CUSTOMER_GROUP}
     assert len(colocation) == 1
 
     out = CliRunner().invoke(main, ["--dsn", citus_dsn, "db", "status", "--json"])
@@ -44,7 +53,10 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
     assert {t["table_name"] for t in status["distribution"]} == set(layout)
     assert all(m["state"] == "applied" for m in status["migrations"])
     out = CliRunner().invoke(main, ["--dsn", citus_dsn, "db", "migrate"])
-    assert out.exit_code == 0 and "Citus: 2 distributed and 1 reference table(s)" in out.output, out.output
+    assert (
+        out.exit_code == 0
+        and f"Citus: {len(CUSTOMER_GROUP)} distributed and 1 reference table(s)" in out.output
+    ), out.output
 
 
 def test_reset_keeps_citus_and_drops_the_platform(citus_dsn):
@@ -58,4 +70,4 @@ def test_reset_keeps_citus_and_drops_the_platform(citus_dsn):
         assert citus.installed(conn) and citus.layout(conn) == []
         assert conn.execute("SELECT count(*) FROM citus_tables").fetchone()[0] == 0
         migrate.migrate(conn)
-        assert len(citus.layout(conn)) == 3
+        assert len(citus.layout(conn)) == len(CUSTOMER_GROUP) + 1

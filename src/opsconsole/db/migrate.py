@@ -509,6 +509,7 @@ def _apply_definitions(conn: psycopg.Connection, defs: list[Definition]) -> list
     """Every definitions file in order in ONE transaction, then the ledger rewritten to match."""
     done: list[tuple[Definition, float]] = []
     with conn.transaction():
+        citus.allow_shard_triggers(conn)  # CREATE OR REPLACE TRIGGER on distributed tables
         for d in defs:
             started = time.perf_counter()
             _run(conn, f"Definitions file {d.path.name}", d.text.encode())
