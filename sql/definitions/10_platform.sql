@@ -446,6 +446,36 @@ COMMENT ON FUNCTION shard_local(regclass, bigint) IS
     'The table on one server or a coordinator; on a Citus worker the shard holding the key (for shard triggers).';
 
 
+-- The same for a trigger that has no key at hand (TRUNCATE): p_table itself, or, when the trigger
+-- fired on a Citus shard (p_fired_on, the trigger's TG_RELID) on a worker, the shard of p_table
+-- co-located with it (same hash range).
+CREATE OR REPLACE FUNCTION shard_local_to(p_table regclass, p_fired_on oid)
+RETURNS regclass
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_shard regclass;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN p_table;   -- no Citus
+    END IF;
+    EXECUTE 'SELECT pg_catalog.shard_name($1, t.shardid)::regclass
+             FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_dist_shard s
+               ON s.shardid = substring(c.relname FROM ''_([0-9]+)$'')::bigint
+              AND pg_catalog.shard_name(s.logicalrelid, s.shardid) = c.oid::regclass::text
+             JOIN pg_catalog.pg_dist_shard t ON t.logicalrelid = $1 AND t.shardminvalue = s.shardminvalue
+             WHERE c.oid = $2 AND (SELECT groupid FROM pg_catalog.pg_dist_local_group) <> 0'
+        INTO v_shard USING p_table, p_fired_on;
+    RETURN coalesce(v_shard, p_table);
+END;
+$$;
+COMMENT ON FUNCTION shard_local_to(regclass, oid) IS
+    'The table on one server or a coordinator; on a Citus worker the shard co-located with the fired-on shard.';
+
+
 -- Keeps updated_at honest when a writer forgets to set it.
 CREATE OR REPLACE FUNCTION touch_updated_at()
 RETURNS trigger

@@ -502,8 +502,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    INSERT INTO customer_360_dirty (customer_id, source)
-    SELECT s.customer_id, 'truncate ' || TG_TABLE_NAME FROM customer_360_store s;
+    -- On Citus, TRUNCATE of a distributed source fires per shard: that shard's stored customers.
+    EXECUTE format('INSERT INTO %s (customer_id, source) SELECT s.customer_id, %L FROM %s s',
+                   shard_local_to('customer_360_dirty', TG_RELID), 'truncate ' || TG_ARGV[0],
+                   shard_local_to('customer_360_store', TG_RELID));
     RETURN NULL;
 END;
 $$;
@@ -519,7 +521,7 @@ CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON crm_customers
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_crm('crm_customers');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON crm_customers
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate('crm_customers');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON erp_orders
     REFERENCING NEW TABLE AS new_rows
@@ -534,7 +536,7 @@ CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON erp_orders
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows('erp_orders');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON erp_orders
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate('erp_orders');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON ecommerce_events
     REFERENCING NEW TABLE AS new_rows
@@ -549,7 +551,7 @@ CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON ecommerce_eve
     FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows('ecommerce_events');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON ecommerce_events
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate('ecommerce_events');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON financial_transactions
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_financial();
@@ -562,7 +564,7 @@ CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON financial_tra
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_financial();
 
 CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON financial_transactions
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate('financial_transactions');
 
 
 -- Both refreshes, one statement: drain the queue, expand the keys, recompute them with

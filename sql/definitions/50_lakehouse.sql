@@ -193,12 +193,13 @@ BEGIN
         FULL JOIN new_rows n ON n.customer_id = o.customer_id
         WHERE o.customer_id IS NULL OR n.customer_id IS NULL
            OR (to_jsonb(o) - 'updated_at') IS DISTINCT FROM (to_jsonb(n) - 'updated_at');
-    ELSIF TG_OP = 'TRUNCATE' THEN   -- every live customer gets a tombstone
-        SELECT array_agg(lc.customer_id), array_agg(lc.customer_data), array_agg('DELETE'::text),
-               array_agg(NULL::timestamptz)
-        INTO v_ids, v_data, v_ops, v_src
-        FROM lakehouse_customers lc
-        WHERE lc.effective_to IS NULL AND lc.operation_type IS DISTINCT FROM 'DELETE';
+    ELSIF TG_OP = 'TRUNCATE' THEN   -- every live customer (of this shard, on Citus) gets a tombstone
+        EXECUTE format('SELECT array_agg(lc.customer_id), array_agg(lc.customer_data), array_agg(%L::text),
+                               array_agg(NULL::timestamptz)
+                        FROM %s lc
+                        WHERE lc.effective_to IS NULL AND lc.operation_type IS DISTINCT FROM %L',
+                       'DELETE', shard_local_to('lakehouse_customers', TG_RELID), 'DELETE')
+        INTO v_ids, v_data, v_ops, v_src;
     END IF;
     IF v_ids IS NOT NULL THEN
         PERFORM lakehouse_apply_changes(v_ids, v_data, v_ops, v_src);
