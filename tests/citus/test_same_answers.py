@@ -134,3 +134,26 @@ def test_customer_360_incremental_equals_full_on_citus(citus_dsn):
         incremental = conn.execute(query).fetchall()
         _cli(citus_dsn, "c360", "refresh", "--full")
         assert conn.execute(query).fetchall() == incremental
+
+
+def test_truncating_the_distributed_customers_is_captured(citus_dsn):
+    """TRUNCATE fires per shard on the workers: every live customer gets a tombstone version and a
+    queue entry there (shard-local), so the next incremental refresh empties the store."""
+    seeding.seed(citus_dsn, seeding.SeedPlan(customers=60, seed=3, as_of=AS_OF), jobs=1)
+    with psycopg.connect(citus_dsn, autocommit=True) as conn:
+        _cli(citus_dsn, "c360", "refresh", "--full")
+        assert conn.execute("SELECT count(*) FROM customer_360_store").fetchone()[0] == 60
+        conn.execute("TRUNCATE crm_customers")
+        live = conn.execute(
+            "SELECT count(*) FROM lakehouse_customers "
+            "WHERE effective_to IS NULL AND operation_type <> 'DELETE'"
+        ).fetchone()[0]
+        assert live == 0
+        sources = conn.execute("SELECT DISTINCT source FROM customer_360_dirty").fetchall()
+        assert sources == [("truncate crm_customers",)]
+        _cli(citus_dsn, "c360", "refresh")
+        assert conn.execute("SELECT count(*) FROM customer_360_store").fetchone()[0] == 0
+    # and a seed that empties the tables first runs there too
+    seeding.seed(citus_dsn, seeding.SeedPlan(customers=60, seed=4, as_of=AS_OF), jobs=1, truncate_first=True)
+    with psycopg.connect(citus_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM crm_customers").fetchone()[0] == 60
