@@ -12,6 +12,7 @@
 DO $$
 DECLARE
     r record;
+    has_triggers boolean;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
@@ -51,13 +52,25 @@ BEGIN
         WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = t.rel::regclass)
         ORDER BY t.ord
     LOOP
+        -- Citus copies the rows already there into the new shards, and the copy fires the shards'
+        -- triggers: the CRM capture would write a new lakehouse version of every customer and queue
+        -- it into a table not yet distributed. The rows are not changed by the move: no capture
+        -- (the shards are created with the triggers disabled, and enabled with the table's).
+        has_triggers := EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = r.rel AND NOT t.tgisinternal);
+        IF has_triggers THEN
+            EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', r.rel);
+        END IF;
         IF r.kind = 'reference' THEN
             PERFORM pg_catalog.create_reference_table(r.rel);
         ELSE
             PERFORM pg_catalog.create_distributed_table(r.rel, r.col, colocate_with => r.colocate_with);
         END IF;
-        -- The rows were copied to the shards; the coordinator's own copy is no longer read.
+        -- The rows were copied to the shards; the coordinator's own copy is no longer read (and its
+        -- TRUNCATE must not fire the capture either: it would tombstone every customer).
         PERFORM pg_catalog.truncate_local_data_after_distributing_table(r.rel);
+        IF has_triggers THEN
+            EXECUTE format('ALTER TABLE %s ENABLE TRIGGER USER', r.rel);
+        END IF;
     END LOOP;
 END;
 $$;
