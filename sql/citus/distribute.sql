@@ -12,6 +12,7 @@
 DO $$
 DECLARE
     r record;
+    has_triggers boolean;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
@@ -19,6 +20,17 @@ BEGIN
     -- Shard creation and the copy of existing rows use one connection per worker, so a database
     -- with rows distributes inside this transaction too.
     SET LOCAL citus.multi_shard_modify_mode = 'sequential';
+    -- The customer group keeps its capture triggers (CRM -> lakehouse versions, every source ->
+    -- customer-360 queue). Citus runs them on the shards, where they write only co-located shards
+    -- (shard_local in 10_platform.sql). Citus accepts triggers on distributed tables, and later
+    -- CREATE OR REPLACE TRIGGER / ALTER TABLE ... DISABLE TRIGGER on them (definitions pass, seed),
+    -- only with this setting on: in this transaction, and for every later session of the database.
+    SET LOCAL citus.enable_unsafe_triggers = on;
+    EXECUTE format('ALTER DATABASE %I SET citus.enable_unsafe_triggers = on', current_database());
+    -- The customer search pins one generic plan per session for speed on one server; Citus cannot
+    -- plan its statement with unbound parameters ("could not create distributed plan"), so here it
+    -- is planned per call with the values.
+    ALTER FUNCTION public.customer_search_rows(text, integer) RESET plan_cache_mode;
     FOR r IN
         SELECT t.ord, t.rel::regclass AS rel, t.kind, t.col, t.colocate_with
         FROM (VALUES
@@ -28,18 +40,37 @@ BEGIN
             -- lock live on one shard, so lakehouse_apply_changes and lake_history are single-shard
             -- per customer and time travel fans out once.
             (3, 'public.lakehouse_customers', 'hash', 'customer_id', 'none'),
-            (4, 'public.lakehouse_customer_chains', 'hash', 'customer_id', 'public.lakehouse_customers')
+            (4, 'public.lakehouse_customer_chains', 'hash', 'customer_id', 'public.lakehouse_customers'),
+            -- The CRM customers with them: the lakehouse capture runs on the customer's shard and
+            -- writes the versions and the chain there. The customer-360 store and its queue of
+            -- customer keys likewise: the capture triggers write the queue's co-located shard, and
+            -- search and the refresh join the store to the customers shard by shard.
+            (5, 'public.crm_customers', 'hash', 'customer_id', 'public.lakehouse_customers'),
+            (6, 'public.customer_360_store', 'hash', 'customer_id', 'public.lakehouse_customers'),
+            (7, 'public.customer_360_dirty', 'hash', 'customer_id', 'public.lakehouse_customers')
         ) AS t(ord, rel, kind, col, colocate_with)
         WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = t.rel::regclass)
         ORDER BY t.ord
     LOOP
+        -- Citus copies the rows already there into the new shards, and the copy fires the shards'
+        -- triggers: the CRM capture would write a new lakehouse version of every customer and queue
+        -- it into a table not yet distributed. The rows are not changed by the move: no capture
+        -- (the shards are created with the triggers disabled, and enabled with the table's).
+        has_triggers := EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = r.rel AND NOT t.tgisinternal);
+        IF has_triggers THEN
+            EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', r.rel);
+        END IF;
         IF r.kind = 'reference' THEN
             PERFORM pg_catalog.create_reference_table(r.rel);
         ELSE
             PERFORM pg_catalog.create_distributed_table(r.rel, r.col, colocate_with => r.colocate_with);
         END IF;
-        -- The rows were copied to the shards; the coordinator's own copy is no longer read.
+        -- The rows were copied to the shards; the coordinator's own copy is no longer read (and its
+        -- TRUNCATE must not fire the capture either: it would tombstone every customer).
         PERFORM pg_catalog.truncate_local_data_after_distributing_table(r.rel);
+        IF has_triggers THEN
+            EXECUTE format('ALTER TABLE %s ENABLE TRIGGER USER', r.rel);
+        END IF;
     END LOOP;
 END;
 $$;

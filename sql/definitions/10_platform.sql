@@ -414,6 +414,68 @@ END;
 $$;
 
 
+-- The relation a statement about key p_key of p_table must name where it runs: p_table itself on
+-- one server and on a Citus coordinator. On a Citus worker, where Citus runs a distributed table's
+-- triggers (per shard), it is the shard of p_table holding p_key, which a co-located trigger finds on
+-- its own node. A trigger must not run a distributed statement there: on Citus 13.2 the workers
+-- crashed (SIGSEGV) at the commit of a multi-shard statement whose shard triggers wrote distributed
+-- tables (docs/scaling.md, "Triggers"). The Citus catalog is read through EXECUTE, so this compiles
+-- and runs on plain PostgreSQL, where it returns at the first test.
+CREATE OR REPLACE FUNCTION shard_local(p_table regclass, p_key bigint)
+RETURNS regclass
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_shard regclass;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN p_table;   -- no Citus
+    END IF;
+    EXECUTE 'SELECT CASE WHEN (SELECT groupid FROM pg_catalog.pg_dist_local_group) = 0
+                           OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)
+                         THEN $1
+                         ELSE pg_catalog.shard_name($1, pg_catalog.get_shard_id_for_distribution_column($1, $2))::regclass
+                    END'
+        INTO v_shard USING p_table, p_key;
+    RETURN v_shard;
+END;
+$$;
+COMMENT ON FUNCTION shard_local(regclass, bigint) IS
+    'The table on one server or a coordinator; on a Citus worker the shard holding the key (for shard triggers).';
+
+
+-- The same for a trigger that has no key at hand (TRUNCATE): p_table itself, or, when the trigger
+-- fired on a Citus shard (p_fired_on, the trigger's TG_RELID) on a worker, the shard of p_table
+-- co-located with it (same hash range).
+CREATE OR REPLACE FUNCTION shard_local_to(p_table regclass, p_fired_on oid)
+RETURNS regclass
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_shard regclass;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN p_table;   -- no Citus
+    END IF;
+    EXECUTE 'SELECT pg_catalog.shard_name($1, t.shardid)::regclass
+             FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_dist_shard s
+               ON s.shardid = substring(c.relname FROM ''_([0-9]+)$'')::bigint
+              AND pg_catalog.shard_name(s.logicalrelid, s.shardid) = c.oid::regclass::text
+             JOIN pg_catalog.pg_dist_shard t ON t.logicalrelid = $1 AND t.shardminvalue = s.shardminvalue
+             WHERE c.oid = $2 AND (SELECT groupid FROM pg_catalog.pg_dist_local_group) <> 0'
+        INTO v_shard USING p_table, p_fired_on;
+    RETURN coalesce(v_shard, p_table);
+END;
+$$;
+COMMENT ON FUNCTION shard_local_to(regclass, oid) IS
+    'The table on one server or a coordinator; on a Citus worker the shard co-located with the fired-on shard.';
+
+
 -- Keeps updated_at honest when a writer forgets to set it.
 CREATE OR REPLACE FUNCTION touch_updated_at()
 RETURNS trigger

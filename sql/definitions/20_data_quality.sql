@@ -394,6 +394,10 @@ DECLARE
     v_err text;
 BEGIN
     BEGIN
+        -- On Citus the probe stays on this node (a temporary function is not propagated, but Citus
+        -- refuses any function DDL after a multi-shard read in the transaction); on plain PostgreSQL
+        -- this is an unused placeholder setting. Rolled back with the probe.
+        PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
         BEGIN
             EXECUTE format('CREATE FUNCTION pg_temp.opsconsole_dq_probe(timestamptz) RETURNS SETOF record '
                            'LANGUAGE sql AS %L', p_sql);

@@ -15,7 +15,9 @@
 --                               data_staleness) at read time, so they are right on the day they are read
 --   customer_360_rows(ids)      THE definition of a store row; the full and the incremental refresh (and
 --                               the tests) all call it
---   customer_360_dirty          queue of dirty keys, written by statement-level triggers on every source
+--   customer_360_dirty          queue of dirty customer keys, written by statement-level triggers on the
+--                               customer sources; customer_360_dirty_orders: order references of
+--                               processed financial transactions
 --   refresh_customer_360_incremental() / refresh_customer_360_full()
 --   search_customers(query, limit)
 --
@@ -387,6 +389,12 @@ COMMENT ON VIEW customer_360_mv IS
 -- queue (and cannot write the queue any other way).
 ------------------------------------------------------------------------------------------------------
 
+-- Every capture writes the queue through shard_local (10_platform.sql): the queue itself on one
+-- server and on a Citus coordinator, the queue's co-located shard when Citus runs the trigger on a
+-- shard of a distributed source. The source's logical name is the trigger's argument (TG_TABLE_NAME is the shard's name
+-- there). The keys are first collected into arrays: a transition table cannot be read by a statement
+-- Citus plans itself.
+
 -- CRM: the customer itself; on update and delete also the old normalised email, whose group may have
 -- lost this member (the new email's group is found from the customer's current row when drained).
 CREATE OR REPLACE FUNCTION customer_360_capture_crm()
@@ -395,19 +403,27 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+DECLARE
+    v_ids    bigint[];
+    v_emails text[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO customer_360_dirty (customer_id, source)
-        SELECT DISTINCT n.customer_id, 'crm' FROM new_rows n;
+        SELECT array_agg(DISTINCT n.customer_id), NULL INTO v_ids, v_emails FROM new_rows n;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO customer_360_dirty (customer_id, email_norm, source)
-        SELECT DISTINCT o.customer_id, nullif(lower(btrim(o.email)), ''), 'crm' FROM old_rows o;
-        INSERT INTO customer_360_dirty (customer_id, source)
-        SELECT DISTINCT n.customer_id, 'crm' FROM new_rows n
-        WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE o.customer_id = n.customer_id);
+        SELECT array_agg(x.customer_id), array_agg(x.email_norm) INTO v_ids, v_emails
+        FROM (SELECT DISTINCT o.customer_id, nullif(lower(btrim(o.email)), '') AS email_norm FROM old_rows o
+              UNION ALL
+              SELECT DISTINCT n.customer_id, NULL FROM new_rows n
+              WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE o.customer_id = n.customer_id)) x;
     ELSE
-        INSERT INTO customer_360_dirty (customer_id, email_norm, source)
-        SELECT DISTINCT o.customer_id, nullif(lower(btrim(o.email)), ''), 'crm' FROM old_rows o;
+        SELECT array_agg(x.customer_id), array_agg(x.email_norm) INTO v_ids, v_emails
+        FROM (SELECT DISTINCT o.customer_id, nullif(lower(btrim(o.email)), '') AS email_norm FROM old_rows o) x;
+    END IF;
+    IF v_ids IS NOT NULL THEN
+        EXECUTE format('INSERT INTO %s (customer_id, email_norm, source) '
+                       'SELECT u.id, u.email_norm, %L FROM unnest($1, $2) AS u(id, email_norm)',
+                       shard_local('customer_360_dirty', v_ids[1]), 'crm')
+            USING v_ids, coalesce(v_emails, array_fill(NULL::text, ARRAY[cardinality(v_ids)]));
     END IF;
     RETURN NULL;
 END;
@@ -422,27 +438,31 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+DECLARE
+    v_ids bigint[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO customer_360_dirty (customer_id, source)
-        SELECT DISTINCT n.customer_id, TG_TABLE_NAME FROM new_rows n WHERE n.customer_id IS NOT NULL;
+        SELECT array_agg(DISTINCT n.customer_id) INTO v_ids FROM new_rows n WHERE n.customer_id IS NOT NULL;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO customer_360_dirty (customer_id, source)
-        SELECT x.customer_id, TG_TABLE_NAME
+        SELECT array_agg(x.customer_id) INTO v_ids
         FROM (SELECT o.customer_id FROM old_rows o UNION SELECT n.customer_id FROM new_rows n) x
         WHERE x.customer_id IS NOT NULL;
     ELSE
-        INSERT INTO customer_360_dirty (customer_id, source)
-        SELECT DISTINCT o.customer_id, TG_TABLE_NAME FROM old_rows o WHERE o.customer_id IS NOT NULL;
+        SELECT array_agg(DISTINCT o.customer_id) INTO v_ids FROM old_rows o WHERE o.customer_id IS NOT NULL;
+    END IF;
+    IF v_ids IS NOT NULL THEN
+        EXECUTE format('INSERT INTO %s (customer_id, source) SELECT u.id, %L FROM unnest($1) AS u(id)',
+                       shard_local('customer_360_dirty', v_ids[1]), TG_ARGV[0])
+            USING v_ids;
     END IF;
     RETURN NULL;
 END;
 $$;
 
 
--- Financial transactions: the referenced order of every processed old and new row. The order is
--- resolved to its customer when the queue is drained, so a transaction that commits before its order
--- does is not lost: the order's own insert dirties the customer later.
+-- Financial transactions: the referenced order of every processed old and new row, into the order
+-- queue. The order is resolved to its customer when the queue is drained, so a transaction that
+-- commits before its order does is not lost: the order's own insert dirties the customer later.
 CREATE OR REPLACE FUNCTION customer_360_capture_financial()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -451,19 +471,19 @@ SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO customer_360_dirty (order_id, source)
+        INSERT INTO customer_360_dirty_orders (order_id, source)
         SELECT DISTINCT reference_order_id(n.reference_data), 'financial_transactions'
         FROM new_rows n
         WHERE n.is_processed AND reference_order_id(n.reference_data) IS NOT NULL;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO customer_360_dirty (order_id, source)
+        INSERT INTO customer_360_dirty_orders (order_id, source)
         SELECT x.order_id, 'financial_transactions'
         FROM (SELECT reference_order_id(o.reference_data) AS order_id FROM old_rows o WHERE o.is_processed
               UNION
               SELECT reference_order_id(n.reference_data) FROM new_rows n WHERE n.is_processed) x
         WHERE x.order_id IS NOT NULL;
     ELSE
-        INSERT INTO customer_360_dirty (order_id, source)
+        INSERT INTO customer_360_dirty_orders (order_id, source)
         SELECT DISTINCT reference_order_id(o.reference_data), 'financial_transactions'
         FROM old_rows o
         WHERE o.is_processed AND reference_order_id(o.reference_data) IS NOT NULL;
@@ -482,54 +502,56 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    INSERT INTO customer_360_dirty (customer_id, source)
-    SELECT s.customer_id, 'truncate ' || TG_TABLE_NAME FROM customer_360_store s;
+    -- On Citus, TRUNCATE of a distributed source fires per shard: that shard's stored customers.
+    EXECUTE format('INSERT INTO %s (customer_id, source) SELECT s.customer_id, %L FROM %s s',
+                   shard_local_to('customer_360_dirty', TG_RELID), 'truncate ' || TG_ARGV[0],
+                   shard_local_to('customer_360_store', TG_RELID));
     RETURN NULL;
 END;
 $$;
 
 CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON crm_customers
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_crm();
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_crm('crm_customers');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_upd AFTER UPDATE ON crm_customers
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_crm();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_crm('crm_customers');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON crm_customers
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_crm();
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_crm('crm_customers');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON crm_customers
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate('crm_customers');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON erp_orders
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows('erp_orders');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_upd AFTER UPDATE ON erp_orders
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows('erp_orders');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON erp_orders
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows('erp_orders');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON erp_orders
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate('erp_orders');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON ecommerce_events
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows('ecommerce_events');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_upd AFTER UPDATE ON ecommerce_events
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows('ecommerce_events');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON ecommerce_events
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_customer_rows('ecommerce_events');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON ecommerce_events
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate('ecommerce_events');
 
 CREATE OR REPLACE TRIGGER customer_360_capture_ins AFTER INSERT ON financial_transactions
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_financial();
@@ -542,7 +564,7 @@ CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON financial_tra
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_financial();
 
 CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON financial_transactions
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate('financial_transactions');
 
 
 -- Both refreshes, one statement: drain the queue, expand the keys, recompute them with
@@ -577,15 +599,18 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('opsconsole.customer_360_refresh'));
 
     WITH drained AS (
-        DELETE FROM customer_360_dirty RETURNING customer_id, order_id, email_norm
+        DELETE FROM customer_360_dirty RETURNING customer_id, email_norm
+    ),
+    drained_orders AS (
+        DELETE FROM customer_360_dirty_orders RETURNING order_id
     ),
     touched AS (
-        SELECT d.customer_id FROM drained d WHERE d.customer_id IS NOT NULL
+        SELECT d.customer_id FROM drained d
         UNION
         SELECT o.customer_id
         FROM erp_order_keys k
         JOIN erp_orders o ON o.order_id = k.order_id AND o.partition_date = k.partition_date
-        WHERE k.order_id IN (SELECT d.order_id FROM drained d WHERE d.order_id IS NOT NULL)
+        WHERE k.order_id IN (SELECT d.order_id FROM drained_orders d)
           AND o.customer_id IS NOT NULL
         UNION
         SELECT s.customer_id FROM customer_360_store s WHERE s.window_expires_at <= v_started
@@ -647,7 +672,7 @@ BEGIN
           AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.customer_id = s.customer_id)
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM drained), (SELECT count(*) FROM upserted), (SELECT count(*) FROM removed)
+    SELECT (SELECT count(*) FROM drained) + (SELECT count(*) FROM drained_orders), (SELECT count(*) FROM upserted), (SELECT count(*) FROM removed)
     INTO queue_entries, rows_upserted, rows_deleted;
 
     rows_processed := rows_upserted + rows_deleted;

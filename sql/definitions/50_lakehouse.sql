@@ -45,7 +45,9 @@ DECLARE
     v_n        integer := coalesce(cardinality(p_customer_ids), 0);
     v_now      timestamptz;
     v_ids      bigint[];
-    v_versions integer[];
+    v_versions_claimed integer[];
+    v_versions regclass;
+    v_chains   regclass;
     v_written  integer;
     v_claimed_at timestamptz := clock_timestamp();
     v_open_ids bigint[];
@@ -70,64 +72,81 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    -- The tables themselves, or, when Citus runs the CRM capture on a shard on a worker, the shards
+    -- co-located with it (shard_local): a shard trigger must not run distributed statements, and every
+    -- customer of one shard's statement is in the same shard.
+    v_versions := shard_local('lakehouse_customers', p_customer_ids[1]);
+    v_chains := shard_local('lakehouse_customer_chains', p_customer_ids[1]);
+    IF v_versions <> 'lakehouse_customers'::regclass
+       AND EXISTS (SELECT 1 FROM unnest(p_customer_ids) id WHERE shard_local('lakehouse_customers', id) <> v_versions) THEN
+        RAISE EXCEPTION 'lakehouse_apply_changes: on a Citus worker, one call writes the customers of one shard'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
     -- 1. Claim the version numbers. A new chain starts after any rows already in the table (e.g.
     --    written by hand); an existing one counts on from its committed last_version.
-    WITH claimed AS (
-        INSERT INTO lakehouse_customer_chains AS ch (customer_id, last_version)
-        SELECT u.id, coalesce(m.last_version, 0) + 1
-        FROM unnest(p_customer_ids) AS u(id)
-        LEFT JOIN (SELECT lc.customer_id, max(lc.version_number) AS last_version
-                   FROM lakehouse_customers lc
-                   WHERE lc.customer_id = ANY (p_customer_ids)
-                   GROUP BY lc.customer_id) m ON m.customer_id = u.id
-        ORDER BY u.id
-        ON CONFLICT (customer_id) DO UPDATE
-            SET last_version = greatest(ch.last_version + 1, EXCLUDED.last_version),
-                updated_at = v_claimed_at
-        RETURNING ch.customer_id, ch.last_version
-    )
-    SELECT array_agg(c.customer_id), array_agg(c.last_version) INTO v_ids, v_versions FROM claimed c;
+    EXECUTE format($q$
+        WITH claimed AS (
+            INSERT INTO %1$s AS ch (customer_id, last_version)
+            SELECT u.id, coalesce(m.last_version, 0) + 1
+            FROM unnest($1) AS u(id)
+            LEFT JOIN (SELECT lc.customer_id, max(lc.version_number) AS last_version
+                       FROM %2$s lc
+                       WHERE lc.customer_id = ANY ($1)
+                       GROUP BY lc.customer_id) m ON m.customer_id = u.id
+            ORDER BY u.id
+            ON CONFLICT (customer_id) DO UPDATE
+                SET last_version = greatest(ch.last_version + 1, EXCLUDED.last_version),
+                    updated_at = $2
+            RETURNING ch.customer_id, ch.last_version
+        )
+        SELECT array_agg(c.customer_id), array_agg(c.last_version) FROM claimed c$q$, v_chains, v_versions)
+    INTO v_ids, v_versions_claimed USING p_customer_ids, v_claimed_at;
 
     -- 2. A new statement, so its snapshot includes every version committed by whoever held these
     --    chains before us. Close each open version, append the new one. The open versions and their
     --    end (strictly after the version's start, even for two changes within one microsecond) are
     --    read first: the chains are locked, so they cannot change before the UPDATE.
     v_now := clock_timestamp();
-    SELECT array_agg(lo.customer_id), array_agg(lo.version_number),
-           array_agg(greatest(v_now, lo.effective_from + interval '1 microsecond'))
-    INTO v_open_ids, v_open_versions, v_close_at
-    FROM lakehouse_customers lo
-    WHERE lo.customer_id = ANY (p_customer_ids) AND lo.effective_to IS NULL;
-    WITH input AS (
-        SELECT u.id, u.data, u.op, u.src, v.version
-        FROM unnest(p_customer_ids, p_customer_data, p_operations,
-                    coalesce(p_source_updated_at, array_fill(NULL::timestamptz, ARRAY[v_n])))
-             AS u(id, data, op, src)
-        JOIN unnest(v_ids, v_versions) AS v(id, version) ON v.id = u.id
-    ),
-    last_end AS (   -- where a chain without an open version ended (hand-written rows)
-        SELECT i.id, m.ended
+    EXECUTE format($q$
+        SELECT array_agg(lo.customer_id), array_agg(lo.version_number),
+               array_agg(greatest($2, lo.effective_from + interval '1 microsecond'))
+        FROM %s lo
+        WHERE lo.customer_id = ANY ($1) AND lo.effective_to IS NULL$q$, v_versions)
+    INTO v_open_ids, v_open_versions, v_close_at USING p_customer_ids, v_now;
+    EXECUTE format($q$
+        WITH input AS (
+            SELECT u.id, u.data, u.op, u.src, v.version
+            FROM unnest($1, $2, $3, $4) AS u(id, data, op, src)
+            JOIN unnest($5, $6) AS v(id, version) ON v.id = u.id
+        ),
+        last_end AS (   -- where a chain without an open version ended (hand-written rows)
+            SELECT i.id, m.ended
+            FROM input i
+            LEFT JOIN (SELECT lc.customer_id, max(lc.effective_to) AS ended
+                       FROM %1$s lc
+                       WHERE lc.customer_id = ANY ($1)
+                       GROUP BY lc.customer_id) m ON m.customer_id = i.id
+        ),
+        closed AS (
+            UPDATE %1$s lc
+            SET effective_to = o.close_at
+            FROM unnest($7, $8, $9) AS o(customer_id, version_number, close_at)
+            WHERE lc.customer_id = o.customer_id AND lc.version_number = o.version_number
+              AND lc.effective_to IS NULL
+            RETURNING lc.customer_id, lc.effective_to
+        )
+        INSERT INTO %1$s (customer_id, customer_data, effective_from, effective_to, version_number,
+                          operation_type, transaction_id, source_updated_at)
+        SELECT i.id, i.data, coalesce(c.effective_to, greatest($10, e.ended)), NULL, i.version, i.op,
+               txid_current(), i.src
         FROM input i
-        LEFT JOIN (SELECT lc.customer_id, max(lc.effective_to) AS ended
-                   FROM lakehouse_customers lc
-                   WHERE lc.customer_id = ANY (p_customer_ids)
-                   GROUP BY lc.customer_id) m ON m.customer_id = i.id
-    ),
-    closed AS (
-        UPDATE lakehouse_customers lc
-        SET effective_to = o.close_at
-        FROM unnest(v_open_ids, v_open_versions, v_close_at) AS o(customer_id, version_number, close_at)
-        WHERE lc.customer_id = o.customer_id AND lc.version_number = o.version_number
-          AND lc.effective_to IS NULL
-        RETURNING lc.customer_id, lc.effective_to
-    )
-    INSERT INTO lakehouse_customers (customer_id, customer_data, effective_from, effective_to, version_number,
-                                     operation_type, transaction_id, source_updated_at)
-    SELECT i.id, i.data, coalesce(c.effective_to, greatest(v_now, e.ended)), NULL, i.version, i.op,
-           txid_current(), i.src
-    FROM input i
-    JOIN last_end e ON e.id = i.id
-    LEFT JOIN closed c ON c.customer_id = i.id;   -- a joined row exists only once its close is done
+        JOIN last_end e ON e.id = i.id
+        LEFT JOIN closed c ON c.customer_id = i.id   -- a joined row exists only once its close is done
+        $q$, v_versions)
+    USING p_customer_ids, p_customer_data, p_operations,
+          coalesce(p_source_updated_at, array_fill(NULL::timestamptz, ARRAY[v_n])),
+          v_ids, v_versions_claimed, v_open_ids, v_open_versions, v_close_at, v_now;
     GET DIAGNOSTICS v_written = ROW_COUNT;
     RETURN v_written;
 END;
@@ -174,12 +193,13 @@ BEGIN
         FULL JOIN new_rows n ON n.customer_id = o.customer_id
         WHERE o.customer_id IS NULL OR n.customer_id IS NULL
            OR (to_jsonb(o) - 'updated_at') IS DISTINCT FROM (to_jsonb(n) - 'updated_at');
-    ELSIF TG_OP = 'TRUNCATE' THEN   -- every live customer gets a tombstone
-        SELECT array_agg(lc.customer_id), array_agg(lc.customer_data), array_agg('DELETE'::text),
-               array_agg(NULL::timestamptz)
-        INTO v_ids, v_data, v_ops, v_src
-        FROM lakehouse_customers lc
-        WHERE lc.effective_to IS NULL AND lc.operation_type IS DISTINCT FROM 'DELETE';
+    ELSIF TG_OP = 'TRUNCATE' THEN   -- every live customer (of this shard, on Citus) gets a tombstone
+        EXECUTE format('SELECT array_agg(lc.customer_id), array_agg(lc.customer_data), array_agg(%L::text),
+                               array_agg(NULL::timestamptz)
+                        FROM %s lc
+                        WHERE lc.effective_to IS NULL AND lc.operation_type IS DISTINCT FROM %L',
+                       'DELETE', shard_local_to('lakehouse_customers', TG_RELID), 'DELETE')
+        INTO v_ids, v_data, v_ops, v_src;
     END IF;
     IF v_ids IS NOT NULL THEN
         PERFORM lakehouse_apply_changes(v_ids, v_data, v_ops, v_src);

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
 
 import psycopg
+import pytest
 from click.testing import CliRunner
 
 from opsconsole.cli import main
+from opsconsole.datagen import seed as seeding
 from opsconsole.db import citus, migrate
+
+AS_OF = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+
+# Distributed by customer_id and co-located (sql/citus/distribute.sql)
+CUSTOMER_GROUP = (
+    "crm_customers",
+    "customer_360_dirty",
+    "customer_360_store",
+    "lakehouse_customer_chains",
+    "lakehouse_customers",
+)
 
 
 def _workers(conn: psycopg.Connection) -> set[str]:
@@ -28,14 +47,14 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
         assert {t["table_name"]: t for t in citus.layout(conn)} == layout
 
     assert layout["financial_transaction_types"]["kind"] == "reference"
-    for name in ("lakehouse_customers", "lakehouse_customer_chains"):
+    for name in CUSTOMER_GROUP:
         t = layout[name]
         assert (t["kind"], t["distributed_by"]) == ("distributed", "customer_id"), t
         # shards on every worker
         placed = {p.split(" (")[0] for p in t["placements"].split(", ")}
         assert placed == workers, t
-    # co-located: a customer's versions and its chain row are on one node
-    colocation = {layout[n]["colocation_id"] for n in ("lakehouse_customers", "lakehouse_customer_chains")}
+    # co-located: a customer's row, versions, chain, customer-360 row and queue entries are on one node
+    colocation = {layout[n]["colocation_id"] for n in CUSTOMER_GROUP}
     assert len(colocation) == 1
 
     out = CliRunner().invoke(main, ["--dsn", citus_dsn, "db", "status", "--json"])
@@ -44,7 +63,10 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
     assert {t["table_name"] for t in status["distribution"]} == set(layout)
     assert all(m["state"] == "applied" for m in status["migrations"])
     out = CliRunner().invoke(main, ["--dsn", citus_dsn, "db", "migrate"])
-    assert out.exit_code == 0 and "Citus: 2 distributed and 1 reference table(s)" in out.output, out.output
+    assert (
+        out.exit_code == 0
+        and f"Citus: {len(CUSTOMER_GROUP)} distributed and 1 reference table(s)" in out.output
+    ), out.output
 
 
 def test_reset_keeps_citus_and_drops_the_platform(citus_dsn):
@@ -58,4 +80,68 @@ def test_reset_keeps_citus_and_drops_the_platform(citus_dsn):
         assert citus.installed(conn) and citus.layout(conn) == []
         assert conn.execute("SELECT count(*) FROM citus_tables").fetchone()[0] == 0
         migrate.migrate(conn)
-        assert len(citus.layout(conn)) == 3
+        assert len(citus.layout(conn)) == len(CUSTOMER_GROUP) + 1
+
+
+# The release before the customer group moved: the lakehouse alone was distributed.
+PREVIOUS_RELEASE = "8ed21c1"
+
+
+def test_a_citus_database_of_the_previous_release_upgrades_in_place(citus_dsn, tmp_path, monkeypatch):
+    """Migrate moves the customer group with its rows: nothing is captured by the move itself (no new
+    lakehouse version, no queue entry, no tombstone from the coordinator's truncate), the queued
+    changes stay queued, and the shard triggers capture the next change."""
+    repo = Path(__file__).resolve().parents[2]
+    if (
+        shutil.which("git") is None
+        or subprocess.run(
+            ["git", "-C", str(repo), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], check=False
+        ).returncode
+    ):
+        pytest.skip(f"commit {PREVIOUS_RELEASE} (the previous release) is not in this clone")
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", PREVIOUS_RELEASE, "sql"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    old = tmp_path / "sql"
+    with psycopg.connect(citus_dsn, autocommit=True) as conn:
+        with conn.transaction():
+            citus.reset_platform(conn)
+        conn.execute("DROP TABLE IF EXISTS public.opsconsole_migrations, public.opsconsole_definitions")
+        with monkeypatch.context() as m:
+            m.setattr(migrate, "sql_dir", lambda: old)
+            migrate.migrate(conn, old / "migrations", old / "definitions")
+        assert {t["table_name"] for t in citus.layout(conn)} == {
+            "lakehouse_customers",
+            "lakehouse_customer_chains",
+            "financial_transaction_types",
+        }
+    seeding.seed(citus_dsn, seeding.SeedPlan(customers=80, seed=2, as_of=AS_OF), jobs=1)
+    with psycopg.connect(citus_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE crm_customers SET email = 'moved@example.com' WHERE customer_id < 5")
+        before = conn.execute(
+            "SELECT (SELECT count(*) FROM lakehouse_customers), (SELECT count(*) FROM customer_360_dirty),"
+            " (SELECT count(*) FROM crm_customers)"
+        ).fetchone()
+
+        migrate.migrate(conn)
+
+        layout = {t["table_name"]: t for t in citus.layout(conn)}
+        assert set(CUSTOMER_GROUP) <= set(layout)
+        after = conn.execute(
+            "SELECT (SELECT count(*) FROM lakehouse_customers), (SELECT count(*) FROM customer_360_dirty),"
+            " (SELECT count(*) FROM crm_customers)"
+        ).fetchone()
+        assert after == before
+        conn.execute("UPDATE crm_customers SET phone = '+1 555 0100' WHERE customer_id BETWEEN 10 AND 29")
+        assert conn.execute("SELECT count(*) FROM lakehouse_customers").fetchone()[0] == before[0] + 20
+        assert conn.execute("SELECT count(*) FROM customer_360_dirty").fetchone()[0] == before[1] + 20
+        query = (
+            "SELECT md5(string_agg(format('%s|%s|%s|%s', customer_id, email, phone, total_orders), ','"
+            " ORDER BY customer_id)) FROM customer_360_store"
+        )
+        conn.execute("SELECT * FROM refresh_customer_360_incremental()")
+        incremental = conn.execute(query).fetchone()
+        conn.execute("SELECT * FROM refresh_customer_360_full()")
+        assert conn.execute(query).fetchone() == incremental

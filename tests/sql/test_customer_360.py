@@ -561,9 +561,12 @@ def test_a_role_that_may_only_write_the_sources_is_still_captured(conn):
         conn.execute("TRUNCATE ecommerce_events")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("INSERT INTO customer_360_dirty (customer_id, source) VALUES (2, 'forged')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO customer_360_dirty_orders (order_id, source) VALUES (2, 'forged')")
         conn.execute("RESET ROLE")
         sources = conn.execute(
-            "SELECT array_agg(DISTINCT source ORDER BY source) AS s FROM customer_360_dirty"
+            "SELECT array_agg(DISTINCT source ORDER BY source) AS s FROM "
+            "(SELECT source FROM customer_360_dirty UNION ALL SELECT source FROM customer_360_dirty_orders) q"
         )
         assert sources.fetchone()["s"] == ["crm", "ecommerce_events", "erp_orders", "financial_transactions"]
         refresh(conn)
@@ -837,6 +840,7 @@ def test_incremental_refresh_equals_full_recompute(conn, ops):
         conn.execute(f"DELETE FROM {table}")
     conn.execute("DELETE FROM customer_360_store")
     conn.execute("DELETE FROM customer_360_dirty")
+    conn.execute("DELETE FROM customer_360_dirty_orders")
     d0, now = today(conn), dt.datetime.now(UTC)
     counters = {"order": 0, "txn": 0}
     # A known starting point, refreshed, so that the random changes land on existing rows.

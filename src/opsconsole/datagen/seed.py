@@ -72,6 +72,7 @@ DERIVED_TABLES = [
     "lakehouse_customer_chains",
     "customer_360_store",
     "customer_360_dirty",
+    "customer_360_dirty_orders",
 ]
 HISTORY_BATCH_SIZE = 50_000  # staging rows per process_financial_batch() call when seeding history
 # Tables expected to receive more rows than this are loaded with their plain indexes dropped and

@@ -56,6 +56,13 @@ def distribute(conn: psycopg.Connection, sql_root: Path) -> list[str]:
     return sorted(_in_metadata(conn) - before)
 
 
+def allow_shard_triggers(conn: psycopg.Connection) -> None:
+    """On Citus, let this transaction (re)create the triggers of distributed tables; Citus runs them
+    per shard, and the platform's write only co-located shards (docs/scaling.md, "Triggers")."""
+    if installed(conn):
+        conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
+
+
 def layout(conn: psycopg.Connection) -> list[dict]:
     """Each table in Citus's metadata (partitions folded into their parent), or [] without citus."""
     if not installed(conn):

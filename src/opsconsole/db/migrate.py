@@ -417,7 +417,7 @@ def migrate(
                     )
                     done.append((m, None))
                     continue
-                _run(conn, f"Migration {m.path.name}", m.text.encode())
+                _run_file(conn, f"Migration {m.path.name}", m.text, citus.installed(conn))
                 elapsed = (time.perf_counter() - started) * 1000
                 _record(conn, m, elapsed)
             done.append((m, elapsed))
@@ -448,6 +448,17 @@ def _record(conn: psycopg.Connection, m: Migration, elapsed: float) -> None:
         " VALUES (%s, %s, %s, %s)",
         (m.version, m.name, m.checksum, round(elapsed, 1)),
     )
+
+
+def _run_file(conn: psycopg.Connection, what: str, text: str, per_statement: bool) -> None:
+    """One file inside the caller's transaction: as one string, or statement by statement on Citus,
+    which sends the whole query string of some DDL on to the workers (a file of many statements
+    there failed with "cannot insert multiple commands into a prepared statement")."""
+    if not per_statement:
+        _run(conn, what, text.encode())
+        return
+    for statement in split_statements(text):
+        _run(conn, what, statement.encode())
 
 
 def _run_statements(conn: psycopg.Connection, m: Migration) -> None:
@@ -508,10 +519,12 @@ def _has_code(statement: str) -> bool:
 def _apply_definitions(conn: psycopg.Connection, defs: list[Definition]) -> list[tuple[Definition, float]]:
     """Every definitions file in order in ONE transaction, then the ledger rewritten to match."""
     done: list[tuple[Definition, float]] = []
+    on_citus = citus.installed(conn)
     with conn.transaction():
+        citus.allow_shard_triggers(conn)  # CREATE OR REPLACE TRIGGER on distributed tables
         for d in defs:
             started = time.perf_counter()
-            _run(conn, f"Definitions file {d.path.name}", d.text.encode())
+            _run_file(conn, f"Definitions file {d.path.name}", d.text, on_citus)
             done.append((d, (time.perf_counter() - started) * 1000))
         conn.execute(
             "DELETE FROM public.opsconsole_definitions WHERE NOT (name = ANY (%s))", ([d.name for d in defs],)
