@@ -404,17 +404,14 @@ def test_refuses_to_mix_with_existing_data(seeded: dict, db_dsn: str) -> None:
     assert skipped["status"] == "skipped" and skipped["existing"]["crm_customers"] == N
 
 
-def test_missing_optional_tables_are_skipped_with_a_reason(db_dsn: str, conn: psycopg.Connection) -> None:
-    # A database without 0003/0005/0006: their tables and the CRM capture trigger are gone.
-    conn.execute("DROP FUNCTION IF EXISTS lakehouse_capture_crm_changes() CASCADE")
-    for table in ("lakehouse_customers", "financial_transactions_staging", "data_lineage"):
-        conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
-    summary = run_seed(db_dsn)
-    by_table = {t["table"]: t for t in summary["tables"]}
-    for table in ("lakehouse_customers", "financial_transactions_staging", "data_lineage"):
-        assert by_table[table]["status"] == "skipped"
-        assert "does not exist" in by_table[table]["note"]
-    assert by_table["crm_customers"]["rows"] == N
+def test_an_unmigrated_database_gets_one_sentence(empty_db_dsn: str) -> None:
+    result = CliRunner().invoke(main, ["--dsn", empty_db_dsn, "seed", "--customers", "50"])
+    assert result.exit_code != 0
+    said = " ".join(result.output.split())  # the message wraps at the terminal's width
+    assert "run `opsconsole db migrate` first" in said and "Traceback" not in said
+    with psycopg.connect(empty_db_dsn) as c:  # and nothing was created
+        created = "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        assert c.execute(created).fetchone()[0] == 0
 
 
 def test_cli_seed_json(db_dsn: str) -> None:

@@ -300,27 +300,24 @@ def simulate_cmd(
     if as_json:
         emit(report, True)
         return
-    for name, why in stats.streams_off.items():
-        err_console.print(f"note: the {name} stream was off: {why}.", highlight=False)
     if stats.outages:
         click.echo(
             f"Rode out {stats.outages} database outage(s) ({stats.outage_s:.1f} s): "
             f"{stats.skipped_ticks:,} tick(s) due meanwhile were not generated; nothing sent was lost."
         )
-    if "staging" not in stats.streams_off:
-        if stats.held:
-            click.echo(
-                f"Held the asked rate: {stats.asked_rate:,.0f} financial rows/s "
-                f"(achieved {stats.achieved_rate:,.0f} over {stats.elapsed_s:.1f} s)."
-            )
-        else:
-            click.echo(
-                f"Could not hold the asked rate: {stats.asked_rate:,.0f} rows/s asked, "
-                f"{stats.achieved_rate:,.0f} achieved on average, "
-                f"up to {stats.max_lag_s:.1f} s behind schedule."
-            )
+    if stats.held:
+        click.echo(
+            f"Held the asked rate: {stats.asked_rate:,.0f} financial rows/s "
+            f"(achieved {stats.achieved_rate:,.0f} over {stats.elapsed_s:.1f} s)."
+        )
+    else:
+        click.echo(
+            f"Could not hold the asked rate: {stats.asked_rate:,.0f} rows/s asked, "
+            f"{stats.achieved_rate:,.0f} achieved on average, "
+            f"up to {stats.max_lag_s:.1f} s behind schedule."
+        )
     emit(
-        {k: v for k, v in report.items() if k not in ("faults", "event_faults", "streams_off")}
+        {k: v for k, v in report.items() if k not in ("faults", "event_faults")}
         | {"faults": ", ".join(f"{k} {v:,}" for k, v in stats.faults.items())},
         False,
         title="simulate",

@@ -37,7 +37,7 @@ from psycopg import sql
 from opsconsole.datagen import simulate, synth
 from opsconsole.datagen.rng import Rng, pick_weighted
 from opsconsole.errors import OpsError
-from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frames, existing_tables, table_column_names
+from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frames
 
 US = 1_000_000
 DAY_US = 86_400 * US
@@ -52,7 +52,7 @@ EVENT_HISTORY_DAYS = 548  # web sessions span the last 18 months
 MARKET_HISTORY_DAYS = 30
 CHUNK = 100_000  # rows (sessions for events) generated per chunk
 
-# Tables the seed fills; the first six always exist (platform base), the others are filled when present.
+# Tables the seed fills (a migrated database has them all: `opsconsole db migrate` first).
 SOURCE_TABLES = [
     "crm_customers",
     "erp_orders",
@@ -60,8 +60,9 @@ SOURCE_TABLES = [
     "ecommerce_events",
     "financial_transactions",
     "external_market_data",
+    "financial_transactions_staging",
+    "lakehouse_customers",
 ]
-OPTIONAL_TABLES = ["financial_transactions_staging", "lakehouse_customers"]
 # Derived tables of other areas that would describe the old data after a --truncate.
 DERIVED_TABLES = [
     "financial_transactions_processed",
@@ -137,6 +138,7 @@ LAKEHOUSE_COLUMNS = [
     "operation_type",
     "transaction_id",
     "created_at",
+    "source_updated_at",
 ]
 
 # The platform's flows, as data_lineage rows: (source_table, source_column, target_table,
@@ -786,11 +788,8 @@ class Progress:
 def seeded_row_counts(conn: psycopg.Connection, *, exact: bool = True) -> dict[str, int]:
     """Row counts of the seedable tables that hold data (exists-checks, then count(*) when ``exact``;
     otherwise 1 per non-empty table, which is all --truncate needs to know)."""
-    present = existing_tables(conn, SOURCE_TABLES + OPTIONAL_TABLES)
     counts = {}
-    for table in SOURCE_TABLES + OPTIONAL_TABLES:
-        if table not in present:
-            continue
+    for table in SOURCE_TABLES:
         has = conn.execute(
             sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(table))
         ).fetchone()
@@ -805,12 +804,12 @@ def seeded_row_counts(conn: psycopg.Connection, *, exact: bool = True) -> dict[s
 
 def truncate(conn: psycopg.Connection) -> list[str]:
     """Empty the seeded tables (and the derived tables that would describe the old data)."""
-    present = existing_tables(conn, SOURCE_TABLES + OPTIONAL_TABLES + DERIVED_TABLES)
-    # customer_360_mv may be a materialized view; TRUNCATE only applies to tables.
+    # Only tables (TRUNCATE refuses views), and only those this schema has: a database of the
+    # previous release lacks the newest derived tables.
     rows = conn.execute(
         "SELECT n FROM unnest(%s::text[]) AS n "
         "WHERE (SELECT relkind FROM pg_class WHERE oid = to_regclass(n)) IN ('r', 'p')",
-        ([t for t in SOURCE_TABLES + OPTIONAL_TABLES + DERIVED_TABLES if t in present],),
+        (SOURCE_TABLES + DERIVED_TABLES,),
     ).fetchall()
     tables = [r[0] for r in rows]
     if tables:
@@ -884,24 +883,14 @@ def _customers_after(triggers: list[str]) -> Callable[[psycopg.Connection], None
 def _lakehouse_after(conn: psycopg.Connection) -> None:
     """The lakehouse's writer counts each chain on from lakehouse_customer_chains: record where the
     seeded chains end so the next CRM change becomes version n + 1, gap-free."""
-    if existing_tables(conn, ["lakehouse_customer_chains"]):
-        conn.execute(
-            """
-            INSERT INTO lakehouse_customer_chains (customer_id, last_version)
-            SELECT customer_id, max(version_number) FROM lakehouse_customers GROUP BY customer_id
-            ON CONFLICT (customer_id) DO UPDATE SET last_version = greatest(
-                lakehouse_customer_chains.last_version, EXCLUDED.last_version)
-            """
-        )
-
-
-def has_pipeline(conn: psycopg.Connection) -> bool:
-    """The financial pipeline (30_pipeline.sql) is installed: its ledger and its batch function exist."""
-    row = conn.execute(
-        "SELECT to_regclass('financial_transaction_ledger') IS NOT NULL "
-        "AND to_regprocedure('process_financial_batch(integer, interval)') IS NOT NULL"
-    ).fetchone()
-    return bool(row and row[0])
+    conn.execute(
+        """
+        INSERT INTO lakehouse_customer_chains (customer_id, last_version)
+        SELECT customer_id, max(version_number) FROM lakehouse_customers GROUP BY customer_id
+        ON CONFLICT (customer_id) DO UPDATE SET last_version = greatest(
+            lakehouse_customer_chains.last_version, EXCLUDED.last_version)
+        """
+    )
 
 
 def process_history(
@@ -968,30 +957,19 @@ def process_history(
     return result
 
 
-def _has_keys_trigger(conn: psycopg.Connection) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('erp_orders') "
-        "AND tgname = 'erp_orders_keys') AND to_regclass('erp_order_keys') IS NOT NULL"
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def build_jobs(
     gen: Generator, conn: psycopg.Connection, *, history: bool = True
 ) -> tuple[list[Job], list[TableResult], bool]:
-    """The load jobs for this database, biggest first; tables that do not exist are reported skipped.
-    Also says whether the history goes through the financial pipeline (its functions installed)."""
+    """The load jobs, biggest first, and the tables left out (an empty backlog). Also says whether the
+    history goes through the financial pipeline (``history``)."""
     plan = gen.plan
-    present = existing_tables(conn, OPTIONAL_TABLES)
-    ledger_owned = "financial_transactions_staging" in present and has_pipeline(conn)
-    pipeline = ledger_owned and history
+    pipeline = history
     skipped: list[TableResult] = []
 
     def transactions(lo: int, hi: int) -> pl.DataFrame:
-        frame = gen.transactions(lo, hi)
-        # With the pipeline installed, is_processed is the ledger's to set: the settled history is
-        # staged and processed below (or, without history, nothing is processed at all).
-        return frame.with_columns(is_processed=pl.lit(False)) if ledger_owned else frame
+        # is_processed is the ledger's to set: the settled history is staged and processed below
+        # (or, without history, nothing is processed at all).
+        return gen.transactions(lo, hi).with_columns(is_processed=pl.lit(False))
 
     jobs: list[Job] = [
         Job(
@@ -1007,18 +985,17 @@ def build_jobs(
             lambda: (transactions(lo, hi) for lo, hi in _ranges(plan.orders, CHUNK)),
         ),
     ]
-    keys_by_copy = _has_keys_trigger(conn)
     jobs.append(
         Job(
             "erp_orders",
             ORDER_COLUMNS,
             plan.orders,
             lambda: (gen.orders(lo, hi) for lo, hi in _ranges(plan.orders, CHUNK)),
-            before=_orders_before if keys_by_copy else None,
-            after=_orders_after if keys_by_copy else None,
+            before=_orders_before,
+            after=_orders_after,
         )
     )
-    capture = _lake_capture_triggers(conn) if "lakehouse_customers" in present else []
+    capture = _lake_capture_triggers(conn)
     jobs.append(
         Job(
             "crm_customers",
@@ -1029,33 +1006,19 @@ def build_jobs(
             after=_customers_after(capture) if capture else None,
         )
     )
-    if "lakehouse_customers" in present:
-        lake_columns = LAKEHOUSE_COLUMNS + (
-            ["source_updated_at"]
-            if "source_updated_at" in table_column_names(conn, "lakehouse_customers")
-            else []
+    jobs.append(
+        Job(
+            "lakehouse_customers",
+            LAKEHOUSE_COLUMNS,
+            int(plan.customers * 1.88),
+            lambda: (gen.lakehouse(lo, hi) for lo, hi in _ranges(plan.customers, CHUNK // 2)),
+            after=_lakehouse_after,
+            # After the CRM load: if something else already versioned the new customers (a
+            # capture the seed could not switch off), that history stands and the seed keeps out.
+            phase=2,
+            skip_if_filled="already filled from crm_customers by the lakehouse's own capture",
         )
-        jobs.append(
-            Job(
-                "lakehouse_customers",
-                lake_columns,
-                int(plan.customers * 1.88),
-                lambda: (gen.lakehouse(lo, hi) for lo, hi in _ranges(plan.customers, CHUNK // 2)),
-                after=_lakehouse_after,
-                # After the CRM load: if something else already versioned the new customers (a
-                # capture the seed could not switch off), that history stands and the seed keeps out.
-                phase=2,
-                skip_if_filled="already filled from crm_customers by the lakehouse's own capture",
-            )
-        )
-    else:
-        skipped.append(
-            TableResult(
-                "lakehouse_customers",
-                status="skipped",
-                note="table does not exist (run `opsconsole db migrate`)",
-            )
-        )
+    )
     jobs.append(
         Job(
             "external_market_data",
@@ -1079,9 +1042,9 @@ def build_jobs(
                 name="financial_transactions_staging (history)",
             )
         )
-    if "financial_transactions_staging" in present and plan.staging_rows == 0:
+    if plan.staging_rows == 0:
         skipped.append(TableResult("financial_transactions_staging", status="skipped", note="--backlog 0"))
-    elif "financial_transactions_staging" in present:
+    else:
         jobs.append(
             Job(
                 "financial_transactions_staging",
@@ -1090,14 +1053,6 @@ def build_jobs(
                 lambda: (gen.staging(lo, hi) for lo, hi in _ranges(plan.staging_rows, CHUNK)),
                 # The pending backlog comes after the history has been processed, so it stays pending.
                 phase=3,
-            )
-        )
-    else:
-        skipped.append(
-            TableResult(
-                "financial_transactions_staging",
-                status="skipped",
-                note="table does not exist (run `opsconsole db migrate`)",
             )
         )
     return jobs, skipped, pipeline
@@ -1185,6 +1140,8 @@ def seed(
     progress = progress or Progress()
     started = time.perf_counter()
     with connect(dsn, "seed") as conn:
+        if conn.execute("SELECT to_regclass('crm_customers') IS NULL").fetchone()[0]:
+            raise OpsError("This database has no platform schema yet: run `opsconsole db migrate` first.")
         began = conn.execute("SELECT now()").fetchone()[0]
         counts = seeded_row_counts(conn, exact=not truncate_first)
         truncated: list[str] = []
@@ -1263,23 +1220,17 @@ def seed(
     return summary
 
 
-def refresh_customer_360(conn: psycopg.Connection) -> dict | None:
-    """Rebuild customer 360 from the freshly seeded sources, when that module is installed.
+def refresh_customer_360(conn: psycopg.Connection) -> dict:
+    """Rebuild customer 360 from the freshly seeded sources.
 
     The capture triggers queued every seeded customer; one full refresh is cheaper than draining that
     queue incrementally and leaves the queue empty."""
-    if conn.execute("SELECT to_regprocedure('refresh_customer_360_full()') IS NULL").fetchone()[0]:
-        return None
     row = conn.execute("SELECT rows_processed, refresh_duration FROM refresh_customer_360_full()").fetchone()
     return {"rows": row[0], "seconds": round(row[1].total_seconds(), 2)}
 
 
 def seed_lineage(conn: psycopg.Connection) -> TableResult:
     """The platform's flows into data_lineage, once (rows already there are left alone)."""
-    if not existing_tables(conn, ["data_lineage"]):
-        return TableResult(
-            "data_lineage", status="skipped", note="table does not exist (run `opsconsole db migrate`)"
-        )
     t0 = time.perf_counter()
     cols = [
         "source_table",

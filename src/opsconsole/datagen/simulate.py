@@ -36,10 +36,10 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 import polars as pl
-from psycopg import sql
 
 from opsconsole.datagen import synth
 from opsconsole.datagen.rng import Rng
+from opsconsole.errors import OpsError
 from opsconsole.ops import channels
 from opsconsole.pipeline.copyio import STAGING_COLUMNS
 
@@ -591,7 +591,6 @@ class SimStats:
     lag_s: float = 0.0
     max_lag_s: float = 0.0
     window_rate: float = 0.0
-    streams_off: dict[str, str] = field(default_factory=dict)
     outages: int = 0  # times the database went away during the run
     outage_s: float = 0.0  # seconds spent reconnecting (not counted against the rate)
     skipped_ticks: int = 0  # ticks that fell due during an outage and were not generated
@@ -609,8 +608,6 @@ class SimStats:
 
     @property
     def held(self) -> bool:
-        if "staging" in self.streams_off:
-            return self.max_lag_s <= 1.0
         return self.achieved_rate >= HOLD_SHARE * self.asked_rate and self.lag_s <= 1.0
 
     def as_dict(self) -> dict:
@@ -629,7 +626,6 @@ class SimStats:
             "ticks": self.ticks,
             "batches": self.batches,
             "max_lag_s": round(self.max_lag_s, 2),
-            "streams_off": dict(self.streams_off),
             "outages": self.outages,
             "outage_s": round(self.outage_s, 2),
             "skipped_ticks": self.skipped_ticks,
@@ -637,13 +633,10 @@ class SimStats:
 
     def describe(self) -> str:
         """One line for people: achieved vs asked, and plainly whether the rate holds."""
-        if "staging" in self.streams_off:
-            head = f"financial stream off ({self.streams_off['staging']})"
-        else:
-            head = (
-                f"financial {self.window_rate:,.0f} rows/s now, {self.achieved_rate:,.0f} avg "
-                f"(asked {self.asked_rate:,.0f})"
-            )
+        head = (
+            f"financial {self.window_rate:,.0f} rows/s now, {self.achieved_rate:,.0f} avg "
+            f"(asked {self.asked_rate:,.0f})"
+        )
         line = (
             f"{head} · events {self.event_rows:,} · crm {self.crm_updates:,} upd/{self.crm_new:,} new · "
             f"market {self.market_rows:,} · faults "
@@ -658,31 +651,19 @@ class SimStats:
 
 
 def database_state(conn) -> dict:
-    """What the simulator needs from the database: which tables exist and the id ranges in use."""
-    from opsconsole.pipeline.copyio import existing_tables
-
-    present = existing_tables(
-        conn,
-        [
-            "financial_transactions_staging",
-            "financial_transactions_processed",
-            "financial_transactions",
-            "ecommerce_events",
-            "crm_customers",
-            "external_market_data",
-            "erp_order_keys",
-        ],
-    )
+    """What the simulator needs from the database: the id ranges in use and e-mails to repeat."""
+    if conn.execute("SELECT to_regclass('financial_transactions_staging') IS NULL").fetchone()[0]:
+        raise OpsError("This database has no platform schema yet: run `opsconsole db migrate` first.")
 
     def scalar(query) -> int:
         row = conn.execute(query).fetchone()
         return int(row[0] or 0) if row else 0
 
-    txn_max = scalar("SELECT max(transaction_id) FROM financial_transactions")
-    for table in ("financial_transactions_staging", "financial_transactions_processed"):
-        if table in present:
-            query = sql.SQL("SELECT max(transaction_id) FROM {}").format(sql.Identifier(table))
-            txn_max = max(txn_max, scalar(query))
+    txn_max = scalar(
+        "SELECT greatest((SELECT max(transaction_id) FROM financial_transactions),"
+        " (SELECT max(transaction_id) FROM financial_transactions_staging),"
+        " (SELECT max(transaction_id) FROM financial_transactions_processed))"
+    )
     pool_rows = conn.execute(
         "SELECT customer_id, first_name, last_name, email FROM crm_customers "
         "WHERE email IS NOT NULL AND first_name IS NOT NULL AND last_name IS NOT NULL "
@@ -694,14 +675,9 @@ def database_state(conn) -> dict:
         orient="row",
     )
     return {
-        "tables": present,
         "transaction_id_max": txn_max,
         "customer_id_max": scalar("SELECT max(customer_id) FROM crm_customers"),
-        "order_id_max": scalar(
-            "SELECT max(order_id) FROM erp_order_keys"
-            if "erp_order_keys" in present
-            else "SELECT max(order_id) FROM erp_orders"
-        ),
+        "order_id_max": scalar("SELECT max(order_id) FROM erp_order_keys"),
         "email_pool": pool,
     }
 
@@ -814,14 +790,8 @@ def run(
     conn = connect(dsn, "simulate")
     try:
         state = database_state(conn)
-        tables = state["tables"]
         stats = SimStats(asked_rate=base.rate)
         streams = {"staging", "events", "crm", "market"}
-        if "financial_transactions_staging" not in tables:
-            streams.discard("staging")
-            stats.streams_off["staging"] = (
-                "financial_transactions_staging does not exist (run `opsconsole db migrate`)"
-            )
         cfg = configure(base, state, int(time.time() * US))
         dt = cfg.tick_seconds
         last_tick_end = math.ceil(duration / dt) if duration else None

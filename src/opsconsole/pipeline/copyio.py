@@ -162,28 +162,3 @@ def copy_frames(
             if on_rows is not None:
                 on_rows(rows)
     return total
-
-
-def table_exists(conn: psycopg.Connection, name: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
-    return bool(row and row[0])
-
-
-def existing_tables(conn: psycopg.Connection, names: Sequence[str]) -> set[str]:
-    rows = conn.execute(
-        "SELECT n FROM unnest(%s::text[]) AS n WHERE to_regclass(n) IS NOT NULL", (list(names),)
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
-def table_column_names(conn: psycopg.Connection, name: str) -> list[str]:
-    rows = conn.execute(
-        """
-        SELECT a.attname
-        FROM pg_attribute a
-        WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY a.attnum
-        """,
-        (name,),
-    ).fetchall()
-    return [r[0] for r in rows]

@@ -43,7 +43,7 @@ from psycopg import sql
 
 from opsconsole.errors import OpsError
 from opsconsole.ops import channels
-from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frames, existing_tables
+from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frames
 
 FORMATS = {
     ".parquet": "parquet",
@@ -587,52 +587,23 @@ def check_columns(frame: pl.DataFrame, target: Target) -> None:
         raise FileRefused(f"no column of the file matches a column of {target.qualified}")
 
 
-def _schema_log_columns(conn: psycopg.Connection) -> set[str] | None:
-    if not existing_tables(conn, ["schema_evolution_log"]):
-        return None
-    rows = conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = 'schema_evolution_log'::regclass "
-        "AND attnum > 0 AND NOT attisdropped"
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
-def _log_evolution(conn: psycopg.Connection, target: Target, ddl: str, note: str, *, applied: bool) -> bool:
-    """One schema_evolution_log row for a column a file brought (proposed or applied). Skipped when
-    the table is missing, or when the DDL event trigger (issue 8) already logged the applied ALTER."""
-    cols = _schema_log_columns(conn)
-    if cols is None:
-        return False
-    values: dict[str, object] = {
-        "table_name": target.name,
-        "evolution_type": "ADD_COLUMN",
-        "ddl_statement": f"-- {note}\n{ddl}",
-        "backward_compatible": True,
-    }
-    if "schema_version" in cols:
-        row = conn.execute(
-            "SELECT coalesce(max(schema_version), 0) + 1 FROM schema_evolution_log WHERE table_name = %s",
-            (target.name,),
-        ).fetchone()
-        values["schema_version"] = row[0] if row else 1
-    if "applied_by" in cols:
-        values["applied_by"] = "opsconsole ingest" + ("" if applied else " (proposed, not applied)")
-    for optional, value in (
-        ("status", "applied" if applied else "proposed"),
-        ("note", note),
-        ("details", None),
-    ):
-        if optional in cols and value is not None:
-            values[optional] = value
-    values = {k: v for k, v in values.items() if k in cols}
+def _log_evolution(conn: psycopg.Connection, target: Target, ddl: str, note: str, *, applied: bool) -> None:
+    """One schema_evolution_log row for a column a file brought (proposed or applied); the caller
+    skips it when the DDL event trigger already logged the applied ALTER."""
     conn.execute(
-        sql.SQL("INSERT INTO schema_evolution_log ({}) VALUES ({})").format(
-            sql.SQL(", ").join(sql.Identifier(k) for k in values),
-            sql.SQL(", ").join(sql.Placeholder() for _ in values),
-        ),
-        list(values.values()),
+        """
+        INSERT INTO schema_evolution_log (table_name, schema_version, evolution_type, ddl_statement,
+                                          backward_compatible, applied_by)
+        SELECT %(table)s::text, coalesce(max(l.schema_version), 0) + 1, 'ADD_COLUMN', %(ddl)s, true, %(by)s
+        FROM schema_evolution_log l
+        WHERE l.table_name = %(table)s::text
+        """,
+        {
+            "table": target.name,
+            "ddl": f"-- {note}\n{ddl}",
+            "by": "opsconsole ingest" + ("" if applied else " (proposed, not applied)"),
+        },
     )
-    return True
 
 
 def _unique_key_rejects(
@@ -760,8 +731,6 @@ def _insert_rows(
 
 
 def _record_lineage(conn: psycopg.Connection, path: str, target: Target, fmt: str, mapping, new_cols) -> None:
-    if not existing_tables(conn, ["data_lineage"]):
-        return
     source = f"file:{path}"
     if len(source) > 200:
         source = "file:..." + path[-192:]
@@ -1058,8 +1027,6 @@ def _reason_kind(reason: str) -> str:
 
 
 def _evolution_count(conn: psycopg.Connection) -> int:
-    if not existing_tables(conn, ["schema_evolution_log"]):
-        return 0
     row = conn.execute("SELECT count(*) FROM schema_evolution_log").fetchone()
     return int(row[0]) if row else 0
 
@@ -1072,8 +1039,8 @@ def ingest(
 
     results: list[FileResult] = []
     with connect(dsn, "ingest") as conn:
-        if not existing_tables(conn, ["ingest_files", "ingest_rejects"]):
-            raise OpsError("The ingest ledger (ingest_files) is missing; run `opsconsole db migrate` first.")
+        if conn.execute("SELECT to_regclass('ingest_files') IS NULL").fetchone()[0]:
+            raise OpsError("This database has no platform schema yet: run `opsconsole db migrate` first.")
         target = resolve_target(conn, table)
         for path in paths:
             results.append(ingest_file(conn, path, target, force=force, evolve=evolve))
