@@ -22,7 +22,7 @@ HEALTH_QUERIES = (
     "health/latency",
     "health/dq_latest",
     "health/dq_last_run",
-    "console/workers",
+    "health/workers",
 )
 
 

@@ -55,9 +55,9 @@ def test_a_zero_padded_order_reference_is_the_same_order_everywhere(db_dsn) -> N
             "SELECT transaction_count, total_transaction_amount FROM customer_360_mv WHERE customer_id = 7"
         ).fetchone()
         assert row == (3, 30)
-        # the console's customer transactions query lists them under order 42
-        listed = conn.execute(query("console/customer_transactions"), {"id": 7}).fetchall()
-        assert sorted((r[0], r[5]) for r in listed) == [(1, 42), (2, 42), (3, 42)]
+        # the customer transactions query (console detail and `customer show`) lists them under order 42
+        listed = conn.execute(query("customers/transactions"), {"id": 7, "limit": 10}).fetchall()
+        assert sorted((r[0], r[6]) for r in listed) == [(1, 42), (2, 42), (3, 42)]
 
     # and so does `customer show`
     out = CliRunner().invoke(main, ["--dsn", db_dsn, "customer", "show", "7", "--json"])

@@ -7,7 +7,7 @@
 -- tree: edit it here, never in a migration. A migration must not depend on an object created here.
 --
 -- Operator actions belong on the same axis; the console merges them from the Activity pane's read of
--- ops_audit_log (sql/queries/console/activity.sql), which is already what each role may see (search
+-- ops_audit_log (sql/queries/audit/activity.sql), which is already what each role may see (search
 -- texts are masked when the audit row is written), so that read has one home.
 
 -- One row per event in [p_since, p_until]: when, which kind (sla, dq, schema, catalog), what it concerns,

@@ -17,7 +17,7 @@ GROUPS_REFUSED = ("opsconsole_viewer", "opsconsole_support")
 
 def shown(conn: psycopg.Connection, text: str | None) -> list[dict]:
     """The Backlog's rows for a filter, through the pane's own named query."""
-    return dict_rows(conn, query("console/backlog_rows"), {"filter": text, "limit": 500})
+    return dict_rows(conn, query("pipeline/backlog_rows"), {"filter": text, "limit": 500})
 
 
 def status_counts(conn: psycopg.Connection) -> dict[str, int]:

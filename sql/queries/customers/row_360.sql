@@ -1,2 +1,2 @@
--- customer show: the customer-360 row (the view adds the fields relative to today).
+-- The customer-360 row (the view adds the fields relative to today)
 SELECT * FROM customer_360_mv WHERE customer_id = %(id)s

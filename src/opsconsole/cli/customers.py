@@ -100,7 +100,7 @@ def customer_show(ctx: Context, ref: str, recent: int, as_json: bool) -> None:
         emit(data["linked_records"], False, title="same person in other records (normalised email)")
     emit(data["recent_orders"], False, title="recent orders")
     emit(data["recent_events"], False, title="recent events")
-    emit(data["recent_transactions"], False, title="recent transactions (through the order reference)")
+    emit(data["recent_transactions"], False, title="recent transactions (failed and dead-lettered first)")
 
 
 def _profile(row: dict[str, Any]) -> dict[str, Any]:

@@ -12,4 +12,4 @@ from opsconsole.db.queries import dict_rows, query
 
 def recent(conn: psycopg.Connection, limit: int = 200) -> list[dict[str, Any]]:
     """The newest operator actions first."""
-    return dict_rows(conn, query("console/activity"), {"limit": limit})
+    return dict_rows(conn, query("audit/activity"), {"limit": limit})

@@ -92,7 +92,7 @@ def column_count(conn: psycopg.Connection) -> int:
 
 def all_columns(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Every catalogued column of this database, in catalogue order (the Catalog pane's tree)."""
-    return dict_rows(conn, query("console/catalog_columns"))
+    return dict_rows(conn, query("catalog/columns"))
 
 
 def catalog_tables(conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -97,9 +97,9 @@ def show(conn: psycopg.Connection, ref: str | int, recent: int = 10) -> dict[str
             "customer_360": c360,
             "refresh_pending": c360 is None or bool(c360.get("refresh_pending")),
             "linked_records": linked,
-            "recent_orders": dict_rows(conn, query("customers/recent_orders"), params),
-            "recent_events": dict_rows(conn, query("customers/recent_events"), params),
-            "recent_transactions": dict_rows(conn, query("customers/recent_transactions"), params),
+            "recent_orders": dict_rows(conn, query("customers/orders"), params),
+            "recent_events": dict_rows(conn, query("customers/events"), params),
+            "recent_transactions": dict_rows(conn, query("customers/transactions"), params),
         }
 
 
@@ -149,7 +149,7 @@ def console_search(
                 conn.execute("SET TRANSACTION READ WRITE")
                 return dict_rows(conn, "SELECT * FROM search_customers(%s, %s)", (q, limit))
         return dict_rows(conn, "SELECT * FROM search_customers(%s, %s)", (q, limit))
-    sql_text = query("console/customer_search")
+    sql_text = query("customers/search")
     if masked:
         sql_text = sql_text.replace("FROM crm_customers", "FROM customers_masked")
     return dict_rows(conn, sql_text, {"q": q, "like": f"%{q}%" if q else None, "limit": limit})
@@ -166,20 +166,25 @@ def profile(conn: psycopg.Connection, customer_id: int, via: str = "table") -> d
                 conn, "SELECT * FROM lookup_customer(%s, 'console: customer detail')", (customer_id,)
             )
         return rows[0] if rows else None
-    sql_text = query("console/customer_profile")
+    sql_text = query("customers/profile")
     if via == "masked":
         sql_text = sql_text.replace("FROM crm_customers", "FROM customers_masked")
     rows = dict_rows(conn, sql_text, {"id": customer_id})
     return rows[0] if rows else None
 
 
-def detail_rows(conn: psycopg.Connection, part: str, customer_id: int) -> list[dict[str, Any]]:
-    """One part of the customer detail: 360, orders, events, transactions or versions."""
-    if part not in ("360", "orders", "events", "transactions", "versions"):
-        raise ValueError(part)
-    return dict_rows(conn, query(f"console/customer_{part}"), {"id": customer_id})
+DETAIL_PARTS = {"360": "row_360", "orders": "orders", "events": "events", "transactions": "transactions",
+                "versions": "versions"}  # fmt: skip
+
+
+def detail_rows(
+    conn: psycopg.Connection, part: str, customer_id: int, limit: int = 10
+) -> list[dict[str, Any]]:
+    """One part of the customer detail: 360, orders, events, transactions or versions (the same reads
+    as `customer show`)."""
+    return dict_rows(conn, query(f"customers/{DETAIL_PARTS[part]}"), {"id": customer_id, "limit": limit})
 
 
 def time_travel(conn: psycopg.Connection, customer_id: int, instant: str) -> list[dict[str, Any]]:
     """The customer as the lakehouse saw it at an instant (none: it did not exist then)."""
-    return dict_rows(conn, query("console/customer_time_travel"), {"at": instant, "id": customer_id})
+    return dict_rows(conn, query("customers/time_travel"), {"at": instant, "id": customer_id})

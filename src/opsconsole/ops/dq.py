@@ -122,14 +122,41 @@ def last_run_ms(conn: psycopg.Connection) -> float | None:
     return float(rows[0]["duration_ms"]) if rows else None
 
 
+SEVERITY_ORDER = {"critical": 0, "error": 1, "warning": 2}
+
+
 def latest_results(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Every rule with its latest result and recent scores, failing first (the Data quality pane)."""
-    return dict_rows(conn, query("console/quality_latest"))
+    """Every rule with its latest result and recent scores (the read of `dq rules`), failing or
+    erroring rules first, then by severity (the Data quality pane)."""
+    rows = [
+        {
+            "rule_name": r["rule_name"],
+            "table_name": r["table_name"],
+            "rule_type": r["rule_type"],
+            "severity": r["severity"],
+            "is_active": r["is_active"],
+            "threshold_value": r["threshold_value"],
+            "score": r["last_score"],
+            "status": r["last_status"],
+            "check_timestamp": r["last_checked_at"],
+            "message": r["last_message"],
+            "recent": r["recent_scores"],
+        }
+        for r in dict_rows(conn, query("dq/rules"), {"table": None, "include_inactive": True})
+    ]
+    rows.sort(
+        key=lambda r: (
+            r["status"] not in ("fail", "error"),
+            SEVERITY_ORDER.get(r["severity"], 3),
+            r["rule_name"],
+        )
+    )
+    return rows
 
 
 def recent_results(conn: psycopg.Connection, rule: str) -> list[dict[str, Any]]:
     """One rule's recent results in full, newest first (every column data_quality_metrics has)."""
-    rows = [r["row"] for r in dict_rows(conn, query("console/quality_history"), {"rule": rule})]
+    rows = [r["row"] for r in dict_rows(conn, query("dq/results"), {"rule": rule})]
     for r in rows:
         if r.get("check_timestamp"):
             r["check_timestamp"] = dt.datetime.fromisoformat(r["check_timestamp"])
@@ -143,7 +170,7 @@ def list_rules(
     try:
         with conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(
-                query("dq_rules"), {"table": table, "include_inactive": include_inactive}
+                query("dq/rules"), {"table": table, "include_inactive": include_inactive}
             ).fetchall()
     except psycopg.Error as exc:
         raise _problem(exc, "list the DQ rules") from None
@@ -153,7 +180,7 @@ def history(conn: psycopg.Connection, rule: str, limit: int = 20) -> list[dict[s
     """A rule's recorded results, newest first."""
     try:
         with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(query("dq_history"), {"rule": rule, "limit": limit}).fetchall()
+            rows = cur.execute(query("dq/history"), {"rule": rule, "limit": limit}).fetchall()
             if not rows:
                 known = cur.execute(
                     "SELECT 1 FROM dq_rule_definitions WHERE rule_name = %s", (rule,)

@@ -81,7 +81,7 @@ def snapshot(
         pipe = dict_rows(conn, query("health/pipeline"), {"window_minutes": SLA_WINDOW_MINUTES})[0]
         bounds = conn.execute("SELECT financial_latency_bounds()").fetchone() if histogram else None
         hist = dict_rows(conn, query("health/latency")) if histogram else []
-        workers = dict_rows(conn, query("console/workers"))[0]
+        workers = dict_rows(conn, query("health/workers"))[0]
         dq = dict_rows(conn, query("health/dq_latest"))
         last_run = dict_rows(conn, query("health/dq_last_run"))
     done = pipe["recent_done"]

@@ -2,7 +2,7 @@
 Monitor and Backlog panes show.
 
 Each function takes a psycopg connection (autocommit, as opened by opsconsole.db.connect), calls the
-pipeline's SQL functions (sql/definitions/30_pipeline.sql) or a named query under sql/queries/console/,
+pipeline's SQL functions (sql/definitions/30_pipeline.sql) or a named query under sql/queries/pipeline/,
 and returns plain data. The CLI, the console and the worker all come through here: each action has this
 one implementation and one audit action name (PROCESS_BATCH, RETRY).
 """
@@ -237,7 +237,7 @@ def fleet_state(conn: psycopg.Connection) -> dict[str, Any]:
     """Whether the fleet is paused, since when, by whom and why (a database without the switch:
     never paused)."""
     try:
-        rows = dict_rows(conn, query("console/fleet_state"))
+        rows = dict_rows(conn, query("pipeline/fleet_state"))
     except psycopg.errors.UndefinedTable:  # a database before the switch (0019): never paused
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             conn.rollback()
@@ -355,7 +355,7 @@ def wait_until_idle(conn: psycopg.Connection, timeout_s: float = 30.0, poll_s: f
 # Reads over the failed and dead-lettered rows themselves (by code, the list, next due, retries) cost in
 # proportion to how many there are (100k failed rows: ~100 ms of server CPU a refresh). They
 # change only when a staging row changes state, and every such change moves the maintained counts
-# (console/staging_version), so a console re-reads them only when that fingerprint moved, or after
+# (pipeline/staging_version), so a console re-reads them only when that fingerprint moved, or after
 # FAILED_REREAD_S anyway. The cache is per database and per read, shared by the consoles of a process.
 FAILED_REREAD_S = 120.0
 _failed_cache: dict[tuple[Any, ...], tuple[float, tuple[Any, ...], Any]] = {}
@@ -365,7 +365,7 @@ _failed_lock = threading.Lock()
 def _failed_set(conn: psycopg.Connection, key: tuple[Any, ...], read: Any) -> Any:
     info = conn.info
     full_key = (info.host, info.port, info.dbname, *key)
-    version = tuple(dict_rows(conn, query("console/staging_version"))[0].values())
+    version = tuple(dict_rows(conn, query("pipeline/staging_version"))[0].values())
     now = time.monotonic()
     with _failed_lock:
         hit = _failed_cache.get(full_key)
@@ -383,9 +383,9 @@ def open_rows(conn: psycopg.Connection, *, failed_detail: bool = False) -> dict[
     """The rows still owed work, by status (pending, failed, dead_letter): rows and oldest_ingested
     from the maintained counts at any staging size; with failed_detail also next_due and retries, read
     from the failed and dead-lettered rows themselves (the Backlog pane, which lists them anyway)."""
-    found = {r["status"]: r for r in dict_rows(conn, query("console/staging_open"))}
+    found = {r["status"]: r for r in dict_rows(conn, query("pipeline/staging_open"))}
     if failed_detail:
-        detail = _failed_set(conn, ("detail",), lambda: dict_rows(conn, query("console/staging_failed")))
+        detail = _failed_set(conn, ("detail",), lambda: dict_rows(conn, query("pipeline/staging_failed")))
         for r in detail:
             found.setdefault(r["status"], {"status": r["status"], "rows": 0, "oldest_ingested": None})
             found[r["status"]].update(next_due=r["next_due"], retries=r["retries"])
@@ -394,17 +394,17 @@ def open_rows(conn: psycopg.Connection, *, failed_detail: bool = False) -> dict[
 
 def monitor_minutes(conn: psycopg.Connection, until: dt.datetime | None = None) -> list[dict[str, Any]]:
     """The per-minute rollup of the hour up to `until` (None: now), newest first."""
-    return dict_rows(conn, query("console/monitor_minutes"), {"until": until})
+    return dict_rows(conn, query("pipeline/monitor_minutes"), {"until": until})
 
 
 def monitor_span(conn: psycopg.Connection) -> dict[str, Any]:
     """The oldest and newest rollup minutes (how far back the time cursor goes) and the database's now."""
-    return dict_rows(conn, query("console/monitor_span"))[0]
+    return dict_rows(conn, query("pipeline/monitor_span"))[0]
 
 
 def worker_sessions(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Each connected pipeline worker: who, since when, busy or idle, its last minute and last chunk."""
-    return dict_rows(conn, query("console/worker_sessions"))
+    return dict_rows(conn, query("pipeline/worker_sessions"))
 
 
 @dataclass(frozen=True)
@@ -432,20 +432,20 @@ class DrainEstimate:
 
 def drain_estimate(conn: psycopg.Connection, waiting: int) -> DrainEstimate:
     """The pace from the batches' audit rows (claimed) and the rollups (arrived)."""
-    row = dict_rows(conn, query("console/drain_rate"))[0]
+    row = dict_rows(conn, query("pipeline/drain_rate"))[0]
     minutes = max(float(row["seconds"]), 1.0) / 60
     return DrainEstimate(waiting, int(row["claimed"]) / minutes, int(row["arrived"]) / minutes)
 
 
 def failed_by_code(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    return _failed_set(conn, ("codes",), lambda: dict_rows(conn, query("console/backlog_codes")))
+    return _failed_set(conn, ("codes",), lambda: dict_rows(conn, query("pipeline/backlog_codes")))
 
 
 def failed_rows(conn: psycopg.Connection, text: str | None, limit: int) -> list[dict[str, Any]]:
     """Failed and dead-lettered rows, narrowed to those matching `text` when given."""
     params = {"filter": text, "like": f"%{text}%" if text else None, "limit": limit}
     return _failed_set(
-        conn, ("rows", text, limit), lambda: dict_rows(conn, query("console/backlog_rows"), params)
+        conn, ("rows", text, limit), lambda: dict_rows(conn, query("pipeline/backlog_rows"), params)
     )
 
 
@@ -464,7 +464,7 @@ def staging_detail(
         "batch_id": batch_id,
         "error_code": error_code,
     }
-    full = dict_rows(conn, query("console/staging_row"), params)
-    attempts = dict_rows(conn, query("console/staging_attempts"), params)
-    history = dict_rows(conn, query("console/staging_history"), params)
+    full = dict_rows(conn, query("pipeline/staging_row"), params)
+    attempts = dict_rows(conn, query("pipeline/staging_attempts"), params)
+    history = dict_rows(conn, query("pipeline/staging_history"), params)
     return (full[0]["row"] if full else None), attempts, history

@@ -71,7 +71,7 @@ def events(
     operator actions)."""
     out: list[Event] = []
     params = {"since": since, "until": until, "breach_pct": breach_pct, "limit": limit}
-    for r in dict_rows(conn, query("console/timeline"), params):
+    for r in dict_rows(conn, query("timeline/events"), params):
         key = f"{r['kind']}:{r['ref']}:{r['subject']}"
         out.append(Event(r["occurred_at"], r["kind"], r["subject"], r["detail"] or "", r["severity"], key))
     for r in audit.recent(conn, actions):

@@ -208,7 +208,7 @@ def read_customer(conn: psycopg.Connection, caps: Capabilities | None, customer_
         return customers.detail_rows(conn, name, customer_id)
 
     c360_rows = rows("360", ("customer_360_mv",))
-    c360 = c360_rows[0]["row"] if c360_rows else None
+    c360 = c360_rows[0] if c360_rows else None
     orders = rows("orders", ("erp_orders",)) or []
     events = rows("events", ("ecommerce_events",)) or []
     transactions = (
@@ -338,7 +338,7 @@ class CustomerScreen(Screen):
         self.query_one("#c-events", Static).update(
             table_of(
                 data.events,
-                ["event_timestamp", "event_type", "page_url", "event_data"],
+                ["event_timestamp", "event_type", "category", "page_url"],
                 clock,
                 "recent events",
             )

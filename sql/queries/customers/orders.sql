@@ -1,4 +1,5 @@
--- customer show: the latest orders (any status), newest order date first.
+-- A customer's latest orders, any status, newest order date first (the console's customer detail and
+-- `customer show`).
 SELECT order_id, order_number, order_date, total_amount, currency_code, status, created_at
 FROM erp_orders
 WHERE customer_id = %(id)s
