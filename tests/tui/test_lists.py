@@ -268,3 +268,25 @@ async def test_every_pane_has_a_tab_at_80_columns(make_app):
         for pane in PANES:
             assert f" {pane.PANE_KEY} " in text
         assert not app.screen.query_one("PaneFooter").show_command_palette
+
+
+async def test_the_palette_item_shows_only_where_the_keys_leave_room(make_app):
+    """The docked "^p palette" item garbled the last keys when they needed the whole width."""
+    app = make_app(listen=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for(pilot, lambda: app.engine.connected)
+        await pilot.press("2")  # Backlog: the most keys
+        await wait_for(pilot, lambda: getattr(app.screen, "PANE_ID", "") == "backlog")
+        footer = app.screen.query_one("PaneFooter")
+        await pilot.pause(0.2)
+        assert footer._keys_width() + footer.PALETTE_ITEM > 120
+        assert not footer.show_command_palette
+        await pilot.press("5")  # Catalog: few keys
+        await wait_for(pilot, lambda: getattr(app.screen, "PANE_ID", "") == "catalog")
+        await pilot.pause(0.2)
+        assert app.screen.query_one("PaneFooter").show_command_palette
+        await pilot.resize_terminal(250, 40)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: getattr(app.screen, "PANE_ID", "") == "backlog")
+        await pilot.pause(0.3)
+        assert app.screen.query_one("PaneFooter").show_command_palette

@@ -20,11 +20,15 @@ TONES = ("success", "warning", "error", "accent", "secondary")
 
 
 def tone(app: App, name: str) -> str:
-    """A theme colour as a Rich style string (falls back to a plain colour name)."""
-    theme = app.current_theme
-    value = getattr(theme, name, None) if theme is not None else None
+    """A theme colour as a Rich style string (falls back to a plain colour name). `secondary` marks
+    what is low-key (info, never run, parked): dimmed text, readable on every theme (the themes'
+    secondary colour is a dark blue that vanished on the dark ones)."""
     if name == "foreground":
         return ""
+    if name == "secondary":
+        return "dim"
+    theme = app.current_theme
+    value = getattr(theme, name, None) if theme is not None else None
     fallback = {"success": "green", "warning": "yellow", "error": "red", "accent": "cyan"}.get(name, "")
     return str(value) if value else fallback
 

@@ -125,10 +125,24 @@ class MonitorScreen(PaneScreen):
     PANE_TITLE = "Monitor"
     NEEDS_RELATIONS = ("financial_processing_monitor", "financial_transactions_staging")
     PANE_BINDINGS = [
-        Binding("left_square_bracket", "cursor(-1)", "Minute back", key_display="["),
-        Binding("right_square_bracket", "cursor(1)", "Minute forward", key_display="]"),
-        Binding("left_curly_bracket", "cursor(-10)", "10 minutes back", key_display="{", show=False),
-        Binding("right_curly_bracket", "cursor(10)", "10 minutes forward", key_display="}", show=False),
+        Binding("left_square_bracket", "cursor(-1)", "Minute back", key_display="[", id="monitor.back"),
+        Binding("right_square_bracket", "cursor(1)", "Minute forward", key_display="]", id="monitor.forward"),
+        Binding(
+            "left_curly_bracket",
+            "cursor(-10)",
+            "10 minutes back",
+            key_display="{",
+            show=False,
+            id="monitor.back_ten",
+        ),
+        Binding(
+            "right_curly_bracket",
+            "cursor(10)",
+            "10 minutes forward",
+            key_display="}",
+            show=False,
+            id="monitor.forward_ten",
+        ),
         # priority: the minute table would take Home/End to scroll itself
         Binding("home", "cursor_oldest", "Oldest minute", key_display="Home", show=False, priority=True),
         Binding("end", "cursor_live", "Live", key_display="End", show=False, priority=True),

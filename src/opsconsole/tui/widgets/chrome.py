@@ -190,18 +190,28 @@ class PaneFooter(Footer):
     switch and focus change even when nothing shown differs: that was ~40% of a pane switch's CPU on
     the UI thread (P8). What is shown is the same as long as this signature is."""
 
-    # Below this width the keys run under the docked "^p palette" item and the two garble each other
-    # (the palette still opens with ctrl+p, and `?` lists every key).
-    PALETTE_MIN_WIDTH = 120
+    # When the keys need the whole width they run under the docked "^p palette" item and the two
+    # garble each other, so the item shows only when the pane's keys leave room for it (the palette
+    # still opens with ctrl+p, and `?` lists every key).
+    PALETTE_ITEM = 14  # "^p palette" with its padding and separator
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._composed_for: tuple | None = None
 
+    def _keys_width(self) -> int:
+        """Cells the shown keys take: key, a space and the description, padded by one each side."""
+        total = 0
+        for _, (_, b, _, _) in self.screen.active_bindings.items():
+            if b.show:
+                total += len(b.key_display or self.app.get_key_display(b)) + len(b.description) + 3
+        return total
+
+    def _palette_fits(self) -> bool:
+        return self._keys_width() + self.PALETTE_ITEM <= self.app.size.width
+
     def on_resize(self) -> None:
-        wide = self.app.size.width >= self.PALETTE_MIN_WIDTH
-        if self.show_command_palette != wide:
-            self.show_command_palette = wide
+        if textual_compat.footer_bindings_ready(self) and self.show_command_palette != self._palette_fits():
             self.call_later(self.recompose)
 
     def _shown_signature(self) -> tuple:
@@ -216,6 +226,8 @@ class PaneFooter(Footer):
 
     def compose(self) -> ComposeResult:
         if textual_compat.footer_bindings_ready(self):
+            # decided here, where the keys are known (a reactive set quietly: no second recompose)
+            self.set_reactive(Footer.show_command_palette, self._palette_fits())
             self._composed_for = self._shown_signature()
         yield from super().compose()
 
