@@ -28,7 +28,8 @@ def minutes_of(conn: psycopg.Connection, since: str, until: str | None) -> list[
 
 
 def write_minutes(conn: psycopg.Connection, minutes: list[dict]) -> None:
-    conn.execute("SELECT financial_rollup_apply(%s::jsonb)", (json.dumps([m["rollup"] for m in minutes]),))
+    rollups = json.dumps([m["rollup"] for m in minutes])
+    conn.execute("SELECT financial_rollup_minutes_apply(%s::jsonb)", (rollups,))
     conn.execute(
         "SELECT financial_latency_apply(%s::jsonb)", (json.dumps([h for m in minutes for h in m["latency"]]),)
     )
@@ -60,7 +61,7 @@ async def test_the_time_cursor_steps_back_through_the_rollup_history(make_app, c
     breach_minute = (now - dt.timedelta(minutes=150)).replace(second=0, microsecond=0)
     # that minute, long past: half of its rows took longer than the SLA
     conn.execute(
-        "SELECT financial_rollup_apply(%s::jsonb)",
+        "SELECT financial_rollup_minutes_apply(%s::jsonb)",
         (json.dumps([{"minute_bucket": breach_minute.isoformat(), "sla_breaches": 900}]),),
     )
     app = make_app(start_pane="monitor", listen=False)

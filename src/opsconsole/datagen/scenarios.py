@@ -4,8 +4,10 @@ the database.
 - `history`: an hour of healthy pipeline history for the Monitor (the demo's warm-up). The per-minute
   rollups of the hour before now that hold nothing yet are filled with in-SLA minutes: the traffic of
   the given rate, about 1% failed, 0.3% dead-lettered, 1% duplicates, latencies of 10-600 ms, no SLA
-  breach. They go through the rollups' own writers (financial_rollup_apply, financial_latency_apply);
-  no staging row stands behind these minutes, so they are demo history, said so in their audit row.
+  breach. They go through the rollups' own writers (financial_rollup_minutes_apply and
+  financial_latency_apply; not financial_rollup_apply, which would also count them as staging rows
+  by state): no staging row stands behind these minutes, so they are demo history, said so in their
+  audit row.
 - `incident`: a blocking session stalls the pipeline. A session (application_name
   opsconsole:incident) holds a SHARE lock on financial_transactions_processed for `hold` seconds, the
   way a long report or a migration waiting on a lock would: every worker's chunk waits, arrivals pile up
@@ -105,9 +107,8 @@ def play_history(conn: psycopg.Connection, *, rate: float, seed: int) -> dict[st
     ]
     with conn.transaction():
         if fresh:
-            conn.execute(
-                "SELECT financial_rollup_apply(%s::jsonb)", (json.dumps([m["rollup"] for m in fresh]),)
-            )
+            rollups = json.dumps([m["rollup"] for m in fresh])
+            conn.execute("SELECT financial_rollup_minutes_apply(%s::jsonb)", (rollups,))
             conn.execute(
                 "SELECT financial_latency_apply(%s::jsonb)",
                 (json.dumps([h for m in fresh for h in m["latency"]]),),
