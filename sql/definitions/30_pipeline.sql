@@ -1171,6 +1171,20 @@ BEGIN
         WHERE reference_order_id(p.reference_data) IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM erp_order_keys k
                           WHERE k.order_id = reference_order_id(p.reference_data))
+    ),
+    staging_counts_drift AS (
+        -- the maintained counts (32_staging_counts.sql) against a count, in the same snapshot: every
+        -- change of state moves them in its own transaction, so any difference is a writer that
+        -- skipped financial_rollup_apply
+        SELECT (abs(n.pending - r.pending) + abs(n.failed - r.failed) + abs(n.dead_letter - r.dead_letter))::bigint AS n
+        FROM (SELECT coalesce(sum(c.pending), 0) AS pending, coalesce(sum(c.failed), 0) AS failed,
+                     coalesce(sum(c.dead_letter), 0) AS dead_letter
+              FROM financial_staging_counts c) n
+        CROSS JOIN (SELECT count(*) FILTER (WHERE s.processing_status = 'pending') AS pending,
+                           count(*) FILTER (WHERE s.processing_status = 'failed') AS failed,
+                           count(*) FILTER (WHERE s.processing_status = 'dead_letter') AS dead_letter
+                    FROM financial_transactions_staging s
+                    WHERE s.processing_status IN ('pending', 'failed', 'dead_letter')) r
     )
     SELECT c.check_name, c.n, c.id_kind, c.sample, c.description
     FROM (
@@ -1218,6 +1232,9 @@ BEGIN
         SELECT 'processed_order_missing', (SELECT count(*) FROM processed_order_missing), 'transaction_id',
                ARRAY(SELECT id FROM processed_order_missing ORDER BY id LIMIT 10),
                'processed rows whose reference_data.order_id is no longer in erp_orders', 10
+        UNION ALL
+        SELECT 'staging_counts_drift', (SELECT d.n FROM staging_counts_drift d), 'none', ARRAY[]::bigint[],
+               'staging rows by state (pending, failed, dead_letter) that the maintained counts miscount', 11
     ) c
     ORDER BY c.ord;
 END;

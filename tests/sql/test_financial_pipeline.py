@@ -486,7 +486,7 @@ def test_is_processed_follows_the_ledger_and_reconcile(conn):
     }
     assert conn.execute("SELECT sync_financial_processed_flags() AS n").fetchone()["n"] == 3
     assert set(mismatches()) == {"ledger_without_processed", "source_payload_differs"}
-    assert len(conn.execute("SELECT * FROM reconcile_financial_pipeline()").fetchall()) == 11
+    assert len(conn.execute("SELECT * FROM reconcile_financial_pipeline()").fetchall()) == 12
 
 
 def test_monitor_is_independent_of_session_time_zone(conn):

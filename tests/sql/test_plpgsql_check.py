@@ -25,6 +25,15 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "plpgsql_check cannot follow a record's fields or a list built in a query (checked: the probe "
         "is flagged even with only a regclass parameter and %I/%L arguments)"
     ),
+    ("shard_local", "error", 'relation "pg_catalog.pg_dist_'): (
+        "its EXECUTE reads Citus's catalog (pg_dist_local_group, pg_dist_partition), which exists only "
+        "where the citus extension is installed; the function returns before it when "
+        "to_regclass('pg_catalog.pg_dist_local_group') is NULL, so on plain PostgreSQL the statement "
+        "never runs (tests/test_db_citus_plain.py), and tests/citus runs it on a cluster"
+    ),
+    ("shard_local_to", "error", 'relation "pg_catalog.pg_dist_'): (
+        "the same: Citus's pg_dist_shard and pg_dist_local_group, read only when they exist"
+    ),
 }
 
 
