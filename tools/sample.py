@@ -4,16 +4,22 @@ Everything is placed relative to one anchor instant (the FrozenClock's "now"), s
 ("1m 30s", "in 45s", "5m ago") come out the same on every run. Parts whose tables are not installed
 are skipped, so the seed works at any migration level.
 
-Only for scratch databases: with `fixed_monitor` it replaces the financial_processing_monitor view by
-one that returns fixed figures for the last hour (real processing latencies differ from run to run),
-and with `fixed_catalog` it replaces the catalogue's rows by a small fixed set (the real catalogue
-changes with every migration).
+The anchor is the start of a minute (`minute_anchor()`): the database's own clock (now(), which the
+Monitor's minutes and drain estimate read) then stays in the anchor's minute while a picture is taken,
+and rollup minutes map onto the same shown minutes on every run.
+
+Only for scratch databases: with `fixed_monitor` it writes an hour of smooth, fixed rollup minutes
+before the anchor's (real processing latencies differ from run to run), and with `fixed_catalog` it
+replaces the catalogue's rows by a small fixed set (the real catalogue changes with every migration).
+The schema changes and catalogue entries the migrations recorded are dated relative to the anchor too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import time
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -63,6 +69,16 @@ def has_function(conn: psycopg.Connection, name: str) -> bool:
     return bool(scalar(conn, "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = %s)", (name,)))
 
 
+def minute_anchor(margin_s: int = 30) -> dt.datetime:
+    """The start of the current minute, once at least `margin_s` seconds of it are left (waiting for
+    the next minute otherwise), so a picture taken from it finishes inside the anchor's minute."""
+    now = dt.datetime.now(dt.UTC)
+    if now.second >= 60 - margin_s:
+        time.sleep(60 - now.second - now.microsecond / 1e6 + 0.05)
+        now = dt.datetime.now(dt.UTC)
+    return now.replace(second=0, microsecond=0)
+
+
 def seed(
     conn: psycopg.Connection, anchor: dt.datetime, *, fixed_monitor: bool = True, fixed_catalog: bool = True
 ) -> None:
@@ -70,7 +86,7 @@ def seed(
     seed_sources(conn, anchor)
     if has(conn, "financial_transactions_staging"):
         seed_staging(conn, anchor)
-    if fixed_monitor and has(conn, "financial_processing_monitor"):
+    if fixed_monitor:
         fix_monitor(conn, anchor)
     if has(conn, "dq_rule_definitions") and has_function(conn, "execute_data_quality_checks"):
         seed_quality(conn, anchor)
@@ -234,27 +250,36 @@ def seed_staging(conn: psycopg.Connection, anchor: dt.datetime) -> None:
 
 
 def fix_monitor(conn: psycopg.Connection, anchor: dt.datetime) -> None:
-    """Sixty minutes of smooth, fixed figures ending at the anchor's minute (not the wall clock's, so a
-    run that crosses a minute boundary draws the same picture)."""
-    minute = anchor.replace(second=0, microsecond=0).isoformat()
-    conn.execute("DROP VIEW financial_processing_monitor")
-    conn.execute(
-        f"""
-        CREATE VIEW financial_processing_monitor AS
-        SELECT '{minute}'::timestamptz - k * interval '1 minute' AS minute_bucket,
-               (900 + round(300 * sin(k / 6.0)))::bigint + 4 AS total_transactions,
-               (900 + round(300 * sin(k / 6.0)))::bigint AS processed_count,
-               (k % 7 = 3)::int::bigint * 3 AS failed_count,
-               CASE WHEN k = 0 THEN 4 ELSE 0 END::bigint AS pending_count,
-               round((120 + 40 * cos(k / 5.0))::numeric, 3) AS avg_processing_ms,
-               (480 + round(200 * cos(k / 5.0)))::integer AS max_processing_ms,
-               (260 + round(90 * cos(k / 5.0)))::double precision AS p95_processing_ms,
-               round((0.4 + 0.3 * cos(k / 5.0))::numeric, 2)::double precision AS sla_breach_rate,
-               (k % 11 = 5)::int::bigint AS dead_letter_count,
-               0::bigint AS duplicate_count
-        FROM generate_series(0, 59) AS k
-        """
-    )
+    """Fifty-eight minutes of smooth, fixed figures ending two minutes before the anchor's minute,
+    written through the rollups' own writer for history without staging rows
+    (financial_rollup_minutes_apply). The previous minute keeps only the sample's own rows: the drain
+    estimate reads it against a span that grows with the wall clock's seconds."""
+    minute = anchor.replace(second=0, microsecond=0)
+    rollups, latency = [], []
+    for k in range(2, 60):
+        bucket = (minute - dt.timedelta(minutes=k)).isoformat()
+        processed = 900 + round(300 * math.sin(k / 6.0))
+        slow = round(processed * (0.02 + 0.015 * math.cos(k / 5.0)))  # 200-400 ms
+        rows = [(50, 100, processed // 2), (100, 150, processed - processed // 2 - slow), (200, 300, slow)]
+        rollups.append(
+            {
+                "minute_bucket": bucket,
+                "total_delta": processed + (3 if k % 7 == 3 else 0) + (1 if k % 11 == 5 else 0),
+                "processed_delta": processed,
+                "failed_delta": 3 if k % 7 == 3 else 0,
+                "dead_letter_delta": 1 if k % 11 == 5 else 0,
+                "latency_count": processed,
+                "latency_sum_ms": sum(n * (lo + hi) // 2 for lo, hi, n in rows),
+                "latency_max_ms": 290,
+                "sla_breaches": 0,
+            }
+        )
+        latency += [
+            {"minute_bucket": bucket, "bucket_lower_ms": lo, "bucket_upper_ms": hi, "row_count": n}
+            for lo, hi, n in rows
+        ]
+    conn.execute("SELECT financial_rollup_minutes_apply(%s::jsonb)", (json.dumps(rollups),))
+    conn.execute("SELECT financial_latency_apply(%s::jsonb)", (json.dumps(latency),))
 
 
 def seed_quality(conn: psycopg.Connection, anchor: dt.datetime) -> None:
@@ -279,7 +304,15 @@ def seed_catalog(conn: psycopg.Connection, fixed: bool, anchor: dt.datetime) -> 
             "DELETE FROM data_catalog WHERE table_name NOT IN"
             " ('crm_customers', 'erp_orders', 'financial_transactions_staging', 'ops_audit_log')"
         )
-    conn.execute("UPDATE data_catalog SET last_updated = %s", (anchor - dt.timedelta(minutes=2),))
+    conn.execute(
+        "UPDATE data_catalog SET first_seen_at = %s, last_updated = %s",
+        (anchor - dt.timedelta(hours=2), anchor - dt.timedelta(minutes=2)),
+    )
+    # what the migrations recorded, at fixed times before the anchor, in the order it happened
+    conn.execute(
+        "UPDATE schema_evolution_log SET applied_at = %s + evolution_id * interval '1 second'",
+        (anchor - dt.timedelta(hours=1),),
+    )
     if has_function(conn, "record_lineage"):
         for source, target, pipeline in (
             ("ext:transaction_files", "financial_transactions_staging", "ingest"),

@@ -32,8 +32,9 @@ SHOWN_NOW = dt.datetime(2025, 3, 14, 12, 30, 0, tzinfo=dt.UTC)  # what "now" loo
 
 
 def anchor_now() -> dt.datetime:
-    """The frozen "now" of the pictures (the sample dates everything relative to it)."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    """The frozen "now" of the pictures (the sample dates everything relative to it): the start of a
+    minute, see tools.sample.minute_anchor."""
+    return sample.minute_anchor()
 
 
 def console_app(dsn: str, anchor: dt.datetime, pane: str, **kwargs) -> OpsConsoleApp:

@@ -4,8 +4,6 @@ change with `pytest tests/tui/test_snapshots.py --snapshot-update` and review th
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
 from tools import sample
@@ -18,7 +16,7 @@ SIZES = {"80x24": (80, 24), "200x60": (200, 60)}  # the smallest terminal and a 
 
 @pytest.fixture
 def seeded(db_dsn, conn):
-    anchor = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    anchor = sample.minute_anchor()
     sample.seed(conn, anchor)
     return db_dsn, anchor
 
