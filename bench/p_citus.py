@@ -11,9 +11,10 @@ Every drain runs with jit = off: with PostgreSQL's default (on, where the server
 Debian's 15 has) the chunk's statements cross jit_above_cost and are compiled on every call, which
 made both PostgreSQL 15 databases about 12x slower than with it off (docs/scaling.md).
 
-Read the ratio for what it is: the three nodes share two cores with everything else, and the
-financial tables still live on the coordinator, so it measures the cost of running through a Citus
-coordinator, not scale-out.
+Read the ratio for what it is: the three nodes share two cores with everything else, and each chunk
+is a distributed transaction (staging on the coordinator; the ledger and processed rows on the
+workers, two-phase commit), so it measures what Citus costs the pipeline on one machine, not
+scale-out.
 """
 
 from __future__ import annotations

@@ -351,13 +351,17 @@ def test_two_workers_under_chaos_lose_nothing_and_process_nothing_twice(db_dsn, 
             "ALTER TABLE financial_transactions_processed "
             f"ADD CONSTRAINT reliability_poison CHECK (amount <> {POISON_AMOUNT})"
         )
+        # one statement per execute: on Citus (processed distributed) the DDL is forwarded to the
+        # workers, which refuse several commands in one string
         conn.execute(
             f"""
             CREATE FUNCTION reliability_pause() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN PERFORM pg_sleep({CHUNK_PAUSE_S}); RETURN NULL; END $$;
-            CREATE TRIGGER reliability_pause AFTER INSERT ON financial_transactions_processed
-                FOR EACH STATEMENT EXECUTE FUNCTION reliability_pause();
+            BEGIN PERFORM pg_sleep({CHUNK_PAUSE_S}); RETURN NULL; END $$
             """
+        )
+        conn.execute(
+            "CREATE TRIGGER reliability_pause AFTER INSERT ON financial_transactions_processed "
+            "FOR EACH STATEMENT EXECUTE FUNCTION reliability_pause()"
         )
         conn.execute(
             "INSERT INTO erp_orders (order_id, order_date, partition_date) "

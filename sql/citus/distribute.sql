@@ -47,7 +47,15 @@ BEGIN
             -- search and the refresh join the store to the customers shard by shard.
             (5, 'public.crm_customers', 'hash', 'customer_id', 'public.lakehouse_customers'),
             (6, 'public.customer_360_store', 'hash', 'customer_id', 'public.lakehouse_customers'),
-            (7, 'public.customer_360_dirty', 'hash', 'customer_id', 'public.lakehouse_customers')
+            (7, 'public.customer_360_dirty', 'hash', 'customer_id', 'public.lakehouse_customers'),
+            -- The financial group, co-located by account_id: the exactly-once ledger (keyed
+            -- (account_id, transaction_id)) and the processed rows (the fraud window reads one
+            -- account's range). The chunk claims rows by account bucket, so its ledger insert and
+            -- its processed insert and window reads touch only the shards of the chunk's accounts.
+            -- Staging and financial_transactions stay on the coordinator (docs/scaling.md says
+            -- which refusals keep them there); the chunk's statement writes both kinds at once.
+            (8, 'public.financial_transaction_ledger', 'hash', 'account_id', 'none'),
+            (9, 'public.financial_transactions_processed', 'hash', 'account_id', 'public.financial_transaction_ledger')
         ) AS t(ord, rel, kind, col, colocate_with)
         WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = t.rel::regclass)
         ORDER BY t.ord

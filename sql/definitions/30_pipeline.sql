@@ -460,14 +460,14 @@ BEGIN
         SELECT coalesce(h.staging_id, 0), a.account_id, h.transaction_timestamp, h.amount_abs
         FROM acct a
         CROSS JOIN LATERAL (
-            -- one index range scan per account (OFFSET 0: never flattened into a scan of processed);
-            -- the partitions outside [lo, hi) are pruned at run time
+            -- one index range scan per account (a nested loop over the few accounts of the chunk);
+            -- the partitions outside [lo, hi) are pruned at run time. No OFFSET 0 here: Citus
+            -- cannot push down a LATERAL with OFFSET that references a CTE (docs/scaling.md)
             SELECT p.staging_id, p.transaction_timestamp, p.amount_abs
             FROM financial_transactions_processed p
             WHERE p.account_id = a.account_id
               AND p.transaction_timestamp >= a.lo
               AND p.transaction_timestamp < a.hi
-            OFFSET 0
         ) h
     ),
     -- A row's history: the account's transactions in [ts - window, ts) that ARRIVED before it (lower
@@ -553,7 +553,7 @@ BEGIN
         FROM x
         CROSS JOIN LATERAL (
             SELECT l.payload_hash, l.staging_id FROM financial_transaction_ledger l
-            WHERE l.account_id = x.account_id AND l.transaction_id = x.transaction_id OFFSET 0
+            WHERE l.account_id = x.account_id AND l.transaction_id = x.transaction_id
         ) g
         WHERE x.new_error_code IS NULL AND NOT x.won
     ),
@@ -565,7 +565,7 @@ BEGIN
             retry_count = o.new_retry_count,
             next_attempt_at = o.due,
             processing_duration_ms = o.ms,
-            processed_at = clock_timestamp(),
+            processed_at = p_now,
             claimed_by = p_worker,
             chunk_id = p_chunk_id,
             -- the same value: makes PostgreSQL prepare the generated columns once, not per row (see
@@ -659,8 +659,14 @@ BEGIN
         rollup_deltas := coalesce(v_a.rollup_deltas, '[]'::jsonb);
         latency_deltas := coalesce(v_a.latency_deltas, '[]'::jsonb);
         RETURN;
-    EXCEPTION WHEN OTHERS THEN
-        v_err := SQLERRM;
+    EXCEPTION
+        -- A lost connection is not the rows' fault: on Citus a worker node that restarts fails
+        -- every half of the chunk, and splitting it would mark each row internal_error. The
+        -- caller's transaction fails instead and the rows stay due.
+        WHEN connection_exception OR admin_shutdown OR crash_shutdown OR cannot_connect_now THEN
+            RAISE;
+        WHEN OTHERS THEN
+            v_err := SQLERRM;
     END;
     IF v_n = 1 THEN
         v_row := p_rows[1];
@@ -1035,18 +1041,36 @@ $$;
 -- financial_transactions.is_processed follows the ledger
 ------------------------------------------------------------------------------------------------------
 -- The chunk flags rows that exist when it runs; this covers source rows that arrive afterwards.
+-- Two statements: the new keys found in the ledger, then the flags. On Citus the ledger is
+-- distributed and a statement it plans cannot read the transition table ("unrecognized RTE kind"),
+-- so the keys pass as arrays; the ledger read is then pushed down to the accounts' shards.
 CREATE OR REPLACE FUNCTION financial_transactions_mark_processed()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+DECLARE
+    v_acc bigint[];
+    v_tx  bigint[];
 BEGIN
+    SELECT array_agg(n.account_id), array_agg(n.transaction_id) INTO v_acc, v_tx
+    FROM new_rows n
+    WHERE n.account_id IS NOT NULL AND NOT n.is_processed;
+    IF v_acc IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(l.account_id), array_agg(l.transaction_id) INTO v_acc, v_tx
+    FROM financial_transaction_ledger l
+    WHERE (l.account_id, l.transaction_id) IN (SELECT k.a, k.t FROM unnest(v_acc, v_tx) AS k(a, t));
+    IF v_acc IS NULL THEN
+        RETURN NULL;
+    END IF;
     UPDATE financial_transactions f
     SET is_processed = true
-    FROM new_rows n
-    JOIN financial_transaction_ledger l ON l.account_id = n.account_id AND l.transaction_id = n.transaction_id
-    WHERE f.transaction_id = n.transaction_id
+    FROM unnest(v_acc, v_tx) AS k(a, t)
+    WHERE f.account_id = k.a
+      AND f.transaction_id = k.t
       AND NOT f.is_processed;
     RETURN NULL;
 END;
@@ -1094,16 +1118,29 @@ AS $$
 BEGIN
     RETURN QUERY
     WITH
+    -- The ledger and the processed rows are read once each. On Citus they are distributed and
+    -- staging, financial_transactions and erp_order_keys are not: Citus refuses a join of the two
+    -- kinds ("direct joins between distributed and local tables are not supported"), so the two
+    -- reads become intermediate results and the checks below run on the coordinator.
+    led AS MATERIALIZED (
+        SELECT l.account_id, l.transaction_id, l.transaction_timestamp, l.payload_hash, l.staging_id
+        FROM financial_transaction_ledger l
+    ),
+    proc AS MATERIALIZED (
+        SELECT p.account_id, p.transaction_id, p.transaction_timestamp, p.payload_hash, p.staging_id,
+               p.amount, p.transaction_type, p.reference_data
+        FROM financial_transactions_processed p
+    ),
     ledger_without_processed AS (
-        SELECT l.transaction_id AS id FROM financial_transaction_ledger l
-        WHERE NOT EXISTS (SELECT 1 FROM financial_transactions_processed p
+        SELECT l.transaction_id AS id FROM led l
+        WHERE NOT EXISTS (SELECT 1 FROM proc p
                           WHERE p.account_id = l.account_id
                             AND p.transaction_timestamp = l.transaction_timestamp
                             AND p.transaction_id = l.transaction_id)
     ),
     processed_without_ledger AS (
-        SELECT p.transaction_id AS id FROM financial_transactions_processed p
-        LEFT JOIN financial_transaction_ledger l
+        SELECT p.transaction_id AS id FROM proc p
+        LEFT JOIN led l
           ON l.account_id = p.account_id AND l.transaction_id = p.transaction_id
         WHERE l.transaction_id IS NULL
            OR l.transaction_timestamp <> p.transaction_timestamp
@@ -1111,55 +1148,55 @@ BEGIN
     ),
     processed_differs_from_staging AS (
         -- while staging still holds the winning row, the processed row must carry its payload
-        SELECT p.transaction_id AS id FROM financial_transactions_processed p
+        SELECT p.transaction_id AS id FROM proc p
         JOIN financial_transactions_staging s ON s.staging_id = p.staging_id
         WHERE (s.transaction_id, s.account_id, s.transaction_timestamp, s.amount, s.transaction_type, s.reference_data)
               IS DISTINCT FROM
               (p.transaction_id, p.account_id, p.transaction_timestamp, p.amount, p.transaction_type, p.reference_data)
     ),
     processed_twice AS (
-        SELECT p.transaction_id AS id FROM financial_transactions_processed p
+        SELECT p.transaction_id AS id FROM proc p
         GROUP BY p.account_id, p.transaction_id HAVING count(*) > 1
     ),
     staging_processed_not_winner AS (
         SELECT s.staging_id AS id FROM financial_transactions_staging s
-        LEFT JOIN financial_transaction_ledger l
+        LEFT JOIN led l
           ON l.account_id = s.account_id AND l.transaction_id = s.transaction_id
         WHERE s.processing_status = 'processed' AND (l.staging_id IS DISTINCT FROM s.staging_id)
     ),
     staging_winner_not_processed AS (
         SELECT s.staging_id AS id FROM financial_transactions_staging s
-        JOIN financial_transaction_ledger l ON l.staging_id = s.staging_id
+        JOIN led l ON l.staging_id = s.staging_id
         WHERE s.processing_status <> 'processed'
     ),
     staging_duplicate_mismatch AS (
         SELECT s.staging_id AS id FROM financial_transactions_staging s
-        LEFT JOIN financial_transaction_ledger l
+        LEFT JOIN led l
           ON l.account_id = s.account_id AND l.transaction_id = s.transaction_id
         WHERE (s.processing_status = 'duplicate' AND l.payload_hash IS DISTINCT FROM s.payload_hash)
            OR (s.error_code = 'payload_conflict' AND (l.payload_hash IS NULL OR l.payload_hash = s.payload_hash))
     ),
     source_flag_missing AS (
         SELECT f.transaction_id AS id FROM financial_transactions f
-        JOIN financial_transaction_ledger l
+        JOIN led l
           ON l.account_id = f.account_id AND l.transaction_id = f.transaction_id
         WHERE NOT f.is_processed
     ),
     source_flag_without_ledger AS (
         SELECT f.transaction_id AS id FROM financial_transactions f
         WHERE f.is_processed
-          AND NOT EXISTS (SELECT 1 FROM financial_transaction_ledger l
+          AND NOT EXISTS (SELECT 1 FROM led l
                           WHERE l.account_id = f.account_id AND l.transaction_id = f.transaction_id)
     ),
     source_payload_differs AS (
         -- the id was processed (under any account), but no processed row carries the source's payload
         SELECT f.transaction_id AS id FROM financial_transactions f
-        WHERE EXISTS (SELECT 1 FROM financial_transaction_ledger l
-                      JOIN financial_transactions_processed p
+        WHERE EXISTS (SELECT 1 FROM led l
+                      JOIN proc p
                         ON p.account_id = l.account_id AND p.transaction_timestamp = l.transaction_timestamp
                        AND p.transaction_id = l.transaction_id
                       WHERE l.transaction_id = f.transaction_id)
-          AND NOT EXISTS (SELECT 1 FROM financial_transactions_processed p
+          AND NOT EXISTS (SELECT 1 FROM proc p
                           WHERE p.account_id IS NOT DISTINCT FROM f.account_id
                             AND p.transaction_id = f.transaction_id
                             AND p.transaction_timestamp IS NOT DISTINCT FROM f.transaction_timestamp
@@ -1167,7 +1204,7 @@ BEGIN
                             AND p.transaction_type IS NOT DISTINCT FROM f.transaction_type)
     ),
     processed_order_missing AS (
-        SELECT p.transaction_id AS id FROM financial_transactions_processed p
+        SELECT p.transaction_id AS id FROM proc p
         WHERE reference_order_id(p.reference_data) IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM erp_order_keys k
                           WHERE k.order_id = reference_order_id(p.reference_data))

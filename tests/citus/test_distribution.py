@@ -28,6 +28,11 @@ CUSTOMER_GROUP = (
     "lakehouse_customer_chains",
     "lakehouse_customers",
 )
+# Distributed by account_id and co-located: the exactly-once ledger and the processed rows
+FINANCIAL_GROUP = (
+    "financial_transaction_ledger",
+    "financial_transactions_processed",
+)
 
 
 def _workers(conn: psycopg.Connection) -> set[str]:
@@ -56,6 +61,16 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
     # co-located: a customer's row, versions, chain, customer-360 row and queue entries are on one node
     colocation = {layout[n]["colocation_id"] for n in CUSTOMER_GROUP}
     assert len(colocation) == 1
+    # an account's ledger entries and processed rows (every partition of it) are on one node
+    for name in FINANCIAL_GROUP:
+        t = layout[name]
+        assert (t["kind"], t["distributed_by"]) == ("distributed", "account_id"), t
+        placed = {p.split(" (")[0] for p in t["placements"].split(", ")}
+        assert placed == workers, t
+    fin_colocation = {layout[n]["colocation_id"] for n in FINANCIAL_GROUP}
+    assert len(fin_colocation) == 1 and fin_colocation != colocation
+    # staging and financial_transactions stay on the coordinator (docs/scaling.md says why)
+    assert "financial_transactions_staging" not in layout and "financial_transactions" not in layout
 
     out = CliRunner().invoke(main, ["--dsn", citus_dsn, "db", "status", "--json"])
     assert out.exit_code == 0, out.output
@@ -63,9 +78,9 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
     assert {t["table_name"] for t in status["distribution"]} == set(layout)
     assert all(m["state"] == "applied" for m in status["migrations"])
     out = CliRunner().invoke(main, ["--dsn", citus_dsn, "db", "migrate"])
+    n_distributed = len(CUSTOMER_GROUP) + len(FINANCIAL_GROUP)
     assert (
-        out.exit_code == 0
-        and f"Citus: {len(CUSTOMER_GROUP)} distributed and 1 reference table(s)" in out.output
+        out.exit_code == 0 and f"Citus: {n_distributed} distributed and 1 reference table(s)" in out.output
     ), out.output
 
 
@@ -80,7 +95,7 @@ def test_reset_keeps_citus_and_drops_the_platform(citus_dsn):
         assert citus.installed(conn) and citus.layout(conn) == []
         assert conn.execute("SELECT count(*) FROM citus_tables").fetchone()[0] == 0
         migrate.migrate(conn)
-        assert len(citus.layout(conn)) == len(CUSTOMER_GROUP) + 1
+        assert len(citus.layout(conn)) == len(CUSTOMER_GROUP) + len(FINANCIAL_GROUP) + 1
 
 
 # The release before the customer group moved: the lakehouse alone was distributed.
@@ -124,11 +139,25 @@ def test_a_citus_database_of_the_previous_release_upgrades_in_place(citus_dsn, t
             "SELECT (SELECT count(*) FROM lakehouse_customers), (SELECT count(*) FROM customer_360_dirty),"
             " (SELECT count(*) FROM crm_customers)"
         ).fetchone()
+        fin_query = (
+            "SELECT (SELECT count(*) FROM financial_transaction_ledger),"
+            " (SELECT md5(string_agg(format('%s|%s|%s', account_id, transaction_id, risk_score), ','"
+            "  ORDER BY account_id, transaction_id)) FROM financial_transactions_processed)"
+        )
+        fin_before = conn.execute(fin_query).fetchone()
+        assert fin_before[0] > 0
 
         migrate.migrate(conn)
 
         layout = {t["table_name"]: t for t in citus.layout(conn)}
         assert set(CUSTOMER_GROUP) <= set(layout)
+        # the financial group moved with its rows, and the pipeline's invariants still hold
+        assert set(FINANCIAL_GROUP) <= set(layout)
+        assert conn.execute(fin_query).fetchone() == fin_before
+        dirty = conn.execute(
+            "SELECT check_name, mismatch_count FROM reconcile_financial_pipeline() WHERE mismatch_count > 0"
+        ).fetchall()
+        assert dirty == []
         after = conn.execute(
             "SELECT (SELECT count(*) FROM lakehouse_customers), (SELECT count(*) FROM customer_360_dirty),"
             " (SELECT count(*) FROM crm_customers)"
