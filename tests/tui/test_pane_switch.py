@@ -147,3 +147,72 @@ async def test_closing_the_backlog_filter_queries_only_when_it_filtered(make_app
         await pilot.press("escape")  # the rows shown were filtered: fetch them all again
         await wait_loaded(app, "backlog", lambda d: d.filter is None)
         assert app.engine.ticks > ticks + 1
+
+
+async def test_the_first_switch_to_a_premounted_pane_does_not_restyle_the_app(make_app, seeded, monkeypatch):
+    """Premounting a pane styles its widgets as they mount; the first switch to it used to re-parse the
+    whole stylesheet and restyle the app all the same (Textual counted the pane as never styled)."""
+    app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(app, "monitor")
+        await wait_for(pilot, lambda: app.premounted, what="premount")
+        reparsed: list[int] = []
+        reparse = app.stylesheet.reparse
+
+        def counting_reparse() -> None:
+            reparsed.append(1)
+            reparse()
+
+        monkeypatch.setattr(app.stylesheet, "reparse", counting_reparse)
+        for pane in ("activity", "quality", "backlog"):
+            app.action_show_pane(pane)
+            assert app.screen is app.panes[pane]
+            await pilot.pause(0.1)
+        assert reparsed == []
+        assert str(app.panes["activity"].query_one("#pane-body").styles.height) == "1fr"  # styled anyway
+
+
+async def test_a_refresh_with_the_same_data_does_not_lay_the_monitor_out_again(make_app, seeded, monkeypatch):
+    """Every refresh rewrites the Monitor's labels; a Static.update lays the whole screen out, so
+    unchanged labels (set_text) must not, or each refresh costs the next key press its frame (P8)."""
+    app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(app, "monitor")
+        await pilot.pause(0.3)
+        screen = app.panes["monitor"]
+        layouts: list[int] = []
+        refresh_layout = type(screen)._refresh_layout
+
+        def counting_refresh_layout(self, *args, **kwargs):
+            layouts.append(1)
+            return refresh_layout(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(screen), "_refresh_layout", counting_refresh_layout)
+        screen.render_data(screen.data)
+        screen.update_counters()
+        await pilot.pause(0.3)
+        assert layouts == []
+
+
+async def test_set_text_lays_out_only_when_the_height_changes():
+    from textual.app import App
+    from textual.widgets import Static
+
+    from opsconsole.tui.widgets.chrome import set_text
+
+    class One(App):
+        def compose(self):
+            yield Static("one line", id="s")
+
+    app = One()
+    async with app.run_test(size=(60, 10)) as pilot:
+        widget = app.query_one("#s", Static)
+        await pilot.pause()
+        set_text(widget, "one line")
+        assert not widget._layout_required  # the same text: nothing at all
+        set_text(widget, "another line")
+        assert not widget._layout_required and str(widget.content) == "another line"  # a repaint
+        set_text(widget, "two\nlines")
+        assert widget._layout_required  # taller: the screen is laid out again
+        await pilot.pause()
+        assert widget.size.height == 2

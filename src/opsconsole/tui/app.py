@@ -207,6 +207,7 @@ class OpsConsoleApp(App):
                 break
             if not screen.is_running:
                 screen.status = self.console_status()
+                textual_compat.mark_styled(self, screen)  # its widgets get the styles as they mount
                 await textual_compat.init_mode(self, pane_id)
             await asyncio.sleep(0)  # keys go first
         self.premounted = True

@@ -9,6 +9,11 @@ so an upgrade shows up as a failed test instead of a broken footer.
 What each one is for:
 - App._init_mode(mode): compose and mount a mode's screen without switching to it (app.py premount,
   so the first switch to a pane is a redraw, not a compose: P8).
+- App._css_update_count and Screen._css_update_count: a screen premounted by _init_mode gets the
+  current styles as its widgets mount (a screen's own CSS is loaded by _init_mode itself), but Textual
+  counts it as never styled, so premounting it and then the first switch to it each re-parsed the
+  whole stylesheet and restyled the app (~0.1-0.3 s on the UI thread each, P8); the app marks it
+  styled before mounting it. A later theme change still restyles it when it is shown.
 - App.delay_update(): switch_mode holds frames back 50 ms through it; the app skips that hold for a
   pane that is mounted already (app.py).
 - events.ScreenResume.refresh_styles: a pane says its styles are current, so Textual does not restyle
@@ -28,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import textual
 from textual import events
 from textual.app import App
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer
 
 if TYPE_CHECKING:
@@ -60,6 +66,10 @@ def missing() -> list[str]:
         gone.append("Footer.bindings_changed")
     if TwoWayDict is None:
         gone.append("textual._two_way_dict.TwoWayDict")
+    if "_css_update_count" not in App.__init__.__code__.co_names:
+        gone.append("App._css_update_count")
+    if not hasattr(Screen(), "_css_update_count"):
+        gone.append("Screen._css_update_count")
     table = DataTable()
     for name in ("_row_locations", "_update_count"):
         if not hasattr(table, name):
@@ -83,6 +93,11 @@ def check() -> None:
 def init_mode(app: App, mode: str) -> AwaitComplete | Any:
     """Compose and mount MODE's screen without showing it."""
     return app._init_mode(mode)  # type: ignore[attr-defined]
+
+
+def mark_styled(app: App, screen: Screen) -> None:
+    """A screen about to be mounted ahead of time will have the current styles: no restyle for it."""
+    screen._css_update_count = app._css_update_count  # type: ignore[attr-defined]
 
 
 def footer_bindings_ready(footer: Footer) -> bool:

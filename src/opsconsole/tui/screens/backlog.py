@@ -22,6 +22,7 @@ from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, num, plain, pretty_json, styled
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext
+from opsconsole.tui.widgets.chrome import set_text
 from opsconsole.tui.widgets.data_list import Column, DataList
 from opsconsole.tui.widgets.keyed_table import KeyedTable
 
@@ -120,13 +121,14 @@ class BacklogScreen(PaneScreen):
             wait = (due - clock.now()).total_seconds()
             due_text = "due now" if wait <= 0 else f"in {human_duration(wait)}"
         retries = sum(int(v.get("retries") or 0) for v in data.open.values())
-        self.query_one("#backlog-summary", Static).update(
+        set_text(
+            self.query_one("#backlog-summary", Static),
             f"pending      [b]{num(pending.get('rows') or 0):>9}[/]  oldest "
             f"{human_duration(oldest) if oldest is not None else '—'}\n"
             f"failed       [b]{num(failed.get('rows') or 0):>9}[/]  next retry {due_text}\n"
             f"dead letter  [b]{num(dead.get('rows') or 0):>9}[/]  needs an operator\n"
             f"parked       [b]{num(parked.get('rows') or 0):>9}[/]  set aside\n"
-            f"retries      [b]{num(retries):>9}[/]  on open rows"
+            f"retries      [b]{num(retries):>9}[/]  on open rows",
         )
         self.query_one("#codes-list", DataList).set_rows(
             (
@@ -151,7 +153,7 @@ class BacklogScreen(PaneScreen):
             title += f"  [dim]filter[/] [b]{escape(data.filter)}[/]"
         if self.selected:
             title += f"  [$accent]{len(self.selected)} selected[/]"
-        self.query_one("#rows-title", Static).update(title)
+        set_text(self.query_one("#rows-title", Static), title)
         self.query_one("#rows-list", DataList).set_rows(self._row_cells(r) for r in data.rows)
 
     def _due(self, due: Any) -> str:

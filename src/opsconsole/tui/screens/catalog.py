@@ -25,6 +25,7 @@ from opsconsole.output import format_cell
 from opsconsole.tui.format import tone
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext
+from opsconsole.tui.widgets.chrome import set_text
 from opsconsole.tui.widgets.data_list import Column, DataList
 
 CLASS_TONE = {"restricted": "error", "confidential": "warning", "internal": "accent", "public": "success"}
@@ -110,9 +111,10 @@ class CatalogScreen(PaneScreen):
             tables[(c["schema_name"], c["table_name"])].append(c)
         schemas = sorted({s for s, _ in tables})
         last = max((c["last_updated"] for c in data.columns if c["last_updated"]), default=None)
-        self.query_one("#catalog-summary", Static).update(
+        set_text(
+            self.query_one("#catalog-summary", Static),
             f"[b]{len(schemas)}[/] schemas, [b]{len(tables)}[/] tables, [b]{len(data.columns)}[/] columns  "
-            f"[dim]catalogue updated[/] {self.clock.ago(last)}"
+            f"[dim]catalogue updated[/] {self.clock.ago(last)}",
         )
         signature = data.signature()
         if signature == self._signature:

@@ -26,7 +26,7 @@ from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import cell_num, plain, pretty_json
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext
-from opsconsole.tui.widgets.chrome import PaneFooter, StatusHeader
+from opsconsole.tui.widgets.chrome import PaneFooter, StatusHeader, set_text
 from opsconsole.tui.widgets.data_list import Column, DataList
 from opsconsole.tui.widgets.keyed_table import KeyedTable
 
@@ -131,9 +131,10 @@ class CustomersScreen(PaneScreen):
         if data.source == "customers_masked":
             hint = "  [dim](masked: this role may not read customer PII)[/]"
         what = f"matching [b]{escape(data.q)}[/]" if data.q else "(press / to search)"
-        self.query_one("#search-info", Static).update(
+        set_text(
+            self.query_one("#search-info", Static),
             f"{len(data.rows)}{'+' if len(data.rows) >= LIMIT else ''} "
-            f"customer{'' if len(data.rows) == 1 else 's'} {what}{hint}"
+            f"customer{'' if len(data.rows) == 1 else 's'} {what}{hint}",
         )
         rows = []
         for r in data.rows:

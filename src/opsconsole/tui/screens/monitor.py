@@ -31,6 +31,7 @@ from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, ms, num, pct, plain, styled
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext, ConsoleStatus
+from opsconsole.tui.widgets.chrome import set_text
 from opsconsole.tui.widgets.keyed_table import KeyedTable
 
 SLA_TARGET_MS = 1000
@@ -272,13 +273,14 @@ class MonitorScreen(PaneScreen):
             return
         widget = found.first(Static)
         if self.cursor is None:
-            widget.update("")
+            set_text(widget, "")
             return
         back = (self._newest() - self.cursor).total_seconds()
         at = self.clock.stamp(self.cursor)[:16] if back >= 12 * 3600 else self.clock.time(self.cursor, False)
-        widget.update(
+        set_text(
+            widget,
             f"[b]⏪ review {at}[/], {human_duration(back)} back · backlog/workers: now · "
-            f"[b]\\[ ][/] [b]{{ }}[/] [b]Home[/] [b]End[/]"
+            f"[b]\\[ ][/] [b]{{ }}[/] [b]Home[/] [b]End[/]",
         )
 
     # -- rendering -----------------------------------------------------------------------------------
@@ -314,10 +316,11 @@ class MonitorScreen(PaneScreen):
             drain_text(data.drain)
             + ("  [dim](backlog, workers, codes: now)[/]" if data.until is not None else "")
         )
-        self.query_one("#workers-label", Static).update(
-            f"workers [b]{num(len(workers))}[/] active ({num(busy)} busy)"
+        set_text(
+            self.query_one("#workers-label", Static),
+            f"workers [b]{num(len(workers))}[/] active ({num(busy)} busy)",
         )
-        self.query_one("#kpi", Static).update("\n".join(lines))
+        set_text(self.query_one("#kpi", Static), "\n".join(lines))
         self.update_counters()
         self._show_review()
 
@@ -327,12 +330,14 @@ class MonitorScreen(PaneScreen):
         self.query_one("#tp-spark", Sparkline).data = throughput
         self.query_one("#p95-spark", Sparkline).data = p95
         window = "last hour" if data.until is None else f"hour up to {clock.time(data.until, seconds=False)}"
-        self.query_one("#tp-label", Static).update(
+        set_text(
+            self.query_one("#tp-label", Static),
             f"processed per minute, {window}  "
-            f"[dim]max {num(max(throughput))}  total {num(sum(throughput))}[/]"
+            f"[dim]max {num(max(throughput))}  total {num(sum(throughput))}[/]",
         )
-        self.query_one("#p95-label", Static).update(
-            f"p95 processing ms, {window}  [dim]max {ms(max(p95))}  SLA {SLA_TARGET_MS} ms[/]"
+        set_text(
+            self.query_one("#p95-label", Static),
+            f"p95 processing ms, {window}  [dim]max {ms(max(p95))}  SLA {SLA_TARGET_MS} ms[/]",
         )
 
         rows = []
@@ -426,13 +431,14 @@ class MonitorScreen(PaneScreen):
             return
         widget = found.first(Static)
         if job is None:
-            widget.update("")
+            set_text(widget, "")
             widget.display = False
             return
         c = job.counters
         widget.display = True
-        widget.update(
+        set_text(
+            widget,
             f"[$success]▶ continuous processing in this console[/]: {num(c.get('batches', 0))} batches, "
             f"{num(c.get('processed', 0))} processed, {num(c.get('failed', 0))} failed, "
-            f"{num(c.get('rate', 0))} rows/s  [dim](c stops)[/]"
+            f"{num(c.get('rate', 0))} rows/s  [dim](c stops)[/]",
         )

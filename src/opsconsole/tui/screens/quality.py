@@ -15,6 +15,7 @@ from opsconsole.ops import dq
 from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import num, plain, pretty_json, spark, styled, summarize
 from opsconsole.tui.screens.base import PaneScreen
+from opsconsole.tui.widgets.chrome import set_text
 from opsconsole.tui.widgets.data_list import Column, DataList
 from opsconsole.tui.widgets.keyed_table import KeyedTable
 
@@ -71,7 +72,7 @@ class QualityScreen(PaneScreen):
             + (f", {len(never)} never run" if never else "")
             + f"  [dim]last run[/] {clock.ago(last)}"
         )
-        self.query_one("#dq-summary", Static).update(summary)
+        set_text(self.query_one("#dq-summary", Static), summary)
         rows = []
         for r in data:
             status = r["status"] or "never run"

@@ -25,6 +25,7 @@ from opsconsole.ops.registry import Capabilities
 from opsconsole.tui.format import plain, styled
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext
+from opsconsole.tui.widgets.chrome import set_text
 from opsconsole.tui.widgets.data_list import Column, DataList
 from opsconsole.tui.widgets.keyed_table import KeyedTable
 
@@ -113,9 +114,10 @@ class TimelineScreen(PaneScreen):
             else f"{timeline.KIND_LABELS[k]} {counts[k]}"
             for k in timeline.KINDS
         )
-        self.query_one("#timeline-title", Static).update(
+        set_text(
+            self.query_one("#timeline-title", Static),
             f"[b]{len(shown)}[/] of {len(data.events)} events, last {WINDOWS[self.window][1]}  ·  {kinds}"
-            "  [dim](k kind, w window)[/]"
+            "  [dim](k kind, w window)[/]",
         )
         rows = []
         for e in shown:

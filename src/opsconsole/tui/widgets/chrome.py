@@ -32,6 +32,27 @@ def shown(widget: Widget) -> bool:
         return False
 
 
+def set_text(widget: Static, text: str) -> None:
+    """Show `text` in a Static that a refresh rewrites: nothing when it already shows it, a repaint
+    when its height stays, a layout of the screen only when its height changes. Static.update lays
+    the whole screen out every time (and redraws all of it), so each refresh's unchanged labels
+    cost the next key press its frame (P8)."""
+    if widget.content == text:
+        return
+    before = widget.content_size
+    widget.update(text, layout=False)
+    width, height = widget.styles.width, widget.styles.height
+    if width is not None and width.is_auto:
+        widget.refresh(layout=True)  # its width follows the text
+        return
+    if height is not None and not height.is_auto:
+        return  # a fixed height: no text changes it
+    if not before.width:
+        widget.refresh(layout=True)  # not laid out yet (or hidden): let the layout size it
+    elif widget.get_content_height(widget.container_size, widget.app.size, before.width) != before.height:
+        widget.refresh(layout=True)
+
+
 class _StatusView(Static):
     """The status arrives once a second and mostly says the same: redraw only when the text changed,
     and lay the screen out again only for a view whose height can change (RELAYOUT); a relayout of
