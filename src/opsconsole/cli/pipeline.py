@@ -293,40 +293,42 @@ def maintain(ctx: Context, batch_rows: int, older_than: str | None, wait_s: floa
     )
 
 
-@click.command("park")
-@click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
-@click.option("--filter", "filter_text", help=FILTER_HELP)
-@click.option("--reason", help="Why: stored in the audit log with your name.")
-@json_option
-@pass_ctx
-def park(
-    ctx: Context, ids: tuple[str, ...], filter_text: str | None, reason: str | None, as_json: bool
-) -> None:
-    """Set dead letters aside: a parked row is never claimed or retried until `opsconsole unpark`."""
-    with ctx.connect("park") as conn:
-        n = ops.park(conn, staging_ids=_parse_ids(ids), filter_text=filter_text, reason=reason)
-    if wants_json(ctx, as_json):
-        emit({"parked": n}, True)
-    else:
-        click.echo(f"Parked {n:,} dead-lettered row(s).")
+def _mover(name: str, action, key: str, done: str, doc: str) -> click.Command:
+    """`park` and `unpark`: the same options and output around one ops action each."""
+
+    @click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
+    @click.option("--filter", "filter_text", help=FILTER_HELP)
+    @click.option("--reason", help="Why: stored in the audit log with your name.")
+    @json_option
+    @pass_ctx
+    def command(
+        ctx: Context, ids: tuple[str, ...], filter_text: str | None, reason: str | None, as_json: bool
+    ) -> None:
+        with ctx.connect(name) as conn:
+            n = action(conn, staging_ids=_parse_ids(ids), filter_text=filter_text, reason=reason)
+        if wants_json(ctx, as_json):
+            emit({key: n}, True)
+        else:
+            click.echo(done.format(n=n))
+
+    command.__doc__ = doc
+    return click.command(name)(command)
 
 
-@click.command("unpark")
-@click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
-@click.option("--filter", "filter_text", help=FILTER_HELP)
-@click.option("--reason", help="Why: stored in the audit log with your name.")
-@json_option
-@pass_ctx
-def unpark(
-    ctx: Context, ids: tuple[str, ...], filter_text: str | None, reason: str | None, as_json: bool
-) -> None:
-    """Bring parked rows back to dead_letter, where `opsconsole retry --dead-letter` can take them."""
-    with ctx.connect("unpark") as conn:
-        n = ops.unpark(conn, staging_ids=_parse_ids(ids), filter_text=filter_text, reason=reason)
-    if wants_json(ctx, as_json):
-        emit({"unparked": n}, True)
-    else:
-        click.echo(f"Brought back {n:,} parked row(s) to dead_letter.")
+park = _mover(
+    "park",
+    ops.park,
+    "parked",
+    "Parked {n:,} dead-lettered row(s).",
+    "Set dead letters aside: a parked row is never claimed or retried until `opsconsole unpark`.",
+)
+unpark = _mover(
+    "unpark",
+    ops.unpark,
+    "unparked",
+    "Brought back {n:,} parked row(s) to dead_letter.",
+    "Bring parked rows back to dead_letter, where `opsconsole retry --dead-letter` can take them.",
+)
 
 
 @click.command("what-if")
