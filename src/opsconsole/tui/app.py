@@ -159,6 +159,8 @@ class OpsConsoleApp(App):
         """Table cells carry theme colours: draw the panes' data again in the new ones; remember it."""
         if self.remember_choices:
             config.remember("theme", self.theme)
+        if not self.is_running:  # the change landed while the app shuts down: its panes are being pruned
+            return
         for screen in self.panes.values():
             if screen.is_mounted and screen.data is not None and not screen.unavailable:
                 screen.render_data(screen.data)
