@@ -1214,9 +1214,7 @@ BEGIN
         -- change of state moves them in its own transaction, so any difference is a writer that
         -- skipped financial_rollup_apply
         SELECT (abs(n.pending - r.pending) + abs(n.failed - r.failed) + abs(n.dead_letter - r.dead_letter))::bigint AS n
-        FROM (SELECT coalesce(sum(c.pending), 0) AS pending, coalesce(sum(c.failed), 0) AS failed,
-                     coalesce(sum(c.dead_letter), 0) AS dead_letter
-              FROM financial_staging_counts c) n
+        FROM financial_staging_totals n
         CROSS JOIN (SELECT count(*) FILTER (WHERE s.processing_status = 'pending') AS pending,
                            count(*) FILTER (WHERE s.processing_status = 'failed') AS failed,
                            count(*) FILTER (WHERE s.processing_status = 'dead_letter') AS dead_letter

@@ -89,3 +89,23 @@ BEGIN
     RETURN v_n;
 END;
 $$;
+
+-- The sum of the maintained counts: staging rows by state now, whatever backends wrote them. The one
+-- place that adds up financial_staging_counts; every reader (Monitor, Backlog, health, reconcile) reads
+-- this single row. `backends` is how many rows were summed, `updated_at` the last change of any of them
+-- (a fingerprint: while it stands still, no staging row changed state).
+CREATE OR REPLACE VIEW financial_staging_totals AS
+SELECT count(*)::bigint                           AS backends,
+       coalesce(sum(n.total), 0)::bigint          AS total,
+       coalesce(sum(n.pending), 0)::bigint        AS pending,
+       coalesce(sum(n.processed), 0)::bigint      AS processed,
+       coalesce(sum(n.failed), 0)::bigint         AS failed,
+       coalesce(sum(n.dead_letter), 0)::bigint    AS dead_letter,
+       coalesce(sum(n.duplicate), 0)::bigint      AS duplicate,
+       coalesce(sum(n.latency_count), 0)::bigint  AS latency_count,
+       coalesce(sum(n.latency_sum_ms), 0)::bigint AS latency_sum_ms,
+       coalesce(sum(n.sla_breaches), 0)::bigint   AS sla_breaches,
+       max(n.updated_at)                          AS updated_at
+FROM financial_staging_counts n;
+COMMENT ON VIEW financial_staging_totals IS
+    'Staging rows by state now: the one sum over financial_staging_counts (maintained; never counts staging).';

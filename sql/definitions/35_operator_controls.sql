@@ -30,23 +30,35 @@ AS $$
       AND (p_staging_ids IS NOT NULL OR p_filter IS NOT NULL);
 $$;
 
--- Moves the named rows between dead_letter and parked, keeps the rollups' dead_letter counts equal to
--- staging's (a parked row counts in total_transactions only), and returns how many moved. Each row is
--- checked again as locked: a retry may have moved it on since the scope was read.
+-- The one mover behind park_dead_letters and unpark_dead_letters: moves the named rows between
+-- dead_letter and parked, keeps the rollups' dead_letter counts equal to staging's (a parked row counts in
+-- total_transactions only), writes the action's audit row in the same transaction, and returns how many
+-- moved. Each row is checked again as locked: a retry may have moved it on since the scope was read.
+-- An invoker: called directly it has only the caller's rights, and no group role may update staging.
 CREATE OR REPLACE FUNCTION backlog_move(
-    p_from_status text,
     p_to_status text,
     p_staging_ids bigint[],
-    p_filter text
+    p_filter text,
+    p_reason text
 )
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
+    v_start  timestamptz := clock_timestamp();
+    v_from   text;
+    v_action text;
+    v_key    text;
     v_count  integer;
     v_deltas jsonb;
 BEGIN
+    CASE p_to_status
+        WHEN 'parked' THEN v_from := 'dead_letter'; v_action := 'park_dead_letters'; v_key := 'parked';
+        WHEN 'dead_letter' THEN v_from := 'parked'; v_action := 'unpark_dead_letters'; v_key := 'unparked';
+        ELSE RAISE EXCEPTION 'rows move to parked or back to dead_letter, not to %', p_to_status
+                 USING ERRCODE = 'invalid_parameter_value';
+    END CASE;
     IF p_staging_ids IS NULL AND p_filter IS NULL THEN
         RAISE EXCEPTION 'say which rows: staging ids or a filter' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -55,8 +67,8 @@ BEGIN
         FROM financial_transactions_staging s
         WHERE (s.staging_id, s.ingestion_timestamp) IN (
                   SELECT m.staging_id, m.ingestion_timestamp
-                  FROM backlog_move_scope(p_from_status, p_staging_ids, p_filter) m)
-          AND s.processing_status = p_from_status
+                  FROM backlog_move_scope(v_from, p_staging_ids, p_filter) m)
+          AND s.processing_status = v_from
         FOR UPDATE OF s
     ),
     upd AS (
@@ -78,6 +90,13 @@ BEGIN
     SELECT (SELECT count(*) FROM upd), (SELECT jsonb_agg(to_jsonb(m)) FROM per_minute m)
     INTO v_count, v_deltas;
     PERFORM financial_rollup_apply(v_deltas);
+    PERFORM record_audit(
+        v_action,
+        jsonb_build_object('staging_ids', to_jsonb(p_staging_ids), 'filter', p_filter),
+        jsonb_build_object(v_key, v_count),
+        'ok',
+        round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
+        p_reason);
     RETURN v_count;
 END;
 $$;
@@ -88,23 +107,10 @@ CREATE OR REPLACE FUNCTION park_dead_letters(
     p_reason text DEFAULT NULL
 )
 RETURNS integer
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-DECLARE
-    v_start timestamptz := clock_timestamp();
-    v_count integer;
-BEGIN
-    v_count := backlog_move('dead_letter', 'parked', p_staging_ids, p_filter);
-    PERFORM record_audit(
-        'park_dead_letters',
-        jsonb_build_object('staging_ids', to_jsonb(p_staging_ids), 'filter', p_filter),
-        jsonb_build_object('parked', v_count),
-        'ok',
-        round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
-        p_reason);
-    RETURN v_count;
-END;
+    SELECT backlog_move('parked', p_staging_ids, p_filter, p_reason);
 $$;
 COMMENT ON FUNCTION park_dead_letters(bigint[], text, text) IS
     'Set dead letters aside (parked: no worker claims them) by staging ids and/or the Backlog filter; audited.';
@@ -115,23 +121,10 @@ CREATE OR REPLACE FUNCTION unpark_dead_letters(
     p_reason text DEFAULT NULL
 )
 RETURNS integer
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-DECLARE
-    v_start timestamptz := clock_timestamp();
-    v_count integer;
-BEGIN
-    v_count := backlog_move('parked', 'dead_letter', p_staging_ids, p_filter);
-    PERFORM record_audit(
-        'unpark_dead_letters',
-        jsonb_build_object('staging_ids', to_jsonb(p_staging_ids), 'filter', p_filter),
-        jsonb_build_object('unparked', v_count),
-        'ok',
-        round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
-        p_reason);
-    RETURN v_count;
-END;
+    SELECT backlog_move('dead_letter', p_staging_ids, p_filter, p_reason);
 $$;
 COMMENT ON FUNCTION unpark_dead_letters(bigint[], text, text) IS
     'Bring parked rows back to dead_letter (where a retry can take them); audited.';

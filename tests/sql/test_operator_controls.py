@@ -114,6 +114,23 @@ def test_park_and_unpark_need_a_selector(conn):
             conn.execute(f"SELECT {fn}()")
 
 
+def test_the_mover_behind_park_is_no_side_door(conn, login_as):
+    """An operator may park, but not call the mover directly: it runs with the caller's rights, so it
+    could neither move rows nor write an audit row without the action around it."""
+    sample.seed_staging(conn, dt.datetime.now(dt.UTC))
+    before = status_counts(conn)
+    op = login_as("opsconsole_operator")
+    for to_status in ("parked", "dead_letter"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            op.execute("SELECT backlog_move(%s, NULL, 'unknown_type', 'forged')", (to_status,))
+    assert status_counts(conn) == before
+    assert audits(conn, "park_dead_letters") == [] and audits(conn, "unpark_dead_letters") == []
+    with pytest.raises(psycopg.errors.InvalidParameterValue):  # only the two moves exist
+        conn.execute("SELECT backlog_move('pending', NULL, 'unknown_type', NULL)")
+    assert op.execute("SELECT park_dead_letters(p_filter => 'unknown_type') AS n").fetchone()["n"] == 3
+    assert [a["result"] for a in audits(conn, "park_dead_letters")] == [{"parked": 3}]
+
+
 def test_what_if_runs_the_chunks_validators_and_changes_nothing(conn):
     sample.seed_staging(conn, dt.datetime.now(dt.UTC))
     conn.execute("SELECT park_dead_letters(p_filter => 'missing_field')")
@@ -162,7 +179,7 @@ def test_pause_and_resume_are_the_operators_and_audited(conn, login_as):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("UPDATE pipeline_fleet_control SET paused = true")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            c.execute("SELECT backlog_move('dead_letter', 'parked', NULL, 'x')")
+            c.execute("SELECT backlog_move('parked', NULL, 'x', 'sneaky')")
         # every group may read the switch (every console shows it)
         assert c.execute("SELECT paused FROM pipeline_fleet_control").fetchone()["paused"] is False
     assert audits(conn, "pause_processing") == []

@@ -32,7 +32,7 @@ def real(conn) -> dict[str, int]:
 
 def maintained(conn) -> dict[str, int]:
     row = conn.execute(
-        "SELECT sum(pending), sum(failed), sum(dead_letter), sum(processed) FROM financial_staging_counts"
+        "SELECT pending, failed, dead_letter, processed FROM financial_staging_totals"
     ).fetchone()
     return dict(zip((*OPEN, "processed"), (int(v) for v in row), strict=True))
 

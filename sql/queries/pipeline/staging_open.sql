@@ -1,5 +1,5 @@
 -- Monitor and Backlog panes: the rows still owed work, by status, from the maintained counts
--- (financial_staging_counts), never by counting staging rows. The oldest row of each status is one
+-- (financial_staging_totals), never by counting staging rows. The oldest row of each status is one
 -- probe per staging partition of the status index (processing_status, ingestion_timestamp). Parked
 -- rows are set aside by hand, so there are few: they are counted through the same index.
 SELECT s.status,
@@ -7,10 +7,7 @@ SELECT s.status,
        (SELECT min(t.ingestion_timestamp) FROM financial_transactions_staging t
         WHERE t.processing_status = s.status) AS oldest_ingested
 FROM (VALUES ('pending'), ('failed'), ('dead_letter')) s(status)
-CROSS JOIN (SELECT coalesce(sum(n.pending), 0)::bigint AS pending,
-                   coalesce(sum(n.failed), 0)::bigint AS failed,
-                   coalesce(sum(n.dead_letter), 0)::bigint AS dead_letter
-            FROM financial_staging_counts n) c
+CROSS JOIN financial_staging_totals c
 WHERE CASE s.status WHEN 'pending' THEN c.pending WHEN 'failed' THEN c.failed ELSE c.dead_letter END > 0
 UNION ALL
 SELECT 'parked', count(*), min(p.ingestion_timestamp)
