@@ -21,6 +21,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from opsconsole.tui.clock import human_duration
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -100,6 +102,8 @@ def format_cell(value: Any) -> str:
         return f"{value:,.2f}"
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S%z")
+    if isinstance(value, dt.timedelta):  # "37d 10h", as the console says it
+        return human_duration(value.total_seconds())
     if isinstance(value, Mapping | list):
         return json.dumps(to_jsonable(value), ensure_ascii=False)
     return str(value)

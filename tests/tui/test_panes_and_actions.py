@@ -1,7 +1,6 @@
 """Panes against the area migrations (pipeline, DQ, customer 360, lakehouse, catalog) and every operator
 action: what the pane shows matches the database; an action changes the database as intended and
-leaves an audit row; cancelling its confirmation changes nothing. Each test skips when the objects it
-needs are not installed in this checkout."""
+leaves an audit row; cancelling its confirmation changes nothing."""
 
 from __future__ import annotations
 
@@ -9,22 +8,11 @@ import datetime as dt
 import json
 
 import psycopg
-import pytest
 from psycopg.rows import dict_row
 
 from tests.tui.helpers import SIZE, screen_text, statics_text, table_rows, type_in, wait_for
 from tools import sample
 from tools.drive import wait_loaded, wait_screen
-
-
-def requires(conn: psycopg.Connection, *names: str) -> None:
-    for name in names:
-        row = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL OR EXISTS (SELECT 1 FROM pg_proc WHERE proname = %s) AS ok",
-            (name, name),
-        ).fetchone()
-        if not row["ok"]:
-            pytest.skip(f"{name} is not installed on this branch")
 
 
 def audit(conn: psycopg.Connection, action: str | None = None) -> list[dict]:
@@ -85,7 +73,6 @@ async def job_done(app, pilot, action_id: str, timeout: float = 20.0):
 
 
 async def test_monitor_shows_the_monitor_view_and_the_backlog(make_app, conn):
-    requires(conn, "financial_processing_monitor", "process_financial_batch")
     seed_orders(conn)
     stage(conn, 30)
     conn.execute("SELECT * FROM process_financial_batch(20, '1 minute')")
@@ -120,7 +107,6 @@ async def test_monitor_shows_the_monitor_view_and_the_backlog(make_app, conn):
 
 
 async def test_an_sla_breach_turns_the_border_red_and_raises_a_toast(make_app, conn):
-    requires(conn, "financial_processing_monitor", "process_financial_batch")
     seed_orders(conn)
     stage(conn, 10, ingested_ago_s=5)  # processed 5 s after ingestion: every row misses the 1 s SLA
     conn.execute("SELECT * FROM process_financial_batch(100, '1 minute')")
@@ -135,7 +121,6 @@ async def test_an_sla_breach_turns_the_border_red_and_raises_a_toast(make_app, c
 
 
 async def test_backlog_lists_filters_drills_and_retries_the_selection(make_app, conn):
-    requires(conn, "financial_transactions_staging", "retry_failed")
     now = dt.datetime.now(dt.UTC)
     sample.seed_staging(conn, now)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -218,7 +203,6 @@ async def test_backlog_lists_filters_drills_and_retries_the_selection(make_app, 
 
 
 async def test_retry_everything_needs_the_typed_word(make_app, conn):
-    requires(conn, "financial_transactions_staging", "retry_failed")
     sample.seed_staging(conn, dt.datetime.now(dt.UTC))
     app = make_app(start_pane="backlog", listen=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -250,7 +234,6 @@ async def test_retry_everything_needs_the_typed_word(make_app, conn):
 
 
 async def test_process_one_batch(make_app, conn):
-    requires(conn, "process_financial_batch")
     seed_orders(conn)
     stage(conn, 12)
     app = make_app(start_pane="monitor", listen=False)
@@ -282,7 +265,6 @@ async def test_process_one_batch(make_app, conn):
 
 
 async def test_continuous_processing_starts_counts_and_stops(make_app, conn):
-    requires(conn, "process_financial_batch")
     seed_orders(conn)
     stage(conn, 8)
     app = make_app(start_pane="monitor", listen=False)
@@ -322,7 +304,6 @@ async def test_continuous_processing_starts_counts_and_stops(make_app, conn):
 
 
 async def test_quality_pane_and_running_checks(make_app, conn):
-    requires(conn, "dq_rule_definitions", "execute_data_quality_checks")
     conn.execute("INSERT INTO crm_customers (customer_id, email) VALUES (1, 'a@x'), (2, NULL), (3, NULL)")
     app = make_app(start_pane="quality", listen=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -369,7 +350,6 @@ async def test_quality_pane_and_running_checks(make_app, conn):
 
 
 async def test_cancelling_a_running_action_is_audited_and_rolls_back(make_app, conn):
-    requires(conn, "refresh_data_catalog", "data_catalog")
     blocker = psycopg.connect(conn.info.dsn)
     try:
         blocker.execute("SELECT pg_advisory_lock(1128354899)")  # the catalog refresh's own lock: it waits
@@ -395,7 +375,6 @@ async def test_cancelling_a_running_action_is_audited_and_rolls_back(make_app, c
 
 
 async def test_catalog_tree_lineage_and_refresh_showing_what_changed(make_app, conn):
-    requires(conn, "data_catalog", "refresh_data_catalog", "lineage_upstream")
     conn.execute("SELECT * FROM data_catalog_sync()")  # setup: the unaudited sync (the refresh audits)
     app = make_app(start_pane="catalog", listen=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -433,13 +412,6 @@ async def test_catalog_tree_lineage_and_refresh_showing_what_changed(make_app, c
 
 
 async def test_customer_detail_360_history_time_travel_and_refresh(make_app, conn):
-    requires(
-        conn,
-        "customer_360_mv",
-        "refresh_customer_360_incremental",
-        "lakehouse_customers",
-        "time_travel_customers",
-    )
     conn.execute(
         "INSERT INTO crm_customers (customer_id, first_name, last_name, email) VALUES"
         " (7, 'Grace', 'Hopper', 'grace@navy.mil')"

@@ -23,6 +23,7 @@ from textual.widgets import Input, Static
 
 from opsconsole.ops import customers
 from opsconsole.ops.registry import Capabilities
+from opsconsole.tui.clock import human_duration
 from opsconsole.tui.format import cell_num, plain, pretty_json
 from opsconsole.tui.screens.base import PaneScreen
 from opsconsole.tui.state import ConsoleContext
@@ -253,6 +254,8 @@ def kv_table(record: dict[str, Any], clock: Any, title: str) -> Table:
                     v = clock.stamp(dt.datetime.fromisoformat(v))
             if isinstance(v, dt.datetime):
                 v = clock.stamp(v)
+            elif isinstance(v, dt.timedelta):  # data_staleness: "37d 10h", not "37 days, 10:32:59.166190"
+                v = human_duration(v.total_seconds())
             cells += [k, plain(v, 48) if k else ""]
         table.add_row(*cells)
     return table
