@@ -98,6 +98,30 @@ async def test_header_shows_database_role_version_and_state(make_app, conn):
             assert f"{key} {title}" in text.splitlines()[1]
 
 
+async def test_a_narrow_header_drops_details_not_the_state(make_app, conn):
+    """At 60 columns the header cannot say everything: the server version, the interval, the last
+    refresh and the role go, in that order; the database and its connection state stay whole."""
+    app = make_app(database_label="db-under-test")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.engine.connected, what="connected")
+        for width, gone, kept in (
+            (120, [], ["PostgreSQL", "every", "refreshed", "role"]),
+            (80, ["PostgreSQL", "every"], ["refreshed", "role"]),
+            (60, ["PostgreSQL", "every", "refreshed"], ["role"]),
+        ):
+            await pilot.resize_terminal(width, 24)
+            await pilot.pause(0.1)
+            app.refresh_chrome()
+            await pilot.pause(0.05)
+            header = screen_text(app).splitlines()[0].rstrip()
+            assert "db db-under-test" in header and "● connected" in header and not header.endswith("·")
+            assert len(header) <= width, header
+            for word in gone:
+                assert word not in header, (width, header)
+            for word in kept:
+                assert word in header, (width, header)
+
+
 async def test_a_pane_whose_objects_are_missing_says_why(make_app, conn):
     conn.execute("DROP VIEW IF EXISTS financial_processing_monitor CASCADE")
     app = make_app()

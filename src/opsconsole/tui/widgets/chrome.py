@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.content import Content
 from textual.markup import escape
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -92,27 +93,44 @@ class StatusHeader(_StatusView):
         if status is None:
             return "[b $accent]opsconsole[/]"
         caps = status.caps
-        parts = [f"[b $accent]opsconsole[/] [dim]db[/] {escape(status.database_label)}"]
-        if caps is not None:
-            parts.append(f"[dim]role[/] {escape(caps.role)}")
-            parts.append(f"[dim]PostgreSQL[/] {escape(status.version_label or caps.short_version)}")
-        if status.connected:
-            parts.append("[$success]● connected[/]")
-        elif status.connected is None:
-            parts.append("[$warning]○ connecting[/]")
-        else:
-            parts.append("[$error]● disconnected[/]")
-        parts.append(f"[dim]refreshed[/] {status.clock.ago(status.last_ok)}")
-        if status.paused:
-            parts.append("[reverse $warning] paused [/]")
-        else:
-            parts.append(f"[dim]every[/] {human_duration(status.interval)}")
-        if status.read_only:
-            parts.append("[reverse $secondary] read-only [/]")
+        # (drop order, markup): when the line is wider than the header, the highest drop order goes
+        # first (server version, interval, last refresh, role); 0 is never dropped: which database,
+        # whether it answers, and every pause or read-only flag.
+        parts: list[tuple[int, str]] = [
+            (0, f"[b $accent]opsconsole[/] [dim]db[/] {escape(status.database_label)}")
+        ]
         if status.fleet and status.fleet.get("paused"):
             who = status.fleet.get("changed_by")
-            parts.insert(1, f"[reverse $error] PROCESSING PAUSED [/] [dim]by[/] {escape(str(who))}")
-        return " [dim]·[/] ".join(parts)
+            parts.append((0, f"[reverse $error] PROCESSING PAUSED [/] [dim]by[/] {escape(str(who))}"))
+        if caps is not None:
+            parts.append((1, f"[dim]role[/] {escape(caps.role)}"))
+            parts.append((4, f"[dim]PostgreSQL[/] {escape(status.version_label or caps.short_version)}"))
+        if status.connected:
+            parts.append((0, "[$success]● connected[/]"))
+        elif status.connected is None:
+            parts.append((0, "[$warning]○ connecting[/]"))
+        else:
+            parts.append((0, "[$error]● disconnected[/]"))
+        parts.append((2, f"[dim]refreshed[/] {status.clock.ago(status.last_ok)}"))
+        if status.paused:
+            parts.append((0, "[reverse $warning] paused [/]"))
+        else:
+            parts.append((3, f"[dim]every[/] {human_duration(status.interval)}"))
+        if status.read_only:
+            parts.append((0, "[reverse $secondary] read-only [/]"))
+        room = self.size.width  # the content area (inside the padding)
+        while room > 0 and _cells(parts) > room and max(rank for rank, _ in parts) > 0:
+            worst = max(rank for rank, _ in parts)
+            parts = [(rank, text) for rank, text in parts if rank != worst]
+        return SEPARATOR.join(text for _, text in parts)
+
+
+SEPARATOR = " [dim]·[/] "
+
+
+def _cells(parts: list[tuple[int, str]]) -> int:
+    """How many cells the header's parts take on screen, separators included."""
+    return Content.from_markup(SEPARATOR.join(text for _, text in parts)).cell_length
 
 
 # Tab labels when the full titles do not fit (a pane not named here uses its title's first word).
