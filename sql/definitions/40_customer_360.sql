@@ -5,7 +5,7 @@
 -- versioned migrations whenever any file's checksum changed. Each object has exactly one CREATE in the
 -- tree: edit it here, never in a migration. A migration must not depend on an object created here.
 
--- 0004 customer 360: one row per CRM customer, kept right by change capture and an incremental refresh.
+-- Customer 360: one row per CRM customer, kept right by change capture and an incremental refresh.
 --
 -- The pieces:
 --   customer_360_store          the maintained rows: facts that do not move with the clock, plus

@@ -5,7 +5,7 @@
 -- versioned migrations whenever any file's checksum changed. Each object has exactly one CREATE in the
 -- tree: edit it here, never in a migration. A migration must not depend on an object created here.
 
--- 0005 lakehouse: versioned customers with time travel, and a schema evolution log that fills itself.
+-- The lakehouse: versioned customers with time travel, and a schema evolution log that fills itself.
 --
 -- lakehouse_customers keeps every version of every CRM customer. Versions are written only by
 -- lakehouse_apply_changes(), which the CRM triggers call once per statement: it numbers versions
