@@ -7,9 +7,10 @@ import datetime as dt
 T0 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)
 
 
-def test_the_chunk_scores_each_processed_row_once(conn):
-    """The fraud score is a function call of a few microseconds; the chunk used to evaluate it three
-    times per processed row (once per reference after the planner pulled the subquery up)."""
+def test_the_chunk_scores_its_rows_in_one_call(conn):
+    """Every function call costs its pinned search_path (a GUC save and restore): the chunk used to
+    call the score once per processed row (three times, before the planner was kept from pulling the
+    subquery up); it now scores all its rows in one call of financial_fraud_scores."""
     conn.execute(
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type) "
@@ -19,13 +20,13 @@ def test_the_chunk_scores_each_processed_row_once(conn):
     )
     conn.execute("INSERT INTO financial_transactions_staging (transaction_id) VALUES (NULL)")  # not scored
     with conn.transaction():
-        conn.execute("SET LOCAL track_functions = 'pl'")
+        conn.execute("SET LOCAL track_functions = 'all'")  # SQL functions too
         done = conn.execute("SELECT * FROM process_financial_batch_detail(1000)").fetchone()
         calls = conn.execute(
-            "SELECT pg_stat_get_xact_function_calls('financial_fraud_score'::regproc) AS n"
+            "SELECT pg_stat_get_xact_function_calls('financial_fraud_scores'::regproc) AS n"
         ).fetchone()["n"]
-    assert (done["processed_count"], done["dead_letter_count"]) == (60, 1)
-    assert calls == 60
+    assert (done["processed_count"], done["dead_letter_count"], done["chunk_count"]) == (60, 1, 1)
+    assert calls == 1
 
 
 def test_the_chunk_keeps_generated_columns(conn):
