@@ -402,6 +402,7 @@ BEGIN
     SELECT min(c.ingestion_timestamp), max(c.ingestion_timestamp),
            max(extract(epoch FROM c.transaction_timestamp)
                - extract(epoch FROM c.transaction_timestamp - p_cfg.fraud_window))
+               FILTER (WHERE isfinite(c.transaction_timestamp))
     INTO v_from, v_to, v_span
     FROM unnest(p_rows) c;
 
@@ -494,7 +495,9 @@ BEGIN
     -- two rows of an account, which grew with the square of an account's rows in the chunk.
     slotted AS (
         SELECT q.staging_id, q.account_id, q.transaction_timestamp, q.amount_abs,
-               floor(extract(epoch FROM q.transaction_timestamp) / v_span)::bigint + d.d AS slot
+               -- (no slot for -infinity: no window holds it, and its own window is empty)
+               CASE WHEN isfinite(q.transaction_timestamp)
+                    THEN floor(extract(epoch FROM q.transaction_timestamp) / v_span)::bigint + d.d END AS slot
         FROM pool q
         CROSS JOIN (VALUES (0::bigint), (1::bigint)) AS d(d)
     ),
@@ -503,7 +506,8 @@ BEGIN
         FROM winners w
         LEFT JOIN slotted q
           ON q.account_id = w.account_id
-         AND q.slot = floor(extract(epoch FROM w.transaction_timestamp) / v_span)::bigint
+         AND q.slot = CASE WHEN isfinite(w.transaction_timestamp)
+                           THEN floor(extract(epoch FROM w.transaction_timestamp) / v_span)::bigint END
          AND q.transaction_timestamp >= w.transaction_timestamp - p_cfg.fraud_window
          AND q.transaction_timestamp < w.transaction_timestamp
          AND q.staging_id < w.staging_id

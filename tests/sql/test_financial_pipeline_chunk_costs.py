@@ -50,3 +50,29 @@ def test_the_chunk_keeps_generated_columns(conn):
     assert [r["processing_status"] for r in after] == ["processed", "dead_letter"]
     assert [{k: r[k] for k in before[0]} for r in after] == before
     assert before[0]["ingestion_minute"] == T0 + dt.timedelta(minutes=1)
+
+
+def test_the_window_join_takes_infinite_timestamps(conn):
+    """The window join pairs rows by time slot (epoch / window width): a row at -infinity has no slot
+    (nothing is in its window, it is in no other row's) and one at +infinity is a future timestamp;
+    neither may fail the chunk, which would mark its other rows internal_error."""
+    conn.execute(
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
+        "amount, transaction_type) VALUES (1, 1, '-infinity', 10, 'payment'), "
+        "(2, 1, 'infinity', 10, 'payment'), (3, 1, %(t)s, 10, 'payment'), (4, 1, %(t2)s, 30, 'payment')",
+        {"t": T0, "t2": T0 + dt.timedelta(minutes=30)},
+    )
+    conn.execute("SELECT * FROM process_financial_batch_detail(100)")
+    got = conn.execute(
+        "SELECT s.transaction_id, s.processing_status, s.error_code, p.risk_score "
+        "FROM financial_transactions_staging s "
+        "LEFT JOIN financial_transactions_processed p USING (account_id, transaction_id) ORDER BY 1"
+    ).fetchall()
+    assert [(r["transaction_id"], r["processing_status"], r["error_code"]) for r in got] == [
+        (1, "processed", None),
+        (2, "failed", "future_timestamp"),
+        (3, "processed", None),
+        (4, "processed", None),
+    ]
+    # row 4's history is row 3 alone (count 1, mean 10): velocity 10 + deviation 30, in business hours
+    assert got[3]["risk_score"] == 40
