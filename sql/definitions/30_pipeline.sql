@@ -170,39 +170,43 @@ CREATE OR REPLACE TRIGGER financial_staging_arrived AFTER INSERT ON financial_tr
 ------------------------------------------------------------------------------------------------------
 -- The fraud score: one definition
 ------------------------------------------------------------------------------------------------------
--- The score from its inputs. Both detect_fraud_indicators (one row) and process_financial_batch (a
--- chunk) compute the window statistics and call this, so the formula exists once:
+-- The score from its inputs, for a whole set of transactions in one call (a chunk: one call, not
+-- one per row; each call of a function costs its SET search_path, a GUC save and restore).
+-- detect_fraud_indicators (one row) and the chunk both compute the window statistics and call
+-- this, so the formula exists once:
 --   velocity  = min(10 per transaction of the account in [ts - window, ts), 50)
 --   deviation = min(|amount - avg| / avg * 20, 30), rounded to 2 places; 0 when there is no history
 --   +20 when |amount| > 50,000; +10 outside business hours; +5 on Saturday/Sunday
 -- Hours and weekdays are read in the configured time zone, never the server's or the session's.
-CREATE OR REPLACE FUNCTION financial_fraud_score(
-    p_amount numeric,
-    p_transaction_timestamp timestamptz,
-    p_recent_count bigint,
-    p_recent_avg_abs numeric,
+-- The arrays are parallel, one element per transaction; p_keys comes back beside each score.
+CREATE OR REPLACE FUNCTION financial_fraud_scores(
+    p_keys bigint[],
+    p_amount numeric[],
+    p_transaction_timestamp timestamptz[],
+    p_recent_count bigint[],
+    p_recent_avg_abs numeric[],
     p_time_zone text,
     p_business_hour_start integer,
     p_business_hour_end integer
 )
-RETURNS numeric(5,2)
-LANGUAGE plpgsql
+RETURNS TABLE(key bigint, risk_score numeric(5,2))
+LANGUAGE sql
 IMMUTABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-BEGIN
-    RETURN least(
-        least(coalesce(p_recent_count, 0) * 10, 50)
-        + CASE WHEN coalesce(p_recent_avg_abs, 0) > 0
-               THEN round(least(abs(p_amount - p_recent_avg_abs) / p_recent_avg_abs * 20, 30), 2)
-               ELSE 0 END
-        + CASE WHEN abs(p_amount) > 50000 THEN 20 ELSE 0 END
-        + CASE WHEN extract(hour FROM p_transaction_timestamp AT TIME ZONE p_time_zone)
-                    NOT BETWEEN p_business_hour_start AND p_business_hour_end THEN 10 ELSE 0 END
-        + CASE WHEN extract(isodow FROM p_transaction_timestamp AT TIME ZONE p_time_zone) IN (6, 7)
-               THEN 5 ELSE 0 END,
-        100)::numeric(5,2);
-END;
+    SELECT u.key,
+           least(
+               least(coalesce(u.recent_count, 0) * 10, 50)
+               + CASE WHEN coalesce(u.recent_avg_abs, 0) > 0
+                      THEN round(least(abs(u.amount - u.recent_avg_abs) / u.recent_avg_abs * 20, 30), 2)
+                      ELSE 0 END
+               + CASE WHEN abs(u.amount) > 50000 THEN 20 ELSE 0 END
+               + CASE WHEN extract(hour FROM u.ts AT TIME ZONE p_time_zone)
+                           NOT BETWEEN p_business_hour_start AND p_business_hour_end THEN 10 ELSE 0 END
+               + CASE WHEN extract(isodow FROM u.ts AT TIME ZONE p_time_zone) IN (6, 7) THEN 5 ELSE 0 END,
+               100)::numeric(5,2)
+    FROM unnest(p_keys, p_amount, p_transaction_timestamp, p_recent_count, p_recent_avg_abs)
+         AS u(key, amount, ts, recent_count, recent_avg_abs);
 $$;
 
 
@@ -231,8 +235,10 @@ BEGIN
     WHERE p.account_id = p_account_id
       AND p.transaction_timestamp >= p_transaction_timestamp - v_cfg.fraud_window
       AND p.transaction_timestamp < p_transaction_timestamp;
-    RETURN financial_fraud_score(p_amount, p_transaction_timestamp, v_count, v_avg,
-                                 v_cfg.business_time_zone, v_cfg.business_hour_start, v_cfg.business_hour_end);
+    RETURN (SELECT f.risk_score
+            FROM financial_fraud_scores(ARRAY[0]::bigint[], ARRAY[p_amount], ARRAY[p_transaction_timestamp],
+                                        ARRAY[v_count], ARRAY[v_avg], v_cfg.business_time_zone,
+                                        v_cfg.business_hour_start, v_cfg.business_hour_end) f);
 END;
 $$;
 
@@ -388,9 +394,17 @@ DECLARE
     v_bounds  integer[] := financial_latency_bounds();
     v_from    timestamptz;
     v_to      timestamptz;
+    v_span    numeric;
 BEGIN
-    -- the chunk's ingestion-time span: prunes the staging UPDATE to the partitions holding its rows
-    SELECT min(c.ingestion_timestamp), max(c.ingestion_timestamp) INTO v_from, v_to FROM unnest(p_rows) c;
+    -- the chunk's ingestion-time span: prunes the staging UPDATE to the partitions holding its rows;
+    -- and the longest fraud window of its rows in seconds (an interval with days or months is not
+    -- always the same length), the width of the time slots the window join below pairs rows by
+    SELECT min(c.ingestion_timestamp), max(c.ingestion_timestamp),
+           max(extract(epoch FROM c.transaction_timestamp)
+               - extract(epoch FROM c.transaction_timestamp - p_cfg.fraud_window))
+               FILTER (WHERE isfinite(c.transaction_timestamp))
+    INTO v_from, v_to, v_span
+    FROM unnest(p_rows) c;
 
     -- Step 1: validate, and claim each valid transaction_id in the ledger. One row per id per chunk
     -- competes (the lowest staging_id); ids are inserted in order so that two workers racing on the
@@ -475,28 +489,41 @@ BEGIN
     -- score is a function of the data: the same for any chunk size (one worker claims in arrival
     -- order, so every earlier arrival is processed before or with it). detect_fraud_indicators applied
     -- in arrival order gives the same scores (tests/sql/test_financial_pipeline_properties.py).
+    -- Time is cut into slots v_span seconds wide (no shorter than any row's window), so a row's
+    -- history lies in its own slot or the one before: each pool row is offered under both slot
+    -- numbers it can serve, and the join pairs rows by (account, slot) instead of pairing every
+    -- two rows of an account, which grew with the square of an account's rows in the chunk.
+    slotted AS (
+        SELECT q.staging_id, q.account_id, q.transaction_timestamp, q.amount_abs,
+               -- (no slot for -infinity: no window holds it, and its own window is empty)
+               CASE WHEN isfinite(q.transaction_timestamp)
+                    THEN floor(extract(epoch FROM q.transaction_timestamp) / v_span)::bigint + d.d END AS slot
+        FROM pool q
+        CROSS JOIN (VALUES (0::bigint), (1::bigint)) AS d(d)
+    ),
     windowed AS (
         SELECT w.staging_id, count(q.account_id) AS recent_count, avg(q.amount_abs) AS recent_avg
         FROM winners w
-        LEFT JOIN pool q
+        LEFT JOIN slotted q
           ON q.account_id = w.account_id
+         AND q.slot = CASE WHEN isfinite(w.transaction_timestamp)
+                           THEN floor(extract(epoch FROM w.transaction_timestamp) / v_span)::bigint END
          AND q.transaction_timestamp >= w.transaction_timestamp - p_cfg.fraud_window
          AND q.transaction_timestamp < w.transaction_timestamp
          AND q.staging_id < w.staging_id
         GROUP BY w.staging_id
     ),
     scored AS (
-        SELECT w.*, sc.risk_score
-        FROM winners w
-        JOIN windowed s ON s.staging_id = w.staging_id
-        -- OFFSET 0: the score is computed once per row; pulled up, it would be recomputed for each
-        -- reference below (the value and both CASE tests), and each call costs microseconds
-        CROSS JOIN LATERAL (
-            SELECT financial_fraud_score(w.amount, w.transaction_timestamp, s.recent_count, s.recent_avg,
-                                         p_cfg.business_time_zone, p_cfg.business_hour_start,
-                                         p_cfg.business_hour_end) AS risk_score
-            OFFSET 0
-        ) sc
+        -- the whole chunk in one call of the formula (financial_fraud_scores), not a call per row
+        SELECT w.*, f.risk_score
+        FROM (SELECT array_agg(v.staging_id) AS k, array_agg(v.amount) AS a,
+                     array_agg(v.transaction_timestamp) AS t, array_agg(s.recent_count) AS n,
+                     array_agg(s.recent_avg) AS m
+              FROM winners v
+              JOIN windowed s ON s.staging_id = v.staging_id) g
+        CROSS JOIN LATERAL financial_fraud_scores(g.k, g.a, g.t, g.n, g.m, p_cfg.business_time_zone,
+                                                  p_cfg.business_hour_start, p_cfg.business_hour_end) f
+        JOIN winners w ON w.staging_id = f.key
     ),
     ins AS (
         INSERT INTO financial_transactions_processed (
@@ -524,13 +551,13 @@ BEGIN
     ),
     outcome AS (
         -- processed
-        SELECT x.staging_id, x.prev_status, 'processed'::varchar AS new_status, NULL::varchar AS error_code,
+        SELECT x.staging_id, x.ingestion_timestamp, x.prev_status, 'processed'::varchar AS new_status, NULL::varchar AS error_code,
                NULL::text AS error_message, x.retry_count AS new_retry_count, x.next_attempt_at AS due, x.ms
         FROM x
         JOIN ins ON ins.staging_id = x.staging_id
         UNION ALL
         -- failed validation: retried with backoff, or dead-lettered
-        SELECT x.staging_id, x.prev_status,
+        SELECT x.staging_id, x.ingestion_timestamp, x.prev_status,
                -- the error code's own schedule (late data: financial_error_codes), else the settings'
                financial_failure_status(x.retry_count + 1, e.retryable, coalesce(e.max_attempts, p_cfg.max_attempts)),
                x.new_error_code, x.error_detail, x.retry_count + 1,
@@ -540,7 +567,7 @@ BEGIN
         JOIN financial_error_codes e ON e.error_code = x.new_error_code
         UNION ALL
         -- valid but the ledger already had the id: a replay, or a conflicting payload
-        SELECT x.staging_id, x.prev_status,
+        SELECT x.staging_id, x.ingestion_timestamp, x.prev_status,
                CASE WHEN g.payload_hash = x.payload_hash THEN 'duplicate' ELSE 'dead_letter' END,
                CASE WHEN g.payload_hash = x.payload_hash THEN 'duplicate' ELSE 'payload_conflict' END,
                CASE WHEN g.payload_hash = x.payload_hash
@@ -572,7 +599,10 @@ BEGIN
             -- the note above this function)
             ingestion_timestamp = s.ingestion_timestamp
         FROM outcome o
+        -- the whole primary key: one probe per row, never a scan of the day's partition (with 200k
+        -- rows in it, the join on staging_id alone hashed a sequential scan of all of them on 15)
         WHERE s.staging_id = o.staging_id
+          AND s.ingestion_timestamp = o.ingestion_timestamp
           AND s.staging_id = ANY (v_ids)   -- primary-key probes, whatever the estimates of outcome
           AND s.ingestion_timestamp BETWEEN v_from AND v_to   -- ... in the partitions of the chunk only
         RETURNING s.staging_id, s.ingestion_minute, o.prev_status, o.new_status, o.ms

@@ -7,9 +7,10 @@ import datetime as dt
 T0 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)
 
 
-def test_the_chunk_scores_each_processed_row_once(conn):
-    """The fraud score is a function call of a few microseconds; the chunk used to evaluate it three
-    times per processed row (once per reference after the planner pulled the subquery up)."""
+def test_the_chunk_scores_its_rows_in_one_call(conn):
+    """Every function call costs its pinned search_path (a GUC save and restore): the chunk used to
+    call the score once per processed row (three times, before the planner was kept from pulling the
+    subquery up); it now scores all its rows in one call of financial_fraud_scores."""
     conn.execute(
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type) "
@@ -19,13 +20,13 @@ def test_the_chunk_scores_each_processed_row_once(conn):
     )
     conn.execute("INSERT INTO financial_transactions_staging (transaction_id) VALUES (NULL)")  # not scored
     with conn.transaction():
-        conn.execute("SET LOCAL track_functions = 'pl'")
+        conn.execute("SET LOCAL track_functions = 'all'")  # SQL functions too
         done = conn.execute("SELECT * FROM process_financial_batch_detail(1000)").fetchone()
         calls = conn.execute(
-            "SELECT pg_stat_get_xact_function_calls('financial_fraud_score'::regproc) AS n"
+            "SELECT pg_stat_get_xact_function_calls('financial_fraud_scores'::regproc) AS n"
         ).fetchone()["n"]
-    assert (done["processed_count"], done["dead_letter_count"]) == (60, 1)
-    assert calls == 60
+    assert (done["processed_count"], done["dead_letter_count"], done["chunk_count"]) == (60, 1, 1)
+    assert calls == 1
 
 
 def test_the_chunk_keeps_generated_columns(conn):
@@ -49,3 +50,29 @@ def test_the_chunk_keeps_generated_columns(conn):
     assert [r["processing_status"] for r in after] == ["processed", "dead_letter"]
     assert [{k: r[k] for k in before[0]} for r in after] == before
     assert before[0]["ingestion_minute"] == T0 + dt.timedelta(minutes=1)
+
+
+def test_the_window_join_takes_infinite_timestamps(conn):
+    """The window join pairs rows by time slot (epoch / window width): a row at -infinity has no slot
+    (nothing is in its window, it is in no other row's) and one at +infinity is a future timestamp;
+    neither may fail the chunk, which would mark its other rows internal_error."""
+    conn.execute(
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
+        "amount, transaction_type) VALUES (1, 1, '-infinity', 10, 'payment'), "
+        "(2, 1, 'infinity', 10, 'payment'), (3, 1, %(t)s, 10, 'payment'), (4, 1, %(t2)s, 30, 'payment')",
+        {"t": T0, "t2": T0 + dt.timedelta(minutes=30)},
+    )
+    conn.execute("SELECT * FROM process_financial_batch_detail(100)")
+    got = conn.execute(
+        "SELECT s.transaction_id, s.processing_status, s.error_code, p.risk_score "
+        "FROM financial_transactions_staging s "
+        "LEFT JOIN financial_transactions_processed p USING (account_id, transaction_id) ORDER BY 1"
+    ).fetchall()
+    assert [(r["transaction_id"], r["processing_status"], r["error_code"]) for r in got] == [
+        (1, "processed", None),
+        (2, "failed", "future_timestamp"),
+        (3, "processed", None),
+        (4, "processed", None),
+    ]
+    # row 4's history is row 3 alone (count 1, mean 10): velocity 10 + deviation 30, in business hours
+    assert got[3]["risk_score"] == 40

@@ -53,12 +53,15 @@ def _insert(conn, rows) -> list[int]:
     ),
     zone=st.sampled_from(ZONES),
     chunk_size=st.integers(1, 8),
+    # the chunk pairs rows by time slots of the window's width: widths that do and do not divide an hour
+    window=st.sampled_from(["1 hour", "1 hour", "17 minutes", "1 day"]),
 )
-def test_set_based_score_equals_row_by_row_reference(conn, rows, zone, chunk_size):
+def test_set_based_score_equals_row_by_row_reference(conn, rows, zone, chunk_size, window):
     with conn.transaction(force_rollback=True):
         conn.execute(
-            "UPDATE financial_pipeline_settings SET business_time_zone = %s, chunk_size = %s",
-            (zone, chunk_size),
+            "UPDATE financial_pipeline_settings SET business_time_zone = %s, chunk_size = %s, "
+            "fraud_window = %s::interval",
+            (zone, chunk_size, window),
         )
         data = [
             (txid, acct, BASE + dt.timedelta(minutes=m, seconds=s), amount, ttype, None)
