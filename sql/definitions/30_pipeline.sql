@@ -159,7 +159,7 @@ END;
 $$;
 
 
--- Arrivals: the function of 0003, unchanged. A statement trigger with a transition table on the
+-- Arrivals. A statement trigger with a transition table on the
 -- partitioned parent sees the rows routed to every partition (PostgreSQL 10+); rows written into a
 -- partition directly (the retention's moves below) do not fire it, which is what they need.
 CREATE OR REPLACE TRIGGER financial_staging_arrived AFTER INSERT ON financial_transactions_staging
@@ -353,10 +353,10 @@ $$;
 
 
 ------------------------------------------------------------------------------------------------------
--- The chunk functions of 0003 on the new row type. Changed: each staging UPDATE also names the
--- ingestion time of its rows (a range for the chunk, the value for one row), so only the partitions
--- holding them are probed by staging_id; a row ingested "in the future" (another clock) gets latency
--- 0 instead of failing the whole batch in the histogram; the rest is 0003's definition.
+-- The chunk functions. Each staging UPDATE names the ingestion time of its rows (a range for the
+-- chunk, the value for one row), so only the partitions holding them are probed by staging_id; a row
+-- ingested "in the future" (another clock) gets latency 0 instead of failing the whole batch in the
+-- histogram.
 ------------------------------------------------------------------------------------------------------
 -- p_rows are staging rows already claimed (locked) by the caller's transaction. Returns the outcome
 -- counts and the rollup deltas; the caller applies the deltas last (so the hot rollup row is locked
@@ -902,7 +902,7 @@ $$;
 
 
 ------------------------------------------------------------------------------------------------------
--- retry_failed: 0003's definition, two changes in its UPDATE
+-- retry_failed: two things about its UPDATE
 ------------------------------------------------------------------------------------------------------
 --  * it joins its targets on the whole key (staging_id, ingestion_timestamp), one partition each;
 --  * it assigns ingestion_timestamp to itself, as the chunk does: an UPDATE that touches no input of
@@ -1406,7 +1406,7 @@ COMMENT ON VIEW financial_pipeline_backlog IS
 ------------------------------------------------------------------------------------------------------
 -- Retention: drop whole days; keep what is still owed work
 ------------------------------------------------------------------------------------------------------
--- Same name, arguments and result as 0003. Each daily partition that ends before now - retention
+-- The spec's name, arguments and result. Each daily partition that ends before now - retention
 -- (p_older_than, else staging_retention) is detached, its rows that must stay (pending, failed,
 -- dead_letter: owed a retry or an operator's decision) are copied into the DEFAULT partition with
 -- every column as it was, and the partition is dropped. processed and duplicate rows go with it: the

@@ -1,4 +1,4 @@
--- 0025: the fraud score is computed for a whole chunk in one call (financial_fraud_scores in
+-- 0026: the fraud score is computed for a whole chunk in one call (financial_fraud_scores in
 -- sql/definitions/30_pipeline.sql). The one-row form it replaces goes, so the formula has one
 -- definition; detect_fraud_indicators now calls the set form with one row.
 SET lock_timeout = '5s';
