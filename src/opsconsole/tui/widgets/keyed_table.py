@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
@@ -31,8 +33,27 @@ class KeyedTable(DataTable):
     def __init__(self, columns: Sequence[tuple[str, str] | tuple[str, str, int]], **kwargs: Any):
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("zebra_stripes", True)
+        # each cell's text as Rich laid it out, by the cell object and width (textual_compat): kept
+        # when the styles change (focus, theme), which render_body_cell lays over it each frame
+        self._cell_text: LRUCache[tuple[int, int, int], tuple[Any, Any]] = LRUCache(4096)
         super().__init__(**kwargs)
         self._column_spec = list(columns)
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> Any:
+        lines = textual_compat.render_body_cell(
+            self, row_index, column_index, base_style, width, cursor, hover, self._cell_text
+        )
+        if lines is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        return lines
 
     def on_mount(self) -> None:
         self._add_columns()
