@@ -342,7 +342,7 @@ class OpsConsoleApp(App):
         from opsconsole.tui.screens.modals import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.help_rows()))
+            HelpScreen.show(self, self.help_rows())
 
     def help_rows(self) -> list[tuple[str, str, str, str]]:
         """(where, key, what, state) for every binding and action."""
