@@ -13,7 +13,8 @@ What each one is for:
   current styles as its widgets mount (a screen's own CSS is loaded by _init_mode itself), but Textual
   counts it as never styled, so premounting it and then the first switch to it each re-parsed the
   whole stylesheet and restyled the app (~0.1-0.3 s on the UI thread each, P8); the app marks it
-  styled before mounting it. A later theme change still restyles it when it is shown.
+  styled before mounting it. A later theme change still restyles it when it is shown. The first pane,
+  styled while the app starts but before its screen is mounted, is recorded the same way (record_styled).
 - App.delay_update(): switch_mode holds frames back 50 ms through it; the app skips that hold for a
   pane that is mounted already (app.py).
 - events.ScreenResume.refresh_styles: a pane says its styles are current, so Textual does not restyle
@@ -118,6 +119,15 @@ def init_mode(app: App, mode: str) -> AwaitComplete | Any:
 def mark_styled(app: App, screen: Screen) -> None:
     """A screen about to be mounted ahead of time will have the current styles: no restyle for it."""
     screen._css_update_count = app._css_update_count  # type: ignore[attr-defined]
+
+
+def record_styled(app: App, screen: Screen) -> None:
+    """The first pane is styled as the app starts, but its screen is not mounted yet when Textual
+    refreshes the CSS, so Textual never records it as styled (-1) and re-parsed the whole stylesheet
+    and restyled the app on the first switch back to it (~100 ms, P8). Record it once it is mounted;
+    any later CSS change restyles it as usual."""
+    if screen.is_mounted and screen._css_update_count == -1:  # type: ignore[attr-defined]
+        screen._css_update_count = app._css_update_count  # type: ignore[attr-defined]
 
 
 def footer_bindings_ready(footer: Footer) -> bool:
