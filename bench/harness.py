@@ -8,6 +8,7 @@ ratio means something on a noisy 2-core machine; absolute numbers are printed be
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
 import platform
@@ -17,7 +18,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import polars as pl
 import psycopg
 from psycopg import conninfo
 from rich.console import Console
@@ -77,6 +80,84 @@ class BenchDB:
 
     def connect(self, **kwargs) -> psycopg.Connection:
         return psycopg.connect(self.dsn, autocommit=True, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# The console benchmarks' data (P8 p_console, P9 p_observer): the sample, then staging rows by status
+# --------------------------------------------------------------------------------------------------
+CONSOLE_SIZE = (120, 40)  # the terminal the console benchmarks run the app in
+LOAD_CHUNK = 500_000  # rows per COPY statement (each fires the rollup trigger once)
+STATUSES = ("processed", "pending", "failed", "dead_letter")
+
+
+def staging_with_status(
+    n: int, offset: int, now: dt.datetime, codes: list[str], per_mille: dict[str, int]
+) -> pl.DataFrame:
+    """p_pipeline's staging rows with a status each, by per mille of transaction_id in STATUSES order
+    (e.g. {"pending": 900, "failed": 80, "dead_letter": 20}), ingested over the last hour: processed
+    rows with a processing time, failed and dead-lettered ones with an error code, a message, retries
+    and a next attempt in the next ten minutes."""
+    from bench.p_pipeline import staging_frame  # p_pipeline imports this module
+
+    assert sum(per_mille.values()) == 1000 and set(per_mille) <= set(STATUSES), per_mille
+    k = pl.col("transaction_id") % 1000
+    bounds, upto = [], 0
+    for name in STATUSES:
+        if per_mille.get(name):
+            upto += per_mille[name]
+            bounds.append((upto, name))
+    status = pl.when(k < bounds[0][0]).then(pl.lit(bounds[0][1]))
+    for bound, name in bounds[1:]:
+        status = status.when(k < bound).then(pl.lit(name))
+    status = status.otherwise(pl.lit(bounds[-1][1]))
+    processed = k < per_mille.get("processed", 0)
+    errored = k >= per_mille.get("processed", 0) + per_mille.get("pending", 0)
+    ingested = pl.lit(now) - pl.duration(seconds=pl.col("transaction_id") % 3600)
+    code = pl.col("transaction_id") % len(codes)
+    return staging_frame(n, offset).with_columns(
+        processing_status=status,
+        ingestion_timestamp=ingested,
+        processed_at=pl.when(processed).then(ingested + pl.duration(milliseconds=k)),
+        processing_duration_ms=pl.when(processed).then(k),
+        error_code=pl.when(errored).then(code.replace_strict(dict(enumerate(codes)), return_dtype=pl.String)),
+        error_message=pl.when(errored).then(pl.lit("bench: ") + pl.col("transaction_id").cast(pl.String)),
+        retry_count=pl.when(errored).then(k % 5).otherwise(0),
+        next_attempt_at=pl.when(errored)
+        .then(pl.lit(now) + pl.duration(seconds=pl.col("transaction_id") % 600))
+        .otherwise(ingested),
+    )
+
+
+def load_staging(db: BenchDB, rows: int, per_mille: dict[str, int]) -> dict[str, Any]:
+    """The sample (every pane has something to show), then `rows` staging rows with that status mix
+    through the product's COPY loader, then VACUUM ANALYZE; returns the timings and the counts."""
+    from bench.p_pipeline import copy_staging_frame  # p_pipeline imports this module
+    from tools import sample
+
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.UTC)
+    with db.connect() as conn:
+        sample.seed(conn, now, fixed_monitor=False, fixed_catalog=False)
+        codes = [r[0] for r in conn.execute("SELECT error_code FROM financial_error_codes ORDER BY 1")]
+    seeded = time.perf_counter()
+    offset = 10_000_000_000  # clear of the sample's transaction ids
+    for start in range(0, rows, LOAD_CHUNK):
+        frame = staging_with_status(min(LOAD_CHUNK, rows - start), offset + start, now, codes, per_mille)
+        copy_staging_frame(db, frame)
+    loaded = time.perf_counter()
+    with db.connect() as conn:
+        conn.execute("VACUUM ANALYZE financial_transactions_staging")
+        total, open_rows = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE processing_status IN "
+            "('pending', 'failed', 'dead_letter')) FROM financial_transactions_staging"
+        ).fetchone()
+    return {
+        "seed_s": round(seeded - started, 1),
+        "copy_s": round(loaded - seeded, 1),
+        "vacuum_analyze_s": round(time.perf_counter() - loaded, 1),
+        "staging_rows": total,
+        "open_rows": open_rows,
+    }
 
 
 def collect(selected: set[str] | None) -> list[Callable]:

@@ -14,87 +14,28 @@ the top screen with the expectation met is the key's screen update; latency = th
 `pilot.press` was called. The bench never calls `pilot.pause()` between press and frame, because
 pause() forces a frame (Screen._on_timer_update) that a user's terminal would not get.
 
-Staging rows are loaded with p_pipeline's loader (staging_frame into the product's COPY), plus a
-status mix: mostly processed, some pending, failed and dead-lettered, ingested over the last hour.
+Staging rows are loaded by harness.load_staging (p_pipeline's rows through the product's COPY, with
+a status mix: mostly processed, some pending, failed and dead-lettered, ingested over the last hour).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import polars as pl
-
-from bench.harness import BenchDB, Result
-from bench.p_pipeline import copy_staging_frame, staging_frame
+from bench.harness import CONSOLE_SIZE, BenchDB, Result, load_staging
 from opsconsole.tui.refresh import INTERVALS
-from tools import sample
 from tools.drive import wait_loaded
 
-SIZE = (120, 40)
-LOAD_CHUNK = 500_000  # rows per COPY statement (each fires the rollup trigger once)
 FRAME_TIMEOUT_S = 5.0  # a key with no matching frame by then counts as this long, and as a miss
 
 
-# --------------------------------------------------------------------------------------------------
-# The data: N staging rows with a status mix, and the small sample for the other panes
-# --------------------------------------------------------------------------------------------------
-def staging_mix(n: int, offset: int, now: dt.datetime, codes: list[str]) -> pl.DataFrame:
-    """staging_frame's rows with a status per row (per mille of transaction_id: 950 processed, 30
-    pending, 15 failed, 5 dead letter), ingested over the last hour."""
-    k = pl.col("transaction_id") % 1000
-    status = (
-        pl.when(k < 950)
-        .then(pl.lit("processed"))
-        .when(k < 980)
-        .then(pl.lit("pending"))
-        .when(k < 995)
-        .then(pl.lit("failed"))
-        .otherwise(pl.lit("dead_letter"))
-    )
-    errored = k >= 980
-    ingested = pl.lit(now) - pl.duration(seconds=pl.col("transaction_id") % 3600)
-    code = pl.col("transaction_id") % len(codes)
-    return staging_frame(n, offset).with_columns(
-        processing_status=status,
-        ingestion_timestamp=ingested,
-        processed_at=pl.when(k < 950).then(ingested + pl.duration(milliseconds=k)),
-        processing_duration_ms=pl.when(k < 950).then(k),
-        error_code=pl.when(errored).then(code.replace_strict(dict(enumerate(codes)), return_dtype=pl.String)),
-        error_message=pl.when(errored).then(pl.lit("bench: ") + pl.col("transaction_id").cast(pl.String)),
-        retry_count=pl.when(errored).then(k % 5).otherwise(0),
-        next_attempt_at=pl.when(k < 980)
-        .then(ingested)
-        .otherwise(pl.lit(now) + pl.duration(seconds=pl.col("transaction_id") % 600)),
-    )
-
-
-def load(db: BenchDB, rows: int) -> dict[str, Any]:
-    """The sample (every pane has something to show), then `rows` staging rows; returns timings."""
-    started = time.perf_counter()
-    now = dt.datetime.now(dt.UTC)
-    with db.connect() as conn:
-        sample.seed(conn, now, fixed_monitor=False, fixed_catalog=False)
-        codes = [r[0] for r in conn.execute("SELECT error_code FROM financial_error_codes ORDER BY 1")]
-    seeded = time.perf_counter()
-    offset = 10_000_000_000  # clear of the sample's transaction ids
-    for start in range(0, rows, LOAD_CHUNK):
-        copy_staging_frame(db, staging_mix(min(LOAD_CHUNK, rows - start), offset + start, now, codes))
-    loaded = time.perf_counter()
-    with db.connect() as conn:
-        conn.execute("VACUUM ANALYZE financial_transactions_staging")
-        total = conn.execute("SELECT count(*) FROM financial_transactions_staging").fetchone()[0]
-    return {
-        "seed_s": round(seeded - started, 1),
-        "copy_s": round(loaded - seeded, 1),
-        "vacuum_analyze_s": round(time.perf_counter() - loaded, 1),
-        "staging_rows": total,
-    }
+# The data: N staging rows, mostly processed, some still owed work (bench/harness.py loads them)
+STATUS_MIX = {"processed": 950, "pending": 30, "failed": 15, "dead_letter": 5}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -252,7 +193,7 @@ async def drive(dsn: str, rounds: int) -> dict[str, Any]:
     errors: list[tuple[str, str]] = []
     misses: list[str] = []
     lag = LoopLag()
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=CONSOLE_SIZE) as pilot:
         probe = FrameProbe(app)
         probe.install()
         fetch = app.engine._fetch
@@ -366,7 +307,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
 def p8_console_keys(db: BenchDB, quick: bool) -> Result:
     rows = 20_000 if quick else 10_000_000
     rounds = 1 if quick else 5  # quick: ~30 keys in ~20 s, so make bench QUICK=1 stays near a minute
-    loaded = load(db, rows)
+    loaded = load_staging(db, rows, STATUS_MIX)
     summary = summarize(asyncio.run(drive(db.dsn, rounds)))
     p95 = summary["p95_ms"]
     return Result(

@@ -16,20 +16,15 @@ server): the figure for 50 is extrapolated, 50 x the worst pane, and named so in
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import time
 from typing import Any
 
-import polars as pl
-
-from bench.harness import BenchDB, Result
-from bench.p_console import LOAD_CHUNK
-from bench.p_pipeline import copy_staging_frame, staging_frame
-from tools import sample
+from bench.harness import CONSOLE_SIZE, BenchDB, Result, load_staging
 from tools.drive import wait_loaded
 
-SIZE = (120, 40)
+# all still owed work: 90% pending, 8% failed, 2% dead letters (bench/harness.py loads them)
+STATUS_MIX = {"pending": 900, "failed": 80, "dead_letter": 20}
 DEFAULT_INTERVAL_S = 2.0  # `opsconsole console`'s default --interval (cli/console.py)
 CONSOLE_APPS = (
     "opsconsole:console",
@@ -40,45 +35,6 @@ CONSOLE_APPS = (
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 TARGET_MS_PER_S = 10.0
 TARGET_50_CORES = 0.5
-
-
-def backlog_mix(n: int, offset: int, now: dt.datetime, codes: list[str]) -> pl.DataFrame:
-    """staging_frame's rows, all still owed work (per mille of transaction_id: 900 pending, 80 failed,
-    20 dead letter), ingested over the last hour."""
-    k = pl.col("transaction_id") % 1000
-    status = pl.when(k < 900).then(pl.lit("pending")).when(k < 980).then(pl.lit("failed"))
-    status = status.otherwise(pl.lit("dead_letter"))
-    errored = k >= 900
-    ingested = pl.lit(now) - pl.duration(seconds=pl.col("transaction_id") % 3600)
-    code = pl.col("transaction_id") % len(codes)
-    return staging_frame(n, offset).with_columns(
-        processing_status=status,
-        ingestion_timestamp=ingested,
-        error_code=pl.when(errored).then(code.replace_strict(dict(enumerate(codes)), return_dtype=pl.String)),
-        error_message=pl.when(errored).then(pl.lit("bench: ") + pl.col("transaction_id").cast(pl.String)),
-        retry_count=pl.when(errored).then(k % 5).otherwise(0),
-        next_attempt_at=pl.when(k < 900)
-        .then(ingested)
-        .otherwise(pl.lit(now) + pl.duration(seconds=pl.col("transaction_id") % 600)),
-    )
-
-
-def load(db: BenchDB, rows: int) -> dict[str, Any]:
-    started = time.perf_counter()
-    now = dt.datetime.now(dt.UTC)
-    with db.connect() as conn:
-        sample.seed(conn, now, fixed_monitor=False, fixed_catalog=False)
-        codes = [r[0] for r in conn.execute("SELECT error_code FROM financial_error_codes ORDER BY 1")]
-    offset = 10_000_000_000  # clear of the sample's transaction ids
-    for start in range(0, rows, LOAD_CHUNK):
-        copy_staging_frame(db, backlog_mix(min(LOAD_CHUNK, rows - start), offset + start, now, codes))
-    with db.connect() as conn:
-        conn.execute("VACUUM ANALYZE financial_transactions_staging")
-        open_rows = conn.execute(
-            "SELECT count(*) FROM financial_transactions_staging "
-            "WHERE processing_status IN ('pending', 'failed', 'dead_letter')"
-        ).fetchone()[0]
-    return {"open_rows": open_rows, "load_s": round(time.perf_counter() - started, 1)}
 
 
 def backend_cpu(conn: Any) -> dict[int, tuple[int, int, str]]:
@@ -111,7 +67,7 @@ async def watch(db: BenchDB, pane: str, window_s: float) -> dict[str, Any]:
         db.dsn, database_label="bench", interval=DEFAULT_INTERVAL_S, listen=True, start_pane=pane
     )
     with db.connect() as probe:
-        async with app.run_test(size=SIZE):
+        async with app.run_test(size=CONSOLE_SIZE):
             await wait_loaded(app, pane, timeout=180)
             await asyncio.sleep(1.0)  # the listener and the first on-call read have connected
             before = backend_cpu(probe)
@@ -146,7 +102,7 @@ def p9_observer_cost(db: BenchDB, quick: bool) -> Result:
 
     rows = 100_000 if quick else 3_000_000
     window = 6.0 if quick else 20.0  # covers the on-call watcher's 5 s poll at least once
-    loaded = load(db, rows)
+    loaded = load_staging(db, rows, STATUS_MIX)
     per_pane = {cls.PANE_ID: asyncio.run(watch(db, cls.PANE_ID, window)) for cls in PANES}
     worst = max(v["ms_per_s"] for v in per_pane.values())
     fifty_cores = 50 * worst / 1000

@@ -132,3 +132,8 @@ REVOKE EXECUTE ON FUNCTION dq_assert_parses(text) FROM PUBLIC;
 
 -- Last: the policy over every object the files before this one created.
 SELECT opsconsole_apply_grants();
+
+-- After every file of the pass: the catalog describes the schema, so it is refreshed whenever the
+-- definitions are (re)applied, once every view exists (a fresh install starts with all of them, and a
+-- re-applied view, which CREATE OR REPLACE keeps, is never seen as new: data_catalog_sync).
+SELECT data_catalog_sync();

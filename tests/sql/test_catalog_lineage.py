@@ -271,3 +271,30 @@ def test_optimize_table_statistics_analyzes_changed_tables_and_partitioned_paren
     assert one(conn, "SELECT reltuples FROM pg_class WHERE relname = 'Stat T'") == 1500
     flush_stats(conn)
     assert one(conn, "SELECT optimize_table_statistics()") == "No tables needed analysis"
+
+
+def test_reapplying_the_definitions_catalogues_nothing_as_new(conn, db_dsn):
+    """A look bug: the definitions pass synced the catalog from 60_catalog_lineage.sql, before
+    80_privacy.sql made the masked views, so an install's catalog lacked them and the next pass (any
+    `db migrate` after a definitions change) catalogued them as first seen: the Timeline listed them
+    as "added". The sync now runs after every file, so the install has them and a re-apply adds none."""
+    from opsconsole.db import migrate
+
+    installed = {
+        r["table_name"]
+        for r in conn.execute("SELECT DISTINCT table_name FROM data_catalog WHERE object_type = 'view'")
+    }
+    assert {"customers_masked", "customer_360_masked"} <= installed
+    before = one(conn, "SELECT clock_timestamp()")
+    conn.execute("UPDATE opsconsole_definitions SET checksum = 'stale' WHERE name = '70_timeline'")
+    with psycopg.connect(db_dsn, autocommit=True) as runner:
+        reapplied = migrate.migrate(runner)
+    assert "99_grants.sql" in [item.path.name for item, _ in reapplied]  # the whole pass ran again
+    new = conn.execute(
+        "SELECT DISTINCT table_name FROM data_catalog WHERE first_seen_at > %s", (before,)
+    ).fetchall()
+    assert new == []
+    timeline = conn.execute(
+        "SELECT subject, detail FROM ops_timeline(%s, clock_timestamp()) WHERE kind = 'catalog'", (before,)
+    ).fetchall()
+    assert timeline == []

@@ -153,3 +153,50 @@ async def test_a_viewer_sees_the_pause_but_may_not_pause_park_or_retry(make_app,
         await pilot.pause(0.3)
         assert type(app.screen).__name__ == "BacklogScreen"  # no dialog: the keys are not offered
     assert conn.execute("SELECT paused FROM pipeline_fleet_control").fetchone()["paused"] is True
+
+
+async def test_a_refresh_with_the_same_rows_only_ticks_next_try(make_app, conn):
+    """P8: the Backlog re-synced its up to 500 rows every refresh for the "next try" countdown; with
+    the same rows it now updates only the countdown cells whose text changed, and a changed row (or
+    selection) still syncs the list."""
+    from textual.widgets import DataTable
+
+    from opsconsole.tui.clock import FrozenClock
+
+    now = dt.datetime.now(dt.UTC)
+    sample.seed_staging(conn, now)
+    conn.execute(
+        "UPDATE financial_transactions_staging SET next_attempt_at = %s WHERE processing_status = 'failed'",
+        (now + dt.timedelta(minutes=5),),
+    )
+    clock = FrozenClock(now)
+    app = make_app(start_pane="backlog", listen=False, clock=clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(app, "backlog")
+        screen = app.panes["backlog"]
+        table = screen.query_one("#rows", DataTable)
+        failed = [r for r in screen.data.rows if r["processing_status"] == "failed"]
+        assert failed, "the sample has failed rows"
+        key = str(failed[0]["staging_id"])
+        assert table.get_cell(key, "next").plain == "in 5m"
+        before = {k.value: list(table.get_row(k)) for k in table.rows}
+        built: list[int] = []  # the rows whose cells the pane builds for a sync of the list
+        row_cells = screen._row_cells
+        screen._row_cells = lambda r: (built.append(r["staging_id"]), row_cells(r))[1]
+
+        clock.anchor = now + dt.timedelta(seconds=100)  # 3m 20s left
+        screen.render_data(screen.data)
+        await pilot.pause()
+        after = {k.value: list(table.get_row(k)) for k in table.rows}
+        assert table.get_cell(key, "next").plain == "in 3m 20s"
+        assert built == []  # no row was built again, the list was not synced
+        columns = [c.key.value for c in table.ordered_columns]
+        at = columns.index("next")
+        for k, cells in after.items():  # every other cell is the object it was: nothing re-synced
+            assert all(a is b for i, (a, b) in enumerate(zip(cells, before[k], strict=True)) if i != at), k
+
+        screen.selected.add(int(key))  # a selection changes a row's marker: a full sync again
+        screen.render_data(screen.data)
+        await pilot.pause()
+        assert table.get_cell(key, "sel").plain == "●"
+        assert len(built) == len(screen.data.rows)

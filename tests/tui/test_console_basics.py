@@ -207,3 +207,28 @@ async def test_question_mark_lists_every_binding(make_app):
             assert expected in keys, expected
         await pilot.press("escape")
         assert app.screen is app.panes["monitor"]
+
+
+async def test_help_shown_again_is_the_same_screen_until_its_rows_change(make_app):
+    """P8: `?` composed the help and laid its long table out each time; the same rows show the kept
+    screen again (from the top), and other rows (another role's actions) make a new one."""
+    app = make_app(listen=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.engine.connected)
+        await pilot.press("question_mark")
+        first = await wait_screen(app, "HelpScreen")
+        first.query_one("#help-body").scroll_end(animate=False)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is not first, what="the help closed")
+        await pilot.press("question_mark")
+        again = await wait_screen(app, "HelpScreen")
+        assert again is first
+        await pilot.pause()
+        assert again.query_one("#help-body").scroll_y == 0
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is not first, what="the help closed")
+        rows = app.help_rows() + [("Monitor", "z", "Something new", "")]
+        app.help_rows = lambda: rows
+        await pilot.press("question_mark")
+        other = await wait_screen(app, "HelpScreen")
+        assert other is not first and other.rows == rows

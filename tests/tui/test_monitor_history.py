@@ -284,3 +284,24 @@ def test_the_incident_stalls_the_pipeline_then_drains_it_and_leaves_its_story(db
     assert "sla" in kinds
     assert any("a session locks financial_transactions_processed" in line for line in lines)
     assert any("the lock is gone" in line for line in lines)
+
+
+async def test_the_minute_table_shows_every_header_whole_at_120_and_200_columns(make_app, conn):
+    """A look bug: at 120 columns the side tables took 76 columns beside the minute table, which got
+    39 of the 76 it needs and cut its headers from "pending" on; below the width both need the side
+    tables go under it."""
+    from textual.widgets import DataTable
+
+    from opsconsole.tui.screens.monitor import COLUMNS
+
+    for width, height in ((120, 40), (200, 60)):
+        app = make_app(start_pane="monitor", listen=False)
+        async with app.run_test(size=(width, height)) as pilot:
+            await wait_loaded(app, "monitor")
+            await pilot.pause()
+            table = app.screen.query_one("#minutes", DataTable)
+            needed = sum(c.get_render_width(table) for c in table.ordered_columns)
+            assert [c.label.plain for c in table.ordered_columns] == [label for _, label, _ in COLUMNS]
+            assert needed <= table.scrollable_content_region.width, (width, needed, table.size)
+            header = "".join(s.text for s in table.render_line(0))
+            assert "pending" in header and "SLA %" in header, (width, header)

@@ -12,6 +12,7 @@ import pytest
 from textual.widgets import DataTable
 
 from opsconsole.tui.gcpolicy import AT_LEAST_S, EVERY_S, NEVER, QUIET_S, GcPolicy
+from opsconsole.tui.widgets.keyed_table import KeyedTable
 from tests.tui.helpers import SIZE, wait_for
 from tools import sample
 from tools.drive import wait_loaded
@@ -44,13 +45,13 @@ async def test_a_switch_to_a_shown_pane_redraws_without_delay_restyle_or_query(m
 
         monkeypatch.setattr(app.stylesheet, "update_nodes", counting_update_nodes)
         cells: list[tuple[int, int]] = []
-        render_cell = DataTable._render_cell
+        render_cell = KeyedTable._render_cell  # every pane's tables are KeyedTables
 
         def counting_render_cell(self, row_index, column_index, *args, **kwargs):
             cells.append((row_index, column_index))
             return render_cell(self, row_index, column_index, *args, **kwargs)
 
-        monkeypatch.setattr(DataTable, "_render_cell", counting_render_cell)
+        monkeypatch.setattr(KeyedTable, "_render_cell", counting_render_cell)
         ticks = app.engine.ticks
         fetched_at = app.panes["backlog"].updated_at
 
@@ -64,6 +65,27 @@ async def test_a_switch_to_a_shown_pane_redraws_without_delay_restyle_or_query(m
         assert app.engine.ticks == ticks and not app.engine.in_flight  # fresh data: no query
         assert app.panes["backlog"].updated_at == fetched_at
         assert app.panes["backlog"].query_one("#rows", DataTable).row_count > 0
+
+
+async def test_the_first_switch_back_to_the_start_pane_does_not_restyle_the_app(
+    make_app, seeded, monkeypatch
+):
+    """The start pane is styled while the app starts, before its screen is mounted, so Textual never
+    recorded it as styled and re-parsed the stylesheet and restyled the app on the first switch back
+    to it (the slowest pane key of P8)."""
+    app = make_app(dsn=seeded, start_pane="monitor", listen=False, interval=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(app, "monitor")
+        await wait_for(pilot, lambda: app.premounted, what="every pane mounted")
+        await pilot.press("2")
+        await wait_loaded(app, "backlog")
+        reparsed: list[bool] = []
+        refresh_css = app.refresh_css
+        monkeypatch.setattr(app, "refresh_css", lambda *a, **k: (reparsed.append(True), refresh_css(*a, **k)))
+        app.action_show_pane("monitor")
+        assert app.screen is app.panes["monitor"]
+        await pilot.pause(0.2)
+        assert reparsed == []
 
 
 async def test_a_pane_shown_again_after_its_data_aged_refreshes(make_app, seeded):

@@ -204,6 +204,7 @@ class OpsConsoleApp(App):
         """Compose and mount the panes not shown yet, one at a time, so that the first switch to each
         one costs a redraw instead of composing a screen (100-270 ms on the UI thread, P8). Then the
         app's objects all exist: hand full garbage collections to the GcPolicy."""
+        textual_compat.record_styled(self, self.screen)  # the pane shown first
         for pane_id, screen in self.panes.items():
             if not self.is_running:  # shutting down
                 break
@@ -342,7 +343,7 @@ class OpsConsoleApp(App):
         from opsconsole.tui.screens.modals import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.help_rows()))
+            HelpScreen.show(self, self.help_rows())
 
     def help_rows(self) -> list[tuple[str, str, str, str]]:
         """(where, key, what, state) for every binding and action."""

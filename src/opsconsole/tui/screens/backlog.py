@@ -72,6 +72,11 @@ class BacklogScreen(PaneScreen):
         super().__init__(context)
         self.selected: set[int] = set()
         self.filter_text: str = ""
+        # what the rows list was last synced from (the rows, the selection, the theme its cells are
+        # coloured in), and the "next try" text each row shows: a refresh with the same rows only
+        # ticks the countdowns that changed
+        self._synced: tuple[list[dict[str, Any]], frozenset[int], str] | None = None
+        self._next_shown: dict[str, str] = {}
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="backlog-top"):
@@ -154,7 +159,21 @@ class BacklogScreen(PaneScreen):
         if self.selected:
             title += f"  [$accent]{len(self.selected)} selected[/]"
         set_text(self.query_one("#rows-title", Static), title)
-        self.query_one("#rows-list", DataList).set_rows(self._row_cells(r) for r in data.rows)
+        rows_list = self.query_one("#rows-list", DataList)
+        synced = (data.rows, frozenset(self.selected), app.theme)
+        if self._synced is not None and self._synced[1:] == synced[1:] and self._synced[0] == data.rows:
+            # the same rows as last time: only "next try" counts down (a full sync of 500 rows each
+            # second held the UI thread for tens of ms and delayed the key pressed meanwhile, P8)
+            ticked = {}
+            for r in data.rows:
+                key, text = str(r["staging_id"]), self._next_text(r)
+                if self._next_shown.get(key) != text:
+                    ticked[key] = self._next_shown[key] = text
+            rows_list.update_cells("next", {key: Text(text) for key, text in ticked.items()})
+            return
+        self._synced = synced
+        self._next_shown = {}
+        rows_list.set_rows(self._row_cells(r) for r in data.rows)
 
     def _due(self, due: Any) -> str:
         if due is None:
@@ -162,11 +181,16 @@ class BacklogScreen(PaneScreen):
         wait = (due - self.clock.now()).total_seconds()
         return "due" if wait <= 0 else f"in {human_duration(wait)}"
 
+    def _next_text(self, r: dict[str, Any]) -> str:
+        return self._due(r["next_attempt_at"]) if r["processing_status"] == "failed" else "—"
+
     def _row_cells(self, r: dict[str, Any]) -> tuple[str, dict[str, Any], tuple[Any, ...]]:
         app = self.app
         status = r["processing_status"]
+        key = str(r["staging_id"])
+        self._next_shown[key] = self._next_text(r)
         return (
-            str(r["staging_id"]),
+            key,
             r,
             (
                 styled(app, "●", "accent") if r["staging_id"] in self.selected else Text(" "),
@@ -175,7 +199,7 @@ class BacklogScreen(PaneScreen):
                 plain(r["error_code"]),
                 plain(r["error_message"]),
                 cell_num(r["retry_count"]),
-                Text(self._due(r["next_attempt_at"]) if status == "failed" else "—"),
+                Text(self._next_shown[key]),
                 plain(r["batch_id"]),
                 Text(str(r["transaction_id"]) if r["transaction_id"] is not None else "—", justify="right"),
             ),

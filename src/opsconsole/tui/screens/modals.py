@@ -9,7 +9,7 @@ from rich import box
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
@@ -149,9 +149,33 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
+    INSTALLED = "opsconsole-help"
+
     def __init__(self, rows: list[tuple[str, str, str, str]]):
         super().__init__(classes="dialog-screen")
         self.rows = rows
+
+    @classmethod
+    def show(cls, app: App, rows: list[tuple[str, str, str, str]]) -> None:
+        """Push the help. Composing it and laying out its long table again on every `?` cost 50-100 ms
+        of the UI thread (P8), so the screen stays installed and is shown again while its rows (the
+        pane's keys, what the role may do) are the same."""
+        kept = app.get_screen(cls.INSTALLED) if app.is_screen_installed(cls.INSTALLED) else None
+        if kept is not None and kept in app.screen_stack:
+            return  # open already, under another dialog
+        if kept is not None and (not isinstance(kept, cls) or kept.rows != rows):
+            app.uninstall_screen(cls.INSTALLED)
+            kept = None
+        if kept is None:
+            kept = cls(rows)
+            app.install_screen(kept, cls.INSTALLED)
+        app.push_screen(cls.INSTALLED)
+
+    def on_screen_resume(self) -> None:
+        if self.is_mounted:  # shown again: from the top, scrollable by keys
+            body = self.query_one("#help-body", VerticalScroll)
+            body.scroll_home(animate=False)
+            body.focus()
 
     def compose(self) -> ComposeResult:
         table = Table(box=box.SIMPLE_HEAD, expand=True, show_edge=False, pad_edge=False)

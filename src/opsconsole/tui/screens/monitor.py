@@ -37,7 +37,6 @@ from opsconsole.tui.widgets.keyed_table import KeyedTable
 SLA_TARGET_MS = 1000
 SLA_MAX_BREACH_PCT = RULES_BY_NAME["sla_breach"].critical * 100  # the on-call threshold (ops/health)
 MINUTES = 60
-NARROW_BELOW = 120  # columns: below this the side tables go under the minute table
 
 COLUMNS = [
     ("minute", "min", 5),
@@ -51,6 +50,13 @@ COLUMNS = [
     ("sla", "SLA %", 5),
 ]
 CODE_COLUMNS = [("code", "error code", 16), ("failed", "failed", 6), ("dead", "dead", 5)]
+SIDE_WIDTH = 76  # the side tables (failures by code, workers) beside the minute table
+# The minute table's width (each cell padded both sides, its vertical scrollbar) and the terminal
+# width both need beside each other (the pane frame's border and padding, the side's margin): below
+# it the side tables go under the minute table. At a fixed 120 the minute table got 39 of its 76
+# columns and its headers were cut from "pending" on.
+MINUTES_WIDTH = sum(width + 2 for _, _, width in COLUMNS) + 2
+NARROW_BELOW = 4 + MINUTES_WIDTH + 1 + SIDE_WIDTH
 WORKER_COLUMNS = [
     ("worker", "worker", 10),
     ("who", "who", 8),
@@ -159,7 +165,7 @@ class MonitorScreen(PaneScreen):
     MonitorScreen Sparkline { height: 1; width: 1fr; }
     MonitorScreen #lower { height: 1fr; }
     MonitorScreen #minutes { width: 1fr; height: 1fr; }
-    MonitorScreen #side { width: 76; height: 1fr; margin-left: 1; }
+    MonitorScreen #side { width: SIDE_WIDTH; height: 1fr; margin-left: 1; }
     MonitorScreen #side > Vertical { height: 1fr; }
     MonitorScreen #codes-box { height: 14; }
     MonitorScreen #codes, MonitorScreen #workers { height: 1fr; }
@@ -171,7 +177,7 @@ class MonitorScreen(PaneScreen):
     MonitorScreen.-narrow #workers-box { width: 1fr; height: 1fr; margin-left: 1; }
     MonitorScreen.-wide .spark-row { height: 5; }
     MonitorScreen.-wide Sparkline { height: 4; }
-    """
+    """.replace("SIDE_WIDTH", str(SIDE_WIDTH))
 
     def __init__(self, context: ConsoleContext) -> None:
         super().__init__(context)

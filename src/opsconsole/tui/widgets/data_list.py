@@ -225,6 +225,30 @@ class DataList(Vertical, can_focus=False):
         self._records = list(rows)
         self._show_rows()
 
+    def update_cells(self, column_key: str, cells: dict[str, Any]) -> None:
+        """Replace one column's cells of some rows (by key) in place, for a value that ticks with the
+        clock (the Backlog's "next try"): no filter, sort or full sync of every row (P8). Only for a
+        column whose new text changes neither the filter's matches nor the sort (both read records)."""
+        if not cells:
+            return
+        index = next(i for i, c in enumerate(self.columns) if c.key == column_key)
+
+        def swap(row: tuple[str, dict[str, Any], Sequence[Any]]) -> tuple[str, dict[str, Any], Sequence[Any]]:
+            key, record, old = row
+            if key not in cells:
+                return row
+            return key, record, (*old[:index], cells[key], *old[index + 1 :])
+
+        self._records = [swap(r) for r in self._records]
+        self._shown = [swap(r) for r in self._shown]
+        if not self.is_mounted or not any(c.key == column_key for c, _ in self._fitted or []):
+            return
+        table = self.table
+        with self.app.batch_update():
+            for key, value in cells.items():
+                if key in table.rows:
+                    table.update_cell(key, column_key, _cell(value), update_width=False)
+
     @property
     def shown_records(self) -> list[dict[str, Any]]:
         return [record for _, record, _ in self._shown]
