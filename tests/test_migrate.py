@@ -169,6 +169,31 @@ def test_the_lock_waits_at_most_lock_timeout_and_the_session_is_pinned(empty_db_
         assert holder.execute("SELECT current_setting('search_path')").fetchone()[0] == "pg_temp, public"
 
 
+def test_a_files_own_timeouts_end_with_the_file(empty_db_dsn, tmp_path):
+    """Each migration sets its own lock and statement timeouts (squawk asks for them). They must not
+    leak into the next file, nor into the caller's session: a bench that loaded a million customers
+    on the connection it had migrated with was cancelled by the last file's one-minute limit."""
+    write(
+        tmp_path,
+        "0001_a.sql",
+        "SET lock_timeout = '5s';\nSET statement_timeout = '1min';\nCREATE TABLE a ();",
+    )
+    write(
+        tmp_path,
+        "0002_b.sql",
+        "CREATE TABLE seen AS SELECT current_setting('statement_timeout') AS s,"
+        " current_setting('lock_timeout') AS l;",
+    )
+    with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = 0")
+        conn.execute("SET lock_timeout = '7s'")
+        migrate.migrate(conn, tmp_path, lock_timeout="3s")
+        assert conn.execute("SELECT s, l FROM seen").fetchone() == ("0", "3s")
+        assert conn.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+        ).fetchone() == ("0", "7s")
+
+
 def test_definitions_are_reapplied_all_together_when_one_changes(empty_db_dsn, tmp_path):
     m, d = tmp_path / "m", tmp_path / "d"
     m.mkdir(), d.mkdir()

@@ -385,13 +385,15 @@ def migrate(
     files = discover(directory)
     defs = _definitions(directory, definitions)
     done: list[tuple[Migration | Definition, float | None]] = []
-    ((saved_path, saved_timeout),) = _rows(
-        conn, "SELECT current_setting('search_path'), current_setting('lock_timeout')"
+    ((saved_path, saved_timeout, saved_statement),) = _rows(
+        conn,
+        "SELECT current_setting('search_path'), current_setting('lock_timeout'),"
+        " current_setting('statement_timeout')",
     )
     try:
         _lock(conn, lock_timeout)
     except BaseException:
-        _restore(conn, saved_path, saved_timeout)
+        _restore(conn, saved_path, saved_timeout, saved_statement)
         raise
     try:
         applied, defs_applied = _ledger(conn)
@@ -406,6 +408,7 @@ def migrate(
                 _run_statements(conn, m)
                 elapsed = (time.perf_counter() - started) * 1000
                 _record(conn, m, elapsed)
+                _restore(conn, SEARCH_PATH, lock_timeout, saved_statement)  # as below
                 done.append((m, elapsed))
                 continue
             with conn.transaction():
@@ -420,6 +423,9 @@ def migrate(
                 _run_file(conn, f"Migration {m.path.name}", m.text, citus.installed(conn))
                 elapsed = (time.perf_counter() - started) * 1000
                 _record(conn, m, elapsed)
+            # A file's own SET lock_timeout/statement_timeout (squawk asks for them) ends with the file:
+            # the next file, the definitions, the distribution and the caller's session get the runner's.
+            _restore(conn, SEARCH_PATH, lock_timeout, saved_statement)
             done.append((m, elapsed))
         stale = any(defs_applied.get(d.name, ("",))[0] != d.checksum for d in defs)
         gone = set(defs_applied) - {d.name for d in defs}
@@ -430,15 +436,16 @@ def migrate(
         citus.distribute(conn, sql_dir())
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
-        _restore(conn, saved_path, saved_timeout)
+        _restore(conn, saved_path, saved_timeout, saved_statement)
     return done
 
 
-def _restore(conn: psycopg.Connection, search_path: str, lock_timeout: str) -> None:
-    """Give the caller's connection back with its own settings."""
+def _restore(conn: psycopg.Connection, search_path: str, lock_timeout: str, statement_timeout: str) -> None:
+    """Set the session's search_path and timeouts (the caller's own, given back at the end)."""
     conn.execute(
-        "SELECT set_config('search_path', %s, false), set_config('lock_timeout', %s, false)",
-        (search_path, lock_timeout),
+        "SELECT set_config('search_path', %s, false), set_config('lock_timeout', %s, false),"
+        " set_config('statement_timeout', %s, false)",
+        (search_path, lock_timeout, statement_timeout),
     )
 
 
