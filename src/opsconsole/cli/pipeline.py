@@ -63,15 +63,20 @@ FILTER_HELP = (
     "message or batch contains it (case-insensitive)."
 )
 
+# The Backlog's selectors and the audit reason, one definition for every command that takes them.
+ids_option = click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
+filter_option = click.option("--filter", "filter_text", help=FILTER_HELP)
+reason_option = click.option("--reason", help="Why: stored in the audit log with your name.")
+
 
 @click.command("retry")
-@click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
+@ids_option
 @click.option("--batch", "batch_id", help="Only rows of this batch_id.")
 @click.option("--error-code", help="Only rows that failed with this code (see financial_error_codes).")
 @click.option("--all", "all_rows", is_flag=True, help="Every failed row (needed when no other selector).")
 @click.option("--dead-letter", is_flag=True, help="Include dead-lettered rows, not only failed ones.")
-@click.option("--filter", "filter_text", help=FILTER_HELP)
-@click.option("--reason", help="Why: stored in the audit log with your name.")
+@filter_option
+@reason_option
 @json_option
 @pass_ctx
 def retry(
@@ -296,9 +301,9 @@ def maintain(ctx: Context, batch_rows: int, older_than: str | None, wait_s: floa
 def _mover(name: str, action, key: str, done: str, doc: str) -> click.Command:
     """`park` and `unpark`: the same options and output around one ops action each."""
 
-    @click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
-    @click.option("--filter", "filter_text", help=FILTER_HELP)
-    @click.option("--reason", help="Why: stored in the audit log with your name.")
+    @ids_option
+    @filter_option
+    @reason_option
     @json_option
     @pass_ctx
     def command(
@@ -332,8 +337,8 @@ unpark = _mover(
 
 
 @click.command("what-if")
-@click.option("--ids", multiple=True, help="Staging ids, comma- or space-separated; repeatable.")
-@click.option("--filter", "filter_text", help=FILTER_HELP)
+@ids_option
+@filter_option
 @json_option
 @pass_ctx
 def what_if(ctx: Context, ids: tuple[str, ...], filter_text: str | None, as_json: bool) -> None:
@@ -367,7 +372,7 @@ def pause(ctx: Context, reason: str | None, as_json: bool) -> None:
 
 
 @click.command("resume")
-@click.option("--reason", help="Why: stored in the audit log with your name.")
+@reason_option
 @json_option
 @pass_ctx
 def resume(ctx: Context, reason: str | None, as_json: bool) -> None:
