@@ -161,7 +161,7 @@ class BacklogScreen(PaneScreen):
         set_text(self.query_one("#rows-title", Static), title)
         rows_list = self.query_one("#rows-list", DataList)
         synced = (data.rows, frozenset(self.selected), app.theme)
-        if self._synced is not None and self._synced[1:] == synced[1:] and self._synced[0] == data.rows:
+        if self._synced == synced:
             # the same rows as last time: only "next try" counts down (a full sync of 500 rows each
             # second held the UI thread for tens of ms and delayed the key pressed meanwhile, P8)
             ticked = {}
