@@ -190,7 +190,7 @@ def test_new_column_is_refused_and_proposed_without_evolve_and_added_with_it(
 def test_column_names_from_files_never_become_sql(tmp_path: Path, db: str, conn: psycopg.Connection) -> None:
     evil = 'x"; DROP TABLE crm_customers; --'
     path = tmp_path / "evil.csv"
-    pl.DataFrame({"transaction_id": ["1", "2"], evil: ["a", "b"]}).write_csv(path)
+    pl.DataFrame({"transaction_id": ["1", "2"], "account_id": ["7", "7"], evil: ["a", "b"]}).write_csv(path)
     (result,) = ingest.ingest(db, [path], "financial_transactions", evolve=True)
     assert result.status == "loaded" and result.loaded == 2
     assert conn.execute("SELECT to_regclass('crm_customers') IS NOT NULL AS ok").fetchone()["ok"]
