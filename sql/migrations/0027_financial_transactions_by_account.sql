@@ -34,8 +34,7 @@ $$;
 -- (squawk: a key replaced in place, under the lock this migration announces above)
 ALTER TABLE financial_transactions DROP CONSTRAINT financial_transactions_pkey;
 -- squawk-ignore constraint-missing-not-valid, adding-serial-primary-key-field
-ALTER TABLE financial_transactions
-    ADD CONSTRAINT financial_transactions_pkey PRIMARY KEY (account_id, transaction_id);
+ALTER TABLE financial_transactions ADD CONSTRAINT financial_transactions_pkey PRIMARY KEY (account_id, transaction_id);
 
 -- Entries queued before this release are placed under account 0 (any account places an entry).
 -- squawk-ignore adding-required-field, adding-not-nullable-field
