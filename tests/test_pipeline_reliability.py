@@ -246,7 +246,9 @@ class Chaos(threading.Thread):
     def __init__(self, fleet: Fleet, dsn: str, rng: random.Random, max_events: int, seconds: float):
         super().__init__(name="chaos", daemon=True)
         self.fleet, self.dsn, self.rng = fleet, dsn, rng
-        self.kinds = ["terminate", "kill"] + [
+        # the kill first: early in the drain both workers are mid-chunk, so the kill lands in one (a
+        # small drain, as on Citus, may end before a later kill finds every worker busy)
+        self.kinds = ["kill", "terminate"] + [
             rng.choice(["terminate", "kill"]) for _ in range(max_events - 2)
         ]
         self.deadline = time.monotonic() + seconds
