@@ -36,7 +36,9 @@ def seed(conn, null_emails: int) -> None:
         " FROM generate_series(1, 10) g",
         (null_emails,),
     )
-    add_orders(conn, *({"order_id": g, "customer_id": 99 if g == 4 else g, "total_amount": 10} for g in range(1, 5)))
+    add_orders(
+        conn, *({"order_id": g, "customer_id": 99 if g == 4 else g, "total_amount": 10} for g in range(1, 5))
+    )
 
 
 def test_run_json_passes_with_exit_code_zero(cli, conn):

@@ -90,10 +90,13 @@ def test_orders_without_a_customer_stop_the_orders_migration(empty_db_dsn: str, 
         )
         for f in aside.glob("*.sql"):
             f.rename(src / f.name)
-        with pytest.raises(MigrationProblem, match=r"orders_by_customer\.sql failed and was rolled back: 1 ERP order"):
+        with pytest.raises(
+            MigrationProblem, match=r"orders_by_customer\.sql failed and was rolled back: 1 ERP order"
+        ):
             migrate.migrate(conn, src)
         assert conn.execute(
-            "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'erp_orders'::regclass AND attname = 'customer_id'"
+            "SELECT attnotnull FROM pg_attribute "
+            "WHERE attrelid = 'erp_orders'::regclass AND attname = 'customer_id'"
         ).fetchone() == (False,)
         conn.execute("UPDATE erp_orders SET customer_id = 7 WHERE order_id = 1")
         migrate.migrate(conn, src)

@@ -83,7 +83,8 @@ def test_thirteen_months_of_traffic_retention_and_maintenance(db_dsn) -> None:
             orders = list(range(order_id + 1, order_id + 1 + ROWS // 3))
             order_id = orders[-1]
             add_orders(
-                conn, *({"order_id": o, "customer_id": 1, "order_date": t, "total_amount": 10} for o in orders)
+                conn,
+                *({"order_id": o, "customer_id": 1, "order_date": t, "total_amount": 10} for o in orders),
             )
             rows = []
             for i in range(ROWS):

@@ -846,7 +846,13 @@ def _apply(conn, op, counters, d0, now):
 @given(ops=st.lists(OPS, min_size=1, max_size=40))
 def test_incremental_refresh_equals_full_recompute(conn, ops):
     # DELETE, not TRUNCATE: the tables are tiny and erp_orders has a few dozen partitions.
-    for table in ("crm_customers", "erp_orders", "erp_order_keys", "ecommerce_events", "financial_transactions"):
+    for table in (
+        "crm_customers",
+        "erp_orders",
+        "erp_order_keys",
+        "ecommerce_events",
+        "financial_transactions",
+    ):
         conn.execute(f"DELETE FROM {table}")
     conn.execute("DELETE FROM customer_360_store")
     conn.execute("DELETE FROM customer_360_dirty")

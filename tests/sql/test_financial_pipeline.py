@@ -160,7 +160,9 @@ def test_set_based_path_scores_in_configured_zone(conn):
 
 
 def test_each_validation_rule_has_its_code_and_fate(conn):
-    add_orders(conn, {"order_id": 500, "customer_id": 1, "order_number": "SO-9", "order_date": dt.date(2025, 1, 6)})
+    add_orders(
+        conn, {"order_id": 500, "customer_id": 1, "order_number": "SO-9", "order_date": dt.date(2025, 1, 6)}
+    )
     future = dt.datetime.now(UTC) + dt.timedelta(days=1)
     ids = stage(
         conn,

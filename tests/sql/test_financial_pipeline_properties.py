@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tests.orders import add_orders
 
 UTC = dt.UTC

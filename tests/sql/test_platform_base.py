@@ -65,7 +65,8 @@ def test_order_id_is_unique_across_partitions(conn: psycopg.Connection) -> None:
     # an order belongs to a customer
     with pytest.raises(psycopg.errors.NotNullViolation):
         conn.execute(
-            "INSERT INTO erp_orders (order_id, order_date, partition_date) VALUES (11, '2025-06-05', '2025-06-05')"
+            "INSERT INTO erp_orders (order_id, order_date, partition_date) "
+            "VALUES (11, '2025-06-05', '2025-06-05')"
         )
 
 

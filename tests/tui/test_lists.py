@@ -10,11 +10,11 @@ import json
 import pytest
 from psycopg.rows import dict_row
 
+from tests.orders import add_orders
 from tests.tui.helpers import SIZE, table_rows, type_in, wait_for
 from tests.tui.test_console_basics import seed_audit
 from tests.tui.test_console_roles import role_dsn  # noqa: F401 - a fixture
 from tools.drive import wait_loaded
-from tests.orders import add_orders
 
 
 def exports(conn) -> list[dict]:

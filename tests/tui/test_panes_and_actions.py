@@ -10,10 +10,10 @@ import json
 import psycopg
 from psycopg.rows import dict_row
 
+from tests.orders import add_orders
 from tests.tui.helpers import SIZE, screen_text, statics_text, table_rows, type_in, wait_for
 from tools import sample
 from tools.drive import wait_loaded, wait_screen
-from tests.orders import add_orders
 
 
 def audit(conn: psycopg.Connection, action: str | None = None) -> list[dict]:
