@@ -495,7 +495,7 @@ CREATE OR REPLACE TRIGGER crm_customers_touch BEFORE UPDATE ON crm_customers
 
 -- erp_order_keys gives order_id the uniqueness erp_orders' partitioned (and, on Citus, distributed)
 -- key cannot: every writer of orders claims their ids here first, in its own transaction (a trigger
--- cannot: on Citus it runs on the order's shard, which cannot write another table's shards; 0027).
+-- cannot: on Citus it runs on the order's shard, which cannot write another table's shards; 0028).
 -- One definition of the claim for every writer (ingest, the tests' helper; the seed's ids are unique
 -- by construction and it claims them in one INSERT ... SELECT). An id already claimed, or repeated in
 -- p_order_ids, fails the call with the order id named; nothing is written then. Returns the ids claimed.

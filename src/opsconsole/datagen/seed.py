@@ -837,7 +837,7 @@ def _orders_after(conn: psycopg.Connection) -> None:
     """Every writer of orders claims their ids in erp_order_keys in its own transaction (no trigger
     does: docs/scaling.md). The seed's order ids are unique by construction and the tables start
     empty, so the whole load's keys are claimed in one set-based statement. (A database of a release
-    before 0027, which the upgrade tests seed, still has the row trigger that claimed them already.)"""
+    before 0028, which the upgrade tests seed, still has the row trigger that claimed them already.)"""
     conn.execute(
         "INSERT INTO erp_order_keys (order_id, partition_date) "
         "SELECT order_id, partition_date FROM erp_orders ON CONFLICT (order_id) DO NOTHING"

@@ -1,4 +1,4 @@
--- 0027: ERP orders keyed so that Citus can distribute them by customer_id, co-located with the
+-- 0028: ERP orders keyed so that Citus can distribute them by customer_id, co-located with the
 -- customers (docs/scaling.md: every unique key of a distributed table contains its distribution
 -- column, which cannot be NULL).
 --
