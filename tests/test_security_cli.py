@@ -129,7 +129,7 @@ def test_ingest_file_column_named_like_sql_does_nothing_harmful(
     conn.execute("CREATE TABLE y (id int)")
     evil = 'x"; DROP TABLE y; --'
     path = tmp_path / "evil.csv"
-    pl.DataFrame({"transaction_id": ["1", "2"], evil: ["a", "b"]}).write_csv(path)
+    pl.DataFrame({"transaction_id": ["1", "2"], "account_id": ["7", "7"], evil: ["a", "b"]}).write_csv(path)
     # an operator may not load files at all: the database refuses (no INSERT, no ALTER)
     with psycopg.connect(admin_dsn, autocommit=True) as a:
         a.execute(f'GRANT opsconsole_operator TO "{login_role}"')

@@ -52,10 +52,15 @@ BEGIN
             -- (account_id, transaction_id)) and the processed rows (the fraud window reads one
             -- account's range). The chunk claims rows by account bucket, so its ledger insert and
             -- its processed insert and window reads touch only the shards of the chunk's accounts.
-            -- Staging and financial_transactions stay on the coordinator (docs/scaling.md says
-            -- which refusals keep them there); the chunk's statement writes both kinds at once.
+            -- Staging stays on the coordinator (docs/scaling.md says which refusals keep it there);
+            -- the chunk's statement writes both kinds at once.
             (8, 'public.financial_transaction_ledger', 'hash', 'account_id', 'none'),
             (9, 'public.financial_transactions_processed', 'hash', 'account_id', 'public.financial_transaction_ledger'),
+            -- The source transactions with them, keyed (account_id, transaction_id): the is_processed
+            -- follow-up reads the ledger's shard on its own node, and the customer-360 capture writes
+            -- the order-reference queue's co-located shard (the queue is keyed by the account too).
+            (10, 'public.financial_transactions', 'hash', 'account_id', 'public.financial_transaction_ledger'),
+            (11, 'public.customer_360_dirty_orders', 'hash', 'account_id', 'public.financial_transaction_ledger'),
             -- The ERP orders with their customers (their capture writes the co-located queue shard;
             -- the refresh's per-customer order reads are shard by shard). Every partition too.
             (20, 'public.erp_orders', 'hash', 'customer_id', 'public.lakehouse_customers'),

@@ -545,7 +545,7 @@ BEGIN
         FROM ins
         WHERE f.transaction_id = ins.transaction_id
           AND f.account_id = ins.account_id   -- the source row of this account's transaction
-          AND f.transaction_id = ANY (ARRAY(SELECT i.transaction_id FROM ins i))   -- primary-key probes
+          AND f.transaction_id = ANY (ARRAY(SELECT i.transaction_id FROM ins i))   -- unprocessed_idx probes
           AND NOT f.is_processed
         RETURNING f.transaction_id
     ),
@@ -1071,9 +1071,13 @@ $$;
 -- financial_transactions.is_processed follows the ledger
 ------------------------------------------------------------------------------------------------------
 -- The chunk flags rows that exist when it runs; this covers source rows that arrive afterwards.
--- Two statements: the new keys found in the ledger, then the flags. On Citus the ledger is
--- distributed and a statement it plans cannot read the transition table ("unrecognized RTE kind"),
--- so the keys pass as arrays; the ledger read is then pushed down to the accounts' shards.
+-- Shard-local on Citus, where financial_transactions is distributed by account_id and co-located
+-- with the ledger: the trigger runs on the shard that received the rows, reads the ledger's shard of
+-- the same accounts (shard_local_to, as the TRUNCATE captures do) and flags the rows of its own shard
+-- (TG_RELID), both by name with plain statements on that node; no distributed statement runs from a
+-- shard trigger (docs/scaling.md, "Triggers"). On one server both are the tables themselves. Two
+-- statements, with the new keys as arrays: a statement Citus plans cannot read a transition table.
+-- The flags' UPDATE fires the customer-360 capture of the same shard, which queues the orders.
 CREATE OR REPLACE FUNCTION financial_transactions_mark_processed()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -1086,22 +1090,23 @@ DECLARE
 BEGIN
     SELECT array_agg(n.account_id), array_agg(n.transaction_id) INTO v_acc, v_tx
     FROM new_rows n
-    WHERE n.account_id IS NOT NULL AND NOT n.is_processed;
+    WHERE NOT n.is_processed;
     IF v_acc IS NULL THEN
         RETURN NULL;
     END IF;
-    SELECT array_agg(l.account_id), array_agg(l.transaction_id) INTO v_acc, v_tx
-    FROM financial_transaction_ledger l
-    WHERE (l.account_id, l.transaction_id) IN (SELECT k.a, k.t FROM unnest(v_acc, v_tx) AS k(a, t));
+    EXECUTE format('SELECT array_agg(l.account_id), array_agg(l.transaction_id) FROM %s l '
+                   'WHERE (l.account_id, l.transaction_id) IN '
+                   '(SELECT k.a, k.t FROM unnest($1, $2) AS k(a, t))',
+                   shard_local_to('financial_transaction_ledger', TG_RELID))
+        INTO v_acc, v_tx
+        USING v_acc, v_tx;
     IF v_acc IS NULL THEN
         RETURN NULL;
     END IF;
-    UPDATE financial_transactions f
-    SET is_processed = true
-    FROM unnest(v_acc, v_tx) AS k(a, t)
-    WHERE f.account_id = k.a
-      AND f.transaction_id = k.t
-      AND NOT f.is_processed;
+    EXECUTE format('UPDATE %s f SET is_processed = true FROM unnest($1, $2) AS k(a, t) '
+                   'WHERE f.account_id = k.a AND f.transaction_id = k.t AND NOT f.is_processed',
+                   TG_RELID::regclass)
+        USING v_acc, v_tx;
     RETURN NULL;
 END;
 $$;
@@ -1148,10 +1153,10 @@ AS $$
 BEGIN
     RETURN QUERY
     WITH
-    -- The ledger and the processed rows are read once each. On Citus they are distributed and
-    -- staging, financial_transactions and erp_order_keys are not: Citus refuses a join of the two
-    -- kinds ("direct joins between distributed and local tables are not supported"), so the two
-    -- reads become intermediate results and the checks below run on the coordinator.
+    -- The ledger, the processed rows and financial_transactions are read once each. On Citus they
+    -- are distributed and staging and erp_order_keys are not: Citus refuses a join of the two kinds
+    -- ("direct joins between distributed and local tables are not supported"), so the three reads
+    -- become intermediate results and the checks below run on the coordinator.
     led AS MATERIALIZED (
         SELECT l.account_id, l.transaction_id, l.transaction_timestamp, l.payload_hash, l.staging_id
         FROM financial_transaction_ledger l
@@ -1160,6 +1165,11 @@ BEGIN
         SELECT p.account_id, p.transaction_id, p.transaction_timestamp, p.payload_hash, p.staging_id,
                p.amount, p.transaction_type, p.reference_data
         FROM financial_transactions_processed p
+    ),
+    src AS MATERIALIZED (
+        SELECT f.account_id, f.transaction_id, f.transaction_timestamp, f.amount, f.transaction_type,
+               f.is_processed
+        FROM financial_transactions f
     ),
     ledger_without_processed AS (
         SELECT l.transaction_id AS id FROM led l
@@ -1207,20 +1217,20 @@ BEGIN
            OR (s.error_code = 'payload_conflict' AND (l.payload_hash IS NULL OR l.payload_hash = s.payload_hash))
     ),
     source_flag_missing AS (
-        SELECT f.transaction_id AS id FROM financial_transactions f
+        SELECT f.transaction_id AS id FROM src f
         JOIN led l
           ON l.account_id = f.account_id AND l.transaction_id = f.transaction_id
         WHERE NOT f.is_processed
     ),
     source_flag_without_ledger AS (
-        SELECT f.transaction_id AS id FROM financial_transactions f
+        SELECT f.transaction_id AS id FROM src f
         WHERE f.is_processed
           AND NOT EXISTS (SELECT 1 FROM led l
                           WHERE l.account_id = f.account_id AND l.transaction_id = f.transaction_id)
     ),
     source_payload_differs AS (
         -- the id was processed (under any account), but no processed row carries the source's payload
-        SELECT f.transaction_id AS id FROM financial_transactions f
+        SELECT f.transaction_id AS id FROM src f
         WHERE EXISTS (SELECT 1 FROM led l
                       JOIN proc p
                         ON p.account_id = l.account_id AND p.transaction_timestamp = l.transaction_timestamp

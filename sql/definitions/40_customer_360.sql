@@ -463,30 +463,53 @@ $$;
 -- Financial transactions: the referenced order of every processed old and new row, into the order
 -- queue. The order is resolved to its customer when the queue is drained, so a transaction that
 -- commits before its order does is not lost: the order's own insert dirties the customer later.
+-- An entry carries the account of its transaction: on Citus financial_transactions and the queue are
+-- distributed by account_id and co-located, so the trigger (run per shard) writes the queue's shard
+-- on its own node (shard_local), as the CRM capture does; an order id alone could not place it.
+-- TRUNCATE has no transition table, so it is captured BEFORE the rows go: the orders of the
+-- processed rows of the table (on Citus, of the shard) are queued.
 CREATE OR REPLACE FUNCTION customer_360_capture_financial()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+DECLARE
+    v_acc    bigint[];
+    v_orders bigint[];
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO customer_360_dirty_orders (order_id, source)
-        SELECT DISTINCT reference_order_id(n.reference_data), 'financial_transactions'
-        FROM new_rows n
-        WHERE n.is_processed AND reference_order_id(n.reference_data) IS NOT NULL;
+    IF TG_OP = 'TRUNCATE' THEN
+        EXECUTE format('INSERT INTO %s (account_id, order_id, source) '
+                       'SELECT min(f.account_id), reference_order_id(f.reference_data), %L FROM %s f '
+                       'WHERE f.is_processed AND reference_order_id(f.reference_data) IS NOT NULL '
+                       'GROUP BY 2',
+                       shard_local_to('customer_360_dirty_orders', TG_RELID),
+                       'truncate financial_transactions', TG_RELID::regclass);
+        RETURN NULL;
+    ELSIF TG_OP = 'INSERT' THEN
+        SELECT array_agg(x.account_id), array_agg(x.order_id) INTO v_acc, v_orders
+        FROM (SELECT DISTINCT n.account_id, reference_order_id(n.reference_data) AS order_id
+              FROM new_rows n WHERE n.is_processed) x
+        WHERE x.order_id IS NOT NULL;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO customer_360_dirty_orders (order_id, source)
-        SELECT x.order_id, 'financial_transactions'
-        FROM (SELECT reference_order_id(o.reference_data) AS order_id FROM old_rows o WHERE o.is_processed
+        SELECT array_agg(x.account_id), array_agg(x.order_id) INTO v_acc, v_orders
+        FROM (SELECT o.account_id, reference_order_id(o.reference_data) AS order_id
+              FROM old_rows o WHERE o.is_processed
               UNION
-              SELECT reference_order_id(n.reference_data) FROM new_rows n WHERE n.is_processed) x
+              SELECT n.account_id, reference_order_id(n.reference_data)
+              FROM new_rows n WHERE n.is_processed) x
         WHERE x.order_id IS NOT NULL;
     ELSE
-        INSERT INTO customer_360_dirty_orders (order_id, source)
-        SELECT DISTINCT reference_order_id(o.reference_data), 'financial_transactions'
-        FROM old_rows o
-        WHERE o.is_processed AND reference_order_id(o.reference_data) IS NOT NULL;
+        SELECT array_agg(x.account_id), array_agg(x.order_id) INTO v_acc, v_orders
+        FROM (SELECT DISTINCT o.account_id, reference_order_id(o.reference_data) AS order_id
+              FROM old_rows o WHERE o.is_processed) x
+        WHERE x.order_id IS NOT NULL;
+    END IF;
+    IF v_acc IS NOT NULL THEN
+        EXECUTE format('INSERT INTO %s (account_id, order_id, source) '
+                       'SELECT u.account_id, u.order_id, %L FROM unnest($1, $2) AS u(account_id, order_id)',
+                       shard_local('customer_360_dirty_orders', v_acc[1]), 'financial_transactions')
+            USING v_acc, v_orders;
     END IF;
     RETURN NULL;
 END;
@@ -563,8 +586,8 @@ CREATE OR REPLACE TRIGGER customer_360_capture_upd AFTER UPDATE ON financial_tra
 CREATE OR REPLACE TRIGGER customer_360_capture_del AFTER DELETE ON financial_transactions
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_financial();
 
-CREATE OR REPLACE TRIGGER customer_360_capture_trunc AFTER TRUNCATE ON financial_transactions
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_truncate('financial_transactions');
+CREATE OR REPLACE TRIGGER customer_360_capture_trunc BEFORE TRUNCATE ON financial_transactions
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_360_capture_financial();
 
 
 -- Both refreshes, one statement: drain the queue, expand the keys, recompute them with

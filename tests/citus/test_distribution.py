@@ -31,9 +31,12 @@ CUSTOMER_GROUP = (
 )
 # A copy on every node: small lookups, and the order-id keys the pipeline's order check reads
 REFERENCE = ("erp_order_keys", "financial_transaction_types")
-# Distributed by account_id and co-located: the exactly-once ledger and the processed rows
+# Distributed by account_id and co-located: the exactly-once ledger, the processed rows, the source
+# transactions and the customer-360 queue of their order references
 FINANCIAL_GROUP = (
+    "customer_360_dirty_orders",
     "financial_transaction_ledger",
+    "financial_transactions",
     "financial_transactions_processed",
 )
 
@@ -65,7 +68,8 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
     # co-located: a customer's row, versions, chain, customer-360 row and queue entries are on one node
     colocation = {layout[n]["colocation_id"] for n in CUSTOMER_GROUP}
     assert len(colocation) == 1
-    # an account's ledger entries and processed rows (every partition of it) are on one node
+    # an account's ledger entries, processed rows (every partition of it), source transactions and
+    # queued order references are on one node
     for name in FINANCIAL_GROUP:
         t = layout[name]
         assert (t["kind"], t["distributed_by"]) == ("distributed", "account_id"), t
@@ -73,8 +77,8 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
         assert placed == workers, t
     fin_colocation = {layout[n]["colocation_id"] for n in FINANCIAL_GROUP}
     assert len(fin_colocation) == 1 and fin_colocation != colocation
-    # staging and financial_transactions stay on the coordinator (docs/scaling.md says why)
-    assert "financial_transactions_staging" not in layout and "financial_transactions" not in layout
+    # staging stays on the coordinator (docs/scaling.md says why)
+    assert "financial_transactions_staging" not in layout
 
     out = CliRunner().invoke(main, ["--dsn", citus_dsn, "db", "status", "--json"])
     assert out.exit_code == 0, out.output
@@ -140,15 +144,30 @@ def test_a_citus_database_of_the_previous_release_upgrades_in_place(citus_dsn, t
     seeding.seed(citus_dsn, seeding.SeedPlan(customers=80, seed=2, as_of=AS_OF), jobs=1)
     with psycopg.connect(citus_dsn, autocommit=True) as conn:
         conn.execute("UPDATE crm_customers SET email = 'moved@example.com' WHERE customer_id < 5")
+        # a processed transaction re-pointed to another order: the old release queues both orders
+        conn.execute(
+            "UPDATE financial_transactions SET reference_data = reference_data || '{\"order_id\": 3}'"
+            " WHERE (account_id, transaction_id) = (SELECT account_id, transaction_id"
+            " FROM financial_transactions WHERE is_processed ORDER BY transaction_id LIMIT 1)"
+        )
+        # the previous release queues order references in customer_360_dirty without a customer;
+        # 0023 moves them to customer_360_dirty_orders
         before = conn.execute(
-            "SELECT (SELECT count(*) FROM lakehouse_customers), (SELECT count(*) FROM customer_360_dirty),"
+            "SELECT (SELECT count(*) FROM lakehouse_customers),"
+            " (SELECT count(*) FROM customer_360_dirty WHERE customer_id IS NOT NULL),"
             " (SELECT count(*) FROM crm_customers), (SELECT count(*) FROM erp_orders),"
             " (SELECT count(*) FROM erp_order_keys)"
         ).fetchone()
+        orders_before = conn.execute(
+            "SELECT array_agg(order_id ORDER BY order_id) FROM customer_360_dirty WHERE customer_id IS NULL"
+        ).fetchone()[0]
+        assert orders_before
         fin_query = (
             "SELECT (SELECT count(*) FROM financial_transaction_ledger),"
             " (SELECT md5(string_agg(format('%s|%s|%s', account_id, transaction_id, risk_score), ','"
-            "  ORDER BY account_id, transaction_id)) FROM financial_transactions_processed)"
+            "  ORDER BY account_id, transaction_id)) FROM financial_transactions_processed),"
+            " (SELECT md5(string_agg(format('%s|%s|%s', account_id, transaction_id, is_processed), ','"
+            "  ORDER BY account_id, transaction_id)) FROM financial_transactions)"
         )
         fin_before = conn.execute(fin_query).fetchone()
         assert fin_before[0] > 0
@@ -157,9 +176,14 @@ def test_a_citus_database_of_the_previous_release_upgrades_in_place(citus_dsn, t
 
         layout = {t["table_name"]: t for t in citus.layout(conn)}
         assert set(CUSTOMER_GROUP) <= set(layout)
-        # the financial group moved with its rows, and the pipeline's invariants still hold
+        # the financial group moved with its rows (the queued order references too), and the
+        # pipeline's invariants still hold
         assert set(FINANCIAL_GROUP) <= set(layout)
         assert conn.execute(fin_query).fetchone() == fin_before
+        orders_after = conn.execute(
+            "SELECT array_agg(order_id ORDER BY order_id) FROM customer_360_dirty_orders"
+        ).fetchone()[0]
+        assert orders_after == orders_before
         dirty = conn.execute(
             "SELECT check_name, mismatch_count FROM reconcile_financial_pipeline() WHERE mismatch_count > 0"
         ).fetchall()

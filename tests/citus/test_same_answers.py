@@ -15,6 +15,7 @@ import json
 
 import psycopg
 from click.testing import CliRunner
+from psycopg.types.json import Jsonb
 
 from opsconsole.cli import main
 from opsconsole.datagen import seed as seeding
@@ -132,10 +133,54 @@ def test_customer_360_incremental_equals_full_on_citus(citus_dsn):
             "SELECT 6, '2026-11-21 10:00+00', 'page_view', '{}' FROM generate_series(1, 3)"
         )
         conn.execute("DELETE FROM crm_customers WHERE customer_id = 7")
+        # financial transactions (distributed by account_id): a processed one re-pointed to another
+        # order, and one deleted and loaded again unprocessed, which the ledger's shard flags again
+        # (shard-local follow-up); the shard triggers queue the orders on their own shards
+        moved, again = conn.execute(
+            "SELECT account_id, transaction_id FROM financial_transactions"
+            " WHERE is_processed AND reference_data ? 'order_id' ORDER BY transaction_id LIMIT 2"
+        ).fetchall()
+        (target,) = conn.execute("SELECT max(order_id) FROM erp_orders").fetchone()
+        conn.execute(
+            "UPDATE financial_transactions SET reference_data = jsonb_build_object('order_id', %s::bigint)"
+            " WHERE account_id = %s AND transaction_id = %s",
+            (target, *moved),
+        )
+        row = conn.execute(
+            "DELETE FROM financial_transactions WHERE account_id = %s AND transaction_id = %s"
+            " RETURNING transaction_id, account_id, transaction_timestamp, amount, transaction_type,"
+            " reference_data, batch_id",
+            again,
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO financial_transactions (transaction_id, account_id, transaction_timestamp, amount,"
+            " transaction_type, reference_data, batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (*row[:5], Jsonb(row[5]), row[6]),
+        )
+        flag = "SELECT is_processed FROM financial_transactions WHERE account_id = %s AND transaction_id = %s"
+        assert conn.execute(flag, again).fetchone() == (True,)
+        queued = conn.execute("SELECT DISTINCT source FROM customer_360_dirty_orders").fetchall()
+        assert queued == [("financial_transactions",)]
         _cli(citus_dsn, "c360", "refresh")
         incremental = conn.execute(query).fetchall()
         _cli(citus_dsn, "c360", "refresh", "--full")
         assert conn.execute(query).fetchall() == incremental
+
+
+def test_truncating_the_distributed_transactions_is_captured(citus_dsn):
+    """TRUNCATE financial_transactions fires per shard, before the rows go: each shard queues the orders
+    of its processed rows on its own node, so the next incremental refresh clears every financial
+    profile, as a full one does."""
+    seeding.seed(citus_dsn, seeding.SeedPlan(customers=60, seed=3, as_of=AS_OF), jobs=1)
+    total = "SELECT sum(transaction_count) FROM customer_360_store"
+    with psycopg.connect(citus_dsn, autocommit=True) as conn:
+        _cli(citus_dsn, "c360", "refresh", "--full")
+        assert conn.execute(total).fetchone()[0] > 0
+        conn.execute("TRUNCATE financial_transactions")
+        sources = conn.execute("SELECT DISTINCT source FROM customer_360_dirty_orders").fetchall()
+        assert sources == [("truncate financial_transactions",)]
+        _cli(citus_dsn, "c360", "refresh")
+        assert conn.execute(total).fetchone()[0] == 0
 
 
 def test_truncating_the_distributed_customers_is_captured(citus_dsn):

@@ -472,6 +472,30 @@ def test_truncate_of_a_source_dirties_every_row(conn):
     assert conn.execute("SELECT count(*) AS n FROM customer_360_store").fetchone()["n"] == 0
 
 
+def test_truncate_of_the_transactions_queues_the_orders_of_processed_rows(conn):
+    # Captured before the rows go (no transition table for TRUNCATE): the orders of processed rows
+    # only, each under an account of its transactions (on Citus, one shard's own rows and queue).
+    now = dt.datetime.now(UTC)
+    for cid in (1, 2, 3):
+        add_customer(conn, cid)
+        add_order(conn, 10 + cid, cid, today(conn), 10)
+    add_txn(conn, 1, 7, now, 5, {"order_id": 11})
+    add_txn(conn, 2, 8, now, 6, {"order_id": 11})
+    add_txn(conn, 3, 9, now, 7, {"order_id": 12})
+    add_txn(conn, 4, 9, now, 8, {"order_id": 13}, processed=False)
+    refresh(conn, full=True)
+    conn.execute("TRUNCATE financial_transactions")
+    queued = conn.execute(
+        "SELECT account_id, order_id, source FROM customer_360_dirty_orders ORDER BY order_id"
+    ).fetchall()
+    assert [tuple(q.values()) for q in queued] == [
+        (7, 11, "truncate financial_transactions"),
+        (9, 12, "truncate financial_transactions"),
+    ]
+    assert refresh(conn)["rows_upserted"] == 2
+    assert [row(conn, cid)["transaction_count"] for cid in (1, 2, 3)] == [0, 0, 0]
+
+
 def test_expired_window_is_recomputed_by_the_incremental_refresh(conn):
     now = dt.datetime.now(UTC)
     add_customer(conn, 1)
