@@ -57,6 +57,8 @@ INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_a
 SELECT g, 1 + (g * 7919) %% %(n)s, 'SO-' || g, d, (g %% 900) + 10.5,
        (ARRAY['USD', 'EUR', 'GBP'])[1 + g %% 3], CASE WHEN g %% 20 = 0 THEN 'cancelled' ELSE 'shipped' END, d
 FROM generate_series(1::bigint, 3 * %(n)s) g, LATERAL (SELECT current_date - (g %% 700)::int AS d) x;
+-- the writer of orders claims their ids (no trigger does: docs/scaling.md)
+INSERT INTO erp_order_keys (order_id, partition_date) SELECT order_id, partition_date FROM erp_orders;
 
 INSERT INTO ecommerce_events (session_id, customer_id, event_timestamp, event_type, event_data, user_agent)
 SELECT md5((g / 4)::text)::uuid, 1 + (g * 104729) %% %(n)s, now() - (g %% 500) * interval '17 hours',
@@ -89,11 +91,15 @@ INSERT INTO ecommerce_events (customer_id, event_timestamp, event_type, event_da
 SELECT b.customer_id, now() - interval '40 days', 'purchase', '{"category": "books"}', 'Mozilla X11'
 FROM bench_changed b WHERE b.k = 1;
 
-INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount, currency_code,
-                        status, partition_date)
-SELECT (SELECT max(order_id) FROM erp_order_keys) + row_number() OVER (), b.customer_id, 'SO-NEW',
-       current_date, 99, 'USD', 'shipped', current_date
-FROM bench_changed b WHERE b.k = 2;
+WITH o AS (
+    INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount, currency_code,
+                            status, partition_date)
+    SELECT (SELECT max(order_id) FROM erp_order_keys) + row_number() OVER (), b.customer_id, 'SO-NEW',
+           current_date, 99, 'USD', 'shipped', current_date
+    FROM bench_changed b WHERE b.k = 2
+    RETURNING order_id, partition_date
+)
+INSERT INTO erp_order_keys (order_id, partition_date) SELECT o.order_id, o.partition_date FROM o;
 
 INSERT INTO financial_transactions (transaction_id, account_id, transaction_timestamp, amount,
                                     transaction_type, reference_data, is_processed)

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from opsconsole.cli import main
+from tests.orders import add_orders
 
 
 @pytest.fixture
@@ -22,10 +23,10 @@ def seeded(conn, db_dsn):
     )
     for oid, day, amount in [(10, 3, 700), (11, 40, 500)]:
         d = today - dt.timedelta(days=day)
-        conn.execute(
-            "INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount,"
-            " currency_code, status, partition_date) VALUES (%s, 1, %s, %s, %s, 'USD', 'shipped', %s)",
-            (oid, f"SO-{oid}", d, amount, d),
+        add_orders(
+            conn,
+            {"order_id": oid, "customer_id": 1, "order_number": f"SO-{oid}", "order_date": d}
+            | {"total_amount": amount, "currency_code": "USD", "status": "shipped"},
         )
     conn.execute(
         "INSERT INTO ecommerce_events (customer_id, event_timestamp, event_type, event_data)"

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from opsconsole import output
 from opsconsole.cli import main
+from tests.orders import add_orders
 
 INJECTION = "true; CREATE TABLE pwned AS SELECT current_user; SELECT 1"
 
@@ -35,10 +36,8 @@ def seed(conn, null_emails: int) -> None:
         " FROM generate_series(1, 10) g",
         (null_emails,),
     )
-    conn.execute(
-        "INSERT INTO erp_orders (order_id, customer_id, order_date, total_amount, partition_date)"
-        " SELECT g, CASE WHEN g = 4 THEN 99 ELSE g END, current_date, 10, current_date"
-        " FROM generate_series(1, 4) g"
+    add_orders(
+        conn, *({"order_id": g, "customer_id": 99 if g == 4 else g, "total_amount": 10} for g in range(1, 5))
     )
 
 

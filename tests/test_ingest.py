@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from opsconsole.cli import main
 from opsconsole.pipeline import ingest
+from tests.orders import add_orders
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from make_ingest_fixtures import Fixture, make_all  # noqa: E402
@@ -228,14 +229,11 @@ def test_constraint_failures_are_isolated_by_bisection(
 def test_order_ids_unique_across_partitions_are_enforced_row_by_row(
     tmp_path: Path, db: str, conn: psycopg.Connection
 ) -> None:
-    conn.execute(
-        "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date) "
-        "VALUES (5, 1, '2026-01-10', '2026-01-10')"
-    )
+    add_orders(conn, {"order_id": 5, "customer_id": 1, "order_date": datetime(2026, 1, 10).date()})
     path = tmp_path / "orders.ndjson"
     rows = [
         {"order_id": 4, "customer_id": 1, "order_date": "2026-02-01", "partition_date": "2026-02-01"},
-        # order 5 exists in January's partition: the erp_order_keys trigger refuses it in March.
+        # order 5 exists in January's partition: its claim in erp_order_keys refuses it in March.
         {"order_id": 5, "customer_id": 1, "order_date": "2026-03-01", "partition_date": "2026-03-01"},
         {"order_id": 6, "customer_id": 2, "order_date": "2026-03-02", "partition_date": "2026-03-02"},
     ]
@@ -246,6 +244,13 @@ def test_order_ids_unique_across_partitions_are_enforced_row_by_row(
         "SELECT row_number, reason FROM ingest_rejects WHERE file_id = %s", (result.file_id,)
     ).fetchone()
     assert reason["row_number"] == 2 and "duplicate order_id 5" in reason["reason"]
+    # the loaded orders claimed their ids (no trigger does: the loader writes erp_order_keys)
+    keys = conn.execute("SELECT order_id, partition_date FROM erp_order_keys ORDER BY 1").fetchall()
+    assert [(k["order_id"], str(k["partition_date"])) for k in keys] == [
+        (4, "2026-02-01"),
+        (5, "2026-01-10"),
+        (6, "2026-03-02"),
+    ]
 
 
 def test_lineage_and_staging_notification(tmp_path: Path, db: str, conn: psycopg.Connection) -> None:

@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from opsconsole.ops import pipeline as ops
+from tests.orders import add_orders
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_order_not_found_is_retried_for_hours_and_late_orders_are_picked_up(plai
     ops.process_batch(plain, 100)
     assert state(1)[:3] == ("dead_letter", "order_not_found", 12)
     # the late ERP batch arrives; at its next attempt the other row finds its order
-    plain.execute("INSERT INTO erp_orders (order_id, order_date, partition_date) VALUES (43, now(), now())")
+    add_orders(plain, {"order_id": 43, "customer_id": 1})
     plain.execute(
         "UPDATE financial_transactions_staging SET next_attempt_at = now() WHERE transaction_id = 2"
     )

@@ -15,6 +15,7 @@ from opsconsole.cli import main
 from opsconsole.db.locks import LockBusy
 from opsconsole.ops import maintenance
 from opsconsole.ops import pipeline as ops
+from tests.orders import add_orders
 
 
 @pytest.fixture
@@ -47,11 +48,7 @@ def test_maintain_moves_default_rows_in_batches_creates_partitions_ahead_and_is_
     first = plain.execute(
         "SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month')::date + 3"
     ).fetchone()[0]
-    plain.execute(
-        "INSERT INTO erp_orders (order_id, order_date, partition_date) "
-        "SELECT g, %s, %s FROM generate_series(1, 25000) g",
-        (first, first),
-    )
+    add_orders(plain, *({"order_id": g, "customer_id": 1, "order_date": first} for g in range(1, 25001)))
     keys_before = plain.execute("SELECT count(*) FROM erp_order_keys").fetchone()[0]
     assert plain.execute("SELECT count(*) FROM erp_orders_default").fetchone()[0] == 25000
 
@@ -101,11 +98,7 @@ def test_an_interrupted_move_is_resumed(plain):
     day = plain.execute(
         "SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month')::date + 1"
     ).fetchone()[0]
-    plain.execute(
-        "INSERT INTO erp_orders (order_id, order_date, partition_date) "
-        "SELECT g, %s, %s FROM generate_series(1, 300) g",
-        (day, day),
-    )
+    add_orders(plain, *({"order_id": g, "customer_id": 1, "order_date": day} for g in range(1, 301)))
     # one step moves a batch, then the run "dies": the partition-to-be exists, not attached
     assert plain.execute("SELECT action FROM ensure_partitions_step('erp_orders', 100)").fetchone() == (
         "moved",
@@ -128,11 +121,7 @@ def test_two_maintains_at_once_are_serialised(db_dsn, plain):
     day = plain.execute(
         "SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month')::date"
     ).fetchone()[0]
-    plain.execute(
-        "INSERT INTO erp_orders (order_id, order_date, partition_date) "
-        "SELECT g, %s, %s FROM generate_series(1, 20000) g",
-        (day, day),
-    )
+    add_orders(plain, *({"order_id": g, "customer_id": 1, "order_date": day} for g in range(1, 20001)))
     results, errors = [], []
 
     def run() -> None:

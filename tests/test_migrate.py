@@ -70,6 +70,45 @@ def test_real_migrations_apply_then_reset(empty_db_dsn: str, tmp_path: Path) -> 
         assert len(again) == len(first)
 
 
+def test_orders_without_a_customer_stop_the_orders_migration(empty_db_dsn: str, tmp_path: Path) -> None:
+    """The migration that keys orders by customer (Citus distributes them by customer_id) refuses a
+    database holding orders without one, with their count, and changes nothing; with a customer
+    given, it applies and the key carries the customer."""
+    src = tmp_path / "m"
+    shutil.copytree(migrate.sql_dir() / "migrations", src)
+    (orders_file,) = src.glob("*_orders_by_customer.sql")
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for f in src.glob("*.sql"):
+        if f.name >= orders_file.name:
+            f.rename(aside / f.name)
+    with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        migrate.migrate(conn, src)
+        conn.execute(
+            "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date) VALUES"
+            " (1, NULL, '2025-01-06', '2025-01-06'), (2, 7, '2025-01-06', '2025-01-06')"
+        )
+        for f in aside.glob("*.sql"):
+            f.rename(src / f.name)
+        with pytest.raises(
+            MigrationProblem, match=r"orders_by_customer\.sql failed and was rolled back: 1 ERP order"
+        ):
+            migrate.migrate(conn, src)
+        assert conn.execute(
+            "SELECT attnotnull FROM pg_attribute "
+            "WHERE attrelid = 'erp_orders'::regclass AND attname = 'customer_id'"
+        ).fetchone() == (False,)
+        conn.execute("UPDATE erp_orders SET customer_id = 7 WHERE order_id = 1")
+        migrate.migrate(conn, src)
+        key = conn.execute(
+            "SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i"
+            " CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+            " WHERE i.indrelid = 'erp_orders'::regclass AND i.indisprimary"
+        ).fetchone()[0]
+        assert key == ["order_id", "customer_id", "partition_date"]
+
+
 def ledger(conn: psycopg.Connection) -> list[tuple]:
     return conn.execute("SELECT version, checksum, how FROM opsconsole_migrations ORDER BY 1").fetchall()
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from opsconsole.cli import main
 from opsconsole.db.queries import query
+from tests.orders import add_orders
 
 
 def test_a_zero_padded_order_reference_is_the_same_order_everywhere(db_dsn) -> None:
@@ -18,10 +19,10 @@ def test_a_zero_padded_order_reference_is_the_same_order_everywhere(db_dsn) -> N
             "INSERT INTO crm_customers (customer_id, first_name, last_name, email, source_system) "
             "VALUES (7, 'Ada', 'Lovelace', 'ada@example.com', 'crm')"
         )
-        conn.execute(
-            "INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount, "
-            "currency_code, status, partition_date) "
-            "VALUES (42, 7, 'SO-42', now(), 10, 'USD', 'shipped', now())"
+        add_orders(
+            conn,
+            {"order_id": 42, "customer_id": 7, "order_number": "SO-42", "total_amount": 10}
+            | {"currency_code": "USD", "status": "shipped"},
         )
         refs = ['{"order_id": "0042"}', '{"order_id": 42}', '{"order_id": "42"}', '{"order_id": " 42"}']
         for tid, ref in enumerate(refs, start=1):

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from opsconsole.cli import main
 from opsconsole.output import dumps, emit
+from tests.orders import add_orders
 
 BIG = "12345678901234567.8901"  # 21 significant digits: a binary float keeps about 16
 
@@ -43,9 +44,10 @@ def test_customer_show_json_keeps_a_large_amount(conn, db_dsn) -> None:
         "INSERT INTO crm_customers (customer_id, first_name, last_name, email, source_system) "
         "VALUES (1, 'Ada', 'Big', 'ada@example.com', 'crm')"
     )
-    conn.execute(
-        "INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount, "
-        "currency_code, status, partition_date) VALUES (10, 1, 'SO-10', now(), 1, 'USD', 'shipped', now())"
+    add_orders(
+        conn,
+        {"order_id": 10, "customer_id": 1, "order_number": "SO-10", "total_amount": 1}
+        | {"currency_code": "USD", "status": "shipped"},
     )
     conn.execute(
         "INSERT INTO financial_transactions (transaction_id, account_id, transaction_timestamp, amount, "

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from opsconsole.cli import main
 from opsconsole.ops import pipeline as ops
 from opsconsole.pipeline.worker import Worker
+from tests.orders import add_orders
 
 T0 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -225,9 +226,7 @@ def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
     r = run_cli(db_dsn, "retry", "--error-code", "no_such_code")
     assert r.exit_code == 1 and "Unknown error code 'no_such_code'" in r.output
 
-    plain.execute(
-        "INSERT INTO erp_orders (order_id, order_date, partition_date) VALUES (9, %s, %s)", (T0, T0)
-    )
+    add_orders(plain, {"order_id": 9, "customer_id": 1, "order_date": T0, "partition_date": T0})
     r = run_cli(
         db_dsn,
         "retry",

@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from opsconsole.cli import main
 from opsconsole.datagen import seed as seeding
 from opsconsole.errors import OpsError
+from tests.orders import add_orders
 
 AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
 N = 200
@@ -381,11 +382,9 @@ def test_plain_indexes_are_rebuilt_and_the_order_key_trigger_is_back(
         "AND tgrelid IN ('erp_orders'::regclass, 'crm_customers'::regclass)"
     ).fetchone()["count"]
     assert disabled == 0
-    with pytest.raises(psycopg.errors.UniqueViolation):
-        conn.execute(
-            "INSERT INTO erp_orders (order_id, order_date, partition_date) "
-            "VALUES (1, '2020-01-01', '2020-01-01')"
-        )
+    # the seed claimed its order ids in erp_order_keys
+    with pytest.raises(psycopg.errors.UniqueViolation, match="duplicate order_id 1"):
+        add_orders(conn, {"order_id": 1, "customer_id": 1, "order_date": datetime(2020, 1, 1).date()})
 
 
 def test_a_demo_sized_seed_runs_no_ddl(db_dsn: str, conn: psycopg.Connection) -> None:

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from opsconsole.ops import maintenance
 from opsconsole.ops import pipeline as ops
+from tests.orders import add_orders
 
 DAYS = 395  # thirteen months
 STEP_DAYS = int(os.environ.get("OPSCONSOLE_SOAK_DAYS_PER_STEP", "3"))
@@ -81,10 +82,9 @@ def test_thirteen_months_of_traffic_retention_and_maintenance(db_dsn) -> None:
             # the day's traffic: orders, then transactions that reference them (some without)
             orders = list(range(order_id + 1, order_id + 1 + ROWS // 3))
             order_id = orders[-1]
-            conn.execute(
-                "INSERT INTO erp_orders (order_id, order_date, partition_date, total_amount) "
-                "SELECT o, %s, %s::date, 10 FROM unnest(%s::bigint[]) o",
-                (t, t, orders),
+            add_orders(
+                conn,
+                *({"order_id": o, "customer_id": 1, "order_date": t, "total_amount": 10} for o in orders),
             )
             rows = []
             for i in range(ROWS):

@@ -60,7 +60,14 @@ BEGIN
             -- follow-up reads the ledger's shard on its own node, and the customer-360 capture writes
             -- the order-reference queue's co-located shard (the queue is keyed by the account too).
             (10, 'public.financial_transactions', 'hash', 'account_id', 'public.financial_transaction_ledger'),
-            (11, 'public.customer_360_dirty_orders', 'hash', 'account_id', 'public.financial_transaction_ledger')
+            (11, 'public.customer_360_dirty_orders', 'hash', 'account_id', 'public.financial_transaction_ledger'),
+            -- The ERP orders with their customers (their capture writes the co-located queue shard;
+            -- the refresh's per-customer order reads are shard by shard). Every partition too.
+            (20, 'public.erp_orders', 'hash', 'customer_id', 'public.lakehouse_customers'),
+            -- The order-id keys: written by the writers of orders (not by a shard trigger), read by the
+            -- pipeline's order check and reconcile, which run beside staging: a copy on every node
+            -- keeps that check a local primary-key probe wherever the chunk runs (docs/scaling.md).
+            (21, 'public.erp_order_keys', 'reference', NULL, NULL)
         ) AS t(ord, rel, kind, col, colocate_with)
         WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = t.rel::regclass)
         ORDER BY t.ord

@@ -493,32 +493,42 @@ $$;
 CREATE OR REPLACE TRIGGER crm_customers_touch BEFORE UPDATE ON crm_customers
     FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 
-CREATE OR REPLACE FUNCTION erp_order_keys_sync()
-RETURNS trigger
+-- erp_order_keys gives order_id the uniqueness erp_orders' partitioned (and, on Citus, distributed)
+-- key cannot: every writer of orders claims their ids here first, in its own transaction (a trigger
+-- cannot: on Citus it runs on the order's shard, which cannot write another table's shards; 0028).
+-- One definition of the claim for every writer (ingest, the tests' helper; the seed's ids are unique
+-- by construction and it claims them in one INSERT ... SELECT). An id already claimed, or repeated in
+-- p_order_ids, fails the call with the order id named; nothing is written then. Returns the ids claimed.
+-- Removing an order releases its key the same way: the writer deletes it from erp_order_keys.
+CREATE OR REPLACE FUNCTION erp_order_keys_add(p_order_ids bigint[], p_partition_dates date[])
+RETURNS integer
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+DECLARE
+    v_dup bigint;
+    v_n   integer;
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        DELETE FROM erp_order_keys WHERE order_id = OLD.order_id;
+    IF cardinality(p_order_ids) IS DISTINCT FROM cardinality(p_partition_dates) THEN
+        RAISE EXCEPTION 'erp_order_keys_add: % order ids but % partition dates',
+            cardinality(p_order_ids), cardinality(p_partition_dates)
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        BEGIN
-            INSERT INTO erp_order_keys (order_id, partition_date) VALUES (NEW.order_id, NEW.partition_date);
-        EXCEPTION WHEN unique_violation THEN
-            RAISE EXCEPTION 'duplicate order_id %: it already exists in erp_orders', NEW.order_id
-                USING ERRCODE = 'unique_violation',
-                      CONSTRAINT = 'erp_order_keys_pkey';
-        END;
-        RETURN NEW;
+    SELECT x.id INTO v_dup FROM unnest(p_order_ids) AS x(id) GROUP BY x.id HAVING count(*) > 1 LIMIT 1;
+    IF v_dup IS NULL THEN
+        SELECT k.order_id INTO v_dup FROM erp_order_keys k WHERE k.order_id = ANY (p_order_ids) LIMIT 1;
     END IF;
-    RETURN OLD;
+    IF v_dup IS NOT NULL THEN
+        RAISE EXCEPTION 'duplicate order_id %: it already exists in erp_orders', v_dup
+            USING ERRCODE = 'unique_violation',
+                  CONSTRAINT = 'erp_order_keys_pkey';
+    END IF;
+    INSERT INTO erp_order_keys (order_id, partition_date)
+    SELECT x.order_id, x.partition_date FROM unnest(p_order_ids, p_partition_dates) AS x(order_id, partition_date);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
 END;
 $$;
-
-CREATE OR REPLACE TRIGGER erp_orders_keys AFTER INSERT OR DELETE OR UPDATE OF order_id, partition_date ON erp_orders
-    FOR EACH ROW EXECUTE FUNCTION erp_order_keys_sync();
 
 
 -- SQL text as the schema-evolution log keeps it: every string and dollar-quoted literal becomes '...'.

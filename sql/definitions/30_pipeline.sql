@@ -1154,7 +1154,7 @@ BEGIN
     RETURN QUERY
     WITH
     -- The ledger, the processed rows and financial_transactions are read once each. On Citus they
-    -- are distributed and staging and erp_order_keys are not: Citus refuses a join of the two kinds
+    -- are distributed and staging is not (erp_order_keys is a reference table): Citus refuses a join of the two kinds
     -- ("direct joins between distributed and local tables are not supported"), so the three reads
     -- become intermediate results and the checks below run on the coordinator.
     led AS MATERIALIZED (

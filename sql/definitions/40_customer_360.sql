@@ -630,11 +630,12 @@ BEGIN
     touched AS (
         SELECT d.customer_id FROM drained d
         UNION
+        -- an order reference names its customer through the order itself (erp_orders' key starts
+        -- with order_id); on Citus the orders are distributed by customer_id and the key table is
+        -- not co-located with them, so it is not joined here
         SELECT o.customer_id
-        FROM erp_order_keys k
-        JOIN erp_orders o ON o.order_id = k.order_id AND o.partition_date = k.partition_date
-        WHERE k.order_id IN (SELECT d.order_id FROM drained_orders d)
-          AND o.customer_id IS NOT NULL
+        FROM erp_orders o
+        WHERE o.order_id IN (SELECT d.order_id FROM drained_orders d)
         UNION
         SELECT s.customer_id FROM customer_360_store s WHERE s.window_expires_at <= v_started
     ),

@@ -121,7 +121,6 @@ REVOKE EXECUTE ON FUNCTION execute_data_quality_checks() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION execute_data_quality_checks(text, text, integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION dq_add_rule(text, text, text, text, numeric, text, text, text, jsonb, text, text,
                                        interval, integer, text, boolean) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION erp_order_keys_sync() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION financial_transactions_mark_processed() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION opsconsole_apply_grants() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION customer_search_rows(text, integer) FROM PUBLIC;

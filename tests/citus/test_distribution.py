@@ -25,9 +25,12 @@ CUSTOMER_GROUP = (
     "crm_customers",
     "customer_360_dirty",
     "customer_360_store",
+    "erp_orders",
     "lakehouse_customer_chains",
     "lakehouse_customers",
 )
+# A copy on every node: small lookups, and the order-id keys the pipeline's order check reads
+REFERENCE = ("erp_order_keys", "financial_transaction_types")
 # Distributed by account_id and co-located: the exactly-once ledger, the processed rows, the source
 # transactions and the customer-360 queue of their order references
 FINANCIAL_GROUP = (
@@ -54,7 +57,8 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
         assert migrate.migrate(conn) == []
         assert {t["table_name"]: t for t in citus.layout(conn)} == layout
 
-    assert layout["financial_transaction_types"]["kind"] == "reference"
+    for name in REFERENCE:
+        assert layout[name]["kind"] == "reference", layout[name]
     for name in CUSTOMER_GROUP:
         t = layout[name]
         assert (t["kind"], t["distributed_by"]) == ("distributed", "customer_id"), t
@@ -84,7 +88,8 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
     out = CliRunner().invoke(main, ["--dsn", citus_dsn, "db", "migrate"])
     n_distributed = len(CUSTOMER_GROUP) + len(FINANCIAL_GROUP)
     assert (
-        out.exit_code == 0 and f"Citus: {n_distributed} distributed and 1 reference table(s)" in out.output
+        out.exit_code == 0
+        and f"Citus: {n_distributed} distributed and {len(REFERENCE)} reference table(s)" in out.output
     ), out.output
 
 
@@ -99,7 +104,7 @@ def test_reset_keeps_citus_and_drops_the_platform(citus_dsn):
         assert citus.installed(conn) and citus.layout(conn) == []
         assert conn.execute("SELECT count(*) FROM citus_tables").fetchone()[0] == 0
         migrate.migrate(conn)
-        assert len(citus.layout(conn)) == len(CUSTOMER_GROUP) + len(FINANCIAL_GROUP) + 1
+        assert len(citus.layout(conn)) == len(CUSTOMER_GROUP) + len(FINANCIAL_GROUP) + len(REFERENCE)
 
 
 # The release before the customer group moved: the lakehouse alone was distributed.
@@ -150,7 +155,8 @@ def test_a_citus_database_of_the_previous_release_upgrades_in_place(citus_dsn, t
         before = conn.execute(
             "SELECT (SELECT count(*) FROM lakehouse_customers),"
             " (SELECT count(*) FROM customer_360_dirty WHERE customer_id IS NOT NULL),"
-            " (SELECT count(*) FROM crm_customers)"
+            " (SELECT count(*) FROM crm_customers), (SELECT count(*) FROM erp_orders),"
+            " (SELECT count(*) FROM erp_order_keys)"
         ).fetchone()
         orders_before = conn.execute(
             "SELECT array_agg(order_id ORDER BY order_id) FROM customer_360_dirty WHERE customer_id IS NULL"
@@ -184,7 +190,8 @@ def test_a_citus_database_of_the_previous_release_upgrades_in_place(citus_dsn, t
         assert dirty == []
         after = conn.execute(
             "SELECT (SELECT count(*) FROM lakehouse_customers), (SELECT count(*) FROM customer_360_dirty),"
-            " (SELECT count(*) FROM crm_customers)"
+            " (SELECT count(*) FROM crm_customers), (SELECT count(*) FROM erp_orders),"
+            " (SELECT count(*) FROM erp_order_keys)"
         ).fetchone()
         assert after == before
         conn.execute("UPDATE crm_customers SET phone = '+1 555 0100' WHERE customer_id BETWEEN 10 AND 29")

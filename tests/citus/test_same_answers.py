@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from opsconsole.cli import main
 from opsconsole.datagen import seed as seeding
+from tests.orders import add_orders
 
 AS_OF = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
 PLAN = seeding.SeedPlan(customers=400, seed=11, as_of=AS_OF)
@@ -122,9 +123,10 @@ def test_customer_360_incremental_equals_full_on_citus(citus_dsn):
         _cli(citus_dsn, "c360", "refresh", "--full")
         # changes in every source: a profile, an order, events, a processed transaction's order link
         conn.execute("UPDATE crm_customers SET email = 'moved@example.com' WHERE customer_id IN (3, 4)")
-        conn.execute(
-            "INSERT INTO erp_orders (order_id, customer_id, order_date, total_amount, currency_code, status, "
-            "partition_date) VALUES (900001, 5, '2026-11-20', 99.50, 'EUR', 'delivered', '2026-11-20')"
+        add_orders(
+            conn,
+            {"order_id": 900001, "customer_id": 5, "order_date": dt.date(2026, 11, 20), "total_amount": 99.50}
+            | {"currency_code": "EUR", "status": "delivered"},
         )
         conn.execute(
             "INSERT INTO ecommerce_events (customer_id, event_timestamp, event_type, event_data) "

@@ -11,6 +11,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from tests.orders import add_orders
+
 INJECTION = "true; CREATE TABLE pwned AS SELECT current_user; SELECT 1"
 
 
@@ -25,19 +27,18 @@ def customers(conn, n: int, null_every: int | None = None) -> None:
     )
 
 
-def order(conn, order_id: int, customer_id: int | None, amount: str = "10", **extra) -> None:
-    conn.execute(
-        """INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount, status,
-                                   created_at, partition_date)
-           VALUES (%s, %s, %s, current_date, %s, %s, coalesce(%s, now()), current_date)""",
-        (
-            order_id,
-            customer_id,
-            extra.get("order_number", f"SO-{order_id}"),
-            amount,
-            extra.get("status", "open"),
-            extra.get("created_at"),
-        ),
+def order(conn, order_id: int, customer_id: int, amount: str | None = "10", **extra) -> None:
+    add_orders(
+        conn,
+        {
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "order_number": extra.get("order_number", f"SO-{order_id}"),
+            "total_amount": amount,
+            "status": extra.get("status", "open"),
+            "created_at": extra.get("created_at"),
+            "sales_rep_id": extra.get("sales_rep_id"),
+        },
     )
 
 
@@ -458,16 +459,17 @@ def test_empty_table_passes_with_warn_and_no_score(conn):
 
 
 def test_uniqueness(conn):
-    for i, cust in enumerate([1, 1, 2, 3, None], start=1):
-        order(conn, i, cust)
-    add_rule(conn, "orders_customer_unique", "erp_orders", "uniqueness", "customer_id")
-    add_rule(conn, "orders_customer_number_unique", "erp_orders", "uniqueness", "customer_id, order_number")
+    # (customer_id is NOT NULL: the sales rep is the nullable column here)
+    for i, rep in enumerate([1, 1, 2, 3, None], start=1):
+        order(conn, i, i, sales_rep_id=rep)
+    add_rule(conn, "orders_customer_unique", "erp_orders", "uniqueness", "sales_rep_id")
+    add_rule(conn, "orders_customer_number_unique", "erp_orders", "uniqueness", "sales_rep_id, order_number")
     res = run(conn, table="erp_orders")
-    # 3 distinct non-NULL customer ids in 5 rows (the NULL counts against uniqueness, as in the spec).
+    # 3 distinct non-NULL rep ids in 5 rows (the NULL counts against uniqueness, as in the spec).
     single = res["orders_customer_unique"]
     assert (single["score"], single["passed"], single["failed_rows"]) == (Decimal("0.6000"), False, 2)
     assert single["message"] == "Quality score: 60.00% (threshold: 100.00%); 3 distinct keys in 5 rows"
-    # (customer_id, order_number) pairs are distinct, but one has a NULL part: 4 of 5.
+    # (sales_rep_id, order_number) pairs are distinct, but one has a NULL part: 4 of 5.
     assert res["orders_customer_number_unique"]["score"] == Decimal("0.8000")
 
 
@@ -500,7 +502,6 @@ def test_consistency_every_order_customer_exists(conn):
     for i in range(1, 6):
         order(conn, i, i)
     order(conn, 6, 99)  # no such customer
-    order(conn, 7, None)  # no reference: passes, like a foreign key
     add_rule(
         conn,
         "orders_customer_exists",
@@ -511,10 +512,10 @@ def test_consistency_every_order_customer_exists(conn):
         severity="error",
     )
     r = run(conn, rule="orders_customer_exists")["orders_customer_exists"]
-    assert (r["passed"], r["score"], r["failed_rows"], r["total_rows"]) == (False, Decimal("0.8571"), 1, 7)
+    assert (r["passed"], r["score"], r["failed_rows"], r["total_rows"]) == (False, Decimal("0.8333"), 1, 6)
     assert r["message"] == (
-        "Quality score: 85.71% (threshold: 100.00%); "
-        "1 of 7 rows reference a missing crm_customers.customer_id"
+        "Quality score: 83.33% (threshold: 100.00%); "
+        "1 of 6 rows reference a missing crm_customers.customer_id"
     )
 
 

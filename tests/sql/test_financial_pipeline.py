@@ -14,6 +14,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from opsconsole.pipeline.copyio import STAGING_COLUMNS
+from tests.orders import add_orders
 
 UTC = dt.UTC
 MONDAY_10 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=UTC)  # a Monday, inside business hours in UTC
@@ -159,9 +160,8 @@ def test_set_based_path_scores_in_configured_zone(conn):
 
 
 def test_each_validation_rule_has_its_code_and_fate(conn):
-    conn.execute(
-        "INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, partition_date) "
-        "VALUES (500, 1, 'SO-9', '2025-01-06', '2025-01-06')"
+    add_orders(
+        conn, {"order_id": 500, "customer_id": 1, "order_number": "SO-9", "order_date": dt.date(2025, 1, 6)}
     )
     future = dt.datetime.now(UTC) + dt.timedelta(days=1)
     ids = stage(
@@ -299,10 +299,7 @@ def test_backoff_then_dead_letter_then_operator_retry(conn):
     assert [d[2] for d in delays[:2]] == [10, 20]  # exponential: 10 s, then 20 s
     assert process(conn)["claimed_count"] == 0  # dead letters are never claimed
     # the order arrives; an operator re-queues the dead letter and it goes through
-    conn.execute(
-        "INSERT INTO erp_orders (order_id, order_date, partition_date) "
-        "VALUES (77, '2025-01-06', '2025-01-06')"
-    )
+    add_orders(conn, {"order_id": 77, "customer_id": 1, "order_date": dt.date(2025, 1, 6)})
     assert conn.execute("SELECT retry_failed(p_error_code => 'order_not_found') AS n").fetchone()["n"] == 0
     n = conn.execute(
         "SELECT retry_failed(p_error_code => 'order_not_found', p_include_dead_letter => true, "

@@ -12,6 +12,8 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.orders import add_orders
+
 UTC = dt.UTC
 BASE = dt.datetime(2025, 1, 3, 20, 0, tzinfo=UTC)  # Friday evening: spans off-hours and the weekend
 ZONES = ["UTC", "Europe/Paris", "Asia/Tokyo", "America/New_York", "Asia/Kathmandu"]
@@ -118,9 +120,7 @@ def test_every_staged_row_ends_in_exactly_one_state(conn, rows, chunk_size):
     far_future = dt.datetime.now(UTC) + dt.timedelta(days=2)
     with conn.transaction(force_rollback=True):
         conn.execute("UPDATE financial_pipeline_settings SET chunk_size = %s", (chunk_size,))
-        conn.execute(
-            "INSERT INTO erp_orders (order_id, order_date, partition_date) VALUES (7, %s, %s)", (BASE, BASE)
-        )
+        add_orders(conn, {"order_id": 7, "customer_id": 1, "order_date": BASE, "partition_date": BASE})
         data, kinds = [], []
         for (txid, acct, m, s, amount), kind in rows:
             ts = far_future if kind == "future" else BASE + dt.timedelta(minutes=m, seconds=s)

@@ -8,16 +8,13 @@ import datetime as dt
 import psycopg
 import pytest
 
+from tests.orders import add_orders
+
 
 def test_rows_of_any_date_insert_and_land_in_their_month(conn: psycopg.Connection) -> None:
     today = dt.date.today()
     rows = [(1, dt.date(1999, 12, 31)), (2, today), (3, today + dt.timedelta(days=4000))]
-    for order_id, day in rows:
-        conn.execute(
-            "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date)"
-            " VALUES (%s, 1, %s, %s)",
-            (order_id, day, day),
-        )
+    add_orders(conn, *({"order_id": order_id, "customer_id": 1, "order_date": day} for order_id, day in rows))
     placed = {
         r["order_id"]: r["tableoid"]
         for r in conn.execute("SELECT order_id, tableoid::regclass::text AS tableoid FROM erp_orders")
@@ -28,10 +25,7 @@ def test_rows_of_any_date_insert_and_land_in_their_month(conn: psycopg.Connectio
 
 
 def test_ensure_partitions_moves_default_rows_and_keeps_order_keys(conn: psycopg.Connection) -> None:
-    conn.execute(
-        "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date)"
-        " VALUES (10, 1, '2001-03-04', '2001-03-04')"
-    )
+    add_orders(conn, {"order_id": 10, "customer_id": 1, "order_date": dt.date(2001, 3, 4)})
     created = conn.execute(
         "SELECT ensure_partitions('erp_orders', now() - timestamptz '2001-01-01', interval '0')"
     ).fetchone()["ensure_partitions"]
@@ -48,21 +42,32 @@ def test_ensure_partitions_moves_default_rows_and_keeps_order_keys(conn: psycopg
 
 
 def test_order_id_is_unique_across_partitions(conn: psycopg.Connection) -> None:
-    conn.execute(
-        "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date)"
-        " VALUES (7, 1, '2024-01-05', '2024-01-05')"
-    )
+    """The writers claim each order id in erp_order_keys (erp_order_keys_add): an id taken in one
+    partition is refused in another, for another customer, and in a repeated batch; a refused batch
+    writes nothing; deleting an order and its key frees the id."""
+    add_orders(conn, {"order_id": 7, "customer_id": 1, "order_date": dt.date(2024, 1, 5)})
     with pytest.raises(psycopg.errors.UniqueViolation, match="duplicate order_id 7"):
-        conn.execute(
-            "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date)"
-            " VALUES (7, 2, '2025-06-05', '2025-06-05')"
+        add_orders(
+            conn,
+            {"order_id": 8, "customer_id": 2, "order_date": dt.date(2025, 6, 5)},
+            {"order_id": 7, "customer_id": 2, "order_date": dt.date(2025, 6, 5)},
         )
-    conn.execute("DELETE FROM erp_orders WHERE order_id = 7")
-    conn.execute(
-        "INSERT INTO erp_orders (order_id, customer_id, order_date, partition_date)"
-        " VALUES (7, 2, '2025-06-05', '2025-06-05')"
-    )
+    with pytest.raises(psycopg.errors.UniqueViolation, match="duplicate order_id 9"):
+        conn.execute("SELECT erp_order_keys_add('{9,9}', '{2025-06-05,2025-06-06}')")
+    assert conn.execute("SELECT count(*) AS n FROM erp_orders").fetchone()["n"] == 1
     assert conn.execute("SELECT count(*) AS n FROM erp_order_keys").fetchone()["n"] == 1
+    conn.execute("DELETE FROM erp_orders WHERE order_id = 7")
+    conn.execute("DELETE FROM erp_order_keys WHERE order_id = 7")
+    add_orders(conn, {"order_id": 7, "customer_id": 2, "order_date": dt.date(2025, 6, 5)})
+    assert conn.execute("SELECT order_id, partition_date FROM erp_order_keys").fetchall() == [
+        {"order_id": 7, "partition_date": dt.date(2025, 6, 5)}
+    ]
+    # an order belongs to a customer
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        conn.execute(
+            "INSERT INTO erp_orders (order_id, order_date, partition_date) "
+            "VALUES (11, '2025-06-05', '2025-06-05')"
+        )
 
 
 def test_ensure_partitions_refuses_a_plain_table(conn: psycopg.Connection) -> None:

@@ -10,6 +10,7 @@ import json
 import pytest
 from psycopg.rows import dict_row
 
+from tests.orders import add_orders
 from tests.tui.helpers import SIZE, table_rows, type_in, wait_for
 from tests.tui.test_console_basics import seed_audit
 from tests.tui.test_console_roles import role_dsn  # noqa: F401 - a fixture
@@ -161,12 +162,13 @@ def seed_customers_with_orders(conn) -> None:
         " (1, 'Ada', 'Lovelace', 'ada@example.com', '+441234'),"
         " (2, 'Grace', 'Hopper', 'grace@example.com', '+15551')"
     )
-    conn.execute(
-        "INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount,"
-        " currency_code, status, partition_date) VALUES"
-        " (11, 1, 'SO-11', current_date, 100, 'EUR', 'completed', current_date),"
-        " (12, 1, 'SO-12', current_date, 250, 'EUR', 'completed', current_date),"
-        " (21, 2, 'SO-21', current_date, 40, 'EUR', 'completed', current_date)"
+    add_orders(
+        conn,
+        *(
+            {"order_id": oid, "customer_id": cid, "order_number": f"SO-{oid}", "total_amount": amount}
+            | {"currency_code": "EUR", "status": "completed"}
+            for oid, cid, amount in ((11, 1, 100), (12, 1, 250), (21, 2, 40))
+        ),
     )
     conn.execute(
         "INSERT INTO financial_transactions (transaction_id, account_id, transaction_timestamp, amount,"

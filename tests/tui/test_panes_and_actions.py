@@ -10,6 +10,7 @@ import json
 import psycopg
 from psycopg.rows import dict_row
 
+from tests.orders import add_orders
 from tests.tui.helpers import SIZE, screen_text, statics_text, table_rows, type_in, wait_for
 from tools import sample
 from tools.drive import wait_loaded, wait_screen
@@ -48,10 +49,10 @@ def seed_orders(conn: psycopg.Connection) -> None:
     conn.execute(
         "INSERT INTO crm_customers (customer_id, first_name, last_name) VALUES (1, 'Ada', 'Lovelace')"
     )
-    conn.execute(
-        "INSERT INTO erp_orders (order_id, customer_id, order_number, order_date, total_amount,"
-        " currency_code, status, partition_date)"
-        " VALUES (1, 1, 'SO-1', current_date, 10, 'EUR', 'completed', current_date)"
+    add_orders(
+        conn,
+        {"order_id": 1, "customer_id": 1, "order_number": "SO-1", "total_amount": 10}
+        | {"currency_code": "EUR", "status": "completed"},
     )
 
 

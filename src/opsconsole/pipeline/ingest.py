@@ -676,6 +676,18 @@ def _error_reason(exc: psycopg.Error) -> str:
     return f"{diag.sqlstate or 'error'}: {text}"
 
 
+# Writers of ERP orders claim their order ids in erp_order_keys in the same transaction (no trigger
+# does it: on Citus a trigger runs on the order's shard; docs/scaling.md). The claim is part of the
+# rows' write: a duplicate id fails the savepoint like a constraint would, and bisection finds its row.
+ORDER_KEYS_TARGET = ("public", "erp_orders")
+CLAIM_ORDER_KEYS = "SELECT erp_order_keys_add(%s::text[]::bigint[], %s::text[]::date[])"
+
+
+def _claims_order_keys(target: Target, cols: list[Column]) -> bool:
+    names = {c.name for c in cols}
+    return (target.schema, target.name) == ORDER_KEYS_TARGET and {"order_id", "partition_date"} <= names
+
+
 def _copy_directly(
     conn: psycopg.Connection, target: Target, cols: list[Column], good: pl.DataFrame
 ) -> int | None:
@@ -683,7 +695,10 @@ def _copy_directly(
     the row count, or None when the server refused something (then nothing of it stays)."""
     try:
         with conn.transaction(), conn.cursor() as cur:
-            return copy_frames(cur, target.ident, [c.name for c in cols], [good], prefetch=False)
+            n = copy_frames(cur, target.ident, [c.name for c in cols], [good], prefetch=False)
+            if _claims_order_keys(target, cols):
+                cur.execute(CLAIM_ORDER_KEYS, (good["order_id"].to_list(), good["partition_date"].to_list()))
+            return n
     except psycopg.Error:
         return None
 
@@ -707,6 +722,13 @@ def _insert_rows(
         tmp,
         row=sql.Identifier(ROW),
     )
+    claim = None
+    if _claims_order_keys(target, cols):
+        claim = sql.SQL(
+            "SELECT erp_order_keys_add(array_agg(CAST(t.order_id AS bigint) ORDER BY t.{row}), "
+            "array_agg(CAST(t.partition_date AS date) ORDER BY t.{row})) "
+            "FROM {} t WHERE t.{row} BETWEEN %s AND %s"
+        ).format(tmp, row=sql.Identifier(ROW))
     loaded = 0
     failed: dict[int, str] = {}
     stack = [(0, len(rns))]
@@ -717,6 +739,8 @@ def _insert_rows(
         try:
             with conn.transaction():
                 cur = conn.execute(insert, (rns[lo], rns[hi - 1]))
+                if claim is not None:
+                    conn.execute(claim, (rns[lo], rns[hi - 1]))
                 loaded += cur.rowcount
         except psycopg.Error as exc:
             if hi - lo == 1:
