@@ -5,14 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import conninfo
 
 from opsconsole.cli import main
 from opsconsole.datagen import seed as seeding
@@ -205,3 +208,47 @@ def test_a_citus_database_of_the_previous_release_upgrades_in_place(citus_dsn, t
         incremental = conn.execute(query).fetchone()
         conn.execute("SELECT * FROM refresh_customer_360_full()")
         assert conn.execute(query).fetchone() == incremental
+
+
+# ../shared/citus beside the clone, as .ci/run expects it
+CLUSTER_SH = Path(__file__).resolve().parents[3] / "shared" / "citus" / "cluster.sh"
+
+
+def test_roles_made_before_the_nodes_joined_reach_the_workers():
+    """A coordinator whose server already has the platform roles but whose workers do not (a plain
+    database migrated on the same server first, as `make bench`'s P10 does, or roles a DBA made before
+    adding the nodes): migrate gives the workers the roles and their memberships, instead of failing
+    on the first GRANT Citus propagates ("role opsconsole_admin does not exist ... on <worker>").
+    Its own one-worker cluster, so the shared one keeps its roles."""
+    if not CLUSTER_SH.is_file() or os.geteuid() != 0:
+        pytest.skip(f"needs root and {CLUSTER_SH} to start a cluster of its own")
+    env = {**os.environ, "CITUS_BASE_PORT": "9980"}
+    where = tempfile.mkdtemp(prefix="oc-citus-roles-")
+    try:
+        started = subprocess.run(
+            ["bash", str(CLUSTER_SH), "start", where, "1"], env=env, capture_output=True, text=True
+        )
+        assert started.returncode == 0, started.stderr
+        dsn = started.stdout.strip().splitlines()[-1]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE plain")  # no citus extension in it
+        with psycopg.connect(conninfo.make_conninfo(dsn, dbname="plain"), autocommit=True) as conn:
+            migrate.migrate(conn)
+        roles = list(citus.PLATFORM_ROLES)
+        on_workers = (
+            "SELECT result FROM run_command_on_workers(format("
+            "'SELECT count(*) FROM pg_roles WHERE rolname = ANY (%%L::text[])', %s::text))"
+        )
+        member = (
+            "SELECT result FROM run_command_on_workers("
+            "'SELECT pg_has_role(''opsconsole_admin'', ''opsconsole_viewer'', ''MEMBER'')')"
+        )
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute(on_workers, (roles,)).fetchall() == [("0",)]  # the coordinator's only
+            migrate.migrate(conn)
+            assert conn.execute(on_workers, (roles,)).fetchall() == [(str(len(roles)),)]
+            assert conn.execute(member).fetchall() == [("t",)]
+            assert {t["table_name"] for t in citus.layout(conn)} >= set(CUSTOMER_GROUP)
+    finally:
+        subprocess.run(["bash", str(CLUSTER_SH), "stop", where, "1"], env=env, capture_output=True)
+        shutil.rmtree(where, ignore_errors=True)

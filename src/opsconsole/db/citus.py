@@ -12,6 +12,8 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
+from opsconsole.errors import MigrationProblem
+
 DISTRIBUTE_FILE = Path("citus") / "distribute.sql"
 
 # One row per table in Citus's metadata: how it is distributed and on which nodes its shards are.
@@ -44,6 +46,69 @@ def installed(conn: psycopg.Connection) -> bool:
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')"
     ).fetchone()
     return bool(row and row[0])
+
+
+# The platform's group roles (created by the baseline migration when missing). Roles are cluster-wide
+# objects: Citus copies a role to the workers when it is created in a database that has the extension,
+# or when a node is added. A role that already existed on the coordinator's server (made by a plain
+# database there, or by a DBA before the nodes were added) never reached the workers, and the first
+# GRANT to it that Citus propagates fails there ("role ... does not exist ... on 127.0.0.1:9702").
+PLATFORM_ROLES = ("opsconsole_viewer", "opsconsole_support", "opsconsole_operator", "opsconsole_admin")
+
+# Run on each worker: create the role when missing (not propagated further: the worker only makes
+# its own copy), then the memberships among platform roles the coordinator has.
+_WORKER_ROLE = """DO $role$
+BEGIN
+    PERFORM pg_catalog.set_config('citus.enable_create_role_propagation', 'off', true);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {name}) THEN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', {name});
+    END IF;
+END;
+$role$"""
+_WORKER_MEMBER = """DO $member$
+BEGIN
+    PERFORM pg_catalog.set_config('citus.enable_create_role_propagation', 'off', true);
+    IF NOT pg_catalog.pg_has_role({member}, {group}, 'MEMBER') THEN
+        EXECUTE format('GRANT %I TO %I', {group}, {member});
+    END IF;
+END;
+$member$"""
+
+
+def sync_platform_roles(conn: psycopg.Connection) -> None:
+    """Give every worker the platform roles (and their memberships) the coordinator has, before the
+    migrations, whose GRANTs Citus propagates. Idempotent; nothing to do without Citus or roles."""
+    if not installed(conn):
+        return
+    have = [
+        r[0]
+        for r in conn.execute(
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY (%s) ORDER BY rolname",
+            (list(PLATFORM_ROLES),),
+        )
+    ]
+    members = conn.execute(
+        "SELECT g.rolname, m.rolname FROM pg_catalog.pg_auth_members a"
+        " JOIN pg_catalog.pg_roles g ON g.oid = a.roleid JOIN pg_catalog.pg_roles m ON m.oid = a.member"
+        " WHERE g.rolname = ANY (%(r)s) AND m.rolname = ANY (%(r)s) ORDER BY 1, 2",
+        {"r": have},
+    ).fetchall()
+    commands = [_WORKER_ROLE.format(name=_literal(n)) for n in have] + [
+        _WORKER_MEMBER.format(group=_literal(g), member=_literal(m)) for g, m in members
+    ]
+    for command in commands:
+        failed = conn.execute(
+            "SELECT nodename || ':' || nodeport, result FROM pg_catalog.run_command_on_workers(%s)"
+            " WHERE NOT success",
+            (command,),
+        ).fetchall()
+        if failed:
+            node, result = failed[0]
+            raise MigrationProblem(f"Could not create the platform roles on Citus worker {node}: {result}")
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def distribute(conn: psycopg.Connection, sql_root: Path) -> list[str]:

@@ -398,6 +398,8 @@ def migrate(
     try:
         applied, defs_applied = _ledger(conn)
         check_history(files, applied)
+        # With Citus: roles that exist on the coordinator but not on the workers (docs/scaling.md)
+        citus.sync_platform_roles(conn)
         if not _ledger_complete(conn):
             conn.execute(LEDGER_DDL)
         for m in files:
