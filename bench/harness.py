@@ -197,6 +197,11 @@ def render(results: list[Result]) -> Table:
     return table
 
 
+def bench_order(record: dict) -> int:
+    """P2 before P10: by the number, not the text."""
+    return int(record["id"].lstrip("P"))
+
+
 def readme_table(records: list[dict]) -> str:
     """The README's table from latest.json's records (a partial run keeps the others' last figures)."""
     machines = sorted({r["machine"] for r in records})
@@ -210,7 +215,7 @@ def readme_table(records: list[dict]) -> str:
         "| id | what | value | baseline | ratio | target | ok |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in records:
+    for r in sorted(records, key=bench_order):
         base = "—" if r["baseline"] is None else f"{num(r['baseline'])} {r['unit']}"
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:,.1f}x"
         what = r["what"] + (" (*quick*)" if r["quick"] and sizes == {True, False} else "")
@@ -270,7 +275,7 @@ def main() -> int:
         # a partial run replaces only its own ids, so the file keeps the last figure of every benchmark
         measured = {r.id for r in results}
         kept = [r for r in json.loads(RESULTS.read_text(encoding="utf-8")) if r["id"] not in measured]
-        payload = sorted(kept + payload, key=lambda r: r["id"])
+        payload = sorted(kept + payload, key=bench_order)
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     console.print(render(results))
     update_readme(readme_table(payload))
