@@ -182,9 +182,14 @@ async def test_themes_apply_to_the_console(make_app, conn, theme):
         app.engine.set_paused(True)  # the new colours must come from the theme change itself
         await wait_for(pilot, lambda: not app.engine.in_flight)
         app.theme = theme
-        await pilot.pause(0.2)
-        status = app.screen.query_one("#audit").get_row_at(0)[5]
-        assert str(status.style).endswith(str(app.current_theme.error))
+        want = str(app.current_theme.error)
+
+        def status_style() -> str:
+            return str(app.screen.query_one("#audit").get_row_at(0)[5].style)
+
+        # the rows are restyled on the loop after the theme change (a fixed pause missed it under load)
+        await wait_for(pilot, lambda: status_style().endswith(want), what=f"the error colour {want}")
+        assert status_style().endswith(want)
 
 
 async def test_the_palette_offers_every_action_and_says_why_one_is_unavailable(make_app, conn):
