@@ -311,24 +311,40 @@ def test_cli_summary_and_exit_codes(fixtures: dict[str, Fixture], tmp_path: Path
 def test_explicit_identity_values_move_the_sequence(
     tmp_path: Path, db: str, conn: psycopg.Connection
 ) -> None:
+    # Anonymous events draw their ids from ecommerce_events' identity (a default, not an identity of
+    # their own): loading explicit ids there moves the shared sequence too.
     path = tmp_path / "events.ndjson"
     events = [
-        {"event_id": 500 + i, "event_timestamp": "2026-01-01T10:00:00Z", "event_type": "page_view",
+        {"event_id": 500 + i, "session_id": "00000000-0000-4000-8000-000000000001",
+         "event_timestamp": "2026-01-01T10:00:00Z", "event_type": "page_view",
          "event_data": {"category": "books"}, "ip_address": "10.0.0.1"}
         for i in range(3)
     ]  # fmt: skip
     path.write_text("\n".join(json.dumps(e) for e in events))
-    (result,) = ingest.ingest(db, [path], "ecommerce_events")
+    (result,) = ingest.ingest(db, [path], "ecommerce_anonymous_events")
     assert result.loaded == 3
     row = conn.execute(
-        "INSERT INTO ecommerce_events (event_timestamp, event_type) "
-        "VALUES (now(), 'page_view') RETURNING event_id"
+        "INSERT INTO ecommerce_events (customer_id, event_timestamp, event_type) "
+        "VALUES (1, now(), 'page_view') RETURNING event_id"
     ).fetchone()
     assert row["event_id"] == 503
     data = conn.execute(
-        "SELECT event_data, host(ip_address) AS ip FROM ecommerce_events WHERE event_id = 500"
+        "SELECT event_data, host(ip_address) AS ip FROM ecommerce_anonymous_events WHERE event_id = 500"
     ).fetchone()
     assert data == {"event_data": {"category": "books"}, "ip": "10.0.0.1"}
+    # The same kind of row loaded into ecommerce_events (keyed by customer) is rejected, saying why.
+    anonymous = tmp_path / "anonymous.ndjson"
+    anonymous.write_text(
+        json.dumps({**events[0], "event_id": 600, "customer_id": 7})
+        + "\n"
+        + json.dumps({**events[0], "event_id": 601, "customer_id": None})
+    )
+    (result,) = ingest.ingest(db, [anonymous], "ecommerce_events")
+    assert (result.loaded, result.rejected) == (1, 1)
+    reason = conn.execute(
+        "SELECT reason FROM ingest_rejects WHERE table_name = 'public.ecommerce_events'"
+    ).fetchone()["reason"]
+    assert reason == "customer_id: null in a NOT NULL column"
 
 
 @pytest.mark.parametrize(

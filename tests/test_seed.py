@@ -27,6 +27,7 @@ HASHED = {
     "erp_orders": ("order_id", "t"),
     "erp_order_keys": ("order_id", "t"),
     "ecommerce_events": ("event_id", "t"),
+    "ecommerce_anonymous_events": ("event_id", "t"),
     "financial_transactions": ("transaction_id", "t"),
     "external_market_data": ("tick_id", "t"),
     "lakehouse_customers": (
@@ -100,7 +101,9 @@ def test_counts_and_proportions(ro: tuple[dict, psycopg.Connection]) -> None:
     assert rows["erp_orders"] == 6 * N
     assert rows["external_market_data"] == 2000
     assert rows["financial_transactions_staging"] == 100  # the pending backlog
-    assert 18 * N <= rows["ecommerce_events"] <= 22 * N
+    events = rows["ecommerce_events"] + rows["ecommerce_anonymous_events"]
+    assert 18 * N <= events <= 22 * N
+    assert 0.10 <= rows["ecommerce_anonymous_events"] / events <= 0.20  # 15% of sessions are anonymous
     assert 7 * N <= rows["financial_transactions"] <= 9.5 * N
     assert 1.6 * N <= rows["lakehouse_customers"] <= 2.2 * N
     assert rows["data_lineage"] <= len(seeding.LINEAGE)  # flows other migrations recorded are kept
@@ -201,7 +204,13 @@ def test_events_sessions_devices_and_payloads(ro: tuple[dict, psycopg.Connection
         "WHERE e.customer_id IS NOT NULL AND c.customer_id IS NULL"
     ).fetchone()["count"]
     assert unknown == 0
-    assert q("SELECT count(*) FROM ecommerce_events WHERE customer_id IS NULL").fetchone()["count"] > 0
+    # Anonymous visits are whole sessions of their own table, opening with a page view too.
+    anonymous = q(
+        "SELECT count(*) AS n, count(DISTINCT session_id) AS sessions,"
+        " count(*) FILTER (WHERE session_id IN (SELECT session_id FROM ecommerce_events)) AS shared"
+        " FROM ecommerce_anonymous_events"
+    ).fetchone()
+    assert anonymous["sessions"] > 0 and anonymous["n"] >= anonymous["sessions"] and anonymous["shared"] == 0
     families = {r["f"] for r in q("SELECT DISTINCT family(ip_address) AS f FROM ecommerce_events")}
     assert families == {4, 6}
     # Ingestion time follows event time; a few events arrive late (minutes to hours).
@@ -211,15 +220,21 @@ def test_events_sessions_devices_and_payloads(ro: tuple[dict, psycopg.Connection
         "FROM ecommerce_events"
     ).fetchone()
     assert lag["neg"] == 0 and lag["late"] > 0
-    # The identity moved past the explicit ids: a plain insert gets a fresh event_id.
-    new_id = q(
-        "INSERT INTO ecommerce_events (event_timestamp, event_type) VALUES (now(), 'page_view') "
-        "RETURNING event_id"
+    # The identity moved past the explicit ids of both tables (they share it): plain inserts get
+    # fresh event_ids.
+    before = q(
+        "SELECT greatest((SELECT max(event_id) FROM ecommerce_events),"
+        " (SELECT max(event_id) FROM ecommerce_anonymous_events)) AS m"
+    ).fetchone()["m"]
+    named = q(
+        "INSERT INTO ecommerce_events (customer_id, event_timestamp, event_type)"
+        " VALUES (1, now(), 'page_view') RETURNING event_id"
     ).fetchone()["event_id"]
-    assert (
-        new_id
-        > q("SELECT max(event_id) AS m FROM ecommerce_events WHERE event_id <> %s", (new_id,)).fetchone()["m"]
-    )
+    anon = q(
+        "INSERT INTO ecommerce_anonymous_events (session_id, event_timestamp, event_type)"
+        " VALUES (gen_random_uuid(), now(), 'page_view') RETURNING event_id"
+    ).fetchone()["event_id"]
+    assert before < named < anon
 
 
 def test_same_person_in_two_systems(ro: tuple[dict, psycopg.Connection]) -> None:

@@ -253,7 +253,8 @@ def seeded_db(db_dsn: str, conn: psycopg.Connection) -> str:
 def test_a_short_run_inserts_at_the_asked_rate(seeded_db: str, conn: psycopg.Connection) -> None:
     before = conn.execute(
         "SELECT (SELECT count(*) FROM financial_transactions_staging) AS staging, "
-        "(SELECT count(*) FROM ecommerce_events) AS events, "
+        "(SELECT count(*) FROM ecommerce_events)"
+        " + (SELECT count(*) FROM ecommerce_anonymous_events) AS events, "
         "(SELECT count(*) FROM crm_customers) AS customers, "
         "(SELECT max(transaction_id) FROM financial_transactions_staging) AS max_txn"
     ).fetchone()
@@ -262,7 +263,8 @@ def test_a_short_run_inserts_at_the_asked_rate(seeded_db: str, conn: psycopg.Con
     stats = simulate.run(seeded_db, cfg, duration=3.0, on_status=lambda s: seen.append(s.staging_rows))
     after = conn.execute(
         "SELECT (SELECT count(*) FROM financial_transactions_staging) AS staging, "
-        "(SELECT count(*) FROM ecommerce_events) AS events, "
+        "(SELECT count(*) FROM ecommerce_events)"
+        " + (SELECT count(*) FROM ecommerce_anonymous_events) AS events, "
         "(SELECT count(*) FROM crm_customers) AS customers, "
         "(SELECT min(transaction_id) FROM financial_transactions_staging "
         "WHERE batch_id LIKE 'sim-%%') AS min_txn"

@@ -67,7 +67,12 @@ BEGIN
             -- The order-id keys: written by the writers of orders (not by a shard trigger), read by the
             -- pipeline's order check and reconcile, which run beside staging: a copy on every node
             -- keeps that check a local primary-key probe wherever the chunk runs (docs/scaling.md).
-            (21, 'public.erp_order_keys', 'reference', NULL, NULL)
+            (21, 'public.erp_order_keys', 'reference', NULL, NULL),
+            -- The e-commerce events with their customers (the capture writes the co-located queue
+            -- shard; the refresh's per-customer event aggregates are shard by shard). Anonymous
+            -- events (no customer) are a table of their own, by session: a visit stays on one shard.
+            (22, 'public.ecommerce_events', 'hash', 'customer_id', 'public.lakehouse_customers'),
+            (23, 'public.ecommerce_anonymous_events', 'hash', 'session_id', 'none')
         ) AS t(ord, rel, kind, col, colocate_with)
         WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = t.rel::regclass)
         ORDER BY t.ord

@@ -28,10 +28,13 @@ CUSTOMER_GROUP = (
     "crm_customers",
     "customer_360_dirty",
     "customer_360_store",
+    "ecommerce_events",
     "erp_orders",
     "lakehouse_customer_chains",
     "lakehouse_customers",
 )
+# Anonymous visitors' events, by session (no customer to go with)
+BY_SESSION = ("ecommerce_anonymous_events",)
 # A copy on every node: small lookups, and the order-id keys the pipeline's order check reads
 REFERENCE = ("erp_order_keys", "financial_transaction_types")
 # Distributed by account_id and co-located: the exactly-once ledger, the processed rows, the source
@@ -80,6 +83,10 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
         assert placed == workers, t
     fin_colocation = {layout[n]["colocation_id"] for n in FINANCIAL_GROUP}
     assert len(fin_colocation) == 1 and fin_colocation != colocation
+    for name in BY_SESSION:
+        t = layout[name]
+        assert (t["kind"], t["distributed_by"]) == ("distributed", "session_id"), t
+        assert {p.split(" (")[0] for p in t["placements"].split(", ")} == workers, t
     # staging stays on the coordinator (docs/scaling.md says why)
     assert "financial_transactions_staging" not in layout
 
@@ -89,7 +96,7 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
     assert {t["table_name"] for t in status["distribution"]} == set(layout)
     assert all(m["state"] == "applied" for m in status["migrations"])
     out = CliRunner().invoke(main, ["--dsn", citus_dsn, "db", "migrate"])
-    n_distributed = len(CUSTOMER_GROUP) + len(FINANCIAL_GROUP)
+    n_distributed = len(CUSTOMER_GROUP) + len(FINANCIAL_GROUP) + len(BY_SESSION)
     assert (
         out.exit_code == 0
         and f"Citus: {n_distributed} distributed and {len(REFERENCE)} reference table(s)" in out.output
@@ -107,7 +114,9 @@ def test_reset_keeps_citus_and_drops_the_platform(citus_dsn):
         assert citus.installed(conn) and citus.layout(conn) == []
         assert conn.execute("SELECT count(*) FROM citus_tables").fetchone()[0] == 0
         migrate.migrate(conn)
-        assert len(citus.layout(conn)) == len(CUSTOMER_GROUP) + len(FINANCIAL_GROUP) + len(REFERENCE)
+        assert len(citus.layout(conn)) == (
+            len(CUSTOMER_GROUP) + len(FINANCIAL_GROUP) + len(BY_SESSION) + len(REFERENCE)
+        )
 
 
 # The release before the customer group moved: the lakehouse alone was distributed.

@@ -45,6 +45,13 @@ SNAPSHOTS = {
                                      total_transaction_amount, value_segment, engagement_segment), ','
                               ORDER BY customer_id)), count(*)
         FROM customer_360_store""",
+    "events": """
+        SELECT 'customer' AS kind, event_type, count(*), count(DISTINCT session_id), max(event_id)
+        FROM ecommerce_events GROUP BY event_type
+        UNION ALL
+        SELECT 'anonymous', event_type, count(*), count(DISTINCT session_id), max(event_id)
+        FROM ecommerce_anonymous_events GROUP BY event_type
+        ORDER BY 1, 2""",
     "dq results": """
         SELECT rule_name, last_status, last_passed,
                CASE WHEN rule_type <> 'freshness' THEN last_score END  -- freshness moves with the clock

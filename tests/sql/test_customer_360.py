@@ -275,7 +275,10 @@ def test_engagement_metrics_and_window(conn):
     add_event(conn, 1, now - dt.timedelta(days=1), "add_to_cart", session=s2)
     add_event(conn, 1, now - dt.timedelta(days=1), "purchase", session=s2)
     add_event(conn, 1, now - dt.timedelta(days=380), "purchase", session=s2)  # outside the year
-    add_event(conn, None, now, "page_view")
+    conn.execute(  # an anonymous visitor's event counts for nobody
+        "INSERT INTO ecommerce_anonymous_events (session_id, event_timestamp, event_type)"
+        " VALUES ('00000000-0000-0000-0000-000000000003', now(), 'page_view')"
+    )
     refresh(conn)
     r = row(conn, 1)
     assert (r["total_events"], r["total_sessions"], r["page_views"], r["product_views"]) == (4, 2, 1, 1)

@@ -723,7 +723,17 @@ def _load_batch(conn, frames: TickFrames, streams: set[str], xid: list[str] | No
                 ),
             )
         if "events" in streams and frames.events.height:
-            copy_frames(cur, "ecommerce_events", EVENT_COLUMNS, [frames.events], prefetch=False)
+            named, anonymous = synth.split_events(frames.events)
+            if named.height:
+                copy_frames(cur, "ecommerce_events", EVENT_COLUMNS, [named], prefetch=False)
+            if anonymous.height:
+                copy_frames(
+                    cur,
+                    synth.ANONYMOUS_EVENTS,
+                    synth.anonymous_columns(EVENT_COLUMNS),
+                    [anonymous],
+                    prefetch=False,
+                )
         if "market" in streams and frames.market.height:
             copy_frames(cur, "external_market_data", MARKET_COLUMNS, [frames.market], prefetch=False)
         if "crm" in streams and frames.crm_updates.height:

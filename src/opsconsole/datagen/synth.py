@@ -94,6 +94,22 @@ PRODUCT_ADJECTIVES = ["Classic", "Smart", "Eco", "Deluxe", "Compact", "Pro", "Vi
 PRODUCTS = 500  # product ids 1..PRODUCTS; a product's category, name and list price derive from its id
 
 EVENT_TYPES = ["page_view", "product_view", "add_to_cart", "purchase"]
+ANONYMOUS_EVENTS = "ecommerce_anonymous_events"  # events without a customer (migration 0029)
+
+
+def split_events(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A logged-in visitor's events (ecommerce_events) and an anonymous visitor's (ANONYMOUS_EVENTS,
+    which has no customer_id column): ecommerce_events is keyed by customer, so that Citus can place
+    every row with its customer (docs/scaling.md)."""
+    anonymous = frame["customer_id"].is_null()
+    return frame.filter(~anonymous), frame.filter(anonymous).drop("customer_id")
+
+
+def anonymous_columns(columns: list[str]) -> list[str]:
+    """The event columns an anonymous event has: all but customer_id."""
+    return [c for c in columns if c != "customer_id"]
+
+
 # Device classes as the customer-360 rule reads them: ILIKE '%mobile%' -> mobile, '%tablet%' -> tablet.
 USER_AGENTS = {
     "mobile": [

@@ -1003,11 +1003,22 @@ def _load(
 
 def _advance_sequences(conn: psycopg.Connection, target: Target, cols: list[Column]) -> None:
     """Explicit values loaded into identity/serial columns would collide with later default values:
-    move each such sequence past the column's maximum (never backwards)."""
+    move each such sequence past the column's maximum (never backwards). A column whose default draws
+    from another table's sequence (the anonymous events share ecommerce_events' ids) counts too."""
     for column in cols:
         row = conn.execute(
-            "SELECT pg_get_serial_sequence(%s, %s)",
-            (sql.Identifier(target.schema, target.name).as_string(conn), column.name),
+            """
+            SELECT coalesce(pg_get_serial_sequence(%(t)s, %(c)s), (
+                SELECT d.refobjid::regclass::text
+                FROM pg_attrdef ad
+                JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+                JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                                AND d.refclassid = 'pg_class'::regclass
+                JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
+                WHERE ad.adrelid = %(t)s::regclass AND a.attname = %(c)s
+                LIMIT 1))
+            """,
+            {"t": sql.Identifier(target.schema, target.name).as_string(conn), "c": column.name},
         ).fetchone()
         if not row or row[0] is None:
             continue
