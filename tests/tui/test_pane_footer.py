@@ -63,3 +63,35 @@ async def test_textual_footer_rebuilds_on_a_focus_change():
     kept, _, after = await shown_after_focus_and_toggle(Footer)
     assert not kept
     assert "x" in after
+
+
+async def test_a_burst_of_binding_signals_rebuilds_the_footer_once():
+    """Opening a filter sends several bindings signals in one frame; each used to queue a rebuild."""
+    app = FooterApp(PaneFooter)
+    async with app.run_test(size=(80, 10)) as pilot:
+        await pilot.pause()
+        footer = app.query_one(PaneFooter)
+        composed = []
+        recompose = footer.recompose
+
+        async def counted() -> None:
+            composed.append(1)
+            await recompose()
+
+        footer.recompose = counted  # type: ignore[method-assign]
+        composed.clear()
+        app.can_cancel = True
+        for _ in range(3):
+            app.screen.bindings_updated_signal.publish(app.screen)
+        await pilot.pause()
+        await pilot.pause()
+        assert len(composed) == 1
+        assert "x" in [k.key for k in keys(app)]
+        # and back before the rebuild ran: nothing to rebuild
+        composed.clear()
+        app.can_cancel = False
+        app.screen.bindings_updated_signal.publish(app.screen)
+        app.can_cancel = True
+        await pilot.pause()
+        await pilot.pause()
+        assert composed == [] and "x" in [k.key for k in keys(app)]

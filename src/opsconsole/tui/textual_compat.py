@@ -134,6 +134,11 @@ def footer_bindings_ready(footer: Footer) -> bool:
     return bool(footer._bindings_ready)
 
 
+def footer_set_bindings_ready(footer: Footer) -> None:
+    """What Footer.bindings_changed records first, for a footer that schedules its own rebuild."""
+    footer._bindings_ready = True
+
+
 def reorder_rows(table: DataTable, order: dict[Any, int]) -> None:
     """Give each row key its position (what DataTable.sort does) and redraw."""
     assert TwoWayDict is not None

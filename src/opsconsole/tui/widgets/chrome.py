@@ -237,6 +237,7 @@ class PaneFooter(Footer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._composed_for: tuple | None = None
+        self._rebuild_queued = False
 
     def _keys_width(self) -> int:
         """Cells the shown keys take: key, a space and the description, padded by one each side."""
@@ -270,12 +271,25 @@ class PaneFooter(Footer):
             self._composed_for = self._shown_signature()
         yield from super().compose()
 
+    def _shows_current(self) -> bool:
+        return self._composed_for is not None and self._shown_signature() == self._composed_for
+
     def bindings_changed(self, screen: Screen) -> None:
-        if (
-            self._composed_for is not None
-            and self.is_attached
-            and screen is self.screen
-            and self._shown_signature() == self._composed_for
-        ):
+        """One rebuild for a burst of signals: opening a filter sends several in one frame (focus,
+        classes, the input's own bindings), and each queued a full rebuild of its own (P8). The
+        rebuild runs once, after the refresh, for the bindings of that moment."""
+        if not (self.is_attached and screen is self.screen):
+            super().bindings_changed(screen)  # another screen's signal: Textual only notes it
             return
-        super().bindings_changed(screen)
+        if self._rebuild_queued or self._shows_current():
+            return
+        textual_compat.footer_set_bindings_ready(self)
+        if not screen.app.app_focus:
+            return
+        self._rebuild_queued = True
+        self.call_after_refresh(self._rebuild)
+
+    async def _rebuild(self) -> None:
+        self._rebuild_queued = False
+        if not self._shows_current():
+            await self.recompose()
