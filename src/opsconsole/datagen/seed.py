@@ -977,29 +977,22 @@ def build_jobs(
         # (or, without history, nothing is processed at all).
         return gen.transactions(lo, hi).with_columns(is_processed=pl.lit(False))
 
-    def events(part: int) -> Iterator[pl.DataFrame]:
+    def events(part: int | None) -> Iterator[pl.DataFrame]:
         # Each job generates the sessions and keeps its part: ~1.5 µs a row, against ~15 µs to COPY it.
-        return (synth.split_events(gen.events(lo, hi))[part] for lo, hi in _ranges(plan.sessions, CHUNK // 5))
+        for lo, hi in _ranges(plan.sessions, CHUNK // 5):
+            frame = gen.events(lo, hi)
+            yield frame if part is None else synth.split_events(frame)[part]
 
-    if _has_anonymous_events(conn):
-        jobs: list[Job] = [
-            Job("ecommerce_events", EVENT_COLUMNS, int(plan.sessions * 5 * 0.85), lambda: events(0)),
-            Job(
-                synth.ANONYMOUS_EVENTS,
-                synth.anonymous_columns(EVENT_COLUMNS),
-                int(plan.sessions * 5 * 0.15),
-                lambda: events(1),
-            ),
-        ]
-    else:  # a database of a release before 0029 (the upgrade tests seed one): one table of events
-        jobs = [
-            Job(
-                "ecommerce_events",
-                EVENT_COLUMNS,
-                plan.sessions * 5,
-                lambda: (gen.events(lo, hi) for lo, hi in _ranges(plan.sessions, CHUNK // 5)),
-            )
-        ]
+    anonymous_cols = synth.anonymous_columns(EVENT_COLUMNS)
+    event_tables = (  # (table, columns, share of the events, part of split_events)
+        [("ecommerce_events", EVENT_COLUMNS, 0.85, 0), (synth.ANONYMOUS_EVENTS, anonymous_cols, 0.15, 1)]
+        if _has_anonymous_events(conn)
+        else [("ecommerce_events", EVENT_COLUMNS, 1.0, None)]  # a database of a release before 0029
+    )
+    jobs: list[Job] = [
+        Job(table, cols, int(plan.sessions * 5 * share), lambda part=part: events(part))
+        for table, cols, share, part in event_tables
+    ]
     jobs += [
         Job(
             "financial_transactions",
