@@ -31,6 +31,7 @@ from psycopg import conninfo
 HERE = Path(__file__).resolve().parent
 BENCH_DB = "opsconsole_bench_c360"
 P5_TARGET = 50.0
+P5_P95_MS = 5.0  # and the search itself under this at p95 (performance.md, round two)
 P6_TARGET = 20.0
 
 FIRST = ["anna", "bruno", "chen", "dara", "elif", "farah", "goran", "hana", "ivan", "jonas", "kofi",
@@ -244,7 +245,7 @@ def measure_p5(dsn: str, n: int, queries: int = 40) -> dict:
         "baseline": round(baseline, 2),
         "ratio": round(ratio, 1),
         "target": P5_TARGET,
-        "ok": ratio >= P5_TARGET and found == len(fragments),
+        "ok": ratio >= P5_TARGET and value < P5_P95_MS and found == len(fragments),
         "unit": "ms",
         "detail": {
             "what": f"search by name/email fragment, {n:,} customers, p95 of {len(fragments)} fragments",
