@@ -43,6 +43,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from opsconsole.db.connect import is_transient
 from opsconsole.ops import pipeline as ops
 from opsconsole.pipeline.copyio import STAGING_COLUMNS
 from tests.orders import add_orders
@@ -314,21 +315,30 @@ class Chaos(threading.Thread):
         self.events.append(("terminate", hit if busy else 0))
 
 
-def _add_late_orders(conn: psycopg.Connection, order_ids: list[int]) -> None:
-    """The late ERP batch, written as a loader writes it: on Citus its rows and keys go to the worker
-    nodes, so a write that meets a node being restarted fails whole and is sent again."""
+def _sent_again(conn: psycopg.Connection, send):
+    """On Citus a statement that needs a worker node being restarted fails whole on a healthy link
+    to the coordinator (the chaos test of tests/citus restarts one): wait and send it again, as a
+    loader or an operator would."""
     for attempt in range(60):
         try:
-            add_orders(conn, *({"order_id": o, "customer_id": 1, "order_date": T0} for o in order_ids))
-            return
-        except psycopg.OperationalError:
-            if attempt == 59:
+            return send()
+        except psycopg.Error as exc:
+            if attempt == 59 or conn.broken or not is_transient(exc):
                 raise
             time.sleep(0.5)
 
 
+def _add_late_orders(conn: psycopg.Connection, order_ids: list[int]) -> None:
+    """The late ERP batch, written as a loader writes it: in one transaction, so a retry adds it once."""
+    _sent_again(
+        conn,
+        lambda: add_orders(conn, *({"order_id": o, "customer_id": 1, "order_date": T0} for o in order_ids)),
+    )
+
+
 def _count(conn: psycopg.Connection, where: str) -> int:
-    return conn.execute(f"SELECT count(*) FROM financial_transactions_staging WHERE {where}").fetchone()[0]
+    sql = f"SELECT count(*) FROM financial_transactions_staging WHERE {where}"
+    return _sent_again(conn, lambda: conn.execute(sql).fetchone()[0])
 
 
 def _wait(predicate, timeout_s: float, what: str, poll_s: float = 0.1) -> None:

@@ -17,6 +17,7 @@ import psycopg
 
 from opsconsole.datagen import seed as seeding
 from opsconsole.db import migrate
+from opsconsole.db.connect import Reconnect
 from opsconsole.ops import pipeline as ops
 
 
@@ -163,3 +164,27 @@ async def test_the_console_rides_out_a_fast_restart(own_server) -> None:
         assert rows
         assert app.engine.connected
         assert [r[3] for r in table_rows(app, "#audit")] == ["after_the_restart", "before_the_restart"]
+
+
+def test_a_loop_that_notices_an_outage_late_adds_no_lines() -> None:
+    """One outage, two claim loops that meet it a moment apart (on Citus, a node that is down fails
+    each loop's next chunk in turn): one line when it starts, one when it is over."""
+    lines: list[str] = []
+    policy = Reconnect("worker", lines.append)
+    exc = psycopg.OperationalError("server closed the connection unexpectedly")
+    policy.lost(exc, 0)
+    policy.restored(0)
+    policy.lost(exc, 1)  # within grace_s of the recovery: the same outage
+    policy.restored(1)
+    assert [line.split(" (")[0].split(" after")[0] for line in lines] == [
+        "worker: lost the database",
+        "worker: reconnected to the database",
+    ]
+    assert policy.outages == 1
+
+    later = Reconnect("worker", lines.append, grace_s=0.0)  # every loss is an outage of its own
+    lines.clear()
+    for _ in range(2):
+        later.lost(exc, 0)
+        later.restored(0)
+    assert len(lines) == 4 and later.outages == 2

@@ -8,11 +8,17 @@ restart -m fast of cluster.sh's data directory) once the drain has started, whil
 changing CRM customers, whose versions go to the distributed lakehouse tables. Writes that meet the
 node while it is down fail and are retried; afterwards every customer has exactly one open version
 and it holds the customer's current row.
+
+The chaos restart lands wherever it lands; the second test stops a worker node for a few seconds
+on purpose under `opsconsole simulate` and `opsconsole worker`, which must ride it out as they ride
+out a restart of the server itself (tests/test_restarts.py): no traceback, rows moving afterwards,
+nothing lost or sent twice.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +30,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the chaos test's module
 import test_pipeline_reliability as reliability  # noqa: E402
+import test_restarts as restarts  # noqa: E402
+
+from opsconsole.datagen import seed as seeding  # noqa: E402
+from opsconsole.ops import pipeline as ops  # noqa: E402
 
 ROWS = int(os.environ.get("OPSCONSOLE_CITUS_RELIABILITY_ROWS", "6000"))
 CLUSTER_DIR = os.environ.get("OPSCONSOLE_CITUS_CLUSTER_DIR", "")  # cluster.sh's directory
@@ -37,6 +47,21 @@ def _worker_node(dsn: str) -> tuple[str, int]:
         ).fetchone()[0]
     data_dir = Path(CLUSTER_DIR) / f"n{port}"
     return str(data_dir), port
+
+
+def _pg_ctl(data_dir: str, action: str) -> None:
+    """pg_ctl as the OS user postgres, who owns cluster.sh's nodes."""
+    command = f"{PG_CTL} -D {data_dir} -l {data_dir}.log -m fast -w {action}"
+    subprocess.run(
+        ["su", "postgres", "-s", "/bin/sh", "-c", command], check=True, capture_output=True, timeout=120
+    )
+
+
+def _needs_node_control() -> None:
+    if not CLUSTER_DIR:
+        pytest.skip("OPSCONSOLE_CITUS_CLUSTER_DIR is not set: stopping a node needs cluster.sh's directory")
+    if os.geteuid() != 0:
+        pytest.skip("stopping a Citus node needs root (the nodes run as the OS user postgres)")
 
 
 class NodeRestart(threading.Thread):
@@ -65,19 +90,7 @@ class NodeRestart(threading.Thread):
             writer = threading.Thread(target=self._write_crm, daemon=True)
             writer.start()
             time.sleep(1.0)
-            subprocess.run(
-                [
-                    "su",
-                    "postgres",
-                    "-s",
-                    "/bin/sh",
-                    "-c",
-                    f"{PG_CTL} -D {self.data_dir} -l {self.data_dir}.log -m fast -w restart",
-                ],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
+            _pg_ctl(self.data_dir, "restart")
             self.restarted_at = time.monotonic()
             time.sleep(2.0)  # writes after the node is back
             self.stop.set()
@@ -107,10 +120,7 @@ class NodeRestart(threading.Thread):
 
 
 def test_chaos_with_a_worker_node_restart_loses_nothing(citus_dsn, tmp_path, monkeypatch):
-    if not CLUSTER_DIR:
-        pytest.skip("OPSCONSOLE_CITUS_CLUSTER_DIR is not set: the node restart needs cluster.sh's directory")
-    if os.geteuid() != 0:
-        pytest.skip("restarting a Citus node needs root (the nodes run as the OS user postgres)")
+    _needs_node_control()
     data_dir, _port = _worker_node(citus_dsn)
     assert Path(data_dir, "PG_VERSION").exists(), data_dir
     monkeypatch.setattr(reliability, "N_ROWS", ROWS)
@@ -145,4 +155,79 @@ def test_chaos_with_a_worker_node_restart_loses_nothing(citus_dsn, tmp_path, mon
         assert open_versions == []
     print(
         f"node restart: {restart.writes} CRM writes, {restart.write_failures} failed while the node was down"
+    )
+
+
+def test_simulate_and_worker_ride_out_a_stopped_worker_node(citus_dsn, tmp_path):
+    """A worker node down for a few seconds: the coordinator's links stay up, but every statement
+    that needs the node fails whole (Citus says "failure on connection marked as essential" or
+    "connection to the remote node ... failed"). Both commands wait and send the work again."""
+    _needs_node_control()
+    data_dir, _port = _worker_node(citus_dsn)
+    seeding.seed(citus_dsn, seeding.SeedPlan(customers=200, seed=3))
+    sim_log = open(tmp_path / "simulate.log", "w+")  # noqa: SIM115
+    worker_log = open(tmp_path / "worker.log", "w+")  # noqa: SIM115
+    sim = restarts._cli(
+        citus_dsn,
+        *("simulate", "--rate", "300", "--seed", "7", "--tick", "0.1"),
+        *("--duplicate-rate", "0", "--conflict-rate", "0"),
+        log=sim_log,
+    )
+    worker = restarts._cli(citus_dsn, "worker", "--concurrency", "2", "--poll-seconds", "0.5", log=worker_log)
+    stopped = False
+    try:
+        restarts._wait(
+            lambda: restarts._scalar(citus_dsn, restarts.DONE) > 300, 120, "the first rows processed"
+        )
+        _pg_ctl(data_dir, "stop")
+        stopped = True
+        time.sleep(4)  # several simulator ticks and worker claims meet the missing node
+        _pg_ctl(data_dir, "start")
+        stopped = False
+        staged, done = (
+            restarts._scalar(citus_dsn, restarts.STAGED),
+            restarts._scalar(citus_dsn, restarts.DONE),
+        )
+        restarts._wait(
+            lambda: restarts._scalar(citus_dsn, restarts.STAGED) > staged + 600, 60, "traffic after"
+        )
+        restarts._wait(
+            lambda: restarts._scalar(citus_dsn, restarts.DONE) > done + 600, 60, "processing after"
+        )
+        assert sim.poll() is None and worker.poll() is None, "a process died while the node was down"
+        sim.send_signal(signal.SIGTERM)
+        assert sim.wait(timeout=60) == 0
+        pending = "SELECT count(*) FROM financial_transactions_staging WHERE processing_status = 'pending'"
+        restarts._wait(lambda: restarts._scalar(citus_dsn, pending) == 0, 120, "the drain")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if stopped:
+            _pg_ctl(data_dir, "start")
+        for p in (sim, worker):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    sim_log.seek(0)
+    worker_log.seek(0)
+    sim_text, worker_text = sim_log.read(), worker_log.read()
+    for name, text in (("simulate", sim_text), ("worker", worker_text)):
+        assert "Traceback" not in text, f"{name}:\n{text}"
+        # one line when the node went, one when it was back: not one per attempt
+        assert text.count("lost the database (a Citus worker node did not answer") == 1, f"{name}:\n{text}"
+        assert text.count("reconnected to the database") == 1, f"{name}:\n{text}"
+    with psycopg.connect(citus_dsn, autocommit=True) as conn:
+        bad = [r for r in ops.reconcile(conn) if r["mismatch_count"]]
+        assert not bad, bad
+        doubled = conn.execute(
+            "SELECT transaction_id FROM financial_transactions_staging "
+            "WHERE batch_id LIKE 'sim%%' AND transaction_id IS NOT NULL "
+            "GROUP BY transaction_id HAVING count(*) > 1"
+        ).fetchall()
+        assert doubled == []
+    print(
+        "".join(
+            line for line in sim_text.splitlines(True) + worker_text.splitlines(True) if "database" in line
+        )
     )

@@ -870,7 +870,7 @@ def _send_once(dsn: str, conn, frames: TickFrames, streams: set[str], policy, st
     """Load one batch, riding out a lost connection; returns (connection, seconds spent reconnecting).
 
     The connection is None when ``stop`` was set before the database came back."""
-    from opsconsole.db.connect import is_disconnect
+    from opsconsole.db.connect import is_transient
 
     xid: list[str] = []
     started: float | None = None
@@ -878,13 +878,14 @@ def _send_once(dsn: str, conn, frames: TickFrames, streams: set[str], policy, st
         try:
             if conn is None:
                 conn = _reconnect(dsn)
-                policy.restored()
                 if xid and _committed(conn, xid[0]):
+                    policy.restored()
                     break  # the commit reached the server; only its acknowledgement was lost
             _load_batch(conn, frames, streams, xid)
+            policy.restored()  # back once a batch lands: on Citus the link may be up, a node not
             break
         except Exception as exc:
-            if not is_disconnect(exc):
+            if not is_transient(exc):
                 raise
             if started is None:
                 started = time.monotonic()
@@ -915,14 +916,13 @@ def _committed(conn, xid: str) -> bool:
 
 def _audit_run(dsn: str, conn, base: SimConfig, duration, stats: SimStats, policy, say):
     """The run's audit row, riding out a lost connection for up to AUDIT_PATIENCE_S."""
-    from opsconsole.db.connect import is_disconnect
+    from opsconsole.db.connect import is_transient
 
     deadline = time.monotonic() + AUDIT_PATIENCE_S
     while True:
         try:
             if conn is None:
                 conn = _reconnect(dsn)
-                policy.restored()
             conn.execute(
                 "SELECT record_audit('simulate', %s::jsonb, %s::jsonb, 'ok', %s::numeric, NULL)",
                 (
@@ -931,9 +931,10 @@ def _audit_run(dsn: str, conn, base: SimConfig, duration, stats: SimStats, polic
                     round(stats.elapsed_s * 1000, 3),
                 ),
             )
+            policy.restored()
             return conn
         except Exception as exc:
-            if not is_disconnect(exc):
+            if not is_transient(exc):
                 raise
             with contextlib.suppress(Exception):
                 conn.close()

@@ -98,8 +98,29 @@ def is_disconnect(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionProblem | psycopg.InterfaceError):
         return True
     if isinstance(exc, psycopg.OperationalError):
-        return not isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable)
+        if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+            return False
+        return not is_node_unreachable(exc)  # the coordinator's link is fine
     return False
+
+
+# Citus's words when a statement needed a worker node it could not reach (restarting, down). It says
+# "failure on connection marked as essential" as an internal error (XX000), without an error code.
+_NODE_UNREACHABLE = ("failure on connection marked as essential", "connection to the remote node")
+
+
+def is_node_unreachable(exc: BaseException) -> bool:
+    """A Citus worker node the statement needed could not be reached, on a healthy link to the
+    coordinator: the statement rolled back whole, and the same work can be sent again."""
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.InterfaceError):
+        return False
+    message = (exc.diag.message_primary or str(exc)) if exc.diag else str(exc)
+    return message.startswith(_NODE_UNREACHABLE)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth sending again after a pause: the server or the link went away, or a Citus node did."""
+    return is_disconnect(exc) or is_node_unreachable(exc)
 
 
 class Reconnect:
@@ -110,7 +131,8 @@ class Reconnect:
     the database is back, never one per attempt or per loop. `lost()` returns how long to wait
     before the next attempt: `initial` doubling to `cap`, each delay drawn uniformly from its upper
     half so that N processes do not reconnect in lock step. Loss within `grace_s` of the last
-    recovery counts as the same outage (a loop that notices late does not start a new one).
+    recovery counts as the same outage (a loop that notices late does not start a new one, and
+    says nothing when it is back either).
     """
 
     def __init__(
@@ -134,6 +156,7 @@ class Reconnect:
         self._down: dict[object, int] = {}  # who is reconnecting -> attempts so far
         self._since: float | None = None  # monotonic start of the current outage
         self._back_at = -math.inf  # monotonic time of the last recovery
+        self._announced = False  # whether the current outage printed its line
 
     @property
     def down(self) -> bool:
@@ -147,7 +170,8 @@ class Reconnect:
             self._down[who] = attempts + 1
             if self._since is None:
                 self._since = now
-                if now - self._back_at > self.grace_s:
+                self._announced = now - self._back_at > self.grace_s
+                if self._announced:
                     self.outages += 1
                     self.say(
                         f"{self.name}: lost the database ({reason(exc)}); "
@@ -163,7 +187,8 @@ class Reconnect:
                 return
             now = time.monotonic()
             took, self._since, self._back_at = now - self._since, None, now
-            self.say(f"{self.name}: reconnected to the database after {took:.1f} s")
+            if self._announced:
+                self.say(f"{self.name}: reconnected to the database after {took:.1f} s")
 
 
 def reason(exc: BaseException) -> str:
@@ -172,4 +197,6 @@ def reason(exc: BaseException) -> str:
         return exc.message.rstrip(".")
     sqlstate = getattr(exc, "sqlstate", None)
     text = first_line(exc)
+    if is_node_unreachable(exc):
+        return f"a Citus worker node did not answer: {text}"
     return f"{type(exc).__name__} {sqlstate}: {text}" if sqlstate else f"{type(exc).__name__}: {text}"

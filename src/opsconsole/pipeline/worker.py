@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from opsconsole.db.connect import Reconnect, is_disconnect
+from opsconsole.db.connect import Reconnect, is_disconnect, is_node_unreachable
 from opsconsole.ops import pipeline as ops
 
 log = logging.getLogger("opsconsole.worker")
@@ -152,6 +152,7 @@ class Worker:
                     self._wait_for_work(conn)  # resume_processing() NOTIFYs opsconsole_staging
                     continue
                 result = ops.process_batch(conn, self.batch_size, self.max_chunk_time, worker=label)
+                self.reconnect.restored(slot)  # ends an outage of a Citus node (the link stayed up)
                 if result.claimed:
                     self.stats.add(result)
                     log.info("%s: chunk %s", label, result.summary())
@@ -160,13 +161,16 @@ class Worker:
                     continue  # more may be due: claim again at once
                 self._wait_for_work(conn)
             except (psycopg.Error, ops.OpsError) as exc:
-                if is_disconnect(exc) or conn is None or conn.broken or conn.closed:
-                    # Server gone, connection killed, or unreachable: the chunk in flight rolled
-                    # back with the connection, so its rows are simply claimed again.
+                link_lost = is_disconnect(exc) or conn is None or conn.broken or conn.closed
+                if link_lost or is_node_unreachable(exc):
+                    # Server gone, connection killed, unreachable, or a Citus worker node the chunk
+                    # needed: the chunk in flight rolled back, so its rows are simply claimed again.
+                    # One line per outage either way (Reconnect); a node's outage keeps the link.
                     with self.stats.lock:
                         self.stats.reconnects += 1
-                    _close(conn)
-                    conn = None
+                    if link_lost:
+                        _close(conn)
+                        conn = None
                     self._stop.wait(self.reconnect.lost(exc, slot))
                 elif isinstance(exc, psycopg.OperationalError | ops.OpsError):
                     # e.g. a deadlock or a cancelled statement: the chunk rolled back, the link is fine

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import psycopg
 from textual.timer import Timer
 
-from opsconsole.db.connect import connect, first_line, set_session
+from opsconsole.db.connect import connect, first_line, is_disconnect, set_session
 from opsconsole.errors import ConnectionProblem
 from opsconsole.ops import channels
 from opsconsole.ops.actions import describe_error
@@ -97,17 +97,6 @@ class DbSlot:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    """Errors that mean the connection (or the server) is gone, as opposed to a bad query."""
-    if isinstance(exc, ConnectionProblem | psycopg.InterfaceError):
-        return True
-    if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.QueryCanceled):
-        # AdminShutdown, CannotConnectNow, connection lost ... but not "canceling statement due to
-        # statement timeout" (a QueryCanceled) or lock timeouts, which are per-query problems.
-        return not isinstance(exc, psycopg.errors.LockNotAvailable)
-    return False
 
 
 @dataclass
