@@ -43,7 +43,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from opsconsole.db.connect import is_transient
+from opsconsole.errors import is_transient
 from opsconsole.ops import pipeline as ops
 from opsconsole.pipeline.copyio import STAGING_COLUMNS
 from tests.orders import add_orders

@@ -6,6 +6,7 @@ Nothing that derives from OpsError should ever reach the user as a traceback.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -64,10 +65,13 @@ def from_database(
 ) -> OpsError | None:
     """The one wording for database errors a person can meet while trying to `what`.
 
-    A missing privilege or a missing object (schema not migrated) always has a sentence; any other
-    database error becomes `fallback` when given, and None (not an expected failure) when not.
+    A missing privilege, a missing object (schema not migrated), a lost connection or a Citus worker
+    node that did not answer always has a sentence; any other database error becomes `fallback`
+    when given, and None (not an expected failure) when not.
     """
-    primary = (exc.diag.message_primary or str(exc).splitlines()[0]).rstrip(".")
+    # one line: a message relayed from libpq (a Citus node, a lost server) goes on with its hints
+    lines = (exc.diag.message_primary or str(exc)).strip().splitlines() or [type(exc).__name__]
+    primary = lines[0].rstrip(".")
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return PermissionProblem(
             f"Your database role may not {what} ({primary}); "
@@ -78,9 +82,64 @@ def from_database(
             f"This database lacks {objects} ({primary}), so it cannot {what}; "
             "run `opsconsole db migrate` first."
         )
+    if is_node_unreachable(exc):
+        return ConnectionProblem(
+            f"Cannot {what}: a Citus worker node did not answer ({primary}). The statement rolled back, "
+            "nothing was changed; `opsconsole db status` shows the nodes. Try again once the node is back."
+        )
+    if is_disconnect(exc):
+        return ConnectionProblem(
+            f"Cannot {what}: the database connection was lost ({primary}). Its open transaction rolled "
+            "back; try again once the server answers."
+        )
     if fallback is not None:
         return fallback(f"Cannot {what}: {primary}.")
     return None
+
+
+# -- which database errors are worth sending again ---------------------------------------------------
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Errors that mean the connection (or the server) is gone, as opposed to a bad query.
+
+    AdminShutdown (a fast restart, pg_terminate_backend), CannotConnectNow (the server is starting),
+    a closed socket, a refused connection: yes. A statement timeout (QueryCanceled) or a lock
+    timeout (LockNotAvailable) is a per-query problem on a healthy link: no."""
+    if isinstance(exc, ConnectionProblem | psycopg.InterfaceError):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+            return False
+        return not is_node_unreachable(exc)  # the coordinator's link is fine
+    return False
+
+
+# Citus's words when a statement needed a worker node it could not reach (restarting, down). It says
+# "failure on connection marked as essential" as an internal error (XX000), without an error code.
+_NODE_UNREACHABLE = ("failure on connection marked as essential", "connection to the remote node")
+
+
+def is_node_unreachable(exc: BaseException) -> bool:
+    """A Citus worker node the statement needed could not be reached, on a healthy link to the
+    coordinator: the statement rolled back whole, and the same work can be sent again."""
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.InterfaceError):
+        return False
+    message = (exc.diag.message_primary or str(exc)) if exc.diag else str(exc)
+    return message.startswith(_NODE_UNREACHABLE)
+
+
+def unreachable_node(exc: BaseException) -> str | None:
+    """The host:port of the Citus worker node that did not answer, from Citus's message."""
+    if not is_node_unreachable(exc):
+        return None
+    found = re.search(r"([^\s@:]+:\d+)", exc.diag.message_primary or str(exc))
+    return found.group(1) if found else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth sending again after a pause: the server or the link went away, or a Citus node did."""
+    return is_disconnect(exc) or is_node_unreachable(exc)
 
 
 @contextmanager

@@ -231,3 +231,34 @@ def test_simulate_and_worker_ride_out_a_stopped_worker_node(citus_dsn, tmp_path)
             line for line in sim_text.splitlines(True) + worker_text.splitlines(True) if "database" in line
         )
     )
+
+
+def test_a_stopped_worker_node_gets_a_sentence_not_a_traceback(citus_dsn):
+    """What an operator sees while a worker node is down: the CLI says which node did not answer and
+    that nothing changed (exit 2, no traceback), a console pane says it and that it will try again;
+    once the node is back the same command works."""
+    from opsconsole.tui.refresh import pane_error
+
+    _needs_node_control()
+    data_dir, port = _worker_node(citus_dsn)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "opsconsole.cli", "--dsn", citus_dsn, "reconcile"]
+    _pg_ctl(data_dir, "stop")
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        with psycopg.connect(citus_dsn, autocommit=True) as conn:
+            try:
+                conn.execute("SELECT count(*) FROM financial_transactions_processed").fetchone()
+                raise AssertionError("a query over every shard ran with a worker node stopped")
+            except psycopg.Error as exc:
+                shown = pane_error(exc, 1000)
+    finally:
+        _pg_ctl(data_dir, "start")
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert "a Citus worker node did not answer" in out.stderr and str(port) in out.stderr, out.stderr
+    assert "nothing was changed" in out.stderr, out.stderr
+    assert shown == f"Citus worker node 127.0.0.1:{port} did not answer; the next refresh tries again", shown
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, (again.stdout, again.stderr)

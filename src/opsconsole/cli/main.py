@@ -38,9 +38,15 @@ class OpsGroup(click.Group):
         except OpsError as exc:
             err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
             sys.exit(exc.exit_code)
-        except psycopg.errors.InsufficientPrivilege as exc:
-            # the database refused (the role lacks a grant): one sentence, exit code 3
-            problem = from_database(exc, "do this")
+        except psycopg.Error as exc:
+            # the expected ones get one sentence and their code: the role lacks a grant (3), the
+            # schema is not migrated, the connection or (Citus) a worker node went away mid-command
+            what = (
+                "do this" if isinstance(exc, psycopg.errors.InsufficientPrivilege) else "finish the command"
+            )
+            problem = from_database(exc, what)
+            if problem is None:
+                raise
             err_console.print(f"[bold red]error:[/] {escape(problem.message)}", highlight=False)
             sys.exit(problem.exit_code)
         except KeyboardInterrupt:

@@ -870,7 +870,7 @@ def _send_once(dsn: str, conn, frames: TickFrames, streams: set[str], policy, st
     """Load one batch, riding out a lost connection; returns (connection, seconds spent reconnecting).
 
     The connection is None when ``stop`` was set before the database came back."""
-    from opsconsole.db.connect import is_transient
+    from opsconsole.errors import is_transient
 
     xid: list[str] = []
     started: float | None = None
@@ -916,7 +916,7 @@ def _committed(conn, xid: str) -> bool:
 
 def _audit_run(dsn: str, conn, base: SimConfig, duration, stats: SimStats, policy, say):
     """The run's audit row, riding out a lost connection for up to AUDIT_PATIENCE_S."""
-    from opsconsole.db.connect import is_transient
+    from opsconsole.errors import is_transient
 
     deadline = time.monotonic() + AUDIT_PATIENCE_S
     while True:

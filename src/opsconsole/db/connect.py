@@ -12,7 +12,7 @@ import psycopg
 from psycopg import conninfo as ci
 
 from opsconsole.config import Target
-from opsconsole.errors import ConnectionProblem
+from opsconsole.errors import ConnectionProblem, is_node_unreachable
 
 CONNECT_TIMEOUT_S = 5
 
@@ -87,40 +87,6 @@ def first_line(exc: BaseException) -> str:
 
 
 # -- riding out restarts ---------------------------------------------------------------------------
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    """Errors that mean the connection (or the server) is gone, as opposed to a bad query.
-
-    AdminShutdown (a fast restart, pg_terminate_backend), CannotConnectNow (the server is starting),
-    a closed socket, a refused connection: yes. A statement timeout (QueryCanceled) or a lock
-    timeout (LockNotAvailable) is a per-query problem on a healthy link: no."""
-    if isinstance(exc, ConnectionProblem | psycopg.InterfaceError):
-        return True
-    if isinstance(exc, psycopg.OperationalError):
-        if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
-            return False
-        return not is_node_unreachable(exc)  # the coordinator's link is fine
-    return False
-
-
-# Citus's words when a statement needed a worker node it could not reach (restarting, down). It says
-# "failure on connection marked as essential" as an internal error (XX000), without an error code.
-_NODE_UNREACHABLE = ("failure on connection marked as essential", "connection to the remote node")
-
-
-def is_node_unreachable(exc: BaseException) -> bool:
-    """A Citus worker node the statement needed could not be reached, on a healthy link to the
-    coordinator: the statement rolled back whole, and the same work can be sent again."""
-    if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.InterfaceError):
-        return False
-    message = (exc.diag.message_primary or str(exc)) if exc.diag else str(exc)
-    return message.startswith(_NODE_UNREACHABLE)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth sending again after a pause: the server or the link went away, or a Citus node did."""
-    return is_disconnect(exc) or is_node_unreachable(exc)
 
 
 class Reconnect:

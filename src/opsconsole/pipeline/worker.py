@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from opsconsole.db.connect import Reconnect, is_disconnect, is_node_unreachable
+from opsconsole.db.connect import Reconnect
+from opsconsole.errors import is_disconnect, is_node_unreachable
 from opsconsole.ops import pipeline as ops
 
 log = logging.getLogger("opsconsole.worker")

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import psycopg
 from textual.timer import Timer
 
-from opsconsole.db.connect import connect, first_line, is_disconnect, set_session
-from opsconsole.errors import ConnectionProblem
+from opsconsole.db.connect import connect, first_line, set_session
+from opsconsole.errors import ConnectionProblem, is_disconnect, is_node_unreachable, unreachable_node
 from opsconsole.ops import channels
 from opsconsole.ops.actions import describe_error
 from opsconsole.ops.registry import Capabilities, probe
@@ -286,6 +286,10 @@ def pane_error(exc: BaseException, timeout_ms: int | None) -> str:
         return f"the query took longer than {timeout_ms} ms (statement_timeout)"
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return f"permission denied: {describe_error(exc)}"
+    if is_node_unreachable(exc):  # short: it is the pane's border line
+        return (
+            f"Citus worker node {unreachable_node(exc) or '?'} did not answer; the next refresh tries again"
+        )
     return describe_error(exc)
 
 
