@@ -115,9 +115,27 @@ def is_disconnect(exc: BaseException) -> bool:
     return False
 
 
-# Citus's words when a statement needed a worker node it could not reach (restarting, down). It says
-# "failure on connection marked as essential" as an internal error (XX000), without an error code.
-_NODE_UNREACHABLE = ("failure on connection marked as essential", "connection to the remote node")
+# Citus's words when a statement needed a worker node it could not reach (restarting, down): its own
+# ("failure on connection marked as essential: host:port", an internal error XX000 with no code of
+# its own; "connection to the remote node user@host:port failed ..."), or libpq's, relayed as XX000
+# when the node's link broke mid-statement (seen: "terminating connection due to administrator
+# command" while the node shut down). One server never raises the relayed ones as XX000: there they
+# are a lost connection of the session itself (57P01 and the like, OperationalError).
+_NODE_UNREACHABLE = (
+    "failure on connection marked as essential",
+    "connection to the remote node",
+    "connection establishment for node",
+    "could not establish any connections to the node",
+)
+_NODE_LINK_LOST = (
+    "terminating connection due to administrator command",
+    "server closed the connection unexpectedly",
+    "could not receive data from server",
+    "no connection to the server",
+    "connection not open",
+    "the database system is shutting down",
+    "the database system is starting up",
+)
 
 
 def is_node_unreachable(exc: BaseException) -> bool:
@@ -125,8 +143,10 @@ def is_node_unreachable(exc: BaseException) -> bool:
     coordinator: the statement rolled back whole, and the same work can be sent again."""
     if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.InterfaceError):
         return False
-    message = (exc.diag.message_primary or str(exc)) if exc.diag else str(exc)
-    return message.startswith(_NODE_UNREACHABLE)
+    message = ((exc.diag.message_primary or str(exc)) if exc.diag else str(exc)).strip()
+    if message.startswith(_NODE_UNREACHABLE):
+        return True
+    return isinstance(exc, psycopg.errors.InternalError_) and message.lower().startswith(_NODE_LINK_LOST)
 
 
 def unreachable_node(exc: BaseException) -> str | None:

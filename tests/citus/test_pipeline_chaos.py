@@ -64,6 +64,25 @@ def _needs_node_control() -> None:
         pytest.skip("stopping a Citus node needs root (the nodes run as the OS user postgres)")
 
 
+def _logs(sim_log, worker_log, dsn: str) -> str:
+    """What the two commands printed and what the coordinator holds open, for a failure's message."""
+    parts = []
+    for name, log in (("simulate", sim_log), ("worker", worker_log)):
+        log.seek(0)
+        parts.append(f"--- {name}\n" + "".join(log.read().splitlines(True)[-40:]))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid, application_name, state, wait_event_type, wait_event, left(query, 120) "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+        prepared = conn.execute(
+            "SELECT * FROM run_command_on_workers('SELECT count(*) FROM pg_prepared_xacts')"
+        ).fetchall()
+    parts.append("--- coordinator sessions\n" + "\n".join(map(str, rows)))
+    parts.append("--- prepared transactions on the workers\n" + "\n".join(map(str, prepared)))
+    return "\n".join(parts)
+
+
 class NodeRestart(threading.Thread):
     """Restarts one worker node once staging rows start moving; CRM writes go on around it."""
 
@@ -188,12 +207,15 @@ def test_simulate_and_worker_ride_out_a_stopped_worker_node(citus_dsn, tmp_path)
             restarts._scalar(citus_dsn, restarts.STAGED),
             restarts._scalar(citus_dsn, restarts.DONE),
         )
-        restarts._wait(
-            lambda: restarts._scalar(citus_dsn, restarts.STAGED) > staged + 600, 60, "traffic after"
-        )
-        restarts._wait(
-            lambda: restarts._scalar(citus_dsn, restarts.DONE) > done + 600, 60, "processing after"
-        )
+        try:
+            restarts._wait(
+                lambda: restarts._scalar(citus_dsn, restarts.STAGED) > staged + 600, 60, "traffic after"
+            )
+            restarts._wait(
+                lambda: restarts._scalar(citus_dsn, restarts.DONE) > done + 600, 60, "processing after"
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_logs(sim_log, worker_log, citus_dsn)}") from None
         assert sim.poll() is None and worker.poll() is None, "a process died while the node was down"
         sim.send_signal(signal.SIGTERM)
         assert sim.wait(timeout=60) == 0
@@ -214,8 +236,10 @@ def test_simulate_and_worker_ride_out_a_stopped_worker_node(citus_dsn, tmp_path)
     sim_text, worker_text = sim_log.read(), worker_log.read()
     for name, text in (("simulate", sim_text), ("worker", worker_text)):
         assert "Traceback" not in text, f"{name}:\n{text}"
-        # one line when the node went, one when it was back: not one per attempt
-        assert text.count("lost the database (a Citus worker node did not answer") == 1, f"{name}:\n{text}"
+        # one line when the node went, one when it was back: not one per attempt. (Its wording
+        # depends on what Citus relays: its own "a worker node did not answer" sentence, or the
+        # node's 57P01, which reads like a lost session and is ridden out the same way.)
+        assert text.count("lost the database") == 1, f"{name}:\n{text}"
         assert text.count("reconnected to the database") == 1, f"{name}:\n{text}"
     with psycopg.connect(citus_dsn, autocommit=True) as conn:
         bad = [r for r in ops.reconcile(conn) if r["mismatch_count"]]

@@ -287,9 +287,9 @@ def pane_error(exc: BaseException, timeout_ms: int | None) -> str:
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return f"permission denied: {describe_error(exc)}"
     if is_node_unreachable(exc):  # short: it is the pane's border line
-        return (
-            f"Citus worker node {unreachable_node(exc) or '?'} did not answer; the next refresh tries again"
-        )
+        node = unreachable_node(exc)
+        said = f"Citus worker node {node}" if node else f"a Citus worker node ({describe_error(exc)})"
+        return f"{said} did not answer; the next refresh tries again"
     return describe_error(exc)
 
 
