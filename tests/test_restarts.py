@@ -50,6 +50,73 @@ STAGED = "SELECT count(*) FROM financial_transactions_staging WHERE batch_id LIK
 DONE = STAGED + " AND processing_status <> 'pending'"
 
 
+PENDING = "SELECT count(*) FROM financial_transactions_staging WHERE processing_status = 'pending'"
+
+
+class Traffic:
+    """`opsconsole simulate` and `opsconsole worker` as subprocesses writing their logs under
+    tmp_path; the simulator has no duplicate or conflict faults, so a transaction id staged twice is
+    a batch sent twice. Shared with the Citus test that stops a worker node under them."""
+
+    def __init__(self, dsn: str, tmp_path, rate: int):
+        self.dsn = dsn
+        self.sim_log = open(tmp_path / "simulate.log", "w+")  # noqa: SIM115
+        self.worker_log = open(tmp_path / "worker.log", "w+")  # noqa: SIM115
+        self.sim = _cli(
+            dsn,
+            *("simulate", "--rate", str(rate), "--seed", "7", "--tick", "0.1"),
+            *("--duplicate-rate", "0", "--conflict-rate", "0"),
+            log=self.sim_log,
+        )
+        self.worker = _cli(dsn, "worker", "--concurrency", "2", "--poll-seconds", "0.5", log=self.worker_log)
+
+    def alive(self) -> bool:
+        return self.sim.poll() is None and self.worker.poll() is None
+
+    def finish(self) -> None:
+        """Stop the simulator, let the worker drain the backlog, stop the worker: both exit 0."""
+        self.sim.send_signal(signal.SIGTERM)
+        assert self.sim.wait(timeout=60) == 0
+        _wait(lambda: _scalar(self.dsn, PENDING) == 0, 120, "the drain")
+        self.worker.send_signal(signal.SIGTERM)
+        assert self.worker.wait(timeout=60) == 0
+
+    def kill(self) -> None:
+        for p in (self.sim, self.worker):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    def logs(self) -> tuple[str, str]:
+        self.sim_log.seek(0)
+        self.worker_log.seek(0)
+        return self.sim_log.read(), self.worker_log.read()
+
+    def check_logs(self, outages: int) -> str:
+        """No traceback; one line per outage and one when back, never one per attempt or per claim
+        loop. Returns the simulator's log."""
+        sim_text, worker_text = self.logs()
+        for name, text in (("simulate", sim_text), ("worker", worker_text)):
+            assert "Traceback" not in text, f"{name}:\n{text}"
+            assert text.count("lost the database") == outages, f"{name}:\n{text}"
+            assert text.count("reconnected to the database") == outages, f"{name}:\n{text}"
+        return sim_text
+
+    def check_nothing_lost(self) -> None:
+        """Reconcile is clean, and the batch in flight at each outage was sent exactly once
+        (committed, or re-sent once)."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            bad = [r for r in ops.reconcile(conn) if r["mismatch_count"]]
+            assert not bad, bad
+            doubled = conn.execute(
+                "SELECT staging_id, transaction_id, batch_id, amount, processing_status, error_code "
+                "FROM financial_transactions_staging WHERE transaction_id IN (SELECT transaction_id "
+                "FROM financial_transactions_staging WHERE batch_id LIKE 'sim%%' "
+                "GROUP BY transaction_id HAVING count(*) > 1)"
+            ).fetchall()
+            assert doubled == []
+
+
 def test_simulate_and_worker_ride_out_fast_and_immediate_restarts(own_server, tmp_path) -> None:
     server = own_server("restart")
     dsn = server.status().dsn
@@ -57,16 +124,7 @@ def test_simulate_and_worker_ride_out_fast_and_immediate_restarts(own_server, tm
         migrate.migrate(conn)
     seeding.seed(dsn, seeding.SeedPlan(customers=200, seed=3))
 
-    sim_log = open(tmp_path / "simulate.log", "w+")  # noqa: SIM115
-    worker_log = open(tmp_path / "worker.log", "w+")  # noqa: SIM115
-    # no duplicate/conflict faults, so a transaction id staged twice would be a batch sent twice
-    sim = _cli(
-        dsn,
-        *("simulate", "--rate", "500", "--seed", "7", "--tick", "0.1"),
-        *("--duplicate-rate", "0", "--conflict-rate", "0"),
-        log=sim_log,
-    )
-    worker = _cli(dsn, "worker", "--concurrency", "2", "--poll-seconds", "0.5", log=worker_log)
+    traffic = Traffic(dsn, tmp_path, rate=500)
     try:
         _wait(lambda: _scalar(dsn, DONE) > 500, 120, "the first simulated rows processed")
         for mode in ("fast", "immediate"):
@@ -75,7 +133,7 @@ def test_simulate_and_worker_ride_out_fast_and_immediate_restarts(own_server, tm
             # rows keep arriving and being processed after the restart
             _wait(lambda s=staged: _scalar(dsn, STAGED) > s + 1500, 60, f"traffic after a {mode} restart")
             _wait(lambda d=done: _scalar(dsn, DONE) > d + 1500, 60, f"processing after a {mode} restart")
-            assert sim.poll() is None and worker.poll() is None, f"a process died at the {mode} restart"
+            assert traffic.alive(), f"a process died at the {mode} restart"
 
         # the simulator resumed at its rate (no catch-up burst, no stall): ~500 rows/s over 4 s
         before = _scalar(dsn, STAGED)
@@ -83,48 +141,13 @@ def test_simulate_and_worker_ride_out_fast_and_immediate_restarts(own_server, tm
         rate = (_scalar(dsn, STAGED) - before) / 4
         assert 350 < rate < 650, rate
 
-        sim.send_signal(signal.SIGTERM)
-        assert sim.wait(timeout=60) == 0
-        _wait(
-            lambda: (
-                _scalar(
-                    dsn,
-                    "SELECT count(*) FROM financial_transactions_staging WHERE processing_status = 'pending'",
-                )
-                == 0
-            ),
-            120,
-            "the drain",
-        )
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=60) == 0
+        traffic.finish()
     finally:
-        for p in (sim, worker):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        traffic.kill()
 
-    sim_log.seek(0)
-    worker_log.seek(0)
-    sim_text, worker_text = sim_log.read(), worker_log.read()
-    for name, text in (("simulate", sim_text), ("worker", worker_text)):
-        assert "Traceback" not in text, f"{name}:\n{text}"
-        # one line per outage and one when back, never one per attempt or per claim loop
-        assert text.count("lost the database") == 2, f"{name}:\n{text}"
-        assert text.count("reconnected to the database") == 2, f"{name}:\n{text}"
+    sim_text = traffic.check_logs(outages=2)
     assert "Rode out 2 database outage(s)" in sim_text, sim_text
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        bad = [r for r in ops.reconcile(conn) if r["mismatch_count"]]
-        assert not bad, bad
-        # the batch in flight at each restart was sent exactly once (committed, or re-sent once)
-        doubled = conn.execute(
-            "SELECT staging_id, transaction_id, batch_id, amount, processing_status, error_code "
-            "FROM financial_transactions_staging WHERE transaction_id IN (SELECT transaction_id "
-            "FROM financial_transactions_staging WHERE batch_id LIKE 'sim%%' "
-            "GROUP BY transaction_id HAVING count(*) > 1)"
-        ).fetchall()
-        assert doubled == []
+    traffic.check_nothing_lost()
 
 
 async def test_the_console_rides_out_a_fast_restart(own_server) -> None:

@@ -18,7 +18,6 @@ nothing lost or sent twice.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +32,6 @@ import test_pipeline_reliability as reliability  # noqa: E402
 import test_restarts as restarts  # noqa: E402
 
 from opsconsole.datagen import seed as seeding  # noqa: E402
-from opsconsole.ops import pipeline as ops  # noqa: E402
 
 ROWS = int(os.environ.get("OPSCONSOLE_CITUS_RELIABILITY_ROWS", "6000"))
 CLUSTER_DIR = os.environ.get("OPSCONSOLE_CITUS_CLUSTER_DIR", "")  # cluster.sh's directory
@@ -64,13 +62,13 @@ def _needs_node_control() -> None:
         pytest.skip("stopping a Citus node needs root (the nodes run as the OS user postgres)")
 
 
-def _logs(sim_log, worker_log, dsn: str) -> str:
+def _logs(traffic: restarts.Traffic) -> str:
     """What the two commands printed and what the coordinator holds open, for a failure's message."""
-    parts = []
-    for name, log in (("simulate", sim_log), ("worker", worker_log)):
-        log.seek(0)
-        parts.append(f"--- {name}\n" + "".join(log.read().splitlines(True)[-40:]))
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    parts = [
+        f"--- {name}\n" + "".join(text.splitlines(True)[-40:])
+        for name, text in zip(("simulate", "worker"), traffic.logs(), strict=True)
+    ]
+    with psycopg.connect(traffic.dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pid, application_name, state, wait_event_type, wait_event, left(query, 120) "
             "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -184,15 +182,7 @@ def test_simulate_and_worker_ride_out_a_stopped_worker_node(citus_dsn, tmp_path)
     _needs_node_control()
     data_dir, _port = _worker_node(citus_dsn)
     seeding.seed(citus_dsn, seeding.SeedPlan(customers=200, seed=3))
-    sim_log = open(tmp_path / "simulate.log", "w+")  # noqa: SIM115
-    worker_log = open(tmp_path / "worker.log", "w+")  # noqa: SIM115
-    sim = restarts._cli(
-        citus_dsn,
-        *("simulate", "--rate", "300", "--seed", "7", "--tick", "0.1"),
-        *("--duplicate-rate", "0", "--conflict-rate", "0"),
-        log=sim_log,
-    )
-    worker = restarts._cli(citus_dsn, "worker", "--concurrency", "2", "--poll-seconds", "0.5", log=worker_log)
+    traffic = restarts.Traffic(citus_dsn, tmp_path, rate=300)
     stopped = False
     try:
         restarts._wait(
@@ -215,41 +205,20 @@ def test_simulate_and_worker_ride_out_a_stopped_worker_node(citus_dsn, tmp_path)
                 lambda: restarts._scalar(citus_dsn, restarts.DONE) > done + 600, 60, "processing after"
             )
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{_logs(sim_log, worker_log, citus_dsn)}") from None
-        assert sim.poll() is None and worker.poll() is None, "a process died while the node was down"
-        sim.send_signal(signal.SIGTERM)
-        assert sim.wait(timeout=60) == 0
-        pending = "SELECT count(*) FROM financial_transactions_staging WHERE processing_status = 'pending'"
-        restarts._wait(lambda: restarts._scalar(citus_dsn, pending) == 0, 120, "the drain")
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=60) == 0
+            raise AssertionError(f"{exc}\n{_logs(traffic)}") from None
+        assert traffic.alive(), "a process died while the node was down"
+        traffic.finish()
     finally:
         if stopped:
             _pg_ctl(data_dir, "start")
-        for p in (sim, worker):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        traffic.kill()
 
-    sim_log.seek(0)
-    worker_log.seek(0)
-    sim_text, worker_text = sim_log.read(), worker_log.read()
-    for name, text in (("simulate", sim_text), ("worker", worker_text)):
-        assert "Traceback" not in text, f"{name}:\n{text}"
-        # one line when the node went, one when it was back: not one per attempt. (Its wording
-        # depends on what Citus relays: its own "a worker node did not answer" sentence, or the
-        # node's 57P01, which reads like a lost session and is ridden out the same way.)
-        assert text.count("lost the database") == 1, f"{name}:\n{text}"
-        assert text.count("reconnected to the database") == 1, f"{name}:\n{text}"
-    with psycopg.connect(citus_dsn, autocommit=True) as conn:
-        bad = [r for r in ops.reconcile(conn) if r["mismatch_count"]]
-        assert not bad, bad
-        doubled = conn.execute(
-            "SELECT transaction_id FROM financial_transactions_staging "
-            "WHERE batch_id LIKE 'sim%%' AND transaction_id IS NOT NULL "
-            "GROUP BY transaction_id HAVING count(*) > 1"
-        ).fetchall()
-        assert doubled == []
+    # one line when the node went, one when it was back. (Its wording depends on what Citus
+    # relays: its own "a worker node did not answer" sentence, or the node's 57P01, which reads
+    # like a lost session and is ridden out the same way.)
+    sim_text, worker_text = traffic.logs()
+    traffic.check_logs(outages=1)
+    traffic.check_nothing_lost()
     print(
         "".join(
             line for line in sim_text.splitlines(True) + worker_text.splitlines(True) if "database" in line
