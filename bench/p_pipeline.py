@@ -17,6 +17,7 @@ import polars as pl
 import psycopg
 
 from bench.harness import BenchDB, Result, median_of, timed
+from opsconsole.pipeline import arrival
 from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frame, pg_text_frame
 
 TYPES = ["payment", "refund", "transfer", "fee"]
@@ -56,6 +57,7 @@ def _copy(db: BenchDB, rows: list[tuple]) -> None:
             copy.set_types(["int8", "int8", "timestamptz", "numeric", "varchar", "jsonb", "varchar"])
             for row in rows:
                 copy.write_row(row)
+        arrival.staged(cur, len(rows), source="bench")
 
 
 def _executemany(db: BenchDB, rows: list[tuple]) -> None:
@@ -65,12 +67,17 @@ def _executemany(db: BenchDB, rows: list[tuple]) -> None:
             f"INSERT INTO financial_transactions_staging ({cols}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
+        arrival.staged(cur, len(rows), source="bench")
 
 
 def copy_staging_frame(db: BenchDB, frame: pl.DataFrame) -> None:
-    """The product's loader (pipeline.copyio: polars CSV slices streamed into COPY)."""
-    with db.connect() as conn, conn.cursor() as cur:
+    """The product's loader (pipeline.copyio: polars CSV slices streamed into COPY, then the
+    arrival call, in one transaction). A frame that sets more than the input columns (states,
+    ingestion times) is counted by whoever loads it (arrival.select_counted)."""
+    with db.connect() as conn, conn.transaction(), conn.cursor() as cur:
         copy_frame(cur, "financial_transactions_staging", frame)
+        if set(frame.columns) <= set(STAGING_COLUMNS):
+            arrival.staged(cur, frame.height, source="bench")
 
 
 def p1_ingest(db: BenchDB, quick: bool) -> Result:
@@ -254,8 +261,10 @@ def p3_latency(db: BenchDB, quick: bool) -> Result:
             started = time.perf_counter()
             tick = 0
             while time.perf_counter() - started < seconds and tick < len(ticks):
-                with cur.copy(copy_sql) as copy:
-                    copy.write(ticks[tick])
+                with conn.transaction():
+                    with cur.copy(copy_sql) as copy:
+                        copy.write(ticks[tick])
+                    arrival.staged(cur, per_tick, source="bench")
                 offered += per_tick
                 tick += 1
                 if tick % 10 == 0:
@@ -333,7 +342,8 @@ def p4_monitor(db: BenchDB, quick: bool) -> Result:
                 "FROM generate_series(1, %s) g",
                 (n,),
             )
-        # the latency histogram the chunks would have written (the status counts came from the trigger)
+        arrival.select_counted(conn, "true", source="bench")  # the product's rows, as a loader counts them
+        # the latency histogram the chunks would have written (the status counts came from the arrival)
         conn.execute(
             "INSERT INTO financial_latency_rollup (minute_bucket, bucket_lower_ms, bucket_upper_ms, "
             "row_count) "

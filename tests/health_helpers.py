@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from opsconsole.ops import dq
+from opsconsole.pipeline.arrival import insert_counted
 
 
 def stage(conn, first: int, n: int, *, type_: str = "payment", ago: str = "0 seconds") -> None:
     """n staging rows with transaction ids first.., ingested `ago` (an interval) before now; an
     unknown type_ makes them dead letters at once (not retryable)."""
-    conn.execute(
+    insert_counted(
+        conn,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type, batch_id, ingestion_timestamp) "
         "SELECT g, g %% 7, now() - %s::interval - interval '1 minute', 10 + g %% 50, %s, 'health', "

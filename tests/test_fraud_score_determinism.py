@@ -16,6 +16,8 @@ import psycopg
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from opsconsole.pipeline.arrival import insert_counted
+
 BASE = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)  # a Monday morning: business hours
 
 rows_strategy = st.lists(
@@ -32,7 +34,8 @@ rows_strategy = st.lists(
 def _stage(conn: psycopg.Connection, rows, base_id: int) -> None:
     with conn.cursor() as cur:
         for i, (account, minutes, amount) in enumerate(rows):
-            cur.execute(
+            insert_counted(
+                cur,
                 "INSERT INTO financial_transactions_staging (transaction_id, account_id, "
                 "transaction_timestamp, amount, transaction_type) VALUES (%s, %s, %s, %s, 'payment')",
                 (base_id + i, base_id + account, BASE + dt.timedelta(minutes=minutes), amount),

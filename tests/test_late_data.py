@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from opsconsole.ops import pipeline as ops
+from opsconsole.pipeline.arrival import insert_counted
 from tests.orders import add_orders
 
 
@@ -24,11 +25,12 @@ NEGATIVE = (
 def test_retrying_rows_older_than_the_rollup_retention_never_makes_negative_counts(plain):
     plain.execute("SELECT ensure_staging_partitions(p_back => interval '45 days')")
     # a dead letter from 40 days ago (rollup retention: 30 days) and one from today
-    plain.execute(
+    insert_counted(
+        plain,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type, ingestion_timestamp) VALUES "
         "(1, 1, now() - interval '40 days', 10, 'bogus', now() - interval '40 days'), "
-        "(2, 1, now(), 10, 'bogus', now())"
+        "(2, 1, now(), 10, 'bogus', now())",
     )
     ops.process_batch(plain, 100)
     ops.purge(plain, "60 days")  # trims the rollups past their retention, keeps both rows
@@ -70,11 +72,12 @@ def test_order_not_found_is_retried_for_hours_and_late_orders_are_picked_up(plai
     assert after.total_seconds() >= 5 * 3600  # an ERP batch hours late still finds its transactions
     assert schedule["future_timestamp"][3].total_seconds() == 150  # other codes keep the settings
 
-    plain.execute(
+    insert_counted(
+        plain,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type, reference_data) VALUES "
         "(1, 1, now(), 10, 'payment', '{\"order_id\": 42}'), "
-        "(2, 1, now(), 10, 'payment', '{\"order_id\": 43}')"
+        "(2, 1, now(), 10, 'payment', '{\"order_id\": 43}')",
     )
     ops.process_batch(plain, 100)
 

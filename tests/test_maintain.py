@@ -15,6 +15,7 @@ from opsconsole.cli import main
 from opsconsole.db.locks import LockBusy
 from opsconsole.ops import maintenance
 from opsconsole.ops import pipeline as ops
+from opsconsole.pipeline.arrival import insert_counted
 from tests.orders import add_orders
 
 
@@ -169,7 +170,7 @@ def test_a_held_open_reader_does_not_make_inserts_wait_behind_purge(db_dsn, plai
         while t.is_alive():
             n += 1
             t0 = time.monotonic()
-            plain.execute(insert, (n,))
+            insert_counted(plain, insert, (n,))
             waits.append(time.monotonic() - t0)
             time.sleep(0.05)
         t.join()

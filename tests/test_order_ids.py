@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from opsconsole.cli import main
 from opsconsole.db.queries import query
+from opsconsole.pipeline.arrival import insert_counted
 from tests.orders import add_orders
 
 
@@ -26,7 +27,8 @@ def test_a_zero_padded_order_reference_is_the_same_order_everywhere(db_dsn) -> N
         )
         refs = ['{"order_id": "0042"}', '{"order_id": 42}', '{"order_id": "42"}', '{"order_id": " 42"}']
         for tid, ref in enumerate(refs, start=1):
-            conn.execute(
+            insert_counted(
+                conn,
                 "INSERT INTO financial_transactions_staging (transaction_id, account_id, "
                 "transaction_timestamp, amount, transaction_type, reference_data) "
                 "VALUES (%s, 5, now() - interval '1 hour', 10, 'payment', %s::jsonb)",

@@ -45,6 +45,7 @@ from psycopg.types.json import Jsonb
 
 from opsconsole.errors import is_transient
 from opsconsole.ops import pipeline as ops
+from opsconsole.pipeline import arrival
 from opsconsole.pipeline.copyio import STAGING_COLUMNS
 from tests.orders import add_orders
 
@@ -180,9 +181,11 @@ def build_plan(n: int, rng: random.Random) -> Plan:
 
 def copy_rows(conn: psycopg.Connection, rows: list[tuple]) -> None:
     sql = f"COPY financial_transactions_staging ({', '.join(COLS)}) FROM STDIN"
-    with conn.cursor() as cur, cur.copy(sql) as copy:
-        for r in rows:
-            copy.write_row(r[:5] + (Jsonb(r[5]) if r[5] is not None else None, r[6]))
+    with conn.transaction(), conn.cursor() as cur:
+        with cur.copy(sql) as copy:
+            for r in rows:
+                copy.write_row(r[:5] + (Jsonb(r[5]) if r[5] is not None else None, r[6]))
+        arrival.staged(cur, len(rows), source="test")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from opsconsole.cli import main
 from opsconsole.ops import pipeline as ops
+from opsconsole.pipeline.arrival import insert_counted
 from opsconsole.pipeline.worker import Worker
 from tests.orders import add_orders
 
@@ -26,7 +27,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def stage_good(conn, first: int, n: int, accounts: int = 50) -> None:
-    conn.execute(
+    insert_counted(
+        conn,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type, batch_id) "
         "SELECT g, g %% %s::int, %s::timestamptz + g * interval '1 second', g %% 500 + 1, 'payment', "
@@ -89,7 +91,8 @@ def test_bad_rows_do_not_stop_a_worker_and_notify_wakes_it(db_dsn, plain):
             FOR EACH ROW EXECUTE FUNCTION test_explode();
         """
     )
-    plain.execute(
+    insert_counted(
+        plain,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type, reference_data) VALUES "
         "(1, NULL, %(t)s, 10, 'payment', NULL), (2, 1, %(t)s, 10, 'nonsense', NULL), "
@@ -202,7 +205,8 @@ def run_cli(db_dsn, *args):
 
 def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
     stage_good(plain, 1, 10)
-    plain.execute(
+    insert_counted(
+        plain,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type, reference_data, batch_id) VALUES "
         "(100, 1, %(t)s, 10, 'payment', '{\"order_id\": 9}', 'late'), "
@@ -271,7 +275,8 @@ def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
 def test_purge_command_drops_old_days_and_refuses_bad_input(db_dsn, plain):
     plain.execute("SELECT ensure_staging_partitions(p_back => interval '10 days')")
     old = plain.execute("SELECT now() - interval '9 days'").fetchone()[0]
-    plain.execute(
+    insert_counted(
+        plain,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
         " amount, transaction_type, ingestion_timestamp) VALUES"
         " (1, 1, now() - interval '9 days', 10, 'payment', %(old)s),"

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from opsconsole.ops import maintenance
 from opsconsole.ops import pipeline as ops
+from opsconsole.pipeline.arrival import insert_counted
 from tests.orders import add_orders
 
 DAYS = 395  # thirteen months
@@ -104,13 +105,14 @@ def test_thirteen_months_of_traffic_retention_and_maintenance(db_dsn) -> None:
                         t + dt.timedelta(seconds=i),
                     )
                 )
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO financial_transactions_staging (transaction_id, account_id, "
-                    "transaction_timestamp, amount, transaction_type, reference_data, batch_id, "
-                    "ingestion_timestamp) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    rows,
-                )
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+            insert_counted(
+                conn,
+                "INSERT INTO financial_transactions_staging (transaction_id, account_id, "
+                "transaction_timestamp, amount, transaction_type, reference_data, batch_id, "
+                f"ingestion_timestamp) VALUES {values}",
+                [v for row in rows for v in row],
+            )
             while ops.process_batch(conn, 5000).claimed:
                 pass
             # the daily maintenance, at the simulated clock: the purge's cutoff is t - retention

@@ -24,6 +24,8 @@ import time
 import psycopg
 from psycopg.rows import tuple_row
 
+from opsconsole.pipeline import arrival
+
 FIRST = [
     "Ada",
     "Grace",
@@ -243,15 +245,16 @@ def seed_staging(conn: psycopg.Connection, anchor: dt.datetime) -> None:
                 anchor - dt.timedelta(minutes=39),
             )
         )
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
-            " amount, transaction_type, reference_data, batch_id, ingestion_timestamp, processing_status,"
-            " error_code,"
-            " error_message, retry_count, next_attempt_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)",
-            rows,
-        )
+    # one INSERT of all the rows, counted by their own minutes and states (opsconsole.pipeline.arrival)
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+    arrival.insert_counted(
+        conn,
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
+        " amount, transaction_type, reference_data, batch_id, ingestion_timestamp, processing_status,"
+        f" error_code, error_message, retry_count, next_attempt_at) VALUES {values}",
+        [v for row in rows for v in row],
+        source="sample",
+    )
 
 
 def fix_monitor(conn: psycopg.Connection, anchor: dt.datetime) -> None:

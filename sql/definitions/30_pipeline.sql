@@ -124,10 +124,20 @@ $$;
 
 
 ------------------------------------------------------------------------------------------------------
--- Arrivals: rollup counts and a NOTIFY that wakes the workers, once per INSERT/COPY statement
+-- Arrivals: the loaders count what they stage and wake the workers, in the staging transaction
 ------------------------------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION financial_staging_arrived()
-RETURNS trigger
+-- Called by every loader of staging in the transaction that stages the rows (opsconsole.pipeline.
+-- arrival: the product's loaders, the tools, the tests), not by a trigger: a statement trigger with a
+-- transition table cost about 2 us a staged row (a quarter of COPY's time, issue 18, P1), and Citus
+-- runs no trigger on a distributed table's coordinator (docs/scaling.md, "Triggers"). p_counts is a
+-- JSON array of {minute_bucket, total_delta, pending_delta, processed_delta, failed_delta,
+-- dead_letter_delta, duplicate_delta}: the staged rows by ingestion minute and state. A missing
+-- minute_bucket is this transaction's minute (rows staged with the default ingestion time). Only
+-- those keys are read, so an arrival cannot move latency figures. A loader that stages rows without
+-- this call leaves the counts short: reconcile reports it as staging_counts_drift.
+-- Returns the number of rows counted.
+CREATE OR REPLACE FUNCTION financial_staging_arrived(p_counts jsonb, p_note jsonb DEFAULT NULL)
+RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
 SET jit = off   -- JIT compiled the chunk's statements for 12x their cost (Debian's PostgreSQL 15)
@@ -136,35 +146,31 @@ DECLARE
     v_deltas jsonb;
     v_rows   bigint;
 BEGIN
+    IF p_counts IS NULL OR jsonb_typeof(p_counts) <> 'array' THEN
+        RAISE EXCEPTION 'financial_staging_arrived: p_counts must be a JSON array of per-minute counts'
+            USING ERRCODE = '22023';
+    END IF;
     SELECT jsonb_agg(to_jsonb(d)), sum(d.total_delta)
     INTO v_deltas, v_rows
     FROM (
-        SELECT n.ingestion_minute AS minute_bucket,
-               count(*) AS total_delta,
-               count(*) FILTER (WHERE n.processing_status = 'pending') AS pending_delta,
-               count(*) FILTER (WHERE n.processing_status = 'processed') AS processed_delta,
-               count(*) FILTER (WHERE n.processing_status = 'failed') AS failed_delta,
-               count(*) FILTER (WHERE n.processing_status = 'dead_letter') AS dead_letter_delta,
-               count(*) FILTER (WHERE n.processing_status = 'duplicate') AS duplicate_delta
-        FROM new_rows n
-        GROUP BY 1
+        SELECT coalesce(c.minute_bucket,
+                        date_trunc('minute', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS minute_bucket,
+               c.total_delta, c.pending_delta, c.processed_delta, c.failed_delta, c.dead_letter_delta,
+               c.duplicate_delta
+        FROM jsonb_to_recordset(p_counts) AS c(
+            minute_bucket timestamptz, total_delta bigint, pending_delta bigint, processed_delta bigint,
+            failed_delta bigint, dead_letter_delta bigint, duplicate_delta bigint)
+        WHERE c.total_delta > 0
     ) d;
     IF v_rows IS NULL THEN
-        RETURN NULL;
+        RETURN 0;
     END IF;
     PERFORM financial_rollup_apply(v_deltas);
-    PERFORM pg_notify('opsconsole_staging', json_build_object('rows', v_rows)::text);
-    RETURN NULL;
+    PERFORM pg_notify('opsconsole_staging',
+                      (coalesce(p_note, '{}'::jsonb) || jsonb_build_object('rows', v_rows))::text);
+    RETURN v_rows;
 END;
 $$;
-
-
--- Arrivals. A statement trigger with a transition table on the
--- partitioned parent sees the rows routed to every partition (PostgreSQL 10+); rows written into a
--- partition directly (the retention's moves below) do not fire it, which is what they need.
-CREATE OR REPLACE TRIGGER financial_staging_arrived AFTER INSERT ON financial_transactions_staging
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION financial_staging_arrived();
 
 
 ------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 from psycopg import conninfo, sql
 
 from opsconsole.db import migrate
+from opsconsole.pipeline.arrival import insert_counted
 
 GROUPS = ("opsconsole_viewer", "opsconsole_support", "opsconsole_operator", "opsconsole_admin")
 RANK = {g: i for i, g in enumerate(GROUPS)}
@@ -163,7 +164,8 @@ def seed(conn: psycopg.Connection) -> None:
 
 
 def add_staging(conn: psycopg.Connection, first: int, n: int) -> None:
-    conn.execute(
+    insert_counted(
+        conn,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type, batch_id) "
         "SELECT g, 1, %s, 10, 'payment', 'b1' FROM generate_series(%s::bigint, %s::bigint) g",
@@ -505,6 +507,25 @@ def test_no_group_can_write_a_free_form_audit_row(conn, login_as, group):
         "SELECT actor, status, result FROM ops_audit_log WHERE action = 'forged' ORDER BY audit_id"
     ).fetchall()
     assert rows == [{"actor": c.info.user, "status": "error", "result": {"error": "it broke"}}]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_no_group_can_forge_staging_arrivals(conn, login_as, group):
+    # The arrival counts move the Monitor, the Backlog pane, health and reconcile: only the loaders
+    # (the owner) may move them, by staging rows. A caller who tries, directly or through the
+    # rollups' own writers, is refused by the database and changes nothing.
+    c = login_as(group)
+    before = conn.execute("SELECT total, pending FROM financial_staging_totals").fetchone()
+    for attempt in (
+        "SELECT financial_staging_arrived('[{\"total_delta\": 1000, \"pending_delta\": 1000}]', '{}')",
+        'SELECT financial_rollup_apply(\'[{"total_delta": 1000, "pending_delta": 1000}]\')',
+        "SELECT financial_staging_counts_apply('[{\"total_delta\": 1000}]')",
+        "INSERT INTO financial_staging_counts (backend_pid, total) VALUES (1, 1000)",
+        "UPDATE financial_processing_rollup SET pending_count = pending_count + 1000",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute(attempt)
+    assert conn.execute("SELECT total, pending FROM financial_staging_totals").fetchone() == before
 
 
 # --------------------------------------------------------------------------------------------------

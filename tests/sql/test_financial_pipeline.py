@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from opsconsole.pipeline.arrival import insert_counted
 from opsconsole.pipeline.copyio import STAGING_COLUMNS
 from tests.orders import add_orders
 
@@ -30,12 +31,12 @@ def stage(conn, rows: list[tuple]) -> list[int]:
         ref = row[5]
         values = list(row)
         values[5] = psycopg.types.json.Jsonb(ref) if ref is not None else None
-        r = conn.execute(
+        ids += insert_counted(
+            conn,
             f"INSERT INTO financial_transactions_staging ({', '.join(STAGING_COLS)}) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING staging_id",
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
             values,
-        ).fetchone()
-        ids.append(r["staging_id"])
+        )
     return ids
 
 
@@ -422,9 +423,10 @@ def test_notifications(conn, db_dsn):
         listener.execute("LISTEN opsconsole_staging")
         listener.execute("LISTEN opsconsole_pipeline")
         stage(conn, [(1, 1, MONDAY_10, 10, "payment"), (2, 1, MONDAY_10, 10, "payment")])
-        conn.execute(
+        insert_counted(
+            conn,
             "INSERT INTO financial_transactions_staging (transaction_id, account_id) "
-            "SELECT g, 1 FROM generate_series(3, 5) g"
+            "SELECT g, 1 FROM generate_series(3, 5) g",
         )
         process(conn)
         got = []
@@ -492,7 +494,8 @@ def test_monitor_is_independent_of_session_time_zone(conn):
     # three ingestion minutes, known latencies: set ingestion_timestamp explicitly
     for minute, n in ((0, 3), (1, 2), (5, 4)):
         for i in range(n):
-            conn.execute(
+            insert_counted(
+                conn,
                 "INSERT INTO financial_transactions_staging (transaction_id, account_id, "
                 "transaction_timestamp, amount, transaction_type, ingestion_timestamp) "
                 "VALUES (%s, 1, %s, 10, %s, %s)",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from opsconsole.pipeline.arrival import insert_counted
+
 T0 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)
 
 
@@ -11,14 +13,17 @@ def test_the_chunk_scores_its_rows_in_one_call(conn):
     """Every function call costs its pinned search_path (a GUC save and restore): the chunk used to
     call the score once per processed row (three times, before the planner was kept from pulling the
     subquery up); it now scores all its rows in one call of financial_fraud_scores."""
-    conn.execute(
+    insert_counted(
+        conn,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type) "
         "SELECT g, g %% 7, %s::timestamptz + g * interval '1 minute', g * 10, 'payment' "
         "FROM generate_series(1, 60) g",
         (T0,),
     )
-    conn.execute("INSERT INTO financial_transactions_staging (transaction_id) VALUES (NULL)")  # not scored
+    insert_counted(
+        conn, "INSERT INTO financial_transactions_staging (transaction_id) VALUES (NULL)"
+    )  # not scored
     with conn.transaction():
         conn.execute("SET LOCAL track_functions = 'all'")  # SQL functions too
         done = conn.execute("SELECT * FROM process_financial_batch_detail(1000)").fetchone()
@@ -32,7 +37,8 @@ def test_the_chunk_scores_its_rows_in_one_call(conn):
 def test_the_chunk_keeps_generated_columns(conn):
     """The chunk's UPDATE assigns ingestion_timestamp to itself (a planner-side speed fix): the
     ingestion time, its minute and the payload hash stay what they were at arrival."""
-    conn.execute(
+    insert_counted(
+        conn,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type, reference_data, ingestion_timestamp) VALUES "
         "(1, 1, %(t)s, 10, 'payment', NULL, %(i)s), (2, 1, %(t)s, 10, 'wire', '{\"k\": 1}', %(i)s)",
@@ -56,7 +62,8 @@ def test_the_window_join_takes_infinite_timestamps(conn):
     """The window join pairs rows by time slot (epoch / window width): a row at -infinity has no slot
     (nothing is in its window, it is in no other row's) and one at +infinity is a future timestamp;
     neither may fail the chunk, which would mark its other rows internal_error."""
-    conn.execute(
+    insert_counted(
+        conn,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type) VALUES (1, 1, '-infinity', 10, 'payment'), "
         "(2, 1, 'infinity', 10, 'payment'), (3, 1, %(t)s, 10, 'payment'), (4, 1, %(t2)s, 30, 'payment')",

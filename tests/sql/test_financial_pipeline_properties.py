@@ -12,6 +12,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from opsconsole.pipeline.arrival import insert_counted
 from tests.orders import add_orders
 
 UTC = dt.UTC
@@ -34,15 +35,14 @@ row_strategy = st.tuples(
 
 def _insert(conn, rows) -> list[int]:
     ids = []
-    with conn.cursor() as cur:
-        for txid, account, ts, amount, ttype, ref in rows:
-            cur.execute(
-                "INSERT INTO financial_transactions_staging (transaction_id, account_id, "
-                "transaction_timestamp, amount, transaction_type, reference_data) "
-                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING staging_id",
-                (txid, account, ts, amount, ttype, ref),
-            )
-            ids.append(cur.fetchone()["staging_id"])
+    for txid, account, ts, amount, ttype, ref in rows:
+        ids += insert_counted(
+            conn,
+            "INSERT INTO financial_transactions_staging (transaction_id, account_id, "
+            "transaction_timestamp, amount, transaction_type, reference_data) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (txid, account, ts, amount, ttype, ref),
+        )
     return ids
 
 

@@ -7,11 +7,14 @@ upgrade from that release is covered by tests/test_schema_upgrade.py.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from opsconsole.pipeline.arrival import insert_counted
 
 UTC = dt.UTC
 MONDAY_10 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
@@ -27,12 +30,12 @@ def stage_at(conn, ingested: str, rows: list[tuple], due: str = "now()") -> list
         row = tuple(row) + (None,) * (6 - len(row))
         values.append(f"(%s, %s, %s, %s, %s, %s, {ingested}, {due})")
         params.extend(list(row[:5]) + [Jsonb(row[5]) if row[5] is not None else None])
-    got = conn.execute(
+    return insert_counted(
+        conn,
         f"INSERT INTO financial_transactions_staging ({COLS}, ingestion_timestamp, next_attempt_at) "
-        f"VALUES {', '.join(values)} RETURNING staging_id",
+        f"VALUES {', '.join(values)}",
         params,
-    ).fetchall()
-    return [r["staging_id"] for r in got]
+    )
 
 
 def process(conn, batch: int = 10000) -> dict:
@@ -105,9 +108,10 @@ def test_rows_route_to_their_utc_day_and_default_catches_the_rest(conn):
     assert (done["processed_count"], done["claimed_count"]) == (4, 4)
 
 
-def test_arrival_trigger_counts_rows_routed_to_every_partition(conn):
+def test_arrival_counts_rows_routed_to_every_partition(conn):
     conn.execute("LISTEN opsconsole_staging")
-    conn.execute(
+    insert_counted(
+        conn,
         f"INSERT INTO financial_transactions_staging ({COLS}, ingestion_timestamp) "
         "SELECT g, 1, %s, 10, 'payment', NULL, "
         "date_trunc('minute', now()) - (g %% 3) * interval '3 days' FROM generate_series(1, 9) g",
@@ -125,7 +129,7 @@ def test_arrival_trigger_counts_rows_routed_to_every_partition(conn):
     ).fetchone()["n"]
     assert parts == 3
     notes = list(conn.notifies(timeout=1, stop_after=1))
-    assert [n.payload for n in notes] == ['{"rows" : 9}']
+    assert [json.loads(n.payload) for n in notes] == [{"rows": 9}]
 
 
 def test_purge_drops_old_days_keeps_owed_rows_and_the_monitor(conn):

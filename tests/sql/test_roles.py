@@ -9,6 +9,8 @@ import datetime as dt
 import psycopg
 import pytest
 
+from opsconsole.pipeline.arrival import insert_counted
+
 GROUPS = ("opsconsole_viewer", "opsconsole_support", "opsconsole_operator", "opsconsole_admin")
 MONDAY_10 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)
 
@@ -20,7 +22,8 @@ def seed(conn: psycopg.Connection) -> None:
         ' \'{"street": "1 High St", "city": "London", "postcode": "N1 9GU"}\'), '
         "(2, 'Bob', 'Smith', 'bob@example.org', '555-0199', NULL)"
     )
-    conn.execute(
+    insert_counted(
+        conn,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type, batch_id) "
         "VALUES (1, 1, %s, 10, 'payment', 'b1'), (2, 1, %s, 10, 'bogus', 'b1')",

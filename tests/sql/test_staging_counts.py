@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from opsconsole.ops import pipeline as ops
+from opsconsole.pipeline.arrival import insert_counted
 
 OPEN = ("pending", "failed", "dead_letter")
 
@@ -42,7 +43,8 @@ def stage(dsn: str, first: int, n: int, *, ago: str, type_: str = "payment", fut
     ingested `ago` before now; an unknown type dead-letters at once, a future timestamp fails and is
     retried with backoff."""
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(
+        insert_counted(
+            c,
             "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
             "amount, transaction_type, batch_id, ingestion_timestamp) "
             "SELECT g, g %% 7, CASE WHEN %s THEN now() + interval '2 days' ELSE now() - %s::interval END, "
@@ -128,3 +130,53 @@ def test_demo_history_and_parking_keep_the_counts_exact(db_dsn, plain):
     assert maintained(plain) == real(plain) and maintained(plain)["dead_letter"] == 0
     assert ops.unpark(plain, filter_text="no-such-type") == 12
     assert maintained(plain) == real(plain) and maintained(plain)["dead_letter"] == 12
+
+
+def test_a_loader_that_skips_the_arrival_call_shows_as_drift(plain):
+    # Arrivals are counted by the loaders' call (opsconsole.pipeline.arrival), not by a trigger. The
+    # call counts rows by their own minute and state; a plain INSERT is not counted, and reconcile
+    # says so rather than the counts drifting silently.
+    insert_counted(
+        plain,
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
+        " amount, transaction_type, ingestion_timestamp, processing_status, error_code)"
+        " VALUES (1, 1, now(), 10, 'payment', now() - interval '3 minutes', 'pending', NULL),"
+        " (2, 1, now(), 10, 'bogus', now() - interval '3 minutes', 'dead_letter', 'unknown_type'),"
+        " (3, 1, now(), 10, 'payment', now(), 'pending', NULL)",
+    )
+    assert maintained(plain) == real(plain)
+    minutes = plain.execute(
+        "SELECT total_transactions, pending_count, dead_letter_count FROM financial_processing_rollup"
+        " ORDER BY minute_bucket"
+    ).fetchall()
+    assert minutes == [(2, 1, 1), (1, 1, 0)]
+
+    def drift() -> int:
+        rows = plain.execute(
+            "SELECT check_name, mismatch_count FROM reconcile_financial_pipeline()"
+        ).fetchall()
+        return dict(rows)["staging_counts_drift"]
+
+    assert drift() == 0
+    plain.execute(
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
+        " amount, transaction_type) VALUES (4, 1, now(), 10, 'payment')"
+    )
+    assert maintained(plain)["pending"] == real(plain)["pending"] - 1
+    assert drift() > 0
+
+
+def test_the_arrival_call_refuses_what_is_not_a_count(plain):
+    for bad in ("null", '{"total_delta": 5}', '"5"'):
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            plain.execute("SELECT financial_staging_arrived(%s::jsonb, NULL)", (bad,))
+    # only the arrival keys are read: a latency figure in the counts moves nothing
+    plain.execute(
+        'SELECT financial_staging_arrived(\'[{"total_delta": 2, "pending_delta": 2,'
+        ' "latency_count": 99, "sla_breaches": 99}]\', NULL)'
+    )
+    row = plain.execute(
+        "SELECT sum(total_transactions), sum(latency_count), sum(sla_breaches)"
+        " FROM financial_processing_rollup"
+    ).fetchone()
+    assert tuple(int(v) for v in row) == (2, 0, 0)

@@ -10,6 +10,7 @@ import json
 import pytest
 from psycopg.rows import dict_row
 
+from opsconsole.pipeline.arrival import insert_counted
 from tests.orders import add_orders
 from tests.tui.helpers import SIZE, table_rows, type_in, wait_for
 from tests.tui.test_console_basics import seed_audit
@@ -176,13 +177,14 @@ def seed_customers_with_orders(conn) -> None:
         " (800, 1, now() - interval '1 day', 100, 'payment', '{\"order_id\": 11}', true)"
     )
     conn.execute("SELECT * FROM refresh_customer_360_full()")
-    conn.execute(
+    insert_counted(
+        conn,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
         " amount, transaction_type, reference_data, batch_id, processing_status, error_code, error_message)"
         " VALUES (901, 1, now(), 12.5, 'payment', '{\"order_id\": 11}', 'b-1', 'failed', 'order_not_found',"
         " 'no such order'),"
         " (902, 1, now(), 7, 'payment', '{\"order_id\": 12}', 'b-1', 'dead_letter', 'unknown_type', 'bogus'),"
-        " (903, 2, now(), 9, 'payment', '{\"order_id\": 21}', 'b-1', 'failed', 'order_not_found', 'x')"
+        " (903, 2, now(), 9, 'payment', '{\"order_id\": 21}', 'b-1', 'failed', 'order_not_found', 'x')",
     )
 
 

@@ -10,6 +10,7 @@ import json
 import psycopg
 from psycopg.rows import dict_row
 
+from opsconsole.pipeline.arrival import insert_counted
 from tests.orders import add_orders
 from tests.tui.helpers import SIZE, screen_text, statics_text, table_rows, type_in, wait_for
 from tools import sample
@@ -36,7 +37,8 @@ def stage(
     order_id: int | None = 1,
 ) -> None:
     """n pending staging rows (payments referencing order `order_id`)."""
-    conn.execute(
+    insert_counted(
+        conn,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
         " amount, transaction_type, reference_data, batch_id, ingestion_timestamp)"
         " SELECT %s + i, 100 + i %% 5, now() - interval '1 minute', 10 + i, 'payment', %s::jsonb, 'b-test',"

@@ -40,7 +40,7 @@ import polars as pl
 from opsconsole.datagen import synth
 from opsconsole.datagen.rng import Rng
 from opsconsole.errors import OpsError
-from opsconsole.ops import channels
+from opsconsole.pipeline import arrival
 from opsconsole.pipeline.copyio import STAGING_COLUMNS
 
 US = 1_000_000
@@ -709,18 +709,8 @@ def _load_batch(conn, frames: TickFrames, streams: set[str], xid: list[str] | No
             copy_frames(
                 cur, "financial_transactions_staging", STAGING_COLUMNS, [frames.staging], prefetch=False
             )
-            cur.execute(
-                "SELECT pg_notify(%s, %s)",
-                (
-                    channels.STAGING,
-                    json.dumps(
-                        {
-                            "source": "simulate",
-                            "rows": frames.staging.height,
-                            "batch_id": frames.staging["batch_id"][-1],
-                        }
-                    ),
-                ),
+            arrival.staged(
+                cur, frames.staging.height, source="simulate", batch_id=frames.staging["batch_id"][-1]
             )
         if "events" in streams and frames.events.height:
             named, anonymous = synth.split_events(frames.events)

@@ -42,7 +42,7 @@ import psycopg
 from psycopg import sql
 
 from opsconsole.errors import OpsError
-from opsconsole.ops import channels
+from opsconsole.pipeline import arrival
 from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frames
 
 FORMATS = {
@@ -995,10 +995,7 @@ def _load(
     if prepared.ignored:
         result.note = "ignored generated/identity column(s): " + ", ".join(prepared.ignored)
     if target.name == "financial_transactions_staging" and loaded:
-        conn.execute(
-            "SELECT pg_notify(%s, %s)",
-            (channels.STAGING, json.dumps({"source": "ingest", "rows": loaded, "file_id": result.file_id})),
-        )
+        arrival.staged(conn, loaded, source="ingest", file_id=result.file_id)
 
 
 def _advance_sequences(conn: psycopg.Connection, target: Target, cols: list[Column]) -> None:
