@@ -56,6 +56,16 @@ class PermissionProblem(OpsError):
     exit_code = 3
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, without its final period: a message relayed by libpq or
+    a Citus node goes on with hints and details, and a sentence, a log line or a pane's border has
+    room for one line."""
+    diag = getattr(exc, "diag", None)
+    text = getattr(exc, "message", None) or (diag.message_primary if diag is not None else None) or str(exc)
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__).rstrip(".")
+
+
 def from_database(
     exc: psycopg.Error,
     what: str,
@@ -69,9 +79,7 @@ def from_database(
     node that did not answer always has a sentence; any other database error becomes `fallback`
     when given, and None (not an expected failure) when not.
     """
-    # one line: a message relayed from libpq (a Citus node, a lost server) goes on with its hints
-    lines = (exc.diag.message_primary or str(exc)).strip().splitlines() or [type(exc).__name__]
-    primary = lines[0].rstrip(".")
+    primary = first_line(exc)
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return PermissionProblem(
             f"Your database role may not {what} ({primary}); "

@@ -24,8 +24,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from opsconsole.db.connect import connect, describe, first_line
-from opsconsole.errors import OpsError
+from opsconsole.db.connect import connect, describe
+from opsconsole.errors import OpsError, first_line
 from opsconsole.ops import health
 
 log = logging.getLogger("opsconsole.metrics")

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import conninfo as ci
 
 from opsconsole.config import Target
-from opsconsole.errors import ConnectionProblem, is_node_unreachable
+from opsconsole.errors import ConnectionProblem, first_line, is_node_unreachable
 
 CONNECT_TIMEOUT_S = 5
 
@@ -76,14 +76,6 @@ def set_session(
         conn.execute(f"SET default_transaction_read_only = {'on' if read_only else 'off'}")
     if statement_timeout_ms is not None:
         conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    # libpq messages look like 'connection to server at ... failed: FATAL:  reason'
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    line = lines[0] if lines else type(exc).__name__
-    return line.rstrip(".")
 
 
 # -- riding out restarts ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from opsconsole.db.connect import Reconnect
-from opsconsole.errors import is_disconnect, is_node_unreachable
+from opsconsole.errors import first_line, is_disconnect, is_node_unreachable
 from opsconsole.ops import pipeline as ops
 
 log = logging.getLogger("opsconsole.worker")
@@ -177,7 +177,7 @@ class Worker:
                     # e.g. a deadlock or a cancelled statement: the chunk rolled back, the link is fine
                     with self.stats.lock:
                         self.stats.errors += 1
-                    log.warning("%s: chunk rolled back (%s); claiming again", label, _first_line(exc))
+                    log.warning("%s: chunk rolled back (%s); claiming again", label, first_line(exc))
                     self._stop.wait(0.1)
                 else:
                     # A SQL error outside the row-level isolation (e.g. a missing migration): keep
@@ -187,7 +187,7 @@ class Worker:
                     log.error(
                         "%s: processing failed: %s; retrying in %.1f s",
                         label,
-                        _first_line(exc),
+                        first_line(exc),
                         self.poll_s,
                     )
                     self._stop.wait(self.poll_s)
@@ -251,9 +251,3 @@ def _close(conn: psycopg.Connection | None) -> None:
     if conn is not None:
         with contextlib.suppress(Exception):  # closing a dead connection must not take the loop down
             conn.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -23,8 +23,14 @@ from typing import Any, Protocol
 import psycopg
 from textual.timer import Timer
 
-from opsconsole.db.connect import connect, first_line, set_session
-from opsconsole.errors import ConnectionProblem, is_disconnect, is_node_unreachable, unreachable_node
+from opsconsole.db.connect import connect, set_session
+from opsconsole.errors import (
+    ConnectionProblem,
+    first_line,
+    is_disconnect,
+    is_node_unreachable,
+    unreachable_node,
+)
 from opsconsole.ops import channels
 from opsconsole.ops.actions import describe_error
 from opsconsole.ops.registry import Capabilities, probe
