@@ -270,6 +270,25 @@ def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
     assert [(c["check_name"], c["sample_ids"]) for c in json.loads(r.output) if c["mismatch_count"]] == [
         ("processed_differs_from_staging", [100])
     ]
+    # a row staged without the loaders' arrival call: reconcile finds the counts short, --recount
+    # corrects them first and says by how much
+    plain.execute(
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp,"
+        " amount, transaction_type) VALUES (103, 1, now(), 10, 'payment')"
+    )
+    r = run_cli(db_dsn, "reconcile", "--json")
+    assert {c["check_name"] for c in json.loads(r.output) if c["mismatch_count"]} == {
+        "processed_differs_from_staging",
+        "staging_counts_drift",
+    }
+    r = run_cli(db_dsn, "reconcile", "--recount")
+    assert r.exit_code == 1 and "Staging counts corrected: pending +1." in r.output
+    r = run_cli(db_dsn, "reconcile", "--recount", "--json")
+    got = json.loads(r.output)
+    assert got["recount"] == {"pending_delta": 0, "failed_delta": 0, "dead_letter_delta": 0}
+    assert [c["check_name"] for c in got["checks"] if c["mismatch_count"]] == [
+        "processed_differs_from_staging"
+    ]
 
 
 def test_purge_command_drops_old_days_and_refuses_bad_input(db_dsn, plain):

@@ -1258,14 +1258,9 @@ BEGIN
     staging_counts_drift AS (
         -- the maintained counts (32_staging_counts.sql) against a count, in the same snapshot: every
         -- change of state moves them in its own transaction, so any difference is a writer that
-        -- skipped financial_rollup_apply
-        SELECT (abs(n.pending - r.pending) + abs(n.failed - r.failed) + abs(n.dead_letter - r.dead_letter))::bigint AS n
-        FROM financial_staging_totals n
-        CROSS JOIN (SELECT count(*) FILTER (WHERE s.processing_status = 'pending') AS pending,
-                           count(*) FILTER (WHERE s.processing_status = 'failed') AS failed,
-                           count(*) FILTER (WHERE s.processing_status = 'dead_letter') AS dead_letter
-                    FROM financial_transactions_staging s
-                    WHERE s.processing_status IN ('pending', 'failed', 'dead_letter')) r
+        -- skipped its count (recount_financial_staging() corrects it)
+        SELECT (abs(d.pending_delta) + abs(d.failed_delta) + abs(d.dead_letter_delta))::bigint AS n
+        FROM financial_staging_counts_drift() d
     )
     SELECT c.check_name, c.n, c.id_kind, c.sample, c.description
     FROM (

@@ -109,3 +109,55 @@ SELECT count(*)::bigint                           AS backends,
 FROM financial_staging_counts n;
 COMMENT ON VIEW financial_staging_totals IS
     'Staging rows by state now: the one sum over financial_staging_counts (maintained; never counts staging).';
+
+
+-- How far the maintained counts of the open states are from a count of staging: real minus
+-- maintained, both read in one statement (one snapshot). Every writer that counts its changes moves
+-- both sides in its own transaction, so a difference is a writer that did not: a loader that staged
+-- rows without its arrival call (opsconsole.pipeline.arrival), a state changed by hand. reconcile
+-- reports it (staging_counts_drift) and recount_financial_staging() corrects it.
+CREATE OR REPLACE FUNCTION financial_staging_counts_drift(
+    OUT pending_delta bigint, OUT failed_delta bigint, OUT dead_letter_delta bigint)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT r.pending - n.pending, r.failed - n.failed, r.dead_letter - n.dead_letter
+    FROM financial_staging_totals n
+    CROSS JOIN (SELECT count(*) FILTER (WHERE s.processing_status = 'pending') AS pending,
+                       count(*) FILTER (WHERE s.processing_status = 'failed') AS failed,
+                       count(*) FILTER (WHERE s.processing_status = 'dead_letter') AS dead_letter
+                FROM financial_transactions_staging s
+                WHERE s.processing_status IN ('pending', 'failed', 'dead_letter')) r;
+$$;
+
+
+-- The operator's correction after reconcile reported staging_counts_drift: the difference, taken in
+-- one snapshot, is added to the maintained counts. Writers need not stop: a writer that counts its
+-- changes moves both sides alike, so the difference is the same whenever it is applied. The
+-- per-minute rollups keep what they had (they are the Monitor's history, not a count of staging
+-- now). Audited as recount_financial_staging; returns the corrections applied (0 when none).
+CREATE OR REPLACE FUNCTION recount_financial_staging(
+    OUT pending_delta bigint, OUT failed_delta bigint, OUT dead_letter_delta bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_start timestamptz := clock_timestamp();
+BEGIN
+    SELECT d.pending_delta, d.failed_delta, d.dead_letter_delta
+    INTO pending_delta, failed_delta, dead_letter_delta
+    FROM financial_staging_counts_drift() d;
+    IF pending_delta <> 0 OR failed_delta <> 0 OR dead_letter_delta <> 0 THEN
+        PERFORM financial_staging_counts_apply(jsonb_build_array(jsonb_build_object(
+            'total_delta', pending_delta + failed_delta + dead_letter_delta,
+            'pending_delta', pending_delta, 'failed_delta', failed_delta,
+            'dead_letter_delta', dead_letter_delta)));
+    END IF;
+    PERFORM record_audit(
+        'recount_financial_staging', '{}'::jsonb,
+        jsonb_build_object('pending_delta', pending_delta, 'failed_delta', failed_delta,
+                           'dead_letter_delta', dead_letter_delta),
+        'ok', round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), NULL);
+END;
+$$;

@@ -14,3 +14,8 @@ SET lock_timeout = '5s';
 
 DROP TRIGGER IF EXISTS financial_staging_arrived ON financial_transactions_staging;
 DROP FUNCTION IF EXISTS financial_staging_arrived();
+
+-- The correction an admin runs after reconcile reports staging_counts_drift (32_staging_counts.sql).
+INSERT INTO opsconsole_grant_policy (object_kind, object_name, role_name, audited_by)
+VALUES ('function', 'recount_financial_staging', 'opsconsole_admin', 'sql')
+ON CONFLICT DO NOTHING;

@@ -96,6 +96,11 @@ ACTIONS = {
         "purge_financial_staging",
         "opsconsole_admin",
     ),
+    "recount_financial_staging": (
+        "SELECT * FROM recount_financial_staging()",
+        "recount_financial_staging",
+        "opsconsole_admin",
+    ),
     "park_dead_letters": (
         "SELECT park_dead_letters(p_filter => 'b1')",
         "park_dead_letters",

@@ -163,7 +163,20 @@ def test_a_loader_that_skips_the_arrival_call_shows_as_drift(plain):
         " amount, transaction_type) VALUES (4, 1, now(), 10, 'payment')"
     )
     assert maintained(plain)["pending"] == real(plain)["pending"] - 1
-    assert drift() > 0
+    assert drift() == 1
+    # a state changed by hand is drift too; the recount corrects both, and is audited
+    plain.execute(
+        "UPDATE financial_transactions_staging SET processing_status = 'failed' WHERE transaction_id = 2"
+    )
+    assert drift() == 3
+    fixed = ops.recount(plain)
+    assert fixed == {"pending_delta": 1, "failed_delta": 1, "dead_letter_delta": -1}
+    assert drift() == 0 and maintained(plain) == real(plain)
+    assert ops.recount(plain) == dict.fromkeys(fixed, 0)
+    audit = plain.execute(
+        "SELECT result FROM ops_audit_log WHERE action = 'recount_financial_staging' ORDER BY audit_id"
+    ).fetchall()
+    assert [r[0] for r in audit] == [fixed, dict.fromkeys(fixed, 0)]
 
 
 def test_the_arrival_call_refuses_what_is_not_a_count(plain):

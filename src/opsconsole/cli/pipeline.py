@@ -182,16 +182,26 @@ def worker(ctx: Context, concurrency: int, batch_size: int, poll_seconds: float,
 
 @click.command("reconcile")
 @click.option("--all-checks", is_flag=True, help="Also list the checks that found nothing.")
+@click.option(
+    "--recount",
+    is_flag=True,
+    help="First correct the maintained staging counts by a count of staging (staging_counts_drift; "
+    "admin).",
+)
 @json_option
 @pass_ctx
-def reconcile(ctx: Context, all_checks: bool, as_json: bool) -> None:
+def reconcile(ctx: Context, all_checks: bool, recount: bool, as_json: bool) -> None:
     """Compare staging, processed, the ledger, financial_transactions and erp_orders.
     Exit code 1 when a check finds mismatches."""
     with ctx.connect("reconcile") as conn:
+        fixed = ops.recount(conn) if recount else None
         rows = ops.reconcile(conn)
     bad = [r for r in rows if r["mismatch_count"]]
+    if fixed is not None and not wants_json(ctx, as_json):
+        moved = ", ".join(f"{k.removesuffix('_delta')} {v:+,}" for k, v in fixed.items() if v)
+        click.echo(f"Staging counts corrected: {moved}." if moved else "The staging counts were right.")
     if wants_json(ctx, as_json):
-        emit(rows, True)
+        emit({"recount": fixed, "checks": rows} if fixed is not None else rows, True)
     elif not bad and not all_checks:
         click.echo(f"All {len(rows)} reconciliation checks are clean.")
     else:

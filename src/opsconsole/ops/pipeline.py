@@ -305,6 +305,18 @@ def reconcile(conn: psycopg.Connection) -> list[dict[str, Any]]:
         return cur.execute("SELECT * FROM reconcile_financial_pipeline()").fetchall()
 
 
+def recount(conn: psycopg.Connection) -> dict[str, int]:
+    """Correct the maintained staging counts of the open states by what a count of staging finds
+    (recount_financial_staging, an admin's function that audits itself): the fix for reconcile's
+    staging_counts_drift. Returns the corrections applied, all 0 when the counts were right."""
+    with (
+        database_errors("recount the staging counts", fallback=PipelineProblem),
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        row = cur.execute("SELECT * FROM recount_financial_staging()").fetchone()
+    return {k: int(v) for k, v in row.items()}
+
+
 def backlog(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Rows waiting, retrying or dead-lettered, by state and error code."""
     with conn.cursor(row_factory=dict_row) as cur:
