@@ -11,6 +11,7 @@
 -- A loader of a previous release keeps working but is no longer counted: upgrade the loaders with the
 -- database (reconcile reports rows staged without the call as staging_counts_drift).
 SET lock_timeout = '5s';
+SET statement_timeout = '1min';
 
 DROP TRIGGER IF EXISTS financial_staging_arrived ON financial_transactions_staging;
 DROP FUNCTION IF EXISTS financial_staging_arrived();
