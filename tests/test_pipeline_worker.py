@@ -95,7 +95,7 @@ def test_bad_rows_do_not_stop_a_worker_and_notify_wakes_it(db_dsn, plain):
         plain,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
         "amount, transaction_type, reference_data) VALUES "
-        "(1, NULL, %(t)s, 10, 'payment', NULL), (2, 1, %(t)s, 10, 'nonsense', NULL), "
+        "(1, 1, %(t)s, NULL, 'payment', NULL), (2, 1, %(t)s, 10, 'nonsense', NULL), "
         "(3, 1, %(t)s, 1e9, 'payment', NULL), (4, 1, now() + interval '1 day', 10, 'payment', NULL), "
         "(5, 1, %(t)s, 10, 'payment', '{\"order_id\": 404}'), "
         "(6, 1, %(t)s, 10, 'payment', '{\"order_id\": []}'), "

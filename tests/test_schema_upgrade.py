@@ -166,6 +166,16 @@ def test_previous_release_upgrades_to_a_fresh_install(empty_db_dsn: str, admin_d
         events_after = conn.execute(EVENTS_DIGEST.format(events=ALL_EVENTS)).fetchone()
         moved = after.pop("ecommerce_anonymous_events")
         after["ecommerce_events"] += moved
+        # 0031 set the staging rows without an account aside, with their staging ids
+        aside = after.pop("financial_staging_rejects")
+        after["financial_transactions_staging"] += aside
+        aside_ids = conn.execute(
+            "SELECT count(*) FROM financial_staging_rejects r WHERE r.account_id IS NULL"
+            " AND r.staging_id IS NOT NULL AND r.source = 'staging (0031)'"
+        ).fetchone()[0]
+        nulls_left = conn.execute(
+            "SELECT count(*) FROM financial_transactions_staging WHERE account_id IS NULL"
+        ).fetchone()[0]
         problems = [
             r for r in conn.execute("SELECT * FROM reconcile_financial_pipeline()").fetchall() if r[1] != 0
         ]
@@ -191,6 +201,7 @@ def test_previous_release_upgrades_to_a_fresh_install(empty_db_dsn: str, admin_d
     grown = {t: (before[t], after[t]) for t in before if after[t] > before[t] and t not in MAY_GROW}
     assert lost == {} and grown == {}
     assert before["crm_customers"] == 300 and before["financial_transactions_processed"] > 0
+    assert aside > 0 and aside_ids == aside and nulls_left == 0
     assert (
         events_after == events_before
         and 0.1 * before["ecommerce_events"] < moved < 0.2 * before["ecommerce_events"]

@@ -100,7 +100,8 @@ def test_counts_and_proportions(ro: tuple[dict, psycopg.Connection]) -> None:
     assert rows["crm_customers"] == N
     assert rows["erp_orders"] == 6 * N
     assert rows["external_market_data"] == 2000
-    assert rows["financial_transactions_staging"] == 100  # the pending backlog
+    # the pending backlog; a transaction without an account is set aside, not staged (0031)
+    assert rows["financial_transactions_staging"] + rows["financial_staging_rejects"] == 100
     events = rows["ecommerce_events"] + rows["ecommerce_anonymous_events"]
     assert 18 * N <= events <= 22 * N
     assert 0.10 <= rows["ecommerce_anonymous_events"] / events <= 0.20  # 15% of sessions are anonymous
@@ -300,12 +301,17 @@ def test_staging_backlog_is_pending_and_lineage_is_not_duplicated(
         "SELECT processing_status, count(*) AS n FROM financial_transactions_staging "
         "WHERE batch_id LIKE 'seed-%%' GROUP BY 1"
     ).fetchall()
-    assert [(r["processing_status"], r["n"]) for r in backlog] == [("pending", 100)]
-    invalid = conn.execute(
-        "SELECT count(*) AS n FROM financial_transactions_staging WHERE batch_id LIKE 'seed-%%' "
-        "AND (transaction_id IS NULL OR amount IS NULL OR account_id IS NULL)"
+    aside = conn.execute(
+        "SELECT count(*) AS n FROM financial_staging_rejects WHERE batch_id LIKE 'seed-%%'"
+        " AND source = 'seed' AND account_id IS NULL AND reason LIKE 'account_id is missing%%'"
     ).fetchone()["n"]
-    assert invalid >= 0
+    assert [(r["processing_status"], r["n"]) for r in backlog] == [("pending", 100 - aside)]
+    assert (
+        conn.execute(
+            "SELECT count(*) AS n FROM financial_transactions_staging WHERE account_id IS NULL"
+        ).fetchone()["n"]
+        == 0
+    )
     # Staging ids continue after the seeded transactions (no accidental collision).
     assert (
         conn.execute(

@@ -170,7 +170,7 @@ def test_each_validation_rule_has_its_code_and_fate(conn):
         [
             (1, 1, MONDAY_10, 10, "payment", {"order_id": 500}),  # ok: order exists (by order_id)
             (2, 1, MONDAY_10, 10, "payment", {"order_id": "500"}),  # ok: numeric string
-            (3, None, MONDAY_10, None, "payment"),
+            (None, 1, MONDAY_10, None, "payment"),
             (4, 1, MONDAY_10, 10, "bogus"),
             (5, 1, MONDAY_10, Decimal("100000000.0001"), "payment"),
             (6, 1, future, 10, "payment"),
@@ -199,7 +199,7 @@ def test_each_validation_rule_has_its_code_and_fate(conn):
         ("processed", None),
     ]
     messages = {r["staging_id"]: r["error_message"] for r in got}
-    assert messages[ids[2]] == "required field(s) missing: account_id, amount"
+    assert messages[ids[2]] == "required field(s) missing: transaction_id, amount"
     assert messages[ids[3]] == "transaction_type 'bogus' is not a known type"
     assert messages[ids[4]] == "amount 100000000.0001 is outside [-100000000.0000, 100000000.0000]"
     assert messages[ids[5]] == "transaction_timestamp is more than 00:05:00 ahead of the server clock"

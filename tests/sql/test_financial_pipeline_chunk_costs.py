@@ -22,7 +22,7 @@ def test_the_chunk_scores_its_rows_in_one_call(conn):
         (T0,),
     )
     insert_counted(
-        conn, "INSERT INTO financial_transactions_staging (transaction_id) VALUES (NULL)"
+        conn, "INSERT INTO financial_transactions_staging (transaction_id, account_id) VALUES (NULL, 1)"
     )  # not scored
     with conn.transaction():
         conn.execute("SET LOCAL track_functions = 'all'")  # SQL functions too

@@ -132,9 +132,9 @@ def test_every_staged_row_ends_in_exactly_one_state(conn, rows, chunk_size):
             data.append(
                 (
                     txid,
-                    None if kind == "missing" else acct,
+                    acct,  # (a staging row has an account: 0031)
                     ts,
-                    Decimal("1e9") if kind == "too_big" else amount,
+                    None if kind == "missing" else Decimal("1e9") if kind == "too_big" else amount,
                     "bogus" if kind == "bogus" else "payment",
                     Jsonb(ref) if ref else None,
                 )

@@ -185,8 +185,7 @@ def worker(ctx: Context, concurrency: int, batch_size: int, poll_seconds: float,
 @click.option(
     "--recount",
     is_flag=True,
-    help="First correct the maintained staging counts by a count of staging (staging_counts_drift; "
-    "admin).",
+    help="First correct the maintained staging counts by a count of staging (staging_counts_drift; admin).",
 )
 @json_option
 @pass_ctx

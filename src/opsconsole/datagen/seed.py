@@ -63,6 +63,7 @@ SOURCE_TABLES = [
     "financial_transactions",
     "external_market_data",
     "financial_transactions_staging",
+    "financial_staging_rejects",
     "lakehouse_customers",
 ]
 # Derived tables of other areas that would describe the old data after a --truncate.
@@ -845,6 +846,10 @@ def _has_anonymous_events(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (synth.ANONYMOUS_EVENTS,)).fetchone()[0]
 
 
+def _has_staging_rejects(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (arrival.REJECTS,)).fetchone()[0]
+
+
 def _loaders_count_arrivals(conn: psycopg.Connection) -> bool:
     """Staged rows are counted by the loader's call (opsconsole.pipeline.arrival) from 0030 on; a
     database of an earlier release, which the upgrade tests seed, counts them by its trigger."""
@@ -1069,16 +1074,33 @@ def build_jobs(
     if plan.staging_rows == 0:
         skipped.append(TableResult("financial_transactions_staging", status="skipped", note="--backlog 0"))
     else:
+        # A transaction without an account is set aside, not staged (arrival.rejects); a database of
+        # a release before 0031, which the upgrade tests seed, stages it.
+        aside = _has_staging_rejects(conn)
+        backlog = list(_ranges(plan.staging_rows, CHUNK))
         jobs.append(
             Job(
                 "financial_transactions_staging",
                 STAGING_COLUMNS,
                 plan.staging_rows,
-                lambda: (gen.staging(lo, hi) for lo, hi in _ranges(plan.staging_rows, CHUNK)),
+                lambda: (
+                    arrival.stageable(gen.staging(lo, hi)) if aside else gen.staging(lo, hi)
+                    for lo, hi in backlog
+                ),
                 # The pending backlog comes after the history has been processed, so it stays pending.
                 phase=3,
             )
         )
+        if aside:
+            jobs.append(
+                Job(
+                    arrival.REJECTS,
+                    arrival.REJECT_COLUMNS,
+                    max(1, plan.staging_rows // 200),
+                    lambda: (arrival.rejects(gen.staging(lo, hi), "seed") for lo, hi in backlog),
+                    phase=3,
+                )
+            )
     return jobs, skipped, pipeline
 
 

@@ -13,7 +13,8 @@ Two halves:
 
 Faults (each a share of the stream it applies to; kinds within a stream are mutually exclusive):
 - invalid (staging): NULL transaction_id, NULL account_id, NULL amount, unknown transaction_type,
-  absurd amount (>= 1e12) or a timestamp in the future (1 hour to 30 days ahead);
+  absurd amount (>= 1e12) or a timestamp in the future (1 hour to 30 days ahead); a row without an
+  account is set aside in financial_staging_rejects rather than staged (pipeline.arrival.load);
 - duplicate (staging): an exact re-delivery of an earlier clean row's payload (transaction_id,
   account, timestamp, amount, type, reference_data); batch_id is the envelope of the micro-batch it
   arrives in;
@@ -579,7 +580,8 @@ class SimStats:
     elapsed_s: float = 0.0
     ticks: int = 0
     batches: int = 0
-    staging_rows: int = 0
+    staging_rows: int = 0  # staged
+    staging_rejected: int = 0  # set aside, not staged: no account (financial_staging_rejects)
     event_rows: int = 0
     crm_updates: int = 0
     crm_new: int = 0
@@ -598,9 +600,10 @@ class SimStats:
 
     @property
     def achieved_rate(self) -> float:
-        """Rows per second of the time the database was there (outages are reported apart)."""
+        """Rows per second the feed delivered (staged or set aside) while the database was there
+        (outages are reported apart)."""
         up = self.elapsed_s - self.outage_s
-        return self.staging_rows / up if up > 0 else 0.0
+        return (self.staging_rows + self.staging_rejected) / up if up > 0 else 0.0
 
     @property
     def behind(self) -> bool:
@@ -617,6 +620,7 @@ class SimStats:
             "achieved_rate": round(self.achieved_rate, 1),
             "held_rate": self.held,
             "staging_rows": self.staging_rows,
+            "staging_rejected": self.staging_rejected,
             "event_rows": self.event_rows,
             "crm_updates": self.crm_updates,
             "crm_new_customers": self.crm_new,
@@ -642,6 +646,8 @@ class SimStats:
             f"market {self.market_rows:,} · faults "
             + " ".join(f"{k}={v:,}" for k, v in self.faults.items() if v)
         )
+        if self.staging_rejected:
+            line += f" · set aside {self.staging_rejected:,} (no account)"
         if self.behind:
             line += (
                 f" · CANNOT HOLD {self.asked_rate:,.0f} rows/s: {self.lag_s:,.1f} s behind schedule "
@@ -706,12 +712,8 @@ def _load_batch(conn, frames: TickFrames, streams: set[str], xid: list[str] | No
         if xid is not None:
             xid[:] = [cur.execute("SELECT pg_current_xact_id()::text").fetchone()[0]]
         if "staging" in streams and frames.staging.height:
-            copy_frames(
-                cur, "financial_transactions_staging", STAGING_COLUMNS, [frames.staging], prefetch=False
-            )
-            arrival.staged(
-                cur, frames.staging.height, source="simulate", batch_id=frames.staging["batch_id"][-1]
-            )
+            # (a transaction without an account is set aside, not staged: arrival.load)
+            arrival.load(cur, frames.staging, "simulate", batch_id=frames.staging["batch_id"][-1])
         if "events" in streams and frames.events.height:
             named, anonymous = synth.split_events(frames.events)
             if named.height:
@@ -831,7 +833,7 @@ def run(
                 stats.elapsed_s = max(now - t0, tick * dt)
                 stats.lag_s = max(0.0, stats.elapsed_s - tick * dt)
                 stats.max_lag_s = max(stats.max_lag_s, stats.lag_s)
-                stats._window.append((now, stats.staging_rows))
+                stats._window.append((now, stats.staging_rows + stats.staging_rejected))
                 while stats._window and now - stats._window[0][0] > RATE_WINDOW_S:
                     stats._window.popleft()
                 if len(stats._window) > 1 and stats._window[-1][0] > stats._window[0][0]:
@@ -940,7 +942,9 @@ def _count(stats: SimStats, frames: TickFrames, streams: set[str]) -> None:
     stats.batches += 1
     stats.ticks += frames.last_tick - frames.first_tick + 1
     if "staging" in streams:
-        stats.staging_rows += frames.staging.height
+        aside = int(frames.staging["account_id"].is_null().sum())
+        stats.staging_rows += frames.staging.height - aside
+        stats.staging_rejected += aside
         for kind, n in frames.staging.group_by("_fault").len().iter_rows():
             if kind is not None:
                 stats.faults[kind] += n

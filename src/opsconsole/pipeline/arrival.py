@@ -11,16 +11,27 @@ quarter of COPY's time, and Citus cannot run it for a distributed staging table.
 * ``insert_counted``: an INSERT that sets ingestion times or states itself (tools, tests): its own
   rows are counted by minute and state, in the same statement (``select_counted`` after a COPY that
   does).
+
+A transaction without an account is never staged (0031: staging rows are placed by account, on Citus
+by shard): ``load`` COPYs a frame's rows with an account into staging and sets the others aside in
+financial_staging_rejects, as they came, with who loaded them and why (``rejects`` shapes them for a
+loader with its own COPY path, the seed).
 """
 
 from __future__ import annotations
 
 import json
 
+import polars as pl
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frames
+
 TABLE = "financial_transactions_staging"
+REJECTS = "financial_staging_rejects"
+REJECT_COLUMNS = (*STAGING_COLUMNS, "source", "reason")
+NO_ACCOUNT = "account_id is missing: staging rows are placed by account"
 ARRIVED = "SELECT financial_staging_arrived(%s::jsonb, %s::jsonb)"
 
 # The staged rows of one INSERT by ingestion minute and state: the shape financial_staging_arrived
@@ -45,6 +56,34 @@ def staged(db, rows: int, **note) -> None:
     if rows > 0:
         counts = [{"total_delta": rows, "pending_delta": rows}]
         db.execute(ARRIVED, (json.dumps(counts), json.dumps(note)))
+
+
+def rejects(frame: pl.DataFrame, source: str) -> pl.DataFrame:
+    """The rows of a staging frame that cannot be staged (no account), shaped for
+    financial_staging_rejects."""
+    return (
+        frame.filter(pl.col("account_id").is_null())
+        .select(STAGING_COLUMNS)
+        .with_columns(source=pl.lit(source), reason=pl.lit(NO_ACCOUNT))
+    )
+
+
+def stageable(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows of a staging frame that have an account."""
+    return frame.filter(pl.col("account_id").is_not_null())
+
+
+def load(cur, frame: pl.DataFrame, source: str, **note) -> tuple[int, int]:
+    """One loader's batch of input columns, in the caller's transaction: the rows with an account
+    are COPYed into staging and counted, the others set aside in financial_staging_rejects.
+    Returns (staged, set aside)."""
+    keep, aside = stageable(frame), rejects(frame, source)
+    if keep.height:
+        copy_frames(cur, TABLE, STAGING_COLUMNS, [keep.select(STAGING_COLUMNS)], prefetch=False)
+        staged(cur, keep.height, source=source, **note)
+    if aside.height:
+        copy_frames(cur, REJECTS, REJECT_COLUMNS, [aside], prefetch=False)
+    return keep.height, aside.height
 
 
 def insert_counted(db, insert_sql: str, params=None, **note) -> list[int]:
