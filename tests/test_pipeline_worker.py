@@ -12,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import psycopg
 import pytest
 from click.testing import CliRunner
 
 from opsconsole.cli import main
 from opsconsole.ops import pipeline as ops
+from opsconsole.pipeline import arrival
 from opsconsole.pipeline.arrival import insert_counted
 from opsconsole.pipeline.worker import Worker
 from tests.orders import add_orders
@@ -223,6 +225,26 @@ def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
         ("dead_letter", "unknown_type", 1),
         ("failed", "order_not_found", 2),
     ]
+    r = run_cli(db_dsn, "backlog")
+    assert "pipeline backlog" in r.output and "set aside" not in r.output
+    # a transaction without an account is set aside by its loader, not staged: the backlog says so
+    with plain.cursor() as cur:
+        staged = arrival.load(
+            cur,
+            pl.DataFrame(
+                {"transaction_id": [200, 201], "account_id": [None, 1], "amount": [5.0, 6.0]},
+                schema_overrides={"account_id": pl.Int64},
+            ).with_columns(
+                transaction_timestamp=pl.lit(T0),
+                transaction_type=pl.lit("payment"),
+                reference_data=pl.lit(None, pl.String),
+                batch_id=pl.lit("aside"),
+            ),
+            "test",
+        )
+    assert staged == (1, 1)
+    r = run_cli(db_dsn, "backlog")
+    assert "1 transaction(s) without an account were set aside unstaged in the last 24 h" in r.output
 
     r = run_cli(db_dsn, "retry")
     assert r.exit_code == 1

@@ -1454,6 +1454,7 @@ DECLARE
     v_n        bigint;
     v_dropped  text[] := ARRAY[]::text[];
     v_kept_all bigint := 0;
+    v_rejects  bigint;
 BEGIN
     -- One purge at a time, and not while maintenance works on staging (the key ensure_partitions_step
     -- and ensure_staging_partitions take): a second purge waits here (up to lock_timeout; the caller
@@ -1509,6 +1510,10 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     staging_rows_deleted := staging_rows_deleted + v_n;
 
+    -- the transactions set aside unstaged (no account, 0031) keep as long as staging rows do
+    DELETE FROM financial_staging_rejects r WHERE r.rejected_at < v_cutoff;
+    GET DIAGNOSTICS v_rejects = ROW_COUNT;
+
     DELETE FROM financial_latency_rollup WHERE minute_bucket < now() - v_cfg.rollup_retention;
     DELETE FROM financial_processing_rollup WHERE minute_bucket < now() - v_cfg.rollup_retention;
     GET DIAGNOSTICS rollup_rows_deleted = ROW_COUNT;
@@ -1523,7 +1528,7 @@ BEGIN
         jsonb_build_object('older_than', coalesce(p_older_than, v_cfg.staging_retention)::text, 'limit', p_limit),
         jsonb_build_object('staging_rows_deleted', staging_rows_deleted, 'rollup_rows_deleted', rollup_rows_deleted,
                            'partitions_dropped', to_jsonb(v_dropped), 'rows_kept_in_default', v_kept_all,
-                           'default_rows_deleted', v_n),
+                           'default_rows_deleted', v_n, 'rejects_deleted', v_rejects),
         'ok',
         round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3),
         NULL);

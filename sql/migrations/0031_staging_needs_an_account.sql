@@ -39,6 +39,8 @@ CREATE TABLE financial_staging_rejects (
     error_code            varchar(40),
     error_message         text
 );
+-- the purge keeps them as long as staging rows (purge_financial_staging)
+CREATE INDEX financial_staging_rejects_time_idx ON financial_staging_rejects (rejected_at);
 COMMENT ON TABLE financial_staging_rejects IS
     'Transactions a loader could not stage (no account_id: staging rows are placed by account), as they came.';
 

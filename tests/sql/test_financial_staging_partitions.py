@@ -237,6 +237,23 @@ def test_purge_drops_old_days_keeps_owed_rows_and_the_monitor(conn):
     }
 
 
+def test_purge_keeps_the_rows_set_aside_as_long_as_staging_rows(conn):
+    # transactions without an account are set aside unstaged (0031); the purge keeps them for the
+    # staging retention, like the rows it keeps, and says how many it deleted in its audit row
+    conn.execute(
+        "INSERT INTO financial_staging_rejects (transaction_id, amount, source, reason, rejected_at)"
+        " VALUES (1, 10, 'test', 'no account', now() - interval '9 days'),"
+        " (2, 10, 'test', 'no account', now() - interval '1 day')"
+    )
+    conn.execute("SELECT * FROM purge_financial_staging('7 days')")
+    left = conn.execute("SELECT transaction_id FROM financial_staging_rejects ORDER BY 1").fetchall()
+    assert [r["transaction_id"] for r in left] == [2]
+    audit = conn.execute(
+        "SELECT result FROM ops_audit_log WHERE action = 'purge_financial_staging' ORDER BY audit_id DESC"
+    ).fetchone()
+    assert audit["result"]["rejects_deleted"] == 1
+
+
 def test_purge_deletes_done_rows_of_default_in_bounded_steps(conn):
     stage_at(conn, "now() - interval '40 days'", [(i, 1, MONDAY_10, 10, "payment") for i in range(1, 6)])
     stage_at(conn, "now() - interval '40 days'", [(9, 1, MONDAY_10, 10, "bogus")])
