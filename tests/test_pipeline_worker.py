@@ -226,8 +226,8 @@ def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
         ("failed", "order_not_found", 2),
     ]
     r = run_cli(db_dsn, "backlog")
-    assert "pipeline backlog" in r.output and "set aside" not in r.output
-    # a transaction without an account is set aside by its loader, not staged: the backlog says so
+    assert "pipeline backlog" in r.output and "rejected before staging" not in r.output
+    # a transaction without an account is rejected by its loader, not staged: the backlog says so
     with plain.cursor() as cur:
         staged = arrival.load(
             cur,
@@ -244,7 +244,7 @@ def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
         )
     assert staged == (1, 1)
     r = run_cli(db_dsn, "backlog")
-    assert "1 transaction(s) without an account were set aside unstaged in the last 24 h" in r.output
+    assert "1 transaction(s) without an account were rejected before staging in the last 24 h" in r.output
 
     r = run_cli(db_dsn, "retry")
     assert r.exit_code == 1

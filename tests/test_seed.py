@@ -100,7 +100,7 @@ def test_counts_and_proportions(ro: tuple[dict, psycopg.Connection]) -> None:
     assert rows["crm_customers"] == N
     assert rows["erp_orders"] == 6 * N
     assert rows["external_market_data"] == 2000
-    # the pending backlog; a transaction without an account is set aside, not staged (0031)
+    # the pending backlog; a transaction without an account is rejected before staging (0031)
     assert rows["financial_transactions_staging"] + rows["financial_staging_rejects"] == 100
     events = rows["ecommerce_events"] + rows["ecommerce_anonymous_events"]
     assert 18 * N <= events <= 22 * N

@@ -1510,7 +1510,7 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     staging_rows_deleted := staging_rows_deleted + v_n;
 
-    -- the transactions set aside unstaged (no account, 0031) keep as long as staging rows do
+    -- the transactions rejected before staging (no account, 0031) keep as long as staging rows do
     DELETE FROM financial_staging_rejects r WHERE r.rejected_at < v_cutoff;
     GET DIAGNOSTICS v_rejects = ROW_COUNT;
 

@@ -1,5 +1,5 @@
 -- 0031: a staging row has an account. financial_transactions_staging.account_id is NOT NULL, and a
--- transaction that comes without one is set aside by its loader in financial_staging_rejects
+-- transaction that comes without one is rejected by its loader into financial_staging_rejects
 -- instead of being staged.
 --
 -- Why: on Citus staging is distributed by account_id (docs/scaling.md, "NULL distribution values"),
@@ -28,7 +28,7 @@ CREATE TABLE financial_staging_rejects (
     transaction_type      varchar(50),
     reference_data        jsonb,
     batch_id              varchar(100),
-    -- who set it aside, and why
+    -- who rejected it, and why
     source                text NOT NULL,
     reason                text NOT NULL,
     rejected_at           timestamptz NOT NULL DEFAULT now(),
@@ -89,4 +89,4 @@ ON CONFLICT (backend_pid) DO UPDATE SET
 -- squawk-ignore adding-not-nullable-field
 ALTER TABLE financial_transactions_staging ALTER COLUMN account_id SET NOT NULL;
 COMMENT ON COLUMN financial_transactions_staging.account_id IS
-    'The account; NOT NULL: a transaction without one is set aside in financial_staging_rejects (ingest: ingest_rejects).';
+    'The account; NOT NULL: a transaction without one is rejected into financial_staging_rejects (ingest: ingest_rejects).';

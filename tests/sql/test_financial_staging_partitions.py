@@ -237,8 +237,8 @@ def test_purge_drops_old_days_keeps_owed_rows_and_the_monitor(conn):
     }
 
 
-def test_purge_keeps_the_rows_set_aside_as_long_as_staging_rows(conn):
-    # transactions without an account are set aside unstaged (0031); the purge keeps them for the
+def test_purge_keeps_the_rejected_rows_as_long_as_staging_rows(conn):
+    # transactions without an account are rejected before staging (0031); the purge keeps them for the
     # staging retention, like the rows it keeps, and says how many it deleted in its audit row
     conn.execute(
         "INSERT INTO financial_staging_rejects (transaction_id, amount, source, reason, rejected_at)"

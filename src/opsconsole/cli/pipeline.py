@@ -218,16 +218,16 @@ def backlog(ctx: Context, as_json: bool) -> None:
     """What is waiting (pending), retrying (failed) or stuck (dead_letter), by error code."""
     with ctx.connect("backlog") as conn:
         rows = ops.backlog(conn)
-        aside = None if wants_json(ctx, as_json) else ops.set_aside_since(conn, 24)
+        rejected = None if wants_json(ctx, as_json) else ops.rejected_before_staging(conn, 24)
     if wants_json(ctx, as_json):
         emit(rows, True)
     elif not rows:
         click.echo("The backlog is empty: nothing pending, failed or dead-lettered.")
     else:
         emit(rows, False, title="pipeline backlog")
-    if aside:
+    if rejected:
         click.echo(
-            f"{aside:,} transaction(s) without an account were set aside unstaged in the last 24 h "
+            f"{rejected:,} transaction(s) without an account were rejected before staging in the last 24 h "
             "(financial_staging_rejects)."
         )
 

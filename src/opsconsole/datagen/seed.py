@@ -1074,7 +1074,7 @@ def build_jobs(
     if plan.staging_rows == 0:
         skipped.append(TableResult("financial_transactions_staging", status="skipped", note="--backlog 0"))
     else:
-        # A transaction without an account is set aside, not staged (arrival.rejects); a database of
+        # A transaction without an account is rejected before staging (arrival.rejects); a database of
         # a release before 0031, which the upgrade tests seed, stages it.
         aside = _has_staging_rejects(conn)
         backlog = list(_ranges(plan.staging_rows, CHUNK))

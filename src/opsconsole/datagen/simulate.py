@@ -14,7 +14,7 @@ Two halves:
 Faults (each a share of the stream it applies to; kinds within a stream are mutually exclusive):
 - invalid (staging): NULL transaction_id, NULL account_id, NULL amount, unknown transaction_type,
   absurd amount (>= 1e12) or a timestamp in the future (1 hour to 30 days ahead); a row without an
-  account is set aside in financial_staging_rejects rather than staged (pipeline.arrival.load);
+  account is rejected into financial_staging_rejects rather than staged (pipeline.arrival.load);
 - duplicate (staging): an exact re-delivery of an earlier clean row's payload (transaction_id,
   account, timestamp, amount, type, reference_data); batch_id is the envelope of the micro-batch it
   arrives in;
@@ -581,7 +581,7 @@ class SimStats:
     ticks: int = 0
     batches: int = 0
     staging_rows: int = 0  # staged
-    staging_rejected: int = 0  # set aside, not staged: no account (financial_staging_rejects)
+    staging_rejected: int = 0  # rejected before staging: no account (financial_staging_rejects)
     event_rows: int = 0
     crm_updates: int = 0
     crm_new: int = 0
@@ -600,7 +600,7 @@ class SimStats:
 
     @property
     def achieved_rate(self) -> float:
-        """Rows per second the feed delivered (staged or set aside) while the database was there
+        """Rows per second the feed delivered (staged or rejected) while the database was there
         (outages are reported apart)."""
         up = self.elapsed_s - self.outage_s
         return (self.staging_rows + self.staging_rejected) / up if up > 0 else 0.0
@@ -647,7 +647,7 @@ class SimStats:
             + " ".join(f"{k}={v:,}" for k, v in self.faults.items() if v)
         )
         if self.staging_rejected:
-            line += f" · set aside {self.staging_rejected:,} (no account)"
+            line += f" · rejected {self.staging_rejected:,} (no account)"
         if self.behind:
             line += (
                 f" · CANNOT HOLD {self.asked_rate:,.0f} rows/s: {self.lag_s:,.1f} s behind schedule "
@@ -712,7 +712,7 @@ def _load_batch(conn, frames: TickFrames, streams: set[str], xid: list[str] | No
         if xid is not None:
             xid[:] = [cur.execute("SELECT pg_current_xact_id()::text").fetchone()[0]]
         if "staging" in streams and frames.staging.height:
-            # (a transaction without an account is set aside, not staged: arrival.load)
+            # (a transaction without an account is rejected, not staged: arrival.load)
             arrival.load(cur, frames.staging, "simulate", batch_id=frames.staging["batch_id"][-1])
         if "events" in streams and frames.events.height:
             named, anonymous = synth.split_events(frames.events)

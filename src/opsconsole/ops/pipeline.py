@@ -325,12 +325,12 @@ def backlog(conn: psycopg.Connection) -> list[dict[str, Any]]:
         ).fetchall()
 
 
-def set_aside_since(conn: psycopg.Connection, hours: int = 24) -> int | None:
-    """Transactions set aside unstaged (no account: financial_staging_rejects, 0031) in the last
+def rejected_before_staging(conn: psycopg.Connection, hours: int = 24) -> int | None:
+    """Transactions rejected before staging (no account: financial_staging_rejects, 0031) in the last
     ``hours``; None when this role may not read them."""
     try:
         with conn.transaction():
-            (row,) = dict_rows(conn, query("pipeline/set_aside"), {"hours": hours})
+            (row,) = dict_rows(conn, query("pipeline/rejected_before_staging"), {"hours": hours})
     except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable):
         return None
     return int(row["n"])

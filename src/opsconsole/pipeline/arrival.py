@@ -13,7 +13,7 @@ quarter of COPY's time, and Citus cannot run it for a distributed staging table.
   does).
 
 A transaction without an account is never staged (0031: staging rows are placed by account, on Citus
-by shard): ``load`` COPYs a frame's rows with an account into staging and sets the others aside in
+by shard): ``load`` COPYs a frame's rows with an account into staging and rejects the others into
 financial_staging_rejects, as they came, with who loaded them and why (``rejects`` shapes them for a
 loader with its own COPY path, the seed).
 """
@@ -75,8 +75,8 @@ def stageable(frame: pl.DataFrame) -> pl.DataFrame:
 
 def load(cur, frame: pl.DataFrame, source: str, **note) -> tuple[int, int]:
     """One loader's batch of input columns, in the caller's transaction: the rows with an account
-    are COPYed into staging and counted, the others set aside in financial_staging_rejects.
-    Returns (staged, set aside)."""
+    are COPYed into staging and counted, the others rejected into financial_staging_rejects.
+    Returns (staged, rejected)."""
     keep, aside = stageable(frame), rejects(frame, source)
     if keep.height:
         copy_frames(cur, TABLE, STAGING_COLUMNS, [keep.select(STAGING_COLUMNS)], prefetch=False)
