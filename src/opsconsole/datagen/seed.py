@@ -842,12 +842,10 @@ def _set_identity(conn: psycopg.Connection, table: str, column: str, also: Seque
     )
 
 
-def _has_anonymous_events(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (synth.ANONYMOUS_EVENTS,)).fetchone()[0]
-
-
-def _has_staging_rejects(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (arrival.REJECTS,)).fetchone()[0]
+def _has_table(conn: psycopg.Connection, name: str) -> bool:
+    """Whether this schema has the table: a database of an earlier release, which the upgrade tests
+    seed, lacks the newer ones (the anonymous events, 0029; the staging rejects, 0031)."""
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
 
 
 def _loaders_count_arrivals(conn: psycopg.Connection) -> bool:
@@ -1000,7 +998,7 @@ def build_jobs(
     anonymous_cols = synth.anonymous_columns(EVENT_COLUMNS)
     event_tables = (  # (table, columns, share of the events, part of split_events)
         [("ecommerce_events", EVENT_COLUMNS, 0.85, 0), (synth.ANONYMOUS_EVENTS, anonymous_cols, 0.15, 1)]
-        if _has_anonymous_events(conn)
+        if _has_table(conn, synth.ANONYMOUS_EVENTS)
         else [("ecommerce_events", EVENT_COLUMNS, 1.0, None)]  # a database of a release before 0029
     )
     jobs: list[Job] = [
@@ -1076,7 +1074,7 @@ def build_jobs(
     else:
         # A transaction without an account is rejected before staging (arrival.rejects); a database of
         # a release before 0031, which the upgrade tests seed, stages it.
-        aside = _has_staging_rejects(conn)
+        aside = _has_table(conn, arrival.REJECTS)
         backlog = list(_ranges(plan.staging_rows, CHUNK))
         jobs.append(
             Job(
@@ -1235,7 +1233,7 @@ def seed(
         raise exc
 
     with connect(dsn, "seed") as conn:
-        anonymous = (synth.ANONYMOUS_EVENTS,) if _has_anonymous_events(conn) else ()
+        anonymous = (synth.ANONYMOUS_EVENTS,) if _has_table(conn, synth.ANONYMOUS_EVENTS) else ()
         _set_identity(conn, "ecommerce_events", "event_id", also=anonymous)
         _set_identity(conn, "external_market_data", "tick_id")
         lineage = seed_lineage(conn)

@@ -942,7 +942,7 @@ def _count(stats: SimStats, frames: TickFrames, streams: set[str]) -> None:
     stats.batches += 1
     stats.ticks += frames.last_tick - frames.first_tick + 1
     if "staging" in streams:
-        aside = int(frames.staging["account_id"].is_null().sum())
+        aside = frames.staging.filter(arrival.WITHOUT_ACCOUNT).height
         stats.staging_rows += frames.staging.height - aside
         stats.staging_rejected += aside
         for kind, n in frames.staging.group_by("_fault").len().iter_rows():

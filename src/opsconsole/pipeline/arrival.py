@@ -33,6 +33,8 @@ REJECTS = "financial_staging_rejects"
 REJECT_COLUMNS = (*STAGING_COLUMNS, "source", "reason")
 NO_ACCOUNT = "account_id is missing: staging rows are placed by account"
 ARRIVED = "SELECT financial_staging_arrived(%s::jsonb, %s::jsonb)"
+# the one test of a staging frame's row that cannot be staged
+WITHOUT_ACCOUNT = pl.col("account_id").is_null()
 
 # The staged rows of one INSERT by ingestion minute and state: the shape financial_staging_arrived
 # takes (the same keys as the rollups' deltas).
@@ -62,7 +64,7 @@ def rejects(frame: pl.DataFrame, source: str) -> pl.DataFrame:
     """The rows of a staging frame that cannot be staged (no account), shaped for
     financial_staging_rejects."""
     return (
-        frame.filter(pl.col("account_id").is_null())
+        frame.filter(WITHOUT_ACCOUNT)
         .select(STAGING_COLUMNS)
         .with_columns(source=pl.lit(source), reason=pl.lit(NO_ACCOUNT))
     )
@@ -70,7 +72,7 @@ def rejects(frame: pl.DataFrame, source: str) -> pl.DataFrame:
 
 def stageable(frame: pl.DataFrame) -> pl.DataFrame:
     """The rows of a staging frame that have an account."""
-    return frame.filter(pl.col("account_id").is_not_null())
+    return frame.filter(~WITHOUT_ACCOUNT)
 
 
 def load(cur, frame: pl.DataFrame, source: str, **note) -> tuple[int, int]:
@@ -79,7 +81,7 @@ def load(cur, frame: pl.DataFrame, source: str, **note) -> tuple[int, int]:
     Returns (staged, rejected)."""
     keep, aside = stageable(frame), rejects(frame, source)
     if keep.height:
-        copy_frames(cur, TABLE, STAGING_COLUMNS, [keep.select(STAGING_COLUMNS)], prefetch=False)
+        copy_frames(cur, TABLE, STAGING_COLUMNS, [keep], prefetch=False)
         staged(cur, keep.height, source=source, **note)
     if aside.height:
         copy_frames(cur, REJECTS, REJECT_COLUMNS, [aside], prefetch=False)
