@@ -713,7 +713,7 @@ BEGIN
             error_message = left(v_err, 1000),
             retry_count = s.retry_count + 1,
             next_attempt_at = p_now + financial_retry_delay(s.retry_count + 1, p_cfg.backoff_base, p_cfg.backoff_max),
-            processed_at = clock_timestamp(),
+            processed_at = p_now,   -- the chunk's time, as its other rows (not volatile: see the chunk)
             claimed_by = p_worker,
             chunk_id = p_chunk_id
         WHERE s.staging_id = v_row.staging_id
@@ -738,6 +738,31 @@ BEGIN
     rollup_deltas := v_a.rollup_deltas || v_b.rollup_deltas;
     latency_deltas := v_a.latency_deltas || v_b.latency_deltas;
 END;
+$$;
+
+
+------------------------------------------------------------------------------------------------------
+-- The claim's locks: 64 account buckets, each a transaction-scoped advisory lock
+------------------------------------------------------------------------------------------------------
+-- The lock space of the claim buckets (two-key form, 'FCLM': apart from every one-key lock).
+CREATE OR REPLACE FUNCTION financial_claim_key()
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$ SELECT 1178815565 $$;
+
+-- Every bucket, waited for in bucket order, until the caller's transaction ends: what a writer of due
+-- rows other than the chunk (retry_failed) holds, so that no chunk has read a row it is about to change.
+-- Workers only try a bucket and never wait, so the fixed order cannot deadlock with them; a waiting
+-- request also stops new tries from jumping ahead of it.
+CREATE OR REPLACE FUNCTION financial_claim_hold_all()
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT pg_advisory_xact_lock(financial_claim_key(), b) FROM generate_series(0, 63) AS b ORDER BY b;
+    SELECT;
 $$;
 
 
@@ -785,8 +810,6 @@ DECLARE
     v_bucket0  integer;
     v_bucket   integer;
     v_i        integer;
-    -- advisory lock space of the claim buckets (two-key form: apart from every one-key lock)
-    v_claim_key constant integer := 1178815565;   -- 'FCLM'
 BEGIN
     IF p_batch_size IS NULL OR p_batch_size < 1 THEN
         RAISE EXCEPTION 'process_financial_batch: p_batch_size must be at least 1 (got %)', p_batch_size
@@ -813,14 +836,17 @@ BEGIN
         -- parallel; with a smaller one, one chunk takes it all (one worker is then enough). The
         -- bucket is the high 6 bits of hashint8(account_id), the hash Citus shards bigint columns
         -- by, so a bucket lies within one shard (docs/scaling.md, "The claim"); the expression is
-        -- the one of financial_staging_bucket_claim_idx (0022), repeated exactly. Row locks (FOR
-        -- UPDATE ... SKIP LOCKED) remain the claim itself: a row retry_failed holds is skipped.
+        -- the one of financial_staging_bucket_claim_idx (0022), repeated exactly. The bucket's lock
+        -- is the whole claim: no row lock (FOR UPDATE on distributed staging is refused by Citus, and
+        -- on one server it wrote a lock into every claimed row before the chunk's update wrote it
+        -- again). The one other writer of due rows, retry_failed, holds every bucket while it works
+        -- (financial_claim_hold_all); park and unpark touch only rows no chunk claims.
         v_rows := NULL;
         v_bucket0 := floor(random() * 64)::integer;
         FOR v_i IN 0..63 LOOP
             EXIT WHEN coalesce(cardinality(v_rows), 0) >= v_limit;
             v_bucket := (v_bucket0 + v_i) % 64;
-            CONTINUE WHEN NOT pg_try_advisory_xact_lock(v_claim_key, v_bucket);
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock(financial_claim_key(), v_bucket);
             SELECT array_agg(q.s ORDER BY (q.s).staging_id)
             INTO v_part
             FROM (
@@ -831,7 +857,6 @@ BEGIN
                   AND s.next_attempt_at <= v_now
                 ORDER BY s.staging_id
                 LIMIT v_limit - coalesce(cardinality(v_rows), 0)
-                FOR UPDATE OF s SKIP LOCKED
             ) q;
             v_rows := v_rows || v_part;   -- appended in place, not a copy of the chunk per bucket
         END LOOP;
@@ -1020,6 +1045,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    -- No chunk is running while this holds every claim bucket, and none starts until it commits:
+    -- the rows it reads below are the rows it changes (the workers take no row locks).
+    PERFORM financial_claim_hold_all();
     WITH target AS (
         SELECT s.staging_id, s.ingestion_timestamp, s.processing_status
         FROM financial_transactions_staging s
@@ -1027,9 +1055,7 @@ BEGIN
                   SELECT r.staging_id, r.ingestion_timestamp
                   FROM retry_scope(p_staging_ids, p_batch_id, p_error_code, p_all, p_include_dead_letter,
                                    p_filter) r)
-          -- checked again on the row as locked: a worker may have moved it on since the scope was read
           AND s.processing_status = ANY (v_statuses)
-        FOR UPDATE OF s
     ),
     upd AS (
         UPDATE financial_transactions_staging s
@@ -1041,6 +1067,8 @@ BEGIN
         FROM target t
         WHERE s.staging_id = t.staging_id
           AND s.ingestion_timestamp = t.ingestion_timestamp
+          -- checked again on the row as updated: a park may have moved a dead letter since it was read
+          AND s.processing_status = t.processing_status
         RETURNING s.ingestion_minute, t.processing_status AS prev_status
     ),
     per_minute AS (

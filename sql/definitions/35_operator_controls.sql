@@ -33,7 +33,7 @@ $$;
 -- The one mover behind park_dead_letters and unpark_dead_letters: moves the named rows between
 -- dead_letter and parked, keeps the rollups' dead_letter counts equal to staging's (a parked row counts in
 -- total_transactions only), writes the action's audit row in the same transaction, and returns how many
--- moved. Each row is checked again as locked: a retry may have moved it on since the scope was read.
+-- moved. Each row is checked again as it is updated: a retry may have moved it on since the scope was read.
 -- An invoker: called directly it has only the caller's rights, and no group role may update staging.
 CREATE OR REPLACE FUNCTION backlog_move(
     p_to_status text,
@@ -69,7 +69,6 @@ BEGIN
                   SELECT m.staging_id, m.ingestion_timestamp
                   FROM backlog_move_scope(v_from, p_staging_ids, p_filter) m)
           AND s.processing_status = v_from
-        FOR UPDATE OF s
     ),
     upd AS (
         UPDATE financial_transactions_staging s
@@ -79,6 +78,8 @@ BEGIN
         FROM target t
         WHERE s.staging_id = t.staging_id
           AND s.ingestion_timestamp = t.ingestion_timestamp
+          -- checked again on the row as updated (no row lock: Citus refuses FOR UPDATE across shards)
+          AND s.processing_status = v_from
         RETURNING s.ingestion_minute
     ),
     per_minute AS (

@@ -606,6 +606,61 @@ def test_retention_keeps_failed_rows_and_rollups(conn):
     assert process(conn)["duplicate_count"] == 1
 
 
+def test_a_retry_waits_for_the_chunk_in_flight_and_the_counts_hold(db_dsn):
+    """The claim takes no row locks: retry_failed holds every claim bucket instead, so it neither
+    changes a row a running chunk has read nor lets a chunk read a row it is changing."""
+    import threading
+
+    with psycopg.connect(db_dsn, autocommit=True, row_factory=dict_row) as c:
+        c.execute("UPDATE financial_error_codes SET backoff_base = NULL, backoff_max = NULL")
+        settings(c, backoff_base=dt.timedelta(0))
+        # two failures (order_not_found, retried at once) and one row that goes through
+        stage(
+            c,
+            [
+                (1, 1, MONDAY_10, 10, "payment", {"order_id": 901}),
+                (2, 2, MONDAY_10, 10, "payment", {"order_id": 902}),
+            ],
+        )
+        assert process(c)["failed_count"] == 2
+        stage(c, [(3, 3, MONDAY_10, 10, "payment")])
+    done = {}
+    with psycopg.connect(db_dsn, row_factory=dict_row) as a:
+        # a chunk that claimed the failed rows again (due at once) and has not committed
+        assert process(a)["claimed_count"] == 3
+
+        def retry():
+            with psycopg.connect(db_dsn, row_factory=dict_row, autocommit=True) as b:
+                done["n"] = b.execute("SELECT retry_failed(p_all => true) AS n").fetchone()["n"]
+
+        t = threading.Thread(target=retry)
+        t.start()
+        t.join(1.0)
+        assert t.is_alive(), "the retry changed rows while a chunk that read them was in flight"
+        a.commit()
+        t.join(10)
+    assert not t.is_alive()
+    with psycopg.connect(db_dsn, autocommit=True, row_factory=dict_row) as c:
+        # it re-queued what the committed chunk left failed
+        assert done["n"] == 2
+        assert statuses(c)[3][0] == "processed"
+        assert {r[0] for r in statuses(c).values()} == {"pending", "processed"}
+        # the other order: a retry in flight, and a chunk claims nothing until it commits (and does
+        # not wait for it either: the buckets are only tried)
+        add_orders(c, {"order_id": 901, "customer_id": 1, "order_date": dt.date(2025, 1, 6)})
+        assert process(c)["processed_count"] == 1
+        assert process(c)["failed_count"] == 1
+        with psycopg.connect(db_dsn, row_factory=dict_row) as b:
+            assert b.execute("SELECT retry_failed(p_all => true) AS n").fetchone()["n"] == 1
+            c.execute("SET statement_timeout = '5s'")  # a chunk that waited for b would wait forever
+            assert process(c)["claimed_count"] == 0
+            c.execute("RESET statement_timeout")
+            b.commit()
+        assert process(c)["claimed_count"] == 1
+        drift = c.execute("SELECT * FROM financial_staging_counts_drift()").fetchone()
+        assert drift == {"pending_delta": 0, "failed_delta": 0, "dead_letter_delta": 0}
+
+
 def test_processed_is_partitioned_by_event_time(conn):
     old = dt.datetime(2001, 2, 3, 4, 5, tzinfo=UTC)
     stage(conn, [(1, 1, old, 10, "payment"), (2, 1, MONDAY_10, 20_000, "payment")])

@@ -1,10 +1,11 @@
 """The claim loop as a daemon: `opsconsole worker [--concurrency N]`.
 
 Each loop has its own connection (autocommit) and calls process_financial_batch_detail with
-p_batch_size = one chunk, so every chunk is its own transaction (claims never overlap: FOR UPDATE
-SKIP LOCKED). When nothing is due it LISTENs on 'opsconsole_staging' and wakes on the first
-notification, polling every `poll_s` seconds as the fallback (a NOTIFY can be missed while
-reconnecting, and failed rows become due by the clock, not by a notification).
+p_batch_size = one chunk, so every chunk is its own transaction (claims never overlap: a chunk holds
+its account buckets' advisory locks until it commits). When nothing is due it LISTENs on
+'opsconsole_staging' and wakes on the first notification, polling every `poll_s` seconds as the
+fallback (a NOTIFY can be missed while reconnecting, and failed rows become due by the clock, not by a
+notification).
 
 Stopping: stop() (SIGTERM / Ctrl-C in the CLI) lets the chunk in flight commit, then each loop ends.
 Losing the server (a restart, a failover, pg_terminate_backend): the loops share one Reconnect
