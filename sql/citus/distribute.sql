@@ -31,11 +31,25 @@ BEGIN
     -- plan its statement with unbound parameters ("could not create distributed plan"), so here it
     -- is planned per call with the values.
     ALTER FUNCTION public.customer_search_rows(text, integer) RESET plan_cache_mode;
+    -- A read of staging by account bucket asks every shard of staging, whatever it finds: the claim
+    -- reads 8 buckets at once here (one read per chunk), not one (process_financial_batch_detail).
+    ALTER FUNCTION public.process_financial_batch_detail(integer, interval, text) SET opsconsole.claim_span = '8';
+    -- Staging's foreign key to the error codes: while staging is an ordinary (partitioned) table,
+    -- making the error codes a reference table would make Citus convert staging into a Citus local
+    -- table, which fails on its partitions' CHECK constraints. So the key goes first, the error codes
+    -- and staging are moved by the loop below, and the key comes back after it (a distributed table
+    -- may reference a reference table).
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
+                   WHERE p.logicalrelid = 'public.financial_transactions_staging'::regclass) THEN
+        ALTER TABLE public.financial_transactions_staging
+            DROP CONSTRAINT IF EXISTS financial_transactions_staging_error_code_fkey;
+    END IF;
     FOR r IN
         SELECT t.ord, t.rel::regclass AS rel, t.kind, t.col, t.colocate_with
         FROM (VALUES
             -- Small lookups read by every shard's queries: one copy on every node.
             (1, 'public.financial_transaction_types', 'reference', NULL, NULL),
+            (2, 'public.financial_error_codes', 'reference', NULL, NULL),
             -- The customer group, co-located by customer_id: a customer's versions and its chain
             -- lock live on one shard, so lakehouse_apply_changes and lake_history are single-shard
             -- per customer and time travel fans out once.
@@ -52,10 +66,11 @@ BEGIN
             -- (account_id, transaction_id)) and the processed rows (the fraud window reads one
             -- account's range). The chunk claims rows by account bucket, so its ledger insert and
             -- its processed insert and window reads touch only the shards of the chunk's accounts.
-            -- Staging stays on the coordinator (docs/scaling.md says which refusals keep it there);
-            -- the chunk's statement writes both kinds at once.
+            -- Staging with them (every daily partition too): a chunk's rows, ledger entries and
+            -- processed rows of one bucket of accounts are on one shard's node.
             (8, 'public.financial_transaction_ledger', 'hash', 'account_id', 'none'),
             (9, 'public.financial_transactions_processed', 'hash', 'account_id', 'public.financial_transaction_ledger'),
+            (12, 'public.financial_transactions_staging', 'hash', 'account_id', 'public.financial_transaction_ledger'),
             -- The source transactions with them, keyed (account_id, transaction_id): the is_processed
             -- follow-up reads the ledger's shard on its own node, and the customer-360 capture writes
             -- the order-reference queue's co-located shard (the queue is keyed by the account too).
@@ -97,5 +112,12 @@ BEGIN
             EXECUTE format('ALTER TABLE %s ENABLE TRIGGER USER', r.rel);
         END IF;
     END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c
+                   WHERE c.conrelid = 'public.financial_transactions_staging'::regclass
+                     AND c.conname = 'financial_transactions_staging_error_code_fkey') THEN
+        ALTER TABLE public.financial_transactions_staging
+            ADD CONSTRAINT financial_transactions_staging_error_code_fkey
+            FOREIGN KEY (error_code) REFERENCES public.financial_error_codes (error_code);
+    END IF;
 END;
 $$;

@@ -711,8 +711,10 @@ BEGIN
         SET processing_status = v_st,
             error_code = 'internal_error',
             error_message = left(v_err, 1000),
-            retry_count = s.retry_count + 1,
-            next_attempt_at = p_now + financial_retry_delay(s.retry_count + 1, p_cfg.backoff_base, p_cfg.backoff_max),
+            -- from the claimed row (no one else writes it while the chunk holds its bucket): Citus
+            -- refuses a STABLE function of a column in an UPDATE of distributed staging
+            retry_count = v_row.retry_count + 1,
+            next_attempt_at = p_now + financial_retry_delay(v_row.retry_count + 1, p_cfg.backoff_base, p_cfg.backoff_max),
             processed_at = p_now,   -- the chunk's time, as its other rows (not volatile: see the chunk)
             claimed_by = p_worker,
             chunk_id = p_chunk_id
@@ -810,6 +812,8 @@ DECLARE
     v_bucket0  integer;
     v_bucket   integer;
     v_i        integer;
+    v_take     integer[];
+    v_span     integer := greatest(1, least(64, coalesce(nullif(current_setting('opsconsole.claim_span', true), '')::integer, 1)));
 BEGIN
     IF p_batch_size IS NULL OR p_batch_size < 1 THEN
         RAISE EXCEPTION 'process_financial_batch: p_batch_size must be at least 1 (got %)', p_batch_size
@@ -841,24 +845,52 @@ BEGIN
         -- on one server it wrote a lock into every claimed row before the chunk's update wrote it
         -- again). The one other writer of due rows, retry_failed, holds every bucket while it works
         -- (financial_claim_hold_all); park and unpark touch only rows no chunk claims.
+        -- The buckets are read v_span at a time (opsconsole.claim_span, 1 unless set): on one server
+        -- one bucket per statement, an ordered index range that stops at the chunk's limit; on Citus,
+        -- where every read of staging by bucket asks all its shards (about 0.2 s on the test cluster
+        -- whatever it returns), distribute.sql sets 8, so a chunk costs one such read, not one per
+        -- bucket. The rows of several buckets are then the first due rows by staging_id among them,
+        -- so for each account still an unbroken run from its oldest due row.
         v_rows := NULL;
         v_bucket0 := floor(random() * 64)::integer;
-        FOR v_i IN 0..63 LOOP
-            EXIT WHEN coalesce(cardinality(v_rows), 0) >= v_limit;
-            v_bucket := (v_bucket0 + v_i) % 64;
-            CONTINUE WHEN NOT pg_try_advisory_xact_lock(financial_claim_key(), v_bucket);
-            SELECT array_agg(q.s ORDER BY (q.s).staging_id)
-            INTO v_part
-            FROM (
-                SELECT s
-                FROM financial_transactions_staging s
-                WHERE ((hashint8(coalesce(s.account_id, 0))::bigint + 2147483648) >> 26)::integer = v_bucket
-                  AND s.processing_status IN ('pending', 'failed')
-                  AND s.next_attempt_at <= v_now
-                ORDER BY s.staging_id
-                LIMIT v_limit - coalesce(cardinality(v_rows), 0)
-            ) q;
-            v_rows := v_rows || v_part;   -- appended in place, not a copy of the chunk per bucket
+        v_i := 0;
+        WHILE v_i < 64 AND coalesce(cardinality(v_rows), 0) < v_limit LOOP
+            v_take := ARRAY[]::integer[];
+            WHILE v_i < 64 AND cardinality(v_take) < v_span LOOP
+                v_bucket := (v_bucket0 + v_i) % 64;
+                v_i := v_i + 1;
+                IF pg_try_advisory_xact_lock(financial_claim_key(), v_bucket) THEN
+                    v_take := v_take || v_bucket;
+                END IF;
+            END LOOP;
+            IF cardinality(v_take) = 1 THEN
+                SELECT array_agg(q.s ORDER BY (q.s).staging_id)
+                INTO v_part
+                FROM (
+                    SELECT s
+                    FROM financial_transactions_staging s
+                    WHERE ((hashint8(coalesce(s.account_id, 0))::bigint + 2147483648) >> 26)::integer = v_take[1]
+                      AND s.processing_status IN ('pending', 'failed')
+                      AND s.next_attempt_at <= v_now
+                    ORDER BY s.staging_id
+                    LIMIT v_limit - coalesce(cardinality(v_rows), 0)
+                ) q;
+            ELSIF cardinality(v_take) > 1 THEN
+                SELECT array_agg(q.s ORDER BY (q.s).staging_id)
+                INTO v_part
+                FROM (
+                    SELECT s
+                    FROM financial_transactions_staging s
+                    WHERE ((hashint8(coalesce(s.account_id, 0))::bigint + 2147483648) >> 26)::integer = ANY (v_take)
+                      AND s.processing_status IN ('pending', 'failed')
+                      AND s.next_attempt_at <= v_now
+                    ORDER BY s.staging_id
+                    LIMIT v_limit - coalesce(cardinality(v_rows), 0)
+                ) q;
+            ELSE
+                v_part := NULL;
+            END IF;
+            v_rows := v_rows || v_part;   -- appended in place, not a copy of the chunk per read
         END LOOP;
         EXIT WHEN coalesce(cardinality(v_rows), 0) = 0;
 
@@ -979,10 +1011,12 @@ CREATE OR REPLACE FUNCTION retry_scope(
     p_filter text DEFAULT NULL
 )
 RETURNS TABLE(staging_id bigint, ingestion_timestamp timestamptz)
-LANGUAGE sql
+LANGUAGE plpgsql   -- not sql: Citus cannot plan a SQL function's parameters over distributed staging
 STABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT s.staging_id, s.ingestion_timestamp
     FROM financial_transactions_staging s
     WHERE s.processing_status = ANY (CASE WHEN p_include_dead_letter
@@ -995,6 +1029,7 @@ AS $$
                                                    s.batch_id, s.staging_id, s.transaction_id))
       AND (p_staging_ids IS NOT NULL OR p_batch_id IS NOT NULL OR p_error_code IS NOT NULL
            OR p_filter IS NOT NULL OR coalesce(p_all, false));
+END;
 $$;
 COMMENT ON FUNCTION retry_scope(bigint[], text, text, boolean, boolean, text) IS
     'The staging rows retry_failed() would re-queue for these selectors (the one definition of its scope).';
@@ -1575,8 +1610,8 @@ $$;
 -- unchanged, so retries, the rollups and the audit trail still line up. The monitor reads the
 -- per-minute rollups and exactly-once reads the ledger, so neither needs the dropped rows.
 --
--- The primary key is (staging_id, ingestion_timestamp): a unique key must include the
--- partition key. staging_id stays unique (one sequence), and a lookup by staging_id alone is one
+-- The primary key is (staging_id, ingestion_timestamp, account_id) (0032): a unique key must include
+-- the partition key, and on Citus the distribution column. staging_id stays unique (one sequence), and a lookup by staging_id alone is one
 -- index probe per partition (about retention + 8 of them); the chunk's own updates also give the
 -- ingestion-time range of their rows so that only the partitions holding them are probed.
 

@@ -17,10 +17,12 @@ CREATE OR REPLACE FUNCTION backlog_move_scope(
     p_filter text
 )
 RETURNS TABLE(staging_id bigint, ingestion_timestamp timestamptz)
-LANGUAGE sql
+LANGUAGE plpgsql   -- not sql: Citus cannot plan a SQL function's parameters over distributed staging
 STABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT s.staging_id, s.ingestion_timestamp
     FROM financial_transactions_staging s
     WHERE s.processing_status = p_from_status
@@ -28,6 +30,7 @@ AS $$
       AND (p_filter IS NULL OR backlog_row_matches(p_filter, s.processing_status, s.error_code, s.error_message,
                                                    s.batch_id, s.staging_id, s.transaction_id))
       AND (p_staging_ids IS NOT NULL OR p_filter IS NOT NULL);
+END;
 $$;
 
 -- The one mover behind park_dead_letters and unpark_dead_letters: moves the named rows between
@@ -143,10 +146,12 @@ CREATE OR REPLACE FUNCTION backlog_what_if(
     p_filter text DEFAULT NULL
 )
 RETURNS TABLE(error_code text, rows bigint, was_failing bigint)
-LANGUAGE sql
+LANGUAGE plpgsql   -- not sql: Citus cannot plan a SQL function's parameters over distributed staging
 STABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH picked AS (
         SELECT array_agg(s) AS rows_
         FROM financial_transactions_staging s
@@ -157,13 +162,14 @@ AS $$
                                                        s.transaction_id))
           AND (p_staging_ids IS NOT NULL OR p_filter IS NOT NULL)
     )
-    SELECT v.error_code, count(*) AS rows, count(*) FILTER (WHERE v.error_code IS NOT NULL) AS was_failing
+    SELECT v.error_code::text, count(*), count(*) FILTER (WHERE v.error_code IS NOT NULL)
     FROM picked
     CROSS JOIN financial_pipeline_settings cfg
     CROSS JOIN LATERAL financial_validate(picked.rows_, cfg, now()) v
     WHERE picked.rows_ IS NOT NULL
     GROUP BY v.error_code
     ORDER BY v.error_code NULLS FIRST;
+END;
 $$;
 COMMENT ON FUNCTION backlog_what_if(bigint[], text) IS
     'How the selected failed/dead-lettered/parked rows would fare against the validators now, by error code '

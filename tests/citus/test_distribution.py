@@ -36,14 +36,15 @@ CUSTOMER_GROUP = (
 # Anonymous visitors' events, by session (no customer to go with)
 BY_SESSION = ("ecommerce_anonymous_events",)
 # A copy on every node: small lookups, and the order-id keys the pipeline's order check reads
-REFERENCE = ("erp_order_keys", "financial_transaction_types")
-# Distributed by account_id and co-located: the exactly-once ledger, the processed rows, the source
-# transactions and the customer-360 queue of their order references
+REFERENCE = ("erp_order_keys", "financial_error_codes", "financial_transaction_types")
+# Distributed by account_id and co-located: staging, the exactly-once ledger, the processed rows, the
+# source transactions and the customer-360 queue of their order references
 FINANCIAL_GROUP = (
     "customer_360_dirty_orders",
     "financial_transaction_ledger",
     "financial_transactions",
     "financial_transactions_processed",
+    "financial_transactions_staging",
 )
 
 
@@ -87,8 +88,13 @@ def test_migrate_distributes_and_status_says_where(citus_dsn):
         t = layout[name]
         assert (t["kind"], t["distributed_by"]) == ("distributed", "session_id"), t
         assert {p.split(" (")[0] for p in t["placements"].split(", ")} == workers, t
-    # staging stays on the coordinator (docs/scaling.md says why)
-    assert "financial_transactions_staging" not in layout
+    # staging keeps its key to the error codes (dropped while the two moved, then added back)
+    with psycopg.connect(citus_dsn, autocommit=True) as conn:
+        fk = conn.execute(
+            "SELECT confrelid::regclass::text FROM pg_constraint WHERE contype = 'f' "
+            "AND conrelid = 'financial_transactions_staging'::regclass"
+        ).fetchall()
+    assert fk == [("financial_error_codes",)]
 
     out = CliRunner().invoke(main, ["--dsn", citus_dsn, "db", "status", "--json"])
     assert out.exit_code == 0, out.output
