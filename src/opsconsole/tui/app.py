@@ -267,7 +267,7 @@ class OpsConsoleApp(App):
     def on_refresh_done(self, message: RefreshDone) -> None:
         self.engine.finished(message)
         if self.engine.ticks == 1:  # the first pane shows its data: now prepare the others
-            self.run_worker(self._premount(), group="premount", exit_on_error=False)
+            self.run_worker(self._premount, group="premount", exit_on_error=False)
 
     def caps_changed(self, caps: Capabilities) -> None:
         self.caps = caps
@@ -291,7 +291,7 @@ class OpsConsoleApp(App):
 
     def refresh_fleet(self) -> None:
         """Read the fleet's pause switch (on the lookup slot) and show it in the header."""
-        self.run_worker(self._read_fleet(), group="fleet", exclusive=True, exit_on_error=False)
+        self.run_worker(self._read_fleet, group="fleet", exclusive=True, exit_on_error=False)
 
     async def _read_fleet(self) -> None:
         try:

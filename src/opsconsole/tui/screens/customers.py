@@ -296,7 +296,7 @@ class CustomerScreen(Screen):
         self.action_reload()
 
     def action_reload(self) -> None:
-        self.run_worker(self._load(), group="customer", exclusive=True)
+        self.run_worker(self._load, group="customer", exclusive=True)
 
     async def _load(self) -> None:
         try:
@@ -404,7 +404,7 @@ class CustomerScreen(Screen):
         if reason:
             self.app.notify(f"Time travel is not available on this database: {reason}.", severity="warning")
             return
-        self.run_worker(self._ask_travel(), group="travel", exclusive=True)
+        self.run_worker(self._ask_travel, group="travel", exclusive=True)
 
     async def _ask_travel(self) -> None:
         from opsconsole.tui.screens.modals import PromptScreen
