@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psycopg
@@ -191,19 +192,28 @@ async def test_the_console_rides_out_a_fast_restart(own_server) -> None:
 
 def test_a_loop_that_notices_an_outage_late_adds_no_lines() -> None:
     """One outage, two claim loops that meet it a moment apart (on Citus, a node that is down fails
-    each loop's next chunk in turn): one line when it starts, one when it is over."""
+    each loop's next chunk in turn while another node answers): one line when it starts, one when
+    a success has stood for grace_s, whichever loop it came from."""
     lines: list[str] = []
-    policy = Reconnect("worker", lines.append)
+    now = [0.0]
+    policy = Reconnect("worker", lines.append, clock=lambda: now[0])
     exc = psycopg.OperationalError("server closed the connection unexpectedly")
     policy.lost(exc, 0)
-    policy.restored(0)
-    policy.lost(exc, 1)  # within grace_s of the recovery: the same outage
+    now[0] = 1.0
+    policy.restored(0)  # loop 0 is back ...
+    now[0] = 1.5
+    policy.lost(exc, 1)  # ... but loop 1 meets the outage: still the same one
+    now[0] = 3.0
     policy.restored(1)
-    assert [line.split(" (")[0].split(" after")[0] for line in lines] == [
-        "worker: lost the database",
-        "worker: reconnected to the database",
-    ]
-    assert policy.outages == 1
+    assert len(lines) == 1
+    now[0] = 4.0
+    policy.restored(0)  # one second of success: not yet over
+    assert len(lines) == 1
+    now[0] = 5.5
+    policy.restored(0)  # 2.5 s since the first success after the last failure
+    assert lines[0].startswith("worker: lost the database (OperationalError: server closed")
+    assert lines[1:] == ["worker: reconnected to the database after 3.0 s"]
+    assert policy.outages == 1 and not policy.down
 
     later = Reconnect("worker", lines.append, grace_s=0.0)  # every loss is an outage of its own
     lines.clear()
@@ -211,3 +221,33 @@ def test_a_loop_that_notices_an_outage_late_adds_no_lines() -> None:
         later.lost(exc, 0)
         later.restored(0)
     assert len(lines) == 4 and later.outages == 2
+
+
+def test_a_loop_in_a_long_backoff_wakes_when_another_is_back_and_stopping_settles() -> None:
+    """The CI failure this guards: one claim loop sleeping out an 8-second backoff while the other
+    was already back, so the outage never ended before the worker stopped. Now the first success
+    wakes every pause, and a process that stops says the database came back if it had."""
+    lines: list[str] = []
+    policy = Reconnect("worker", lines.append, grace_s=60.0)
+    exc = psycopg.OperationalError("server closed the connection unexpectedly")
+    policy.lost(exc, 0)
+    stop = threading.Event()
+    woke: list[float] = []
+
+    def sleeper() -> None:
+        started = time.monotonic()
+        assert policy.pause(8.0, stop) is False
+        woke.append(time.monotonic() - started)
+
+    t = threading.Thread(target=sleeper)
+    t.start()
+    time.sleep(0.3)
+    policy.restored(1)
+    t.join(5)
+    assert woke and woke[0] < 2.0, woke
+    assert len(lines) == 1  # within grace_s: not yet said
+    stop.set()
+    assert policy.pause(8.0, stop) is True  # a stop ends a pause at once
+    policy.settle()
+    assert lines[1].startswith("worker: reconnected to the database after")
+    assert not policy.down

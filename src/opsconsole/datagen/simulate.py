@@ -849,6 +849,7 @@ def run(
         stats.elapsed_s = max(time.monotonic() - t0, tick * dt)
         stats.outages = policy.outages
         conn = _audit_run(dsn, conn, base, duration, stats, policy, say)
+        policy.settle()
     finally:
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -884,7 +885,7 @@ def _send_once(dsn: str, conn, frames: TickFrames, streams: set[str], policy, st
             with contextlib.suppress(Exception):
                 conn.close()
             conn = None
-            if stop.wait(policy.lost(exc)):
+            if policy.pause(policy.lost(exc), stop):
                 return None, time.monotonic() - started
     return conn, (time.monotonic() - started if started is not None else 0.0)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
@@ -88,9 +87,13 @@ class Reconnect:
     so an outage that breaks every connection at once prints one line when it starts and one when
     the database is back, never one per attempt or per loop. `lost()` returns how long to wait
     before the next attempt: `initial` doubling to `cap`, each delay drawn uniformly from its upper
-    half so that N processes do not reconnect in lock step. Loss within `grace_s` of the last
-    recovery counts as the same outage (a loop that notices late does not start a new one, and
-    says nothing when it is back either).
+    half so that N processes do not reconnect in lock step; `pause()` waits it out, and wakes early
+    once any loop is back, so that no loop sleeps out a long backoff while the database is up.
+
+    The outage is over when the first success since the last failure has stood for `grace_s` with no
+    new failure (seen at the next `restored()`, or at `settle()` when the process stops). So a loop
+    that meets the outage late, or a Citus node that is down while another node answers a loop's
+    chunk, keeps it one outage instead of a flapping pair of lines.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Reconnect:
         cap: float = 15.0,
         grace_s: float = 2.0,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.name = name
         self.say = say
@@ -109,12 +113,13 @@ class Reconnect:
         self.cap = cap
         self.grace_s = grace_s
         self.rng = rng or random.Random()
+        self.clock = clock
         self.outages = 0
         self._lock = threading.Lock()
-        self._down: dict[object, int] = {}  # who is reconnecting -> attempts so far
-        self._since: float | None = None  # monotonic start of the current outage
-        self._back_at = -math.inf  # monotonic time of the last recovery
-        self._announced = False  # whether the current outage printed its line
+        self._down: dict[object, int] = {}  # who has failed in this outage -> attempts so far
+        self._since: float | None = None  # start of the open outage
+        self._ok_since: float | None = None  # the first success since the last failure
+        self._successes = 0  # counts `_ok_since` being set: what pause() wakes on
 
     @property
     def down(self) -> bool:
@@ -123,30 +128,54 @@ class Reconnect:
     def lost(self, exc: BaseException, who: object = None) -> float:
         """Record a failed attempt of `who`; returns the seconds to wait before the next one."""
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             attempts = self._down.get(who, 0)
             self._down[who] = attempts + 1
+            self._ok_since = None
             if self._since is None:
                 self._since = now
-                self._announced = now - self._back_at > self.grace_s
-                if self._announced:
-                    self.outages += 1
-                    self.say(
-                        f"{self.name}: lost the database ({reason(exc)}); "
-                        "reconnecting with backoff, nothing is lost meanwhile"
-                    )
+                self.outages += 1
+                self.say(
+                    f"{self.name}: lost the database ({reason(exc)}); "
+                    "reconnecting with backoff, nothing is lost meanwhile"
+                )
             base = min(self.cap, self.initial * 2**attempts)
             return self.rng.uniform(base / 2, base)
 
     def restored(self, who: object = None) -> None:
-        """`who` is connected (again); the outage ends when everyone who lost the link is back."""
+        """`who` succeeded: the first success wakes the loops that wait; one that has stood for
+        `grace_s` ends the outage."""
         with self._lock:
-            if self._down.pop(who, None) is None or self._down or self._since is None:
+            self._down.pop(who, None)
+            if self._since is None:
                 return
-            now = time.monotonic()
-            took, self._since, self._back_at = now - self._since, None, now
-            if self._announced:
-                self.say(f"{self.name}: reconnected to the database after {took:.1f} s")
+            now = self.clock()
+            if self._ok_since is None:
+                self._ok_since = now
+                self._successes += 1
+            if now - self._ok_since >= self.grace_s:
+                self._end()
+
+    def settle(self) -> None:
+        """The process is stopping: an outage that a success already answered is over."""
+        with self._lock:
+            if self._since is not None and self._ok_since is not None:
+                self._end()
+
+    def pause(self, seconds: float, stop: threading.Event) -> bool:
+        """Wait out a backoff; returns early when a loop is back, True when `stop` was set."""
+        seen = self._successes
+        deadline = time.monotonic() + seconds
+        while not stop.wait(max(0.0, min(0.1, deadline - time.monotonic()))):
+            if self._successes != seen or time.monotonic() >= deadline:
+                return False
+        return True
+
+    def _end(self) -> None:
+        took = self._ok_since - self._since
+        self._since = self._ok_since = None
+        self._down.clear()
+        self.say(f"{self.name}: reconnected to the database after {took:.1f} s")
 
 
 def reason(exc: BaseException) -> str:

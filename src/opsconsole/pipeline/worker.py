@@ -113,6 +113,7 @@ class Worker:
     def run_loop(self, slot: int = 0) -> None:
         """One claim loop in the calling thread, until stop()."""
         self._loop(slot)
+        self.reconnect.settle()
 
     @property
     def stopping(self) -> bool:
@@ -131,6 +132,7 @@ class Worker:
         self.start()
         while not self.join(timeout=0.2):
             pass
+        self.reconnect.settle()
 
     # -- one loop ----------------------------------------------------------------------------------
     def _connect(self, slot: int) -> psycopg.Connection:
@@ -173,7 +175,7 @@ class Worker:
                     if link_lost:
                         _close(conn)
                         conn = None
-                    self._stop.wait(self.reconnect.lost(exc, slot))
+                    self.reconnect.pause(self.reconnect.lost(exc, slot), self._stop)
                 elif isinstance(exc, psycopg.OperationalError | ops.OpsError):
                     # e.g. a deadlock or a cancelled statement: the chunk rolled back, the link is fine
                     with self.stats.lock:
