@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
+from opsconsole.errors import first_line
 from opsconsole.output import to_jsonable
 
 # Group roles may not write an audit row that claims success (record_audit is the owner's); they may
@@ -41,13 +42,11 @@ class ActionOutcome:
 
 
 def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
-        text = exc.diag.message_primary
-        if exc.diag.message_hint:
-            text += f" ({exc.diag.message_hint})"
-        return text
-    first = str(exc).strip().splitlines()
-    return first[0] if first else type(exc).__name__
+    """errors.first_line with the server's hint, when it gave one: what an audit row, a job's line or
+    a pane's border says about a failure."""
+    text = first_line(exc)
+    hint = exc.diag.message_hint if isinstance(exc, psycopg.Error) else None
+    return f"{text} ({hint})" if hint else text
 
 
 def is_cancel(exc: BaseException | None) -> bool:
