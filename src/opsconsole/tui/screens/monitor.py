@@ -170,13 +170,13 @@ class MonitorScreen(PaneScreen):
     MonitorScreen #codes-box { height: 14; }
     MonitorScreen #codes, MonitorScreen #workers { height: 1fr; }
     MonitorScreen .side-label { height: 1; color: $text-muted; }
-    MonitorScreen.-narrow #lower { layout: vertical; }
-    MonitorScreen.-narrow #minutes { height: 1fr; min-height: 4; }
-    MonitorScreen.-narrow #side { width: 1fr; height: 6; margin-left: 0; layout: horizontal; }
-    MonitorScreen.-narrow #codes-box { width: 37; height: 1fr; }
-    MonitorScreen.-narrow #workers-box { width: 1fr; height: 1fr; margin-left: 1; }
-    MonitorScreen.-wide .spark-row { height: 5; }
-    MonitorScreen.-wide Sparkline { height: 4; }
+    MonitorScreen.-stacked #lower { layout: vertical; }
+    MonitorScreen.-stacked #minutes { height: 1fr; min-height: 4; }
+    MonitorScreen.-stacked #side { width: 1fr; height: 6; margin-left: 0; layout: horizontal; }
+    MonitorScreen.-stacked #codes-box { width: 37; height: 1fr; }
+    MonitorScreen.-stacked #workers-box { width: 1fr; height: 1fr; margin-left: 1; }
+    MonitorScreen.-tall .spark-row { height: 5; }
+    MonitorScreen.-tall Sparkline { height: 4; }
     """.replace("SIDE_WIDTH", str(SIDE_WIDTH))
 
     def __init__(self, context: ConsoleContext) -> None:
@@ -212,8 +212,11 @@ class MonitorScreen(PaneScreen):
         self._fit(event.size.width, event.size.height)
 
     def _fit(self, width: int, height: int) -> None:
-        self.set_class(0 < width < NARROW_BELOW, "-narrow")
-        self.set_class(height >= 45, "-wide")
+        # Its own class names: PaneScreen's HORIZONTAL_BREAKPOINTS own -narrow/-wide (at 110 columns),
+        # and sharing them made the two flip each other's classes at every refresh between 110 and
+        # NARROW_BELOW columns or under 45 lines: a restyle of the whole pane each time (P8).
+        self.set_class(0 < width < NARROW_BELOW, "-stacked")
+        self.set_class(height >= 45, "-tall")
 
     # -- data -------------------------------------------------------------------------------------
     @classmethod
