@@ -2,11 +2,13 @@
 
 The server is OPSCONSOLE_TEST_DSN when set (a role that may CREATE DATABASE), else an embedded
 cluster in a temp directory started once per session. All migrations and definitions are applied once to a
-template database named after their checksum; each test gets a fresh clone (CREATE DATABASE ... TEMPLATE).
+template database named after their checksum and the UTC day; each test gets a fresh clone (CREATE
+DATABASE ... TEMPLATE).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import shutil
@@ -58,8 +60,12 @@ def admin_dsn() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def template_db(admin_dsn: str) -> str:
-    """A database with every migration applied, made once per migrations digest."""
-    name = f"opsconsole_tpl_{_migrations_digest()}"
+    """A database with every migration applied, made once per migrations digest and UTC day: the
+    migrations create partitions relative to today, so a template kept by the test server from an
+    earlier day (OPSCONSOLE_TEST_KEEP_SERVER, a reused temp directory) would lack today's days ahead
+    and fail the partition tests."""
+    day = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    name = f"opsconsole_tpl_{_migrations_digest()}_{day}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(4242)")
         try:

@@ -113,7 +113,6 @@ class Worker:
     def run_loop(self, slot: int = 0) -> None:
         """One claim loop in the calling thread, until stop()."""
         self._loop(slot)
-        self.reconnect.settle()
 
     @property
     def stopping(self) -> bool:
@@ -132,7 +131,6 @@ class Worker:
         self.start()
         while not self.join(timeout=0.2):
             pass
-        self.reconnect.settle()
 
     # -- one loop ----------------------------------------------------------------------------------
     def _connect(self, slot: int) -> psycopg.Connection:
@@ -195,6 +193,7 @@ class Worker:
                     )
                     self._stop.wait(self.poll_s)
         _close(conn)
+        self.reconnect.settle()  # stopping: say the database came back if a chunk since said so
         log.info("%s: stopped", label)
 
     def _maintenance_loop(self) -> None:
