@@ -718,8 +718,11 @@ BEGIN
             processed_at = p_now,   -- the chunk's time, as its other rows (not volatile: see the chunk)
             claimed_by = p_worker,
             chunk_id = p_chunk_id
+        -- the whole primary key: on Citus the account routes it to the row's one shard (a
+        -- multi-shard write would take every staging shard's lock for the rest of the chunk)
         WHERE s.staging_id = v_row.staging_id
-          AND s.ingestion_timestamp = v_row.ingestion_timestamp;
+          AND s.ingestion_timestamp = v_row.ingestion_timestamp
+          AND s.account_id = v_row.account_id;
         IF v_st = 'failed' THEN failed := 1; ELSE dead_letter := 1; END IF;
         rollup_deltas := jsonb_build_array(jsonb_build_object(
             'minute_bucket', v_row.ingestion_minute,
