@@ -119,7 +119,6 @@ class Reconnect:
         self._down: dict[object, int] = {}  # who has failed in this outage -> attempts so far
         self._since: float | None = None  # start of the open outage
         self._ok_since: float | None = None  # the first success since the last failure
-        self._successes = 0  # counts `_ok_since` being set: what pause() wakes on
 
     @property
     def down(self) -> bool:
@@ -152,7 +151,6 @@ class Reconnect:
             now = self.clock()
             if self._ok_since is None:
                 self._ok_since = now
-                self._successes += 1
             if now - self._ok_since >= self.grace_s:
                 self._end()
 
@@ -163,11 +161,11 @@ class Reconnect:
                 self._end()
 
     def pause(self, seconds: float, stop: threading.Event) -> bool:
-        """Wait out a backoff; returns early when a loop is back, True when `stop` was set."""
-        seen = self._successes
+        """Wait out a backoff (called right after `lost()`, which cleared `_ok_since`); returns
+        early once a loop is back, True when `stop` was set."""
         deadline = time.monotonic() + seconds
         while not stop.wait(max(0.0, min(0.1, deadline - time.monotonic()))):
-            if self._successes != seen or time.monotonic() >= deadline:
+            if self._ok_since is not None or time.monotonic() >= deadline:
                 return False
         return True
 

@@ -213,8 +213,8 @@ class MonitorScreen(PaneScreen):
 
     def _fit(self, width: int, height: int) -> None:
         # Its own class names: PaneScreen's HORIZONTAL_BREAKPOINTS own -narrow/-wide (at 110 columns),
-        # and sharing them made the two flip each other's classes at every refresh between 110 and
-        # NARROW_BELOW columns or under 45 lines: a restyle of the whole pane each time (P8).
+        # and sharing them made the two flip each other's classes on mount, on resize and at the first
+        # status pushes between 110 and NARROW_BELOW columns or under 45 lines: a restyle each time.
         self.set_class(0 < width < NARROW_BELOW, "-stacked")
         self.set_class(height >= 45, "-tall")
 
