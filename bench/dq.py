@@ -30,7 +30,9 @@ TARGET = 1.8
 HERE = Path(__file__).resolve().parent
 
 RULES = [
-    ("ft_account_not_null", "completeness", "account_id IS NOT NULL"),
+    # account_id cannot be NULL (it leads financial_transactions' key since 0027): a bad account is one
+    # that is not positive
+    ("ft_account_positive", "validity", "account_id > 0"),
     ("ft_type_not_null", "completeness", "transaction_type IS NOT NULL"),
     ("ft_batch_not_null", "completeness", "batch_id IS NOT NULL"),
     ("ft_reference_present", "completeness", "reference_data IS NOT NULL"),
@@ -73,7 +75,7 @@ def build(admin_dsn: str, rows: int) -> str:
             """INSERT INTO financial_transactions (transaction_id, account_id, transaction_timestamp, amount,
                                                    transaction_type, reference_data, batch_id)
                SELECT g,
-                      CASE WHEN g %% 97 = 0 THEN NULL ELSE g %% 50000 END,
+                      CASE WHEN g %% 97 = 0 THEN -(g %% 50000) ELSE 1 + g %% 50000 END,
                       now() - (g %% 1000) * interval '20 minutes',
                       CASE WHEN g %% 53 = 0 THEN -(g %% 500) ELSE (g %% 5000) + 0.25 END,
                       (ARRAY['payment', 'refund', 'transfer', 'fee', 'adjustment', 'chargeback',

@@ -11,9 +11,11 @@ import argparse
 import datetime as dt
 import importlib
 import json
+import os
 import platform
 import statistics
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +28,7 @@ from psycopg import conninfo
 from rich.console import Console
 from rich.table import Table
 
+from opsconsole import errors
 from opsconsole.db import migrate
 from opsconsole.pipeline import arrival
 
@@ -47,6 +50,52 @@ class Result:
     ok: bool
     unit: str
     details: dict = field(default_factory=dict)
+    before: dict = field(default_factory=dict)  # the machine when it started (settle)
+    measured_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+
+# A benchmark starts once the machine has been this quiet for SETTLE_QUIET_S in a row (all cores'
+# busy share from /proc/stat), waiting at most SETTLE_MAX_S: the previous benchmark's autovacuum,
+# checkpoint and dropped database otherwise land in the next one's figures (a full run measured P8 at
+# 61.5 ms p95 right after P5's 4 GB build, and 32.5 ms alone on the idle machine).
+SETTLE_BUSY = 0.15
+SETTLE_QUIET_S = 3
+SETTLE_MAX_S = 120.0
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs, or None where /proc/stat is missing."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def settle(admin_dsn: str) -> dict[str, Any]:
+    """Flush what the previous benchmark left dirty (CHECKPOINT), then wait for a quiet machine.
+    Returns what the machine was like when the benchmark started, for latest.json."""
+    started = time.perf_counter()
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    quiet, busy = 0, None
+    last = _cpu_times()
+    while last is not None and quiet < SETTLE_QUIET_S and time.perf_counter() - started < SETTLE_MAX_S:
+        time.sleep(1.0)
+        now = _cpu_times()
+        if now is None:
+            break
+        busy = (now[0] - last[0]) / max(now[1] - last[1], 1)
+        quiet = quiet + 1 if busy < SETTLE_BUSY else 0
+        last = now
+    return {
+        "busy_share": None if busy is None else round(busy, 3),
+        "quiet": busy is not None and quiet >= SETTLE_QUIET_S,
+        "load1": round(os.getloadavg()[0], 2),
+        "settled_s": round(time.perf_counter() - started, 1),
+    }
 
 
 def median_of(fn: Callable[[], float], runs: int = 3) -> float:
@@ -212,8 +261,20 @@ def readme_table(records: list[dict]) -> str:
     how = "`make bench QUICK=1`" if sizes == {True} else "`make bench`"
     if sizes == {True, False}:
         how += " (rows marked *quick* at the small sizes of `QUICK=1`)"
+    ordered = sorted(records, key=bench_order)
+    noisy = [r["id"] for r in ordered if r.get("before") and not r["before"].get("quiet")]
+    unknown = [r["id"] for r in ordered if not r.get("before")]
+    state = []
+    if noisy:
+        state.append(f"Started on a machine that was not quiet: {', '.join(noisy)} (latest.json `before`).")
+    if unknown:
+        state.append(f"Not recorded how quiet the machine was: {', '.join(unknown)} (an older run).")
     lines = [
-        f"Measured by {how} on {'; '.join(machines)}.",
+        f"Measured by {how} on {'; '.join(machines)}. "
+        + (
+            " ".join(state)
+            or f"Each started on a quiet machine (CPU busy < {SETTLE_BUSY:.0%} for {SETTLE_QUIET_S} s)."
+        ),
         "",
         "| id | what | value | baseline | ratio | target | ok |",
         "|---|---|---|---|---|---|---|",
@@ -236,6 +297,22 @@ def update_readme(block: str) -> None:
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     README.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}", encoding="utf-8")
+
+
+def save(admin: str, results: list[Result], args: argparse.Namespace) -> None:
+    """Write latest.json and the README table. A run replaces only the ids it measured, so the file
+    keeps the last figure of every benchmark (each record says when it was measured)."""
+    with psycopg.connect(admin) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, PostgreSQL {version}"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    payload = [asdict(r) | {"machine": machine, "quick": args.quick} for r in results]
+    if RESULTS.exists():
+        measured = {r.id for r in results}
+        kept = [r for r in json.loads(RESULTS.read_text(encoding="utf-8")) if r["id"] not in measured]
+        payload = sorted(kept + payload, key=bench_order)
+    RESULTS.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    update_readme(readme_table(payload))
 
 
 def main() -> int:
@@ -262,28 +339,31 @@ def main() -> int:
         console.print("No benchmarks found.")
         return 1
     results: list[Result] = []
+    failed = []
     for fn in benches:
-        console.print(f"[bold]{fn.__name__}[/] ...")
-        with BenchDB(admin) as db:
-            result = fn(db, args.quick)
+        before = settle(admin)
+        quiet = "quiet" if before["quiet"] else f"NOT quiet after {before['settled_s']:g} s"
+        console.print(f"[bold]{fn.__name__}[/] ... (machine {quiet}: busy {before['busy_share']})")
+        try:
+            with BenchDB(admin) as db:
+                result = fn(db, args.quick)
+        except Exception as exc:  # a broken benchmark must not cost the others' figures
+            traceback.print_exc()
+            failed.append(f"{fn.__name__}: {type(exc).__name__}: {errors.first_line(exc)}")
+            console.print(f"  [red]{failed[-1]}[/]")
+            continue
+        result.before = before
         ratio = "—" if result.ratio is None else f"{result.ratio:.1f}x"
         console.print(f"  {result.id}: {num(result.value)} {result.unit} (ratio {ratio})")
         results.append(result)
-    with psycopg.connect(admin) as conn:
-        version = conn.execute("SHOW server_version").fetchone()[0]
-    machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, PostgreSQL {version}"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    payload = [asdict(r) | {"machine": machine, "quick": args.quick} for r in results]
-    if args.only and RESULTS.exists():
-        # a partial run replaces only its own ids, so the file keeps the last figure of every benchmark
-        measured = {r.id for r in results}
-        kept = [r for r in json.loads(RESULTS.read_text(encoding="utf-8")) if r["id"] not in measured]
-        payload = sorted(kept + payload, key=bench_order)
-    RESULTS.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    console.print(render(results))
-    update_readme(readme_table(payload))
-    console.print(f"wrote {RESULTS.relative_to(ROOT.parent)}")
-    return 0
+        save(admin, results, args)  # after each one: a later failure or ^C keeps what was measured
+    if results:
+        console.print(render(results))
+    for line in failed:
+        console.print(f"[red]failed[/] {line}")
+    if results:
+        console.print(f"wrote {RESULTS.relative_to(ROOT.parent)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
