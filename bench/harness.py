@@ -67,7 +67,7 @@ def _cpu_times() -> tuple[int, int] | None:
     """(busy, total) jiffies of all CPUs, or None where /proc/stat is missing."""
     try:
         with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
+            fields = [int(x) for x in f.readline().split()[1:9]]  # guest time is in user already
     except (OSError, ValueError):
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
