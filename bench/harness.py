@@ -55,9 +55,10 @@ class Result:
 
 
 # A benchmark starts once the machine has been this quiet for SETTLE_QUIET_S in a row (all cores'
-# busy share from /proc/stat), waiting at most SETTLE_MAX_S: the previous benchmark's autovacuum,
-# checkpoint and dropped database otherwise land in the next one's figures (a full run measured P8 at
-# 61.5 ms p95 right after P5's 4 GB build, and 32.5 ms alone on the idle machine).
+# busy share from /proc/stat), waiting at most SETTLE_MAX_S: the previous benchmark's dirty buffers
+# and background work otherwise land in the next one's figures (a full run measured P8 at 61.5 ms p95
+# right after P5's 4 GB build, and 32.5 ms alone on the idle machine; that run recorded nothing of the
+# machine's state, so which it was cannot be told now).
 SETTLE_BUSY = 0.15
 SETTLE_QUIET_S = 3
 SETTLE_MAX_S = 120.0
