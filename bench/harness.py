@@ -300,12 +300,15 @@ def update_readme(block: str) -> None:
     README.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}", encoding="utf-8")
 
 
-def save(admin: str, results: list[Result], args: argparse.Namespace) -> None:
-    """Write latest.json and the README table. A run replaces only the ids it measured, so the file
-    keeps the last figure of every benchmark (each record says when it was measured)."""
+def machine_of(admin: str) -> str:
     with psycopg.connect(admin) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, PostgreSQL {version}"
+    return f"{platform.machine()}, {os.cpu_count()} cores, PostgreSQL {version}"
+
+
+def save(machine: str, results: list[Result], args: argparse.Namespace) -> None:
+    """Write latest.json and the README table. A run replaces only the ids it measured, so the file
+    keeps the last figure of every benchmark (each record says when it was measured)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     payload = [asdict(r) | {"machine": machine, "quick": args.quick} for r in results]
     if RESULTS.exists():
@@ -339,6 +342,7 @@ def main() -> int:
     if not benches:
         console.print("No benchmarks found.")
         return 1
+    machine = machine_of(admin)
     results: list[Result] = []
     failed = []
     for fn in benches:
@@ -357,13 +361,12 @@ def main() -> int:
         ratio = "—" if result.ratio is None else f"{result.ratio:.1f}x"
         console.print(f"  {result.id}: {num(result.value)} {result.unit} (ratio {ratio})")
         results.append(result)
-        save(admin, results, args)  # after each one: a later failure or ^C keeps what was measured
+        save(machine, results, args)  # after each one: a later failure or ^C keeps what was measured
     if results:
         console.print(render(results))
+        console.print(f"wrote {RESULTS.relative_to(ROOT.parent)}")
     for line in failed:
         console.print(f"[red]failed[/] {line}")
-    if results:
-        console.print(f"wrote {RESULTS.relative_to(ROOT.parent)}")
     return 1 if failed else 0
 
 
