@@ -113,8 +113,11 @@ def timed(fn: Callable[[], object]) -> float:
 class BenchDB:
     """A fresh, migrated database on the target server, dropped afterwards."""
 
-    def __init__(self, admin_dsn: str):
+    def __init__(self, admin_dsn: str, server: Any = None):
         self.admin_dsn = admin_dsn
+        # the embedded server when the harness runs its own (no --dsn): a benchmark may restart it
+        # with a setting it needs (P9's fifty consoles need more connections than its default)
+        self.server = server
         self.name = f"opsconsole_bench_{uuid.uuid4().hex[:8]}"
 
     def __enter__(self) -> BenchDB:
@@ -331,12 +334,14 @@ def main() -> int:
         return 0
 
     console = Console()
+    server = None
     if args.dsn:
         admin = args.dsn
     else:
         from opsconsole.db.embedded import EmbeddedServer
 
-        admin = conninfo.make_conninfo(EmbeddedServer().ensure_running().dsn, dbname="postgres")
+        server = EmbeddedServer()
+        admin = conninfo.make_conninfo(server.ensure_running().dsn, dbname="postgres")
     selected = {s.strip().upper() for s in args.only.split(",")} if args.only else None
     benches = collect(selected)
     if not benches:
@@ -350,7 +355,7 @@ def main() -> int:
         quiet = "quiet" if before["quiet"] else f"NOT quiet after {before['settled_s']:g} s"
         console.print(f"[bold]{fn.__name__}[/] ... (machine {quiet}: busy {before['busy_share']})")
         try:
-            with BenchDB(admin) as db:
+            with BenchDB(admin, server) as db:
                 result = fn(db, args.quick)
         except Exception as exc:  # a broken benchmark must not cost the others' figures
             traceback.print_exc()
