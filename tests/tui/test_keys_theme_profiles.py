@@ -59,8 +59,10 @@ async def test_the_palette_switches_profile_and_the_panes_follow(
         )
         monkeypatch.setenv("OPSCONSOLE_CONFIG", str(config))
         app = make_app(start_pane="backlog", listen=False)
+        app.oncall.interval = 0.2
         async with app.run_test(size=SIZE) as pilot:
             await wait_loaded(app, "backlog")
+            await pilot.pause(0.5)  # the watcher has polled this database
             assert table_rows(app, "#rows") == []
             titles = [c.title for c in app.get_system_commands(app.screen)]
             assert "Switch to profile staging" in titles and "Switch to profile broken" in titles
@@ -80,6 +82,14 @@ async def test_the_palette_switches_profile_and_the_panes_follow(
                 pilot, lambda: len(table_rows(app, "#rows")) == 11, what="the other database's rows"
             )
             assert app.dsn == other_dsn
+            # nothing of the console stays on the database it left: no refresh connection, and no
+            # on-call poll that would still read it (and ring for its incidents) every few seconds
+            await pilot.pause(1.0)  # the first watcher polls every 0.2 s (below)
+            left = conn.execute(
+                "SELECT array_agg(application_name ORDER BY application_name) AS apps FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name LIKE 'opsconsole:console%'"
+            ).fetchone()["apps"]
+            assert left is None
             header = str(app.screen.query_one("StatusHeader").render())
             assert "staging (" in header
             assert "Switch to profile staging" not in [c.title for c in app.get_system_commands(app.screen)]

@@ -100,3 +100,20 @@ async def test_the_console_calls_once_when_a_critical_dq_failure_and_an_sla_brea
         await poll(app)
         assert len(app.oncall.alerted) == 3 and app.oncall.alerted[2].startswith("Critical DQ rule")
         await wait_for(pilot, lambda: app.panes["monitor"].data is not None)
+
+
+async def test_an_open_console_holds_three_connections_and_the_watcher_shares_the_refresh_one(make_app, conn):
+    """Fifty consoles at an incident hold 150 connections, not 200: the on-call poll is a background
+    read on the refresh engine's connection, not one of its own."""
+    app = make_app(start_pane="monitor")  # LISTEN on, as `opsconsole console` runs
+    app.oncall.interval = 3600  # the test polls by hand
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.panes["monitor"].data is not None and app.listener.listening)
+        await poll(app)
+        await app.lookup_async(lambda c: c.execute("SELECT 1"))
+        apps = conn.execute(
+            "SELECT array_agg(application_name ORDER BY application_name) AS apps FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE 'opsconsole:%'"
+        ).fetchone()["apps"]
+        assert apps == ["opsconsole:console", "opsconsole:console-lookup", "opsconsole:listen"]
+        assert app.oncall.slot is app.engine.slot

@@ -7,9 +7,9 @@ ConsoleContext (clock, lookup slot), pushes the console's state into the shown p
 (RefreshRequested, ActionRequested, PaneShown; tui/messages.py).
 
 Threads and connections: pane refreshes run in a thread worker on the "console" connection;
-interactive reads (search, drill-downs, confirmation counts) on the "console-lookup" connection;
-each action on a fresh connection of its own; LISTEN on a dedicated one. Workers post messages;
-widgets are touched on the UI thread only.
+the on-call watcher's health snapshot on the same one; interactive reads (search, drill-downs,
+confirmation counts) on the "console-lookup" connection; each action on a fresh connection of its
+own; LISTEN on a dedicated one. Workers post messages; widgets are touched on the UI thread only.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ class OpsConsoleApp(App):
         self.engine = RefreshEngine(self, dsn, interval)
         self.lookup = DbSlot(dsn, "console-lookup", LOOKUP_TIMEOUT_MS)
         self.listener = Listener(dsn, self.post_message) if listen else None
-        self.oncall = OnCallWatcher(self, dsn)  # bell / desktop notification when an incident starts
+        # bell / desktop notification when an incident starts; polls on the engine's connection
+        self.oncall = OnCallWatcher(self, self.engine.slot)
         self.jobs: dict[int, Job] = {}
         self.ops = Operations(self)
         self.premounted = False  # every pane composed and mounted (see _premount)
@@ -265,6 +266,8 @@ class OpsConsoleApp(App):
 
     # -- engine callbacks -------------------------------------------------------------------------
     def on_refresh_done(self, message: RefreshDone) -> None:
+        if message.engine is not None and message.engine is not self.engine:
+            return  # fetched from the database the console left (a profile switch)
         self.engine.finished(message)
         if self.engine.ticks == 1:  # the first pane shows its data: now prepare the others
             self.run_worker(self._premount, group="premount", exit_on_error=False)
@@ -482,7 +485,7 @@ class OpsConsoleApp(App):
         self.oncall.stop()
         if self.listener is not None:
             self.listener.stop()
-        old_lookup = self.lookup
+        old_lookup, old_engine = self.lookup, self.engine
         interval, paused = self.engine.interval, self.engine.paused
         self.dsn = dsn
         self.profile = name
@@ -493,10 +496,11 @@ class OpsConsoleApp(App):
         self.engine.paused = paused
         self.lookup = DbSlot(dsn, "console-lookup", LOOKUP_TIMEOUT_MS)
         await asyncio.to_thread(old_lookup.close)
+        await asyncio.to_thread(old_engine.close)
         self.listener = Listener(dsn, self.post_message) if self.listen else None
         if self.listener is not None:
             self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)
-        self.oncall = OnCallWatcher(self, dsn)
+        self.oncall = OnCallWatcher(self, self.engine.slot)
         self.oncall.start()
         self.refresh_bindings()
         self.engine.request({pane.PANE_ID for pane in PANES})

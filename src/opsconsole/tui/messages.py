@@ -46,11 +46,15 @@ class PaneShown(Message):
 
 
 class RefreshDone(Message):
-    def __init__(self, results: list[PaneResult], caps: Capabilities | None, error: str | None):
+    def __init__(
+        self, results: list[PaneResult], caps: Capabilities | None, error: str | None, engine: object = None
+    ):
         super().__init__()
         self.results = results
         self.caps = caps
         self.error = error
+        # the RefreshEngine that fetched: one replaced since (a profile switch) is ignored
+        self.engine = engine
 
 
 class Notified(Message):

@@ -3,7 +3,9 @@ desktop notification (OSC 9 or OSC 777), when an SLA breach or a critical DQ fai
 incident, not at every refresh.
 
 Incidents come from the health snapshot and rules that `opsconsole check` and the Prometheus alerts
-use (ops/health.py), read on a connection of their own every few seconds, whatever pane is shown.
+use (ops/health.py), read every few seconds whatever pane is shown, on the refresh engine's
+connection: a background read beside the others, not a connection of its own per console (fifty
+consoles at an incident would hold fifty more).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 
 import psycopg
 from textual.app import App
+from textual.timer import Timer
 
 from opsconsole.config import ConsoleSettings, console_settings
-from opsconsole.errors import OpsError
+from opsconsole.errors import OpsError, is_disconnect
 from opsconsole.ops import health
 from opsconsole.tui import textual_compat
 from opsconsole.tui.refresh import DbSlot
@@ -103,7 +106,7 @@ class OnCallWatcher:
     def __init__(
         self,
         app: App,
-        dsn: str,
+        slot: DbSlot,
         *,
         interval: float = POLL_INTERVAL_S,
         settings: ConsoleSettings | None = None,
@@ -114,9 +117,11 @@ class OnCallWatcher:
         self.settings = settings
         self.write = write or terminal_writer(app)
         self.edges = IncidentEdges()
-        self.slot = DbSlot(dsn, "console-oncall", health.SNAPSHOT_TIMEOUT_MS)
+        self.slot = slot  # shared: its lock orders the snapshot with the pane refreshes
         self.alerted: list[str] = []  # what was called out, newest last (tests read it)
         self._busy = False
+        self._timer: Timer | None = None
+        self.stopped = False
 
     def start(self) -> None:
         if self.settings is None:
@@ -126,15 +131,19 @@ class OnCallWatcher:
                 self.settings = ConsoleSettings()
                 self.app.notify(f"{exc.message} Using the defaults.", severity="warning", timeout=8)
         # the first poll after one interval: the console's start (first refresh, premount) goes first
-        self.app.set_interval(self.interval, self.poll, name="oncall")
+        self._timer = self.app.set_interval(self.interval, self.poll, name="oncall")
 
     def stop(self) -> None:
-        self.slot.close()
+        """No more polls, and a poll in flight calls nothing out (the console left this database)."""
+        self.stopped = True
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
 
     def poll(self) -> threading.Thread | None:
         """Read one snapshot on a thread of its own (never on the UI loop, never as a Textual worker
         that panes wait for); skipped while the last one runs. The result comes back to the UI thread."""
-        if self._busy:
+        if self._busy or self.stopped:
             return None
         self._busy = True
         thread = threading.Thread(target=self._poll_thread, name="oncall", daemon=True)
@@ -157,13 +166,17 @@ class OnCallWatcher:
     def _read(self) -> dict[str, str] | None:
         with self.slot.lock:
             try:
+                # the snapshot's own timeout and read-only transaction, whatever the slot's session has
                 return incidents(health.snapshot(self.slot.get(), histogram=False))
-            except (OpsError, psycopg.Error):
-                self.slot.close()  # the refresh engine already tells the operator the database is gone
+            except (OpsError, psycopg.Error) as exc:
+                if is_disconnect(exc):
+                    self.slot.close()  # the refresh engine tells the operator the database is gone
                 return None
 
     def observe(self, found: Mapping[str, str]) -> list[str]:
         """Call out the incidents that started; return their keys."""
+        if self.stopped:
+            return []
         started = self.edges.update(found)
         settings = self.settings or ConsoleSettings()
         for key in started:

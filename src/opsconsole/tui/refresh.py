@@ -140,6 +140,12 @@ class RefreshEngine:
         self.stopping = True
         self._cancel_timer()
 
+    def close(self) -> None:
+        """Close the connection once a fetch in flight is done with it (a worker thread's call: it
+        may wait up to the statement timeout). For an engine that was stopped and replaced."""
+        with self.slot.lock:
+            self.slot.close()
+
     def retry_in(self) -> float:
         if self._retry_at is None:
             return 0.0
@@ -250,7 +256,7 @@ class RefreshEngine:
                 if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
                     error = exc.diag.message_primary
                 caps = None if plan.reprobe else caps
-        self.app.post_message(RefreshDone(results, caps if error is None else None, error))
+        self.app.post_message(RefreshDone(results, caps if error is None else None, error, self))
 
     # -- completion (UI thread) ---------------------------------------------------------------------
     def finished(self, message: RefreshDone) -> None:
