@@ -5,7 +5,7 @@ letters, ingested over the last hour; QUICK: 100k), no worker runs. For each pan
 (OpsConsoleApp, headless under Textual's run_test, at the CLI's default refresh interval, LISTEN on,
 the on-call watcher on) starts on that pane, loads it, and then simply stays open for a window. The
 bench reads, from outside the console, the CPU time of the server backends the console holds
-(application_name opsconsole:console, console-lookup, console-oncall, listen) at the start and the
+(application_name opsconsole:console, console-lookup, listen) at the start and the
 end of the window: server CPU ms per wall second, from /proc/<pid>/schedstat (ns), with utime + stime
 from /proc/<pid>/stat (10 ms clock ticks) beside it.
 
@@ -13,7 +13,7 @@ Then fifty consoles together, for real: fifty processes (bench/console_child.py)
 on the worst pane, all loaded before the window starts; the same outside reading over all their
 backends, the refreshes each console made in the window (a client starved of CPU would refresh less
 and flatter the figure, so fewer than 80% of the expected refreshes fails the run), and the clients'
-own CPU beside it. Fifty consoles hold 200 connections (four each); on the harness's own embedded
+own CPU beside it. Fifty consoles hold 150 connections (three each); on the harness's own embedded
 server the bench raises max_connections (ALTER SYSTEM, a restart) when it is lower, and on a server
 given by --dsn it reports the fifty as not measured instead. QUICK runs ten consoles.
 """
@@ -39,7 +39,6 @@ DEFAULT_INTERVAL_S = 2.0  # `opsconsole console`'s default --interval (cli/conso
 CONSOLE_APPS = (
     "opsconsole:console",
     "opsconsole:console-lookup",
-    "opsconsole:console-oncall",
     "opsconsole:listen",
 )
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
