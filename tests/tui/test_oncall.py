@@ -102,7 +102,7 @@ async def test_the_console_calls_once_when_a_critical_dq_failure_and_an_sla_brea
         await wait_for(pilot, lambda: app.panes["monitor"].data is not None)
 
 
-async def test_an_open_console_holds_three_connections_and_the_watcher_shares_the_refresh_one(make_app, conn):
+async def test_an_open_console_holds_three_connections_and_closes_them_when_it_closes(make_app, conn):
     """Fifty consoles at an incident hold 150 connections, not 200: the on-call poll is a background
     read on the refresh engine's connection, not one of its own."""
     app = make_app(start_pane="monitor")  # LISTEN on, as `opsconsole console` runs
@@ -117,3 +117,13 @@ async def test_an_open_console_holds_three_connections_and_the_watcher_shares_th
         ).fetchone()["apps"]
         assert apps == ["opsconsole:console", "opsconsole:console-lookup", "opsconsole:listen"]
         assert app.oncall.slot is app.engine.slot
+    # closed with the console (the app object is still referenced here, so no collector closed them)
+    for _ in range(100):
+        left = conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name LIKE 'opsconsole:%'"
+        ).fetchone()["n"]
+        if left == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert left == 0 and app.engine.slot.backend_pid is None

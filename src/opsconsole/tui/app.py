@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -172,6 +173,10 @@ class OpsConsoleApp(App):
         self.oncall.stop()
         if self.listener is not None:
             self.listener.stop()
+        # the connections go with the console, not whenever the app object is collected; on a thread,
+        # since a refresh in flight holds its connection until its statement ends
+        engine, lookup = self.engine, self.lookup
+        threading.Thread(target=lambda: (engine.close(), lookup.close()), name="close", daemon=True).start()
         for job in self.jobs.values():
             if job.running:
                 job.cancel()
