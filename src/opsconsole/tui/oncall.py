@@ -166,8 +166,10 @@ class OnCallWatcher:
     def _read(self) -> dict[str, str] | None:
         with self.slot.lock:
             try:
-                # the snapshot's own timeout and read-only transaction, whatever the slot's session has
-                return incidents(health.snapshot(self.slot.get(), histogram=False))
+                # a read-only transaction with the refresh's own time budget: the panes it shares the
+                # connection with wait for it no longer than for one another
+                timeout = self.slot.timeout_ms or health.SNAPSHOT_TIMEOUT_MS
+                return incidents(health.snapshot(self.slot.get(), timeout, histogram=False))
             except (OpsError, psycopg.Error) as exc:
                 if is_disconnect(exc):
                     self.slot.close()  # the refresh engine tells the operator the database is gone

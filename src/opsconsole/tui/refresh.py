@@ -142,7 +142,8 @@ class RefreshEngine:
 
     def close(self) -> None:
         """Close the connection once a fetch in flight is done with it (a worker thread's call: it
-        may wait up to the statement timeout). For an engine that was stopped and replaced."""
+        may wait up to the statement timeout). For a stopped engine: the console closed, or a profile
+        switch replaced it."""
         with self.slot.lock:
             self.slot.close()
 
