@@ -48,6 +48,17 @@ FIFTY = 50
 MIN_REFRESH_SHARE = 0.8  # of window / interval, per console
 
 
+def proc_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat; 0 once it
+    is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def backend_cpu(conn: Any) -> dict[int, tuple[int, int, str]]:
     """CPU time of every backend the console holds, by pid: utime + stime in clock ticks from
     /proc/<pid>/stat, run time in ns from /proc/<pid>/schedstat, and its application_name."""
@@ -60,13 +71,11 @@ def backend_cpu(conn: Any) -> dict[int, tuple[int, int, str]]:
     out = {}
     for pid, name in names.items():
         try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
                 ns = int(f.read().split()[0])
         except (OSError, ValueError, IndexError):
             continue
-        out[pid] = (int(fields[11]) + int(fields[12]), ns, name)  # utime, stime: fields 14 and 15 of stat
+        out[pid] = (proc_ticks(pid), ns, name)
     return out
 
 
@@ -108,16 +117,6 @@ async def watch(db: BenchDB, pane: str, window_s: float) -> dict[str, Any]:
     }
 
 
-def proc_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0
-    return int(fields[11]) + int(fields[12])
-
-
 def room_for(db: BenchDB, backends: int) -> str | None:
     """Make room for `backends` more connections; None when there is room, else why there is not.
     Only the harness's own embedded server is reconfigured (ALTER SYSTEM, then a restart)."""
@@ -149,16 +148,17 @@ def many_consoles(db: BenchDB, pane: str, n: int, window_s: float) -> dict[str, 
             time.sleep(0.2)
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="p9-") as tmp:
-        procs = []
+        procs, logs = [], []
         try:
             t0 = time.perf_counter()
             for i in range(n):
+                logs.append(open(Path(tmp) / f"{i}.err", "w", encoding="utf-8"))  # noqa: SIM115 (closed below)
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "bench.console_child", db.dsn, pane, str(DEFAULT_INTERVAL_S)],
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
-                        stderr=open(Path(tmp) / f"{i}.err", "w", encoding="utf-8"),  # noqa: SIM115
+                        stderr=logs[-1],
                         text=True,
                         cwd=root,
                     )
@@ -200,6 +200,8 @@ def many_consoles(db: BenchDB, pane: str, n: int, window_s: float) -> dict[str, 
                     p.wait(30)
                 except subprocess.TimeoutExpired:
                     p.kill()
+            for log in logs:
+                log.close()
     ns = sum(after[p][1] - before.get(p, (0, 0, ""))[1] for p in after)
     refreshes = [b[0] - a[0] for a, b in zip(m0, m1, strict=True)]
     expected = window_s / DEFAULT_INTERVAL_S

@@ -70,6 +70,13 @@ LOOKUP_TIMEOUT_MS = 10_000
 FLEET_POLL_S = 5.0
 
 
+def close_connections(engine: RefreshEngine, lookup: DbSlot) -> None:
+    """Close a stopped console's refresh and lookup connections. A blocking call, for a thread: a
+    refresh in flight holds its connection until its statement ends."""
+    engine.close()
+    lookup.close()
+
+
 class OpsConsoleApp(App):
     TITLE = "opsconsole"
     CSS_PATH = Path(__file__).with_name("console.tcss")  # absolute: subclasses live elsewhere
@@ -173,10 +180,8 @@ class OpsConsoleApp(App):
         self.oncall.stop()
         if self.listener is not None:
             self.listener.stop()
-        # the connections go with the console, not whenever the app object is collected; on a thread,
-        # since a refresh in flight holds its connection until its statement ends
-        engine, lookup = self.engine, self.lookup
-        threading.Thread(target=lambda: (engine.close(), lookup.close()), name="close", daemon=True).start()
+        # the connections go with the console, not whenever the app object is collected
+        threading.Thread(target=close_connections, args=(self.engine, self.lookup), daemon=True).start()
         for job in self.jobs.values():
             if job.running:
                 job.cancel()
@@ -271,7 +276,7 @@ class OpsConsoleApp(App):
 
     # -- engine callbacks -------------------------------------------------------------------------
     def on_refresh_done(self, message: RefreshDone) -> None:
-        if message.engine is not None and message.engine is not self.engine:
+        if message.engine is not self.engine:
             return  # fetched from the database the console left (a profile switch)
         self.engine.finished(message)
         if self.engine.ticks == 1:  # the first pane shows its data: now prepare the others
@@ -500,8 +505,7 @@ class OpsConsoleApp(App):
         self.engine = RefreshEngine(self, dsn, interval)
         self.engine.paused = paused
         self.lookup = DbSlot(dsn, "console-lookup", LOOKUP_TIMEOUT_MS)
-        await asyncio.to_thread(old_lookup.close)
-        await asyncio.to_thread(old_engine.close)
+        await asyncio.to_thread(close_connections, old_engine, old_lookup)
         self.listener = Listener(dsn, self.post_message) if self.listen else None
         if self.listener is not None:
             self.run_worker(self.listener.run, thread=True, group="listen", exit_on_error=False)

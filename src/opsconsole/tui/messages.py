@@ -47,7 +47,7 @@ class PaneShown(Message):
 
 class RefreshDone(Message):
     def __init__(
-        self, results: list[PaneResult], caps: Capabilities | None, error: str | None, engine: object = None
+        self, results: list[PaneResult], caps: Capabilities | None, error: str | None, engine: object
     ):
         super().__init__()
         self.results = results
