@@ -45,12 +45,12 @@ def test_the_chunk_keeps_generated_columns(conn):
         {"t": T0, "i": T0 + dt.timedelta(seconds=75)},
     )
     before = conn.execute(
-        "SELECT staging_id, ingestion_timestamp, ingestion_minute, payload_hash "
+        "SELECT staging_id, ingestion_timestamp, ingestion_minute "
         "FROM financial_transactions_staging ORDER BY staging_id"
     ).fetchall()
     conn.execute("SELECT * FROM process_financial_batch_detail(100)")
     after = conn.execute(
-        "SELECT staging_id, ingestion_timestamp, ingestion_minute, payload_hash, processing_status "
+        "SELECT staging_id, ingestion_timestamp, ingestion_minute, processing_status "
         "FROM financial_transactions_staging ORDER BY staging_id"
     ).fetchall()
     assert [r["processing_status"] for r in after] == ["processed", "dead_letter"]

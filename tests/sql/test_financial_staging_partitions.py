@@ -82,7 +82,7 @@ def test_rows_route_to_their_utc_day_and_default_catches_the_rest(conn):
     assert partition_of(conn, far) == "financial_transactions_staging_default"
     # creating the day that a DEFAULT row belongs to moves it there, with its generated columns intact
     before = conn.execute(
-        "SELECT staging_id, ingestion_timestamp, ingestion_minute, payload_hash "
+        "SELECT staging_id, ingestion_timestamp, ingestion_minute "
         "FROM financial_transactions_staging WHERE staging_id = %s",
         (far,),
     ).fetchone()
@@ -98,7 +98,7 @@ def test_rows_route_to_their_utc_day_and_default_catches_the_rest(conn):
         conn, "now() + interval '30 days'"
     )
     after = conn.execute(
-        "SELECT staging_id, ingestion_timestamp, ingestion_minute, payload_hash "
+        "SELECT staging_id, ingestion_timestamp, ingestion_minute "
         "FROM financial_transactions_staging WHERE staging_id = %s",
         (far,),
     ).fetchone()
@@ -158,7 +158,7 @@ def test_purge_drops_old_days_keeps_owed_rows_and_the_monitor(conn):
     assert {partition_of(conn, i) for i in ids + [dup, waiting]} == {old_day}
 
     keep_cols = (
-        "staging_id, transaction_id, ingestion_timestamp, ingestion_minute, payload_hash, processing_status, "
+        "staging_id, transaction_id, ingestion_timestamp, ingestion_minute, processing_status, "
         "error_code, error_message, retry_count, next_attempt_at, processed_at, chunk_id"
     )
     survivors_before = conn.execute(
