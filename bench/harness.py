@@ -110,6 +110,16 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def backend_run_ns(pid: int) -> int | None:
+    """CPU time a server backend has run, in ns (/proc/<pid>/schedstat), or None when this machine
+    cannot see it (the server is elsewhere, or the kernel keeps no schedstat)."""
+    try:
+        with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class BenchDB:
     """A fresh, migrated database on the target server, dropped afterwards."""
 

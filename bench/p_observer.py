@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import CONSOLE_SIZE, BenchDB, Result, load_staging
+from bench.harness import CONSOLE_SIZE, BenchDB, Result, backend_run_ns, load_staging
 from tools.drive import wait_loaded
 
 # all still owed work: 90% pending, 8% failed, 2% dead letters (bench/harness.py loads them)
@@ -70,10 +70,8 @@ def backend_cpu(conn: Any) -> dict[int, tuple[int, int, str]]:
     )
     out = {}
     for pid, name in names.items():
-        try:
-            with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
-                ns = int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
+        ns = backend_run_ns(pid)
+        if ns is None:
             continue
         out[pid] = (proc_ticks(pid), ns, name)
     return out
