@@ -224,6 +224,34 @@ def _cpu_per_row(db: BenchDB, rows: list[tuple], chunk: int, floor: bool) -> flo
         return (backend_run_ns(pid) - started) / 1e3 / len(rows)
 
 
+# One account's transactions, evenly spread over one hour (a merchant at a few per second). The
+# fraud window pairs a row with the rows of its account in its window, so this is the case whose
+# cost grows with the account's density, not with the chunk.
+DENSE_ACCOUNT = """
+INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, amount,
+    transaction_type, reference_data, batch_id)
+SELECT g, 42, timestamptz '2026-12-01 10:00+00' + (g * 3600.0 / %(n)s) * interval '1 second',
+       10 + g %% 97, 'payment', NULL, 'dense'
+FROM generate_series(1, %(n)s) g
+"""
+
+
+def _dense_account_cpu_per_row(db: BenchDB, n: int, chunk: int) -> float | None:
+    """Server CPU per row (µs) of draining n rows of one account, all within one hour."""
+    with db.connect() as conn:
+        conn.execute(RESET_PIPELINE)
+        conn.execute(DENSE_ACCOUNT, {"n": n})
+        conn.execute("ANALYZE financial_transactions_staging")
+        started = backend_run_ns(conn.info.backend_pid)
+        if started is None:
+            return None
+        while conn.execute(
+            "SELECT claimed_count FROM process_financial_batch_detail(%s)", (chunk,)
+        ).fetchone()[0]:
+            pass
+        return (backend_run_ns(conn.info.backend_pid) - started) / 1e3 / n
+
+
 def p2_process(db: BenchDB, quick: bool) -> Result:
     n = 10_000 if quick else 200_000
     n_base = 300 if quick else 5_000  # the row-by-row baseline's rate does not improve with size
@@ -279,6 +307,8 @@ def p2_process(db: BenchDB, quick: bool) -> Result:
         "writes_floor": _cpu_per_row(db, rows, chunk, floor=True),
         "allowed_at_40x": 1e6 / (40 * base),
     }
+    dense_rows = 5_000 if quick else 20_000
+    cpu[f"one_account_{dense_rows}_rows_in_an_hour"] = _dense_account_cpu_per_row(db, dense_rows, chunk)
     return Result(
         id="P2",
         what=f"process {n:,} staged rows (validate + score + move), chunks of {chunk:,}",
