@@ -10,6 +10,7 @@ import datetime as dt
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -136,19 +137,33 @@ def _load_staging(db: BenchDB, rows: list[tuple]) -> None:
         conn.execute("ANALYZE financial_transactions_staging")
 
 
-def _drain(dsn: str, chunk: int, stop_at: int | None = None) -> int:
-    """One worker loop: process chunks (one transaction each) until nothing is due."""
+def _drain_on(conn: psycopg.Connection, chunk: int, stop_at: int | None = None) -> int:
+    """One worker loop on conn: process chunks (one transaction each) until nothing is due."""
     done = 0
+    while True:
+        row = conn.execute(
+            "SELECT claimed_count FROM process_financial_batch_detail(%s)", (chunk,)
+        ).fetchone()
+        if not row or row[0] == 0:
+            return done
+        done += row[0]
+        if stop_at is not None and done >= stop_at:
+            return done
+
+
+def _drain(dsn: str, chunk: int, stop_at: int | None = None) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            row = conn.execute(
-                "SELECT claimed_count FROM process_financial_batch_detail(%s)", (chunk,)
-            ).fetchone()
-            if not row or row[0] == 0:
-                return done
-            done += row[0]
-            if stop_at is not None and done >= stop_at:
-                return done
+        return _drain_on(conn, chunk, stop_at)
+
+
+def _backend_cpu_us(conn: psycopg.Connection, work: Callable[[], object]) -> float | None:
+    """Server CPU (µs, the backend's schedstat) that work() costs conn's backend; None when this
+    machine cannot read it."""
+    started = backend_run_ns(conn.info.backend_pid)
+    if started is None:
+        return None
+    work()
+    return (backend_run_ns(conn.info.backend_pid) - started) / 1e3
 
 
 def _drain_parallel(dsn: str, chunk: int, workers: int) -> int:
@@ -196,32 +211,26 @@ SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM p), (SELECT count(*) FROM
 
 
 def _cpu_per_row(db: BenchDB, rows: list[tuple], chunk: int, floor: bool) -> float | None:
-    """Server CPU per row (µs, the backend's schedstat) of draining `rows` in chunks: the pipeline's
-    own chunks, or (floor) only WRITES_FLOOR. None when this machine cannot read the backend's CPU."""
+    """Server CPU per row (µs) of draining `rows` in chunks: the pipeline's own chunks, or (floor)
+    only WRITES_FLOOR. None when this machine cannot read the backend's CPU."""
     _load_staging(db, rows)
     with db.connect() as conn:
-        pid = conn.info.backend_pid
         lo, hi = conn.execute(
             "SELECT min(staging_id), max(staging_id) FROM financial_transactions_staging"
         ).fetchone()
-        started = backend_run_ns(pid)
-        if started is None:
-            return None
-        if floor:
-            written = [0, 0, 0]
+        written = [0, 0, 0]
+
+        def writes_only() -> None:
             for first in range(lo, hi + 1, chunk):
                 counts = conn.execute(WRITES_FLOOR, {"lo": first, "hi": first + chunk - 1}).fetchone()
-                written = [a + b for a, b in zip(written, counts, strict=True)]
-            if written != [len(rows)] * 3:
-                raise RuntimeError(
-                    f"the writes floor wrote {written} (ledger, processed, deleted) of {len(rows)} rows"
-                )
-        else:
-            while conn.execute(
-                "SELECT claimed_count FROM process_financial_batch_detail(%s)", (chunk,)
-            ).fetchone()[0]:
-                pass
-        return (backend_run_ns(pid) - started) / 1e3 / len(rows)
+                written[:] = [a + b for a, b in zip(written, counts, strict=True)]
+
+        us = _backend_cpu_us(conn, writes_only if floor else lambda: _drain_on(conn, chunk))
+        if floor and us is not None and written != [len(rows)] * 3:
+            raise RuntimeError(
+                f"the writes floor wrote {written} (ledger, processed, deleted) of {len(rows)} rows"
+            )
+    return None if us is None else us / len(rows)
 
 
 # One account's transactions, evenly spread over one hour (a merchant at a few per second). The
@@ -242,14 +251,8 @@ def _dense_account_cpu_per_row(db: BenchDB, n: int, chunk: int) -> float | None:
         conn.execute(RESET_PIPELINE)
         conn.execute(DENSE_ACCOUNT, {"n": n})
         conn.execute("ANALYZE financial_transactions_staging")
-        started = backend_run_ns(conn.info.backend_pid)
-        if started is None:
-            return None
-        while conn.execute(
-            "SELECT claimed_count FROM process_financial_batch_detail(%s)", (chunk,)
-        ).fetchone()[0]:
-            pass
-        return (backend_run_ns(conn.info.backend_pid) - started) / 1e3 / n
+        us = _backend_cpu_us(conn, lambda: _drain_on(conn, chunk))
+    return None if us is None else us / n
 
 
 def p2_process(db: BenchDB, quick: bool) -> Result:
