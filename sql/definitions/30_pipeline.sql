@@ -425,6 +425,13 @@ DECLARE
     v_from    timestamptz;
     v_to      timestamptz;
     v_span    numeric;
+    -- winners of one account in one slot (a window wide) from which a moving frame counts their
+    -- windows (see acct): the slot join's cost grows with them, the frame's does not, and below
+    -- this the slot join is cheaper (docs/pipeline.md). A setting so that the tests can force
+    -- either way; an unreadable value means the default.
+    v_frame_min integer := CASE WHEN current_setting('opsconsole.fraud_frame_min_rows', true) ~ '^[0-9]{1,9}$'
+                                THEN current_setting('opsconsole.fraud_frame_min_rows', true)::integer
+                                ELSE 8 END;
 BEGIN
     -- the chunk's ingestion-time span: prunes the staging UPDATE to the partitions holding its rows;
     -- and the longest fraud window of its rows in seconds (an interval with days or months is not
@@ -493,17 +500,27 @@ BEGIN
         SELECT * FROM x WHERE x.won
     ),
     acct AS (
-        SELECT w.account_id, min(w.transaction_timestamp) - p_cfg.fraud_window AS lo,
-               max(w.transaction_timestamp) AS hi
-        FROM winners w
-        GROUP BY w.account_id
+        -- an account with v_frame_min or more winners in one slot (below) is dense: a moving frame
+        -- counts its windows (framed); the slot join counts the rest (windowed_sparse)
+        SELECT a.account_id, min(a.first_ts) - p_cfg.fraud_window AS lo, max(a.last_ts) AS hi,
+               max(a.n) >= v_frame_min AS dense
+        FROM (SELECT w.account_id, count(*) AS n, min(w.transaction_timestamp) AS first_ts,
+                     max(w.transaction_timestamp) AS last_ts
+              FROM winners w
+              GROUP BY w.account_id,
+                       CASE WHEN isfinite(w.transaction_timestamp)
+                            THEN floor(extract(epoch FROM w.transaction_timestamp) / v_span)::bigint END) a
+        GROUP BY a.account_id
     ),
     pool AS (
-        SELECT w.staging_id, w.account_id, w.transaction_timestamp, abs(w.amount) AS amount_abs
+        SELECT w.staging_id, w.account_id, w.transaction_timestamp, abs(w.amount) AS amount_abs,
+               a.dense, true AS is_winner
         FROM winners w
+        JOIN acct a ON a.account_id = w.account_id
         UNION ALL
         -- (a processed row loaded without staging arrived before anything staged: staging_id 0)
-        SELECT coalesce(h.staging_id, 0), a.account_id, h.transaction_timestamp, h.amount_abs
+        SELECT coalesce(h.staging_id, 0), a.account_id, h.transaction_timestamp, h.amount_abs,
+               a.dense, false
         FROM acct a
         CROSS JOIN LATERAL (
             -- one index range scan per account (a nested loop over the few accounts of the chunk);
@@ -521,10 +538,13 @@ BEGIN
     -- score is a function of the data: the same for any chunk size (one worker claims in arrival
     -- order, so every earlier arrival is processed before or with it). detect_fraud_indicators applied
     -- in arrival order gives the same scores (tests/sql/test_financial_pipeline_properties.py).
-    -- Time is cut into slots v_span seconds wide (no shorter than any row's window), so a row's
-    -- history lies in its own slot or the one before: each pool row is offered under both slot
-    -- numbers it can serve, and the join pairs rows by (account, slot) instead of pairing every
-    -- two rows of an account, which grew with the square of an account's rows in the chunk.
+    -- Two ways count it, with equal results (the property tests force each):
+    -- * the slot join: time is cut into slots v_span seconds wide (no shorter than any row's
+    --   window), so a row's history lies in its own slot or the one before: each pool row is
+    --   offered under both slot numbers it can serve, and the join pairs rows by (account, slot).
+    --   Its cost is the chunk's rows times their account's rows in two windows: cheap for most
+    --   accounts, quadratic for a dense one (20,000 rows of one account in an hour took 47 s);
+    -- * for a dense account, a moving frame (framed), whose cost is its rows, sorted.
     slotted AS (
         SELECT q.staging_id, q.account_id, q.transaction_timestamp, q.amount_abs,
                -- (no slot for -infinity: no window holds it, and its own window is empty)
@@ -532,10 +552,11 @@ BEGIN
                     THEN floor(extract(epoch FROM q.transaction_timestamp) / v_span)::bigint + d.d END AS slot
         FROM pool q
         CROSS JOIN (VALUES (0::bigint), (1::bigint)) AS d(d)
+        WHERE NOT q.dense
     ),
-    windowed AS (
+    windowed_sparse AS (
         SELECT w.staging_id, count(q.account_id) AS recent_count, avg(q.amount_abs) AS recent_avg
-        FROM winners w
+        FROM pool w
         LEFT JOIN slotted q
           ON q.account_id = w.account_id
          AND q.slot = CASE WHEN isfinite(w.transaction_timestamp)
@@ -543,7 +564,81 @@ BEGIN
          AND q.transaction_timestamp >= w.transaction_timestamp - p_cfg.fraud_window
          AND q.transaction_timestamp < w.transaction_timestamp
          AND q.staging_id < w.staging_id
+        WHERE w.is_winner AND NOT w.dense
         GROUP BY w.staging_id
+    ),
+    -- The frame counts every row of the account in [ts - window, ts) whatever its arrival: in time
+    -- order over [ts - window, ts], less the rows at ts itself. (Not EXCLUDE GROUP, and no min/max
+    -- over a frame whose head moves: either makes the frame quadratic.) It then subtracts the rows
+    -- that arrived after the winner yet lie in its window (late). Such a pair needs a winner with
+    -- an earlier event time arriving after it (ts_after < ts) and a row with a later one arriving
+    -- before it (ts_before > ts), so an in-order stream pairs nothing here.
+    framed AS (
+        SELECT q.staging_id, q.account_id, q.transaction_timestamp, q.amount_abs, q.is_winner,
+               count(*) OVER f - count(*) OVER g AS n,
+               sum(q.amount_abs) OVER f - sum(q.amount_abs) OVER g AS s,
+               max(q.transaction_timestamp) OVER (PARTITION BY q.account_id ORDER BY q.staging_id
+                                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS ts_before,
+               min(q.transaction_timestamp) OVER (PARTITION BY q.account_id ORDER BY q.staging_id DESC
+                                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS ts_after
+        FROM pool q
+        WHERE q.dense AND isfinite(q.transaction_timestamp)
+        WINDOW f AS (PARTITION BY q.account_id ORDER BY q.transaction_timestamp
+                     RANGE BETWEEN p_cfg.fraud_window PRECEDING AND CURRENT ROW),
+               g AS (PARTITION BY q.account_id, q.transaction_timestamp)
+    ),
+    -- A late row lies at most (its ts_before - its ts) before a winner it pairs with, so late pairs
+    -- are found by a slot join like the one above, with slots as wide as the account's lateness
+    -- (a second more, against rounding): narrow for a jittered feed, the window at worst.
+    late_width AS (
+        SELECT q.account_id,
+               least(max(extract(epoch FROM q.ts_before - q.transaction_timestamp)), v_span) + 1 AS width
+        FROM framed q
+        WHERE q.ts_before > q.transaction_timestamp
+        GROUP BY q.account_id
+    ),
+    late_q AS MATERIALIZED (
+        SELECT q.staging_id, q.account_id, q.transaction_timestamp, q.amount_abs,
+               floor(extract(epoch FROM q.transaction_timestamp) / k.width)::bigint + d.d AS slot
+        FROM framed q
+        JOIN late_width k ON k.account_id = q.account_id
+        CROSS JOIN (VALUES (0::bigint), (1::bigint)) AS d(d)
+        WHERE q.ts_before > q.transaction_timestamp
+    ),
+    late_w AS MATERIALIZED (
+        SELECT w.staging_id, w.account_id, w.transaction_timestamp,
+               floor(extract(epoch FROM w.transaction_timestamp) / k.width)::bigint AS slot
+        FROM framed w
+        JOIN late_width k ON k.account_id = w.account_id
+        WHERE w.is_winner AND w.ts_after < w.transaction_timestamp
+    ),
+    late AS (
+        SELECT w.staging_id, count(*) AS n, sum(q.amount_abs) AS s
+        FROM late_w w
+        JOIN late_q q
+          ON q.account_id = w.account_id
+         AND q.slot = w.slot
+         AND q.transaction_timestamp >= w.transaction_timestamp - p_cfg.fraud_window
+         AND q.transaction_timestamp < w.transaction_timestamp
+         AND q.staging_id > w.staging_id
+        GROUP BY w.staging_id
+    ),
+    windowed_dense AS (
+        SELECT w.staging_id, w.n - coalesce(l.n, 0) AS recent_count,
+               (w.s - coalesce(l.s, 0)) / nullif(w.n - coalesce(l.n, 0), 0) AS recent_avg
+        FROM framed w
+        LEFT JOIN late l ON l.staging_id = w.staging_id
+        WHERE w.is_winner
+        UNION ALL
+        -- (a winner at -infinity: no window holds it, and its own window is empty)
+        SELECT q.staging_id, 0, NULL
+        FROM pool q
+        WHERE q.is_winner AND q.dense AND NOT isfinite(q.transaction_timestamp)
+    ),
+    windowed AS (
+        SELECT * FROM windowed_sparse
+        UNION ALL
+        SELECT * FROM windowed_dense
     ),
     scored AS (
         -- the whole chunk in one call of the formula (financial_fraud_scores), not a call per row

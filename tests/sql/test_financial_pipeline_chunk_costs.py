@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from opsconsole.pipeline.arrival import insert_counted
 
 T0 = dt.datetime(2025, 1, 6, 10, 0, tzinfo=dt.UTC)
@@ -58,10 +60,13 @@ def test_the_chunk_keeps_generated_columns(conn):
     assert before[0]["ingestion_minute"] == T0 + dt.timedelta(minutes=1)
 
 
-def test_the_window_join_takes_infinite_timestamps(conn):
+@pytest.mark.parametrize("frame_min", ["0", "999999999"], ids=["moving frame", "slot join"])
+def test_the_window_join_takes_infinite_timestamps(conn, frame_min):
     """The window join pairs rows by time slot (epoch / window width): a row at -infinity has no slot
     (nothing is in its window, it is in no other row's) and one at +infinity is a future timestamp;
-    neither may fail the chunk, which would mark its other rows internal_error."""
+    neither may fail the chunk, which would mark its other rows internal_error. The moving frame (a
+    dense account's way) orders rows by time and must take them too."""
+    conn.execute("SELECT set_config('opsconsole.fraud_frame_min_rows', %s, false)", (frame_min,))
     insert_counted(
         conn,
         "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
