@@ -414,6 +414,10 @@ CREATE OR REPLACE FUNCTION financial_apply_chunk(
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
 SET jit = off   -- JIT compiled the chunk's statements for 12x their cost (Debian's PostgreSQL 15)
+-- A generic plan estimates unnest(p_rows) at 10 rows, whatever the chunk holds: PL/pgSQL switched to
+-- one after five chunks, and its nested loops paired every late row of a 10,000-row chunk with
+-- every other (89M rows filtered, 5.5 s against 0.34 s). A custom plan sees the chunk's size.
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_ids     bigint[];

@@ -88,3 +88,30 @@ def test_the_window_join_takes_infinite_timestamps(conn, frame_min):
     ]
     # row 4's history is row 3 alone (count 1, mean 10): velocity 10 + deviation 30, in business hours
     assert got[3]["risk_score"] == 40
+
+
+def test_the_chunk_is_planned_for_its_own_rows(conn):
+    """A generic plan estimates unnest(p_rows) at 10 rows whatever the chunk holds; PL/pgSQL took one
+    after five chunks, and its nested loops paired every late row of a dense account with every other
+    (5.5 s a chunk against 0.34 s, docs/pipeline.md). The chunk pins custom plans, whatever the
+    session asks for."""
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    config = conn.execute(
+        "SELECT proconfig FROM pg_proc WHERE oid = 'financial_apply_chunk'::regproc"
+    ).fetchone()["proconfig"]
+    assert "plan_cache_mode=force_custom_plan" in config
+    insert_counted(
+        conn,
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
+        "amount, transaction_type) "
+        "SELECT g, 1, %s::timestamptz + g * interval '1 second', 10, 'payment' FROM generate_series(1, 40) g",
+        (T0,),
+    )
+    for _ in range(8):  # past the five custom plans after which PL/pgSQL may go generic
+        conn.execute("SELECT * FROM process_financial_batch_detail(5)")
+    assert (
+        conn.execute(
+            "SELECT count(*) AS n FROM financial_transactions_processed WHERE account_id = 1"
+        ).fetchone()["n"]
+        == 40
+    )
