@@ -501,7 +501,11 @@ BEGIN
           ON o.staging_id = c.staging_id
     ),
     winners AS (
-        SELECT * FROM x WHERE x.won
+        -- slot: the time slot the slot join (slotted) and the density test (acct) key on; none for
+        -- -infinity (no window holds it, and its own window is empty)
+        SELECT x.*, CASE WHEN isfinite(x.transaction_timestamp)
+                         THEN floor(extract(epoch FROM x.transaction_timestamp) / v_span)::bigint END AS slot
+        FROM x WHERE x.won
     ),
     acct AS (
         -- an account with v_frame_min or more winners in one slot (below) is dense: a moving frame
@@ -511,20 +515,20 @@ BEGIN
         FROM (SELECT w.account_id, count(*) AS n, min(w.transaction_timestamp) AS first_ts,
                      max(w.transaction_timestamp) AS last_ts
               FROM winners w
-              GROUP BY w.account_id,
-                       CASE WHEN isfinite(w.transaction_timestamp)
-                            THEN floor(extract(epoch FROM w.transaction_timestamp) / v_span)::bigint END) a
+              GROUP BY w.account_id, w.slot) a
         GROUP BY a.account_id
     ),
     pool AS (
         SELECT w.staging_id, w.account_id, w.transaction_timestamp, abs(w.amount) AS amount_abs,
-               a.dense, true AS is_winner
+               a.dense, true AS is_winner, w.slot
         FROM winners w
         JOIN acct a ON a.account_id = w.account_id
         UNION ALL
-        -- (a processed row loaded without staging arrived before anything staged: staging_id 0)
+        -- (a processed row loaded without staging arrived before anything staged: staging_id 0;
+        -- its slot as winners have theirs)
         SELECT coalesce(h.staging_id, 0), a.account_id, h.transaction_timestamp, h.amount_abs,
-               a.dense, false
+               a.dense, false, CASE WHEN isfinite(h.transaction_timestamp)
+                                    THEN floor(extract(epoch FROM h.transaction_timestamp) / v_span)::bigint END
         FROM acct a
         CROSS JOIN LATERAL (
             -- one index range scan per account (a nested loop over the few accounts of the chunk);
@@ -550,10 +554,7 @@ BEGIN
     --   accounts, quadratic for a dense one (20,000 rows of one account in an hour took 47 s);
     -- * for a dense account, a moving frame (framed), whose cost is its rows, sorted.
     slotted AS (
-        SELECT q.staging_id, q.account_id, q.transaction_timestamp, q.amount_abs,
-               -- (no slot for -infinity: no window holds it, and its own window is empty)
-               CASE WHEN isfinite(q.transaction_timestamp)
-                    THEN floor(extract(epoch FROM q.transaction_timestamp) / v_span)::bigint + d.d END AS slot
+        SELECT q.staging_id, q.account_id, q.transaction_timestamp, q.amount_abs, q.slot + d.d AS slot
         FROM pool q
         CROSS JOIN (VALUES (0::bigint), (1::bigint)) AS d(d)
         WHERE NOT q.dense
@@ -563,8 +564,7 @@ BEGIN
         FROM pool w
         LEFT JOIN slotted q
           ON q.account_id = w.account_id
-         AND q.slot = CASE WHEN isfinite(w.transaction_timestamp)
-                           THEN floor(extract(epoch FROM w.transaction_timestamp) / v_span)::bigint END
+         AND q.slot = w.slot
          AND q.transaction_timestamp >= w.transaction_timestamp - p_cfg.fraud_window
          AND q.transaction_timestamp < w.transaction_timestamp
          AND q.staging_id < w.staging_id
@@ -594,20 +594,24 @@ BEGIN
     -- A late row lies at most (its ts_before - its ts) before a winner it pairs with, so late pairs
     -- are found by a slot join like the one above, with slots as wide as the account's lateness
     -- (a second more, against rounding): narrow for a jittered feed, the window at worst.
-    late_width AS (
-        SELECT q.account_id,
-               least(max(extract(epoch FROM q.ts_before - q.transaction_timestamp)), v_span) + 1 AS width
+    late_rows AS (
+        -- the rows some earlier arrival lies after in time: only they can be late for a winner
+        SELECT q.staging_id, q.account_id, q.transaction_timestamp, q.amount_abs,
+               extract(epoch FROM q.ts_before - q.transaction_timestamp) AS lateness
         FROM framed q
         WHERE q.ts_before > q.transaction_timestamp
+    ),
+    late_width AS (
+        SELECT q.account_id, least(max(q.lateness), v_span) + 1 AS width
+        FROM late_rows q
         GROUP BY q.account_id
     ),
     late_q AS MATERIALIZED (
         SELECT q.staging_id, q.account_id, q.transaction_timestamp, q.amount_abs,
                floor(extract(epoch FROM q.transaction_timestamp) / k.width)::bigint + d.d AS slot
-        FROM framed q
+        FROM late_rows q
         JOIN late_width k ON k.account_id = q.account_id
         CROSS JOIN (VALUES (0::bigint), (1::bigint)) AS d(d)
-        WHERE q.ts_before > q.transaction_timestamp
     ),
     late_w AS MATERIALIZED (
         SELECT w.staging_id, w.account_id, w.transaction_timestamp,
