@@ -334,12 +334,13 @@ def p2_process(db: BenchDB, quick: bool) -> Result:
     )
 
 
-def p3_latency(db: BenchDB, quick: bool) -> Result:
+P3_SLA_MS = 1000
+
+
+def _offer(db: BenchDB, rate: int, seconds: int) -> dict:
     """Offer a steady load (a COPY of rate/10 rows every 100 ms) while two worker loops run; latency
     per row is processed_at - ingestion_timestamp (the loader's transaction start, so it includes the
-    COPY)."""
-    rate = 10_000 if quick else 50_000
-    seconds = 5 if quick else 60
+    COPY). `held`: p99 within the SLA, no growing backlog, and the loader kept up its rate."""
     per_tick = rate // 10
     stop = threading.Event()
     backlog_samples: list[int] = []
@@ -404,23 +405,53 @@ def p3_latency(db: BenchDB, quick: bool) -> Result:
     half = len(backlog_samples) // 2
     growing = bool(backlog_samples) and half > 0 and min(backlog_samples[half:]) > max(backlog_samples[:half])
     achieved = offered / elapsed
+    return {
+        "offered": rate,  # the rate asked for; offered_rows_s is what the loader achieved
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "rows": row[1],
+        "offered_rows_s": achieved,
+        "pending_samples": backlog_samples,
+        "held": p99 is not None and p99 < P3_SLA_MS and not growing and achieved >= 0.9 * rate,
+    }
+
+
+def p3_latency(db: BenchDB, quick: bool) -> Result:
+    """P3: the target's offered rate for a minute; when it does not hold, the highest rate that does,
+    found by halving the interval between 0 and the target: what an operator sizes by, and how far
+    short the target is. Each probe offers its rate as long as the target run (the history a chunk
+    scores against grows with the rows offered, so a shorter probe would flatter the rate)."""
+    rate = 10_000 if quick else 50_000
+    seconds = 5 if quick else 60
+    run = _offer(db, rate, seconds)
+    probes: list[dict] = []
+    held_at = rate if run["held"] else 0
+    if not run["held"]:
+        lo, hi = 0, rate
+        for _ in range(1 if quick else 3):
+            mid = (lo + hi) // 2000 * 1000
+            probe = _offer(db, mid, seconds)
+            probes.append({k: probe[k] for k in ("offered", "offered_rows_s", "p99_ms", "held")})
+            lo, hi = (mid, hi) if probe["held"] else (lo, mid)
+        held_at = lo
+    lowest = min([rate] + [p["offered"] for p in probes])
+    held = f"held up to {held_at:,} rows/s" if held_at else f"held at no rate down to {lowest:,} rows/s"
     return Result(
         id="P3",
-        what=f"staging -> processed latency p99 at {rate:,} rows/s offered for {seconds} s, 2 workers",
-        value=p99,
+        what=f"staging -> processed latency p99 at {rate:,} rows/s offered for {seconds} s, "
+        f"2 workers ({held})",
+        value=run["p99_ms"],
         baseline=None,
         ratio=None,
         target="p99 < 1 s, no growing backlog",
-        ok=p99 < 1000 and not growing and achieved >= 0.9 * rate,
+        ok=run["held"],
         unit="ms",
         details={
-            "offered": rate,  # the rate asked for; offered_rows_s is what the loader achieved
-            "p50_ms": p50,
-            "p95_ms": p95,
-            "p99_ms": p99,
-            "rows": row[1],
-            "offered_rows_s": achieved,
-            "pending_samples": backlog_samples,
+            **{k: v for k, v in run.items() if k != "held"},
+            # the highest offered rate (rows/s) that held: the target's own, or the best probe's
+            "held_rows_s": held_at,
+            "probes": probes,
         },
     )
 
