@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -318,30 +319,43 @@ class Chaos(threading.Thread):
         self.events.append(("terminate", hit if busy else 0))
 
 
-def _sent_again(conn: psycopg.Connection, send):
-    """On Citus a statement that needs a worker node being restarted fails whole on a healthy link
-    to the coordinator (the chaos test of tests/citus restarts one): wait and send it again, as a
-    loader or an operator would."""
-    for attempt in range(60):
-        try:
-            return send()
-        except psycopg.Error as exc:
-            if attempt == 59 or conn.broken or not is_transient(exc):
-                raise
-            time.sleep(0.5)
+class _Link:
+    """The test's own session for the counts it polls and the late orders it adds. On Citus a
+    statement that needs a worker node being restarted fails whole (the chaos test of tests/citus
+    restarts one); on a healthy link to the coordinator, or with the link itself ended when the
+    statement was running on the node at its fast shutdown (the coordinator passes on the node's
+    FATAL): wait, connect again if need be, and send it again, as a loader or an operator would."""
+
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self._conn: psycopg.Connection | None = None
+
+    def send(self, send):
+        for attempt in range(60):
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = psycopg.connect(self.dsn, autocommit=True)
+            try:
+                return send(self._conn)
+            except psycopg.Error as exc:
+                if attempt == 59 or not (self._conn.broken or is_transient(exc)):
+                    raise
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
-def _add_late_orders(conn: psycopg.Connection, order_ids: list[int]) -> None:
+def _add_late_orders(link: _Link, order_ids: list[int]) -> None:
     """The late ERP batch, written as a loader writes it: in one transaction, so a retry adds it once."""
-    _sent_again(
-        conn,
-        lambda: add_orders(conn, *({"order_id": o, "customer_id": 1, "order_date": T0} for o in order_ids)),
+    link.send(
+        lambda c: add_orders(c, *({"order_id": o, "customer_id": 1, "order_date": T0} for o in order_ids))
     )
 
 
-def _count(conn: psycopg.Connection, where: str) -> int:
+def _count(link: _Link, where: str) -> int:
     sql = f"SELECT count(*) FROM financial_transactions_staging WHERE {where}"
-    return _sent_again(conn, lambda: conn.execute(sql).fetchone()[0])
+    return link.send(lambda c: c.execute(sql).fetchone()[0])
 
 
 def _wait(predicate, timeout_s: float, what: str, poll_s: float = 0.1) -> None:
@@ -366,7 +380,7 @@ def test_two_workers_under_chaos_lose_nothing_and_process_nothing_twice(db_dsn, 
     rng = random.Random(SEED)
     plan = build_plan(N_ROWS, rng)
     valid_ids = plan.valid_ids()
-    with psycopg.connect(db_dsn, autocommit=True) as conn:
+    with psycopg.connect(db_dsn, autocommit=True) as conn, closing(_Link(db_dsn)) as link:
         conn.execute(
             "UPDATE financial_pipeline_settings SET max_attempts = %s, backoff_base = '250 ms', "
             "backoff_max = '2 s'",
@@ -426,14 +440,14 @@ def test_two_workers_under_chaos_lose_nothing_and_process_nothing_twice(db_dsn, 
 
         insert_source(source_before)
         copy_rows(conn, plan.rows)
-        assert _count(conn, "true") == len(plan.rows)
+        assert _count(link, "true") == len(plan.rows)
 
         fleet = Fleet(db_dsn, tmp_path)
         chaos = None
         try:
             fleet.start_one()
             fleet.start_one()
-            _wait(lambda: _count(conn, "processing_status <> 'pending'") > 0, 60, "the first chunk")
+            _wait(lambda: _count(link, "processing_status <> 'pending'") > 0, 60, "the first chunk")
             chaos = Chaos(fleet, db_dsn, rng, MAX_EVENTS, CHAOS_SECONDS)
             chaos.start()
 
@@ -441,10 +455,10 @@ def test_two_workers_under_chaos_lose_nothing_and_process_nothing_twice(db_dsn, 
             late_in = False
             started = time.monotonic()
             deadline = started + 60 + N_ROWS / 500
-            while _count(conn, "processing_status = 'pending'") > 0:
+            while _count(link, "processing_status = 'pending'") > 0:
                 assert time.monotonic() < deadline, f"the backlog did not drain (seed {SEED})"
-                if not late_in and _count(conn, "batch_id = 'late' AND processing_status = 'failed'") > 0:
-                    _add_late_orders(conn, plan.late_orders)
+                if not late_in and _count(link, "batch_id = 'late' AND processing_status = 'failed'") > 0:
+                    _add_late_orders(link, plan.late_orders)
                     late_in = True
                 time.sleep(0.05)
             drained_s = time.monotonic() - started
@@ -457,7 +471,7 @@ def test_two_workers_under_chaos_lose_nothing_and_process_nothing_twice(db_dsn, 
                 fleet.start_one()
             # The retry tail: retryable rows fail with backoff until they are dead-lettered.
             _wait(
-                lambda: _count(conn, "processing_status IN ('pending', 'failed')") == 0, 60, "the retry tail"
+                lambda: _count(link, "processing_status IN ('pending', 'failed')") == 0, 60, "the retry tail"
             )
             insert_source(source_after)  # these get is_processed from the trigger, not the chunk
 
@@ -471,7 +485,7 @@ def test_two_workers_under_chaos_lose_nothing_and_process_nothing_twice(db_dsn, 
                 first[t][:3] + (first[t][3] + 7,) + first[t][4:6] + ("replay2",) for t in replay_ids[:50]
             ]
             copy_rows(conn, replays + conflicts)
-            _wait(lambda: _count(conn, "processing_status = 'pending'") == 0, 60, "the replay")
+            _wait(lambda: _count(link, "processing_status = 'pending'") == 0, 60, "the replay")
             assert _processed_digest(conn) == before
             fates = Counter(
                 conn.execute(
