@@ -286,12 +286,18 @@ def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
         "UPDATE financial_transactions_processed SET amount = amount + 1 WHERE transaction_id = 100"
     )
     r = run_cli(db_dsn, "reconcile")
-    assert r.exit_code == 1 and "1 check(s) found mismatches" in r.output
+    assert r.exit_code == 1 and "2 check(s) found mismatches" in r.output
     r = run_cli(db_dsn, "reconcile", "--json")
     assert r.exit_code == 1
+    account = plain.execute(
+        "SELECT account_id FROM financial_transactions_processed WHERE transaction_id = 100"
+    ).fetchone()[0]
+    # the amount changed outside the chunk: the fraud window's minute no longer sums it
     assert [(c["check_name"], c["sample_ids"]) for c in json.loads(r.output) if c["mismatch_count"]] == [
-        ("processed_differs_from_staging", [100])
+        ("processed_differs_from_staging", [100]),
+        ("fraud_minutes_differ", [account]),
     ]
+    plain.execute("SELECT financial_fraud_minutes_rebuild(ARRAY[%s]::bigint[])", (account,))
     # a row staged without the loaders' arrival call: reconcile finds the counts short, --recount
     # corrects them first and says by how much
     plain.execute(

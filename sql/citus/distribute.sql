@@ -78,6 +78,8 @@ BEGIN
             (8, 'public.financial_transaction_ledger', 'hash', 'account_id', 'none'),
             (9, 'public.financial_transactions_processed', 'hash', 'account_id', 'public.financial_transaction_ledger'),
             (12, 'public.financial_transactions_staging', 'hash', 'account_id', 'public.financial_transaction_ledger'),
+            -- The fraud window's minutes: read and upserted beside the account's processed rows.
+            (13, 'public.financial_fraud_minutes', 'hash', 'account_id', 'public.financial_transaction_ledger'),
             -- The source transactions with them, keyed (account_id, transaction_id): the is_processed
             -- follow-up reads the ledger's shard on its own node, and the customer-360 capture writes
             -- the order-reference queue's co-located shard (the queue is keyed by the account too).

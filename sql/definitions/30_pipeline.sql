@@ -436,6 +436,9 @@ DECLARE
     v_frame_min integer := CASE WHEN current_setting('opsconsole.fraud_frame_min_rows', true) ~ '^[0-9]{1,9}$'
                                 THEN current_setting('opsconsole.fraud_frame_min_rows', true)::integer
                                 ELSE 8 END;
+    -- whole minutes of a window summed from financial_fraud_minutes (see acct); 'off' reads every
+    -- row, as before 0034: for the tests to compare both ways, and a way back if the table is doubted
+    v_minutes boolean := coalesce(current_setting('opsconsole.fraud_minutes', true), '') <> 'off';
 BEGIN
     -- the chunk's ingestion-time span: prunes the staging UPDATE to the partitions holding its rows;
     -- and the longest fraud window of its rows in seconds (an interval with days or months is not
@@ -509,14 +512,86 @@ BEGIN
     ),
     acct AS (
         -- an account with v_frame_min or more winners in one slot (below) is dense: a moving frame
-        -- counts its windows (framed); the slot join counts the rest (windowed_sparse)
-        SELECT a.account_id, min(a.first_ts) - p_cfg.fraud_window AS lo, max(a.last_ts) AS hi,
-               max(a.n) >= v_frame_min AS dense
-        FROM (SELECT w.account_id, count(*) AS n, min(w.transaction_timestamp) AS first_ts,
-                     max(w.transaction_timestamp) AS last_ts
-              FROM winners w
-              GROUP BY w.account_id, w.slot) a
-        GROUP BY a.account_id
+        -- counts its windows (framed); the slot join counts the rest (windowed_sparse).
+        -- [core_lo, core_hi): the whole minutes inside every finite winner's window (none: NULL).
+        -- Their processed rows are summed from financial_fraud_minutes (core) instead of read, when
+        -- all of a minute arrived before every winner of the account (first_sid)
+        SELECT b.account_id, b.lo, b.hi, b.dense, b.first_sid,
+               CASE WHEN v_minutes AND b.core_lo < b.core_hi THEN b.core_lo END AS core_lo,
+               CASE WHEN v_minutes AND b.core_lo < b.core_hi THEN b.core_hi END AS core_hi
+        FROM (SELECT a.account_id, min(a.first_ts) - p_cfg.fraud_window AS lo, max(a.last_ts) AS hi,
+                     max(a.n) >= v_frame_min AS dense, min(a.first_sid) AS first_sid,
+                     date_bin('1 minute', max(a.last_lo) + interval '1 minute' - interval '1 microsecond',
+                              timestamptz 'epoch') AS core_lo,
+                     date_bin('1 minute', min(a.first_finite), timestamptz 'epoch') AS core_hi
+              FROM (SELECT w.account_id, count(*) AS n, min(w.transaction_timestamp) AS first_ts,
+                           max(w.transaction_timestamp) AS last_ts, min(w.staging_id) AS first_sid,
+                           max(w.transaction_timestamp - p_cfg.fraud_window)
+                               FILTER (WHERE isfinite(w.transaction_timestamp)) AS last_lo,
+                           min(w.transaction_timestamp) FILTER (WHERE isfinite(w.transaction_timestamp)) AS first_finite
+                    FROM winners w
+                    GROUP BY w.account_id, w.slot) a
+              GROUP BY a.account_id) b
+    ),
+    -- The core's minutes, by a LATERAL range scan per account (a hash join would read the whole
+    -- table for a few accounts): summed when all of a minute arrived before every winner of the
+    -- account (core), else read row by row (stale, into history)
+    core_minutes AS (
+        SELECT a.account_id, f.minute, f.row_count, f.amount_abs_sum, f.max_staging_id < a.first_sid AS usable
+        FROM acct a
+        CROSS JOIN LATERAL (
+            SELECT f.minute, f.row_count, f.amount_abs_sum, f.max_staging_id
+            FROM financial_fraud_minutes f
+            WHERE f.account_id = a.account_id
+              AND f.minute >= a.core_lo
+              AND f.minute < a.core_hi
+        ) f
+        WHERE a.core_lo IS NOT NULL
+    ),
+    core AS (
+        SELECT c.account_id, sum(c.row_count)::bigint AS n, sum(c.amount_abs_sum) AS s
+        FROM core_minutes c
+        WHERE c.usable
+        GROUP BY c.account_id
+    ),
+    -- the processed rows the winners' windows hold, less the core's: [lo, hi) with [core_lo,
+    -- core_hi) cut out, and the core's minutes that hold a later arrival. One index range scan per
+    -- account and range (a nested loop over the few accounts of the chunk); the partitions outside
+    -- are pruned at run time. No OFFSET 0 here: Citus cannot push down a LATERAL with OFFSET that
+    -- references a CTE (docs/scaling.md)
+    history AS (
+        SELECT a.account_id, a.dense, h.staging_id, h.transaction_timestamp, h.amount_abs
+        FROM acct a
+        CROSS JOIN LATERAL (
+            SELECT p.staging_id, p.transaction_timestamp, p.amount_abs
+            FROM financial_transactions_processed p
+            WHERE p.account_id = a.account_id
+              AND p.transaction_timestamp >= a.lo
+              AND p.transaction_timestamp < coalesce(a.core_lo, a.hi)
+        ) h
+        UNION ALL
+        SELECT a.account_id, a.dense, h.staging_id, h.transaction_timestamp, h.amount_abs
+        FROM acct a
+        CROSS JOIN LATERAL (
+            SELECT p.staging_id, p.transaction_timestamp, p.amount_abs
+            FROM financial_transactions_processed p
+            WHERE p.account_id = a.account_id
+              AND p.transaction_timestamp >= a.core_hi
+              AND p.transaction_timestamp < a.hi
+        ) h
+        WHERE a.core_lo IS NOT NULL
+        UNION ALL
+        SELECT a.account_id, a.dense, h.staging_id, h.transaction_timestamp, h.amount_abs
+        FROM core_minutes c
+        JOIN acct a ON a.account_id = c.account_id
+        CROSS JOIN LATERAL (
+            SELECT p.staging_id, p.transaction_timestamp, p.amount_abs
+            FROM financial_transactions_processed p
+            WHERE p.account_id = c.account_id
+              AND p.transaction_timestamp >= c.minute
+              AND p.transaction_timestamp < c.minute + interval '1 minute'
+        ) h
+        WHERE NOT c.usable
     ),
     pool AS (
         SELECT w.staging_id, w.account_id, w.transaction_timestamp, abs(w.amount) AS amount_abs,
@@ -526,20 +601,10 @@ BEGIN
         UNION ALL
         -- (a processed row loaded without staging arrived before anything staged: staging_id 0;
         -- its slot as winners have theirs)
-        SELECT coalesce(h.staging_id, 0), a.account_id, h.transaction_timestamp, h.amount_abs,
-               a.dense, false, CASE WHEN isfinite(h.transaction_timestamp)
+        SELECT coalesce(h.staging_id, 0), h.account_id, h.transaction_timestamp, h.amount_abs,
+               h.dense, false, CASE WHEN isfinite(h.transaction_timestamp)
                                     THEN floor(extract(epoch FROM h.transaction_timestamp) / v_span)::bigint END
-        FROM acct a
-        CROSS JOIN LATERAL (
-            -- one index range scan per account (a nested loop over the few accounts of the chunk);
-            -- the partitions outside [lo, hi) are pruned at run time. No OFFSET 0 here: Citus
-            -- cannot push down a LATERAL with OFFSET that references a CTE (docs/scaling.md)
-            SELECT p.staging_id, p.transaction_timestamp, p.amount_abs
-            FROM financial_transactions_processed p
-            WHERE p.account_id = a.account_id
-              AND p.transaction_timestamp >= a.lo
-              AND p.transaction_timestamp < a.hi
-        ) h
+        FROM history h
     ),
     -- A row's history: the account's transactions in [ts - window, ts) that ARRIVED before it (lower
     -- staging_id), processed or in this chunk. Arrival order, not chunk membership, decides, so the
@@ -560,7 +625,8 @@ BEGIN
         WHERE NOT q.dense
     ),
     windowed_sparse AS (
-        SELECT w.staging_id, count(q.account_id) AS recent_count, avg(q.amount_abs) AS recent_avg
+        SELECT w.staging_id, w.account_id, w.slot IS NOT NULL AS finite, count(q.account_id) AS n,
+               sum(q.amount_abs) AS s
         FROM pool w
         LEFT JOIN slotted q
           ON q.account_id = w.account_id
@@ -569,7 +635,7 @@ BEGIN
          AND q.transaction_timestamp < w.transaction_timestamp
          AND q.staging_id < w.staging_id
         WHERE w.is_winner AND NOT w.dense
-        GROUP BY w.staging_id
+        GROUP BY w.staging_id, w.account_id, w.slot
     ),
     -- The frame counts every row of the account in [ts - window, ts) whatever its arrival: in time
     -- order over [ts - window, ts], less the rows at ts itself. (Not EXCLUDE GROUP, and no min/max
@@ -632,21 +698,24 @@ BEGIN
         GROUP BY w.staging_id
     ),
     windowed_dense AS (
-        SELECT w.staging_id, w.n - coalesce(l.n, 0) AS recent_count,
-               (w.s - coalesce(l.s, 0)) / nullif(w.n - coalesce(l.n, 0), 0) AS recent_avg
+        SELECT w.staging_id, w.account_id, true AS finite, w.n - coalesce(l.n, 0) AS n, w.s - coalesce(l.s, 0) AS s
         FROM framed w
         LEFT JOIN late l ON l.staging_id = w.staging_id
         WHERE w.is_winner
         UNION ALL
         -- (a winner at -infinity: no window holds it, and its own window is empty)
-        SELECT q.staging_id, 0, NULL
+        SELECT q.staging_id, q.account_id, false, 0, NULL
         FROM pool q
         WHERE q.is_winner AND q.dense AND NOT isfinite(q.transaction_timestamp)
     ),
     windowed AS (
-        SELECT * FROM windowed_sparse
-        UNION ALL
-        SELECT * FROM windowed_dense
+        -- the core's minutes lie in every finite winner's window, and arrived before it
+        SELECT u.staging_id, u.n + coalesce(k.n, 0) AS recent_count,
+               (coalesce(u.s, 0) + coalesce(k.s, 0)) / nullif(u.n + coalesce(k.n, 0), 0) AS recent_avg
+        FROM (SELECT * FROM windowed_sparse
+              UNION ALL
+              SELECT * FROM windowed_dense) u
+        LEFT JOIN core k ON k.account_id = u.account_id AND u.finite
     ),
     scored AS (
         -- the whole chunk in one call of the formula (financial_fraud_scores), not a call per row
@@ -672,7 +741,21 @@ BEGIN
                     ELSE 'valid' END,
                s.risk_score, s.staging_id, s.ingestion_timestamp, s.payload_hash
         FROM scored s
-        RETURNING staging_id, account_id, transaction_id
+        RETURNING staging_id, account_id, transaction_id, transaction_timestamp, amount_abs
+    ),
+    minutes AS (
+        -- the fraud window's minutes (financial_fraud_minutes), in key order like the ledger
+        INSERT INTO financial_fraud_minutes AS m (account_id, minute, row_count, amount_abs_sum, max_staging_id)
+        SELECT i.account_id, date_bin('1 minute', i.transaction_timestamp, timestamptz 'epoch'), count(*),
+               sum(i.amount_abs), max(i.staging_id)
+        FROM ins i
+        WHERE isfinite(i.transaction_timestamp)
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+        ON CONFLICT (account_id, minute) DO UPDATE
+        SET row_count = m.row_count + excluded.row_count,
+            amount_abs_sum = m.amount_abs_sum + excluded.amount_abs_sum,
+            max_staging_id = greatest(m.max_staging_id, excluded.max_staging_id)
     ),
     flagged AS (
         UPDATE financial_transactions f
@@ -1317,6 +1400,31 @@ CREATE OR REPLACE TRIGGER financial_transactions_mark_processed AFTER INSERT ON 
     FOR EACH STATEMENT EXECUTE FUNCTION financial_transactions_mark_processed();
 
 
+-- Rebuilds financial_fraud_minutes from the processed rows, for the given accounts or all. The chunk
+-- keeps the table as it inserts processed rows; this is for rows that came another way (a bulk load,
+-- a test's history, a chunk that ran a definition from before 0034). Returns the minutes written.
+CREATE OR REPLACE FUNCTION financial_fraud_minutes_rebuild(p_accounts bigint[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    DELETE FROM financial_fraud_minutes f WHERE p_accounts IS NULL OR f.account_id = ANY (p_accounts);
+    INSERT INTO financial_fraud_minutes (account_id, minute, row_count, amount_abs_sum, max_staging_id)
+    SELECT p.account_id, date_bin('1 minute', p.transaction_timestamp, timestamptz 'epoch'), count(*),
+           sum(p.amount_abs), max(coalesce(p.staging_id, 0))
+    FROM financial_transactions_processed p
+    WHERE isfinite(p.transaction_timestamp)
+      AND (p_accounts IS NULL OR p.account_id = ANY (p_accounts))
+    GROUP BY 1, 2;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END;
+$$;
+
+
 -- Repairs is_processed from the ledger (both directions); for the rare race where a source row and
 -- its processing commit at the same moment. Returns the number of rows changed.
 CREATE OR REPLACE FUNCTION sync_financial_processed_flags()
@@ -1459,6 +1567,23 @@ BEGIN
           AND NOT EXISTS (SELECT 1 FROM erp_order_keys k
                           WHERE k.order_id = reference_order_id(p.reference_data))
     ),
+    fraud_minutes_differ AS (
+        -- financial_fraud_minutes against the processed rows it sums: the chunk keeps it, so a
+        -- difference is a processed row written or changed another way
+        -- (financial_fraud_minutes_rebuild(accounts) corrects it)
+        SELECT DISTINCT coalesce(m.account_id, e.account_id) AS id
+        FROM (SELECT f.account_id, f.minute, f.row_count, f.amount_abs_sum, f.max_staging_id
+              FROM financial_fraud_minutes f) m
+        FULL JOIN (SELECT p.account_id, date_bin('1 minute', p.transaction_timestamp, timestamptz 'epoch') AS minute,
+                          count(*) AS row_count, sum(abs(p.amount)) AS amount_abs_sum,
+                          max(coalesce(p.staging_id, 0)) AS max_staging_id
+                   FROM proc p
+                   WHERE isfinite(p.transaction_timestamp)
+                   GROUP BY 1, 2) e
+          ON e.account_id = m.account_id AND e.minute = m.minute
+        WHERE (m.row_count, m.amount_abs_sum, m.max_staging_id)
+              IS DISTINCT FROM (e.row_count, e.amount_abs_sum, e.max_staging_id)
+    ),
     staging_counts_drift AS (
         -- the maintained counts (32_staging_counts.sql) against a count, in the same snapshot: every
         -- change of state moves them in its own transaction, so any difference is a writer that
@@ -1515,6 +1640,10 @@ BEGIN
         UNION ALL
         SELECT 'staging_counts_drift', (SELECT d.n FROM staging_counts_drift d), 'none', ARRAY[]::bigint[],
                'staging rows by state (pending, failed, dead_letter) that the maintained counts miscount', 11
+        UNION ALL
+        SELECT 'fraud_minutes_differ', (SELECT count(*) FROM fraud_minutes_differ), 'account_id',
+               ARRAY(SELECT id FROM fraud_minutes_differ ORDER BY id LIMIT 10),
+               'accounts whose fraud-window minutes differ from their processed rows', 12
     ) c
     ORDER BY c.ord;
 END;

@@ -41,6 +41,7 @@ REFERENCE = ("erp_order_keys", "financial_error_codes", "financial_transaction_t
 # source transactions and the customer-360 queue of their order references
 FINANCIAL_GROUP = (
     "customer_360_dirty_orders",
+    "financial_fraud_minutes",
     "financial_transaction_ledger",
     "financial_transactions",
     "financial_transactions_processed",

@@ -36,6 +36,8 @@ def _scores(dsn: str, first_account: int, frame_min: str) -> list:
                 "transaction_timestamp, amount, transaction_type) VALUES (%s, %s, %s, 500, 'payment')",
                 (first_account * 1000 + account, account, BASE - dt.timedelta(minutes=20)),
             )
+        accounts = [first_account, first_account + 1]
+        conn.execute("SELECT financial_fraud_minutes_rebuild(%s::bigint[])", (accounts,))
         for i, (account, ts, amount) in enumerate(_rows(first_account)):
             insert_counted(
                 conn,

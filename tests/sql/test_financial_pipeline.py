@@ -482,10 +482,12 @@ def test_is_processed_follows_the_ledger_and_reconcile(conn):
         "source_flag_missing": (2, [1, 2]),
         "source_flag_without_ledger": (1, [3]),
         "source_payload_differs": (1, [2]),
+        "fraud_minutes_differ": (1, [1]),  # account 1's minute still counts the deleted row
     }
     assert conn.execute("SELECT sync_financial_processed_flags() AS n").fetchone()["n"] == 3
+    conn.execute("SELECT financial_fraud_minutes_rebuild(ARRAY[1]::bigint[])")
     assert set(mismatches()) == {"ledger_without_processed", "source_payload_differs"}
-    assert len(conn.execute("SELECT * FROM reconcile_financial_pipeline()").fetchall()) == 12
+    assert len(conn.execute("SELECT * FROM reconcile_financial_pipeline()").fetchall()) == 13
 
 
 def test_monitor_is_independent_of_session_time_zone(conn):

@@ -60,10 +60,15 @@ def _insert(conn, rows) -> list[int]:
     # winners of one account in a chunk from which the moving frame counts the window instead of
     # the slot join: always, for some accounts of some chunks, never (the default at this size)
     frame_min=st.sampled_from(["0", "3", "64"]),
+    # the whole minutes of a window summed from financial_fraud_minutes, or every row read
+    minutes=st.sampled_from(["on", "off"]),
 )
-def test_set_based_score_equals_row_by_row_reference(conn, rows, zone, chunk_size, window, frame_min):
+def test_set_based_score_equals_row_by_row_reference(
+    conn, rows, zone, chunk_size, window, frame_min, minutes
+):
     with conn.transaction(force_rollback=True):
         conn.execute("SELECT set_config('opsconsole.fraud_frame_min_rows', %s, true)", (frame_min,))
+        conn.execute("SELECT set_config('opsconsole.fraud_minutes', %s, true)", (minutes,))
         conn.execute(
             "UPDATE financial_pipeline_settings SET business_time_zone = %s, chunk_size = %s, "
             "fraud_window = %s::interval",
@@ -248,9 +253,12 @@ history_strategy = st.lists(
 )
 def test_the_moving_frame_and_the_slot_join_give_the_same_scores(conn, rows, history, chunk_size, window):
     scores = {}
-    for frame_min in ("0", "999999999"):  # the frame for every account; the slot join for every one
+    # the frame for every account; the slot join for every one; each with the whole minutes of a
+    # window summed from financial_fraud_minutes (the default), and the frame with every row read
+    for frame_min, minutes in (("0", "on"), ("999999999", "on"), ("0", "off")):
         with conn.transaction(force_rollback=True):
             conn.execute("SELECT set_config('opsconsole.fraud_frame_min_rows', %s, true)", (frame_min,))
+            conn.execute("SELECT set_config('opsconsole.fraud_minutes', %s, true)", (minutes,))
             conn.execute(
                 "UPDATE financial_pipeline_settings SET chunk_size = %s, fraud_window = %s::interval",
                 (chunk_size, window),
@@ -275,10 +283,11 @@ def test_the_moving_frame_and_the_slot_join_give_the_same_scores(conn, rows, his
                         None if sid is None else max(ids) + 1 + j,
                     ),
                 )
+            conn.execute("SELECT financial_fraud_minutes_rebuild()")  # as the chunk keeps it
             conn.execute("SELECT * FROM process_financial_batch_detail(100000)")
-            scores[frame_min] = conn.execute(
+            scores[frame_min, minutes] = conn.execute(
                 "SELECT transaction_id, risk_score FROM financial_transactions_processed "
                 "WHERE transaction_id < 100000 ORDER BY transaction_id"
             ).fetchall()
-    assert len(scores["0"]) == len(rows)  # every row processed: the comparison is not vacuous
-    assert scores["0"] == scores["999999999"]
+    assert len(scores["0", "on"]) == len(rows)  # every row processed: the comparison is not vacuous
+    assert scores["0", "on"] == scores["999999999", "on"] == scores["0", "off"]

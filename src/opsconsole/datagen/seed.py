@@ -70,6 +70,7 @@ SOURCE_TABLES = [
 DERIVED_TABLES = [
     "financial_transactions_processed",
     "financial_transaction_ledger",
+    "financial_fraud_minutes",
     "financial_processing_rollup",
     "financial_latency_rollup",
     "financial_staging_counts",
