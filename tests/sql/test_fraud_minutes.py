@@ -107,6 +107,16 @@ def test_a_minute_holding_a_later_arrival_is_read_row_by_row(conn):
     window: the minutes that hold them are read raw for it (their latest arrival is after it), so
     its score counts only what arrived before it, as the row-by-row reference does."""
     _feed(conn, 0, 900, accounts=1, step=4.0)  # one account, a row every 4 s for an hour
+    # and rows 2 s after each of the later rows below, arriving before the waiting row: its stale
+    # minutes hold rows it must count, anywhere in the minute, beside rows it must not
+    insert_counted(
+        conn,
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
+        "amount, transaction_type) "
+        "SELECT 60000 + g, 0, %s::timestamptz + g * interval '4 seconds', 3000 + g, 'payment' "
+        "FROM generate_series(0, 59) g",
+        (T0 + dt.timedelta(seconds=3602),),
+    )
     _drain(conn, 1000)
     # the waiting row arrives first of what follows, and is not due for an hour
     insert_counted(
