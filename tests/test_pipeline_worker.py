@@ -287,6 +287,7 @@ def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
     )
     r = run_cli(db_dsn, "reconcile")
     assert r.exit_code == 1 and "2 check(s) found mismatches" in r.output
+    assert "fraud_minutes_differ: `opsconsole reconcile --rebuild-minutes` rebuilds the minutes" in r.output
     r = run_cli(db_dsn, "reconcile", "--json")
     assert r.exit_code == 1
     account = plain.execute(
@@ -297,7 +298,21 @@ def test_process_retry_reconcile_backlog_commands(db_dsn, plain):
         ("processed_differs_from_staging", [100]),
         ("fraud_minutes_differ", [account]),
     ]
-    plain.execute("SELECT financial_fraud_minutes_rebuild(ARRAY[%s]::bigint[])", (account,))
+    # --rebuild-minutes rebuilds them first and says how many it wrote; it is audited
+    r = run_cli(db_dsn, "reconcile", "--rebuild-minutes")
+    assert r.exit_code == 1 and "Fraud window minutes rebuilt from the processed rows: " in r.output
+    r = run_cli(db_dsn, "reconcile", "--rebuild-minutes", "--json")
+    got = json.loads(r.output)
+    assert (
+        got["rebuilt_minutes"] == plain.execute("SELECT count(*) FROM financial_fraud_minutes").fetchone()[0]
+    )
+    assert [c["check_name"] for c in got["checks"] if c["mismatch_count"]] == [
+        "processed_differs_from_staging"
+    ]
+    assert plain.execute(
+        "SELECT count(*) FROM ops_audit_log WHERE action = 'financial_fraud_minutes_rebuild' "
+        "AND status = 'ok'"
+    ).fetchone() == (2,)
     # a row staged without the loaders' arrival call: reconcile finds the counts short, --recount
     # corrects them first and says by how much
     plain.execute(

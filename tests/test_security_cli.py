@@ -98,6 +98,7 @@ def test_forced_action_fails_in_the_database_with_one_sentence(db_dsn, login_rol
         ("process", "--batch-size", "10"),
         ("catalog", "refresh"),
         ("reconcile", "--recount"),
+        ("reconcile", "--rebuild-minutes"),
     ):
         r = run(as_viewer, *args)
         assert r.exit_code == 3, (args, r.output)

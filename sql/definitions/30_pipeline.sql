@@ -1405,17 +1405,23 @@ CREATE OR REPLACE TRIGGER financial_transactions_mark_processed AFTER INSERT ON 
     FOR EACH STATEMENT EXECUTE FUNCTION financial_transactions_mark_processed();
 
 
--- Rebuilds financial_fraud_minutes from the processed rows, for the given accounts or all. The chunk
--- keeps the table as it inserts processed rows; this is for rows that came another way (a bulk load,
--- a test's history, a chunk that ran a definition from before 0034). Returns the minutes written.
+-- Rebuilds financial_fraud_minutes from the processed rows, for the given accounts or all: the
+-- correction an admin runs after reconcile reports fraud_minutes_differ (the chunk keeps the table as
+-- it inserts processed rows; this is for rows that came another way: a bulk load, a test's history,
+-- a chunk that ran a definition from before 0034). Workers need not stop: the lock waits for the
+-- chunks writing minutes to commit, and holds the next ones at their step 2 until the rebuild
+-- commits, so it sums every processed row a chunk wrote and no chunk adds to a minute it rewrites.
+-- Audited as financial_fraud_minutes_rebuild; returns the minutes written.
 CREATE OR REPLACE FUNCTION financial_fraud_minutes_rebuild(p_accounts bigint[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
+    v_start timestamptz := clock_timestamp();
     v_n bigint;
 BEGIN
+    LOCK TABLE financial_fraud_minutes IN SHARE ROW EXCLUSIVE MODE;
     DELETE FROM financial_fraud_minutes f WHERE p_accounts IS NULL OR f.account_id = ANY (p_accounts);
     INSERT INTO financial_fraud_minutes (account_id, minute, row_count, amount_abs_sum, max_staging_id)
     SELECT p.account_id, date_bin('1 minute', p.transaction_timestamp, timestamptz 'epoch'), count(*),
@@ -1425,6 +1431,10 @@ BEGIN
       AND (p_accounts IS NULL OR p.account_id = ANY (p_accounts))
     GROUP BY 1, 2;
     GET DIAGNOSTICS v_n = ROW_COUNT;
+    PERFORM record_audit(
+        'financial_fraud_minutes_rebuild', jsonb_build_object('accounts', to_jsonb(p_accounts)),
+        jsonb_build_object('minutes', v_n), 'ok',
+        round((extract(epoch FROM clock_timestamp() - v_start) * 1000)::numeric, 3), NULL);
     RETURN v_n;
 END;
 $$;
@@ -1575,7 +1585,7 @@ BEGIN
     fraud_minutes_differ AS (
         -- financial_fraud_minutes against the processed rows it sums: the chunk keeps it, so a
         -- difference is a processed row written or changed another way
-        -- (financial_fraud_minutes_rebuild(accounts) corrects it)
+        -- (reconcile --rebuild-minutes: financial_fraud_minutes_rebuild corrects it)
         SELECT DISTINCT coalesce(m.account_id, e.account_id) AS id
         FROM (SELECT f.account_id, f.minute, f.row_count, f.amount_abs_sum, f.max_staging_id
               FROM financial_fraud_minutes f) m

@@ -14,7 +14,7 @@
 -- The chunk keeps it (financial_apply_chunk, step 2); nothing else writes processed rows. Stop the
 -- workers while `opsconsole db migrate` runs: a chunk already running the previous definition would
 -- insert processed rows without their minutes (`opsconsole reconcile` finds such a minute, and
--- financial_fraud_minutes_rebuild() repairs it).
+-- `opsconsole reconcile --rebuild-minutes`, an admin's, rebuilds them).
 SET lock_timeout = '5s';
 SET statement_timeout = '30min';
 
@@ -35,3 +35,8 @@ SELECT p.account_id, date_bin('1 minute', p.transaction_timestamp, timestamptz '
 FROM financial_transactions_processed p
 WHERE isfinite(p.transaction_timestamp)
 GROUP BY 1, 2;
+
+-- The correction an admin runs after reconcile reports fraud_minutes_differ (30_pipeline.sql).
+INSERT INTO opsconsole_grant_policy (object_kind, object_name, role_name, audited_by)
+VALUES ('function', 'financial_fraud_minutes_rebuild', 'opsconsole_admin', 'sql')
+ON CONFLICT DO NOTHING;

@@ -101,6 +101,11 @@ ACTIONS = {
         "recount_financial_staging",
         "opsconsole_admin",
     ),
+    "financial_fraud_minutes_rebuild": (
+        "SELECT financial_fraud_minutes_rebuild()",
+        "financial_fraud_minutes_rebuild",
+        "opsconsole_admin",
+    ),
     "park_dead_letters": (
         "SELECT park_dead_letters(p_filter => 'b1')",
         "park_dead_letters",

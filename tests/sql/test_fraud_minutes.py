@@ -4,6 +4,10 @@ minutes of its windows from it instead of the processed rows (docs/pipeline.md, 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+
+import psycopg
 
 from opsconsole.pipeline.arrival import insert_counted
 
@@ -157,3 +161,44 @@ def test_a_minute_holding_a_later_arrival_is_read_row_by_row(conn):
     # the reference: what arrived before it is the first 900 rows, not the 60 after it
     conn.execute("DELETE FROM financial_transactions_processed WHERE transaction_id BETWEEN 901 AND 960")
     assert got["risk_score"] == reference() != with_later
+
+
+def test_a_rebuild_while_a_chunk_writes_minutes_waits_for_it_and_misses_nothing(conn, db_dsn):
+    """An admin rebuilds while workers run: a chunk that has written new minutes and not committed
+    holds the rebuild until it commits, and the rebuild then sums its rows. (Without the lock the
+    rebuild, not seeing the chunk's rows, writes the same new minute and fails on its key.)"""
+    _feed(conn, 0, 300)
+    _drain(conn, 1000)
+    _feed(conn, 300, 90)  # minutes no chunk wrote yet
+    with psycopg.connect(db_dsn) as chunk:  # a transaction, held open after the chunk
+        assert chunk.execute(
+            "SELECT processed_count FROM process_financial_batch_detail(1000)"
+        ).fetchone() == (90,)
+        done: dict[str, object] = {}
+
+        def rebuild() -> None:
+            try:
+                with psycopg.connect(db_dsn, autocommit=True) as admin:
+                    done["minutes"] = admin.execute("SELECT financial_fraud_minutes_rebuild()").fetchone()[0]
+            except psycopg.Error as exc:
+                done["error"] = exc
+
+        t = threading.Thread(target=rebuild)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%%financial_fraud_minutes_rebuild%%'"
+        ).fetchone()["n"]:
+            assert time.monotonic() < deadline and t.is_alive(), done
+            time.sleep(0.05)
+        chunk.commit()
+        t.join(10)
+    assert "error" not in done, done
+    kept = _minutes(conn)
+    assert done["minutes"] == len(kept)
+    assert sum(m[2] for m in kept) == 390
+    check = conn.execute(
+        "SELECT mismatch_count FROM reconcile_financial_pipeline() WHERE check_name = 'fraud_minutes_differ'"
+    ).fetchone()
+    assert check["mismatch_count"] == 0

@@ -180,6 +180,13 @@ def worker(ctx: Context, concurrency: int, batch_size: int, poll_seconds: float,
     )
 
 
+# The checks an option of reconcile corrects, and how (both an admin's, audited).
+RECONCILE_FIXES = {
+    "staging_counts_drift": "`opsconsole reconcile --recount` corrects the maintained counts (admin).",
+    "fraud_minutes_differ": "`opsconsole reconcile --rebuild-minutes` rebuilds the minutes (admin).",
+}
+
+
 @click.command("reconcile")
 @click.option("--all-checks", is_flag=True, help="Also list the checks that found nothing.")
 @click.option(
@@ -187,20 +194,29 @@ def worker(ctx: Context, concurrency: int, batch_size: int, poll_seconds: float,
     is_flag=True,
     help="First correct the maintained staging counts by a count of staging (staging_counts_drift; admin).",
 )
+@click.option(
+    "--rebuild-minutes",
+    is_flag=True,
+    help="First rebuild the fraud window's minute sums from processed rows (fraud_minutes_differ; admin).",
+)
 @json_option
 @pass_ctx
-def reconcile(ctx: Context, all_checks: bool, recount: bool, as_json: bool) -> None:
+def reconcile(ctx: Context, all_checks: bool, recount: bool, rebuild_minutes: bool, as_json: bool) -> None:
     """Compare staging, processed, the ledger, financial_transactions and erp_orders.
     Exit code 1 when a check finds mismatches."""
     with ctx.connect("reconcile") as conn:
         fixed = ops.recount(conn) if recount else None
+        minutes = ops.rebuild_fraud_minutes(conn) if rebuild_minutes else None
         rows = ops.reconcile(conn)
     bad = [r for r in rows if r["mismatch_count"]]
     if fixed is not None and not wants_json(ctx, as_json):
         moved = ", ".join(f"{k.removesuffix('_delta')} {v:+,}" for k, v in fixed.items() if v)
         click.echo(f"Staging counts corrected: {moved}." if moved else "The staging counts were right.")
+    if minutes is not None and not wants_json(ctx, as_json):
+        click.echo(f"Fraud window minutes rebuilt from the processed rows: {minutes:,}.")
     if wants_json(ctx, as_json):
-        emit({"recount": fixed, "checks": rows} if fixed is not None else rows, True)
+        fixes = {k: v for k, v in (("recount", fixed), ("rebuilt_minutes", minutes)) if v is not None}
+        emit({**fixes, "checks": rows} if fixes else rows, True)
     elif not bad and not all_checks:
         click.echo(f"All {len(rows)} reconciliation checks are clean.")
     else:
@@ -208,6 +224,11 @@ def reconcile(ctx: Context, all_checks: bool, recount: bool, as_json: bool) -> N
     if bad:
         if not wants_json(ctx, as_json):
             err_console.print(f"{len(bad)} check(s) found mismatches.")
+            for r in bad:
+                if r["check_name"] in RECONCILE_FIXES:
+                    err_console.print(
+                        f"{r['check_name']}: {RECONCILE_FIXES[r['check_name']]}", markup=False, soft_wrap=True
+                    )
         sys.exit(1)
 
 
