@@ -305,3 +305,27 @@ async def test_the_minute_table_shows_every_header_whole_at_120_and_200_columns(
             assert needed <= table.scrollable_content_region.width, (width, needed, table.size)
             header = "".join(s.text for s in table.render_line(0))
             assert "pending" in header and "breach" in header, (width, header)
+
+
+async def test_a_minute_whose_rows_waited_40_minutes_shows_its_latency_whole(make_app, conn):
+    """A look bug: rows processed 40 minutes after they arrived have an average of about 2,400,000
+    ms, which the 6-character column cut to "2,400," (read as 2.4 s). Large values are written in
+    thousands or millions (2.4M) and the row shows them whole."""
+    from textual.widgets import DataTable
+
+    seed_orders(conn)
+    stage(conn, 20, ingested_ago_s=2400)
+    with psycopg.connect(conn.info.dsn, autocommit=True) as ops_conn:
+        pipeline.process_batch(ops_conn, 1000)
+    app = make_app(start_pane="monitor", listen=False)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_loaded(app, "monitor")
+        await pilot.pause()
+        cells = table_rows(app, "#minutes")
+        assert len(cells) == 1
+        avg, p95 = cells[0][6], cells[0][7]
+        assert re.fullmatch(r"2\.[3-5]M", avg), avg
+        assert p95.endswith("M"), p95  # the histogram's bucket: millions of ms too
+        table = app.screen.query_one("#minutes", DataTable)
+        shown = "".join(s.text for s in table.render_line(1))
+        assert f" {avg} " in shown and f" {p95} " in shown, shown

@@ -68,8 +68,17 @@ WORKER_COLUMNS = [
 
 
 def bare_ms(value: Any) -> str:
-    """Milliseconds without the unit (the column header says ms)."""
-    return ms(value).removesuffix(" ms")
+    """Milliseconds without the unit (the column header says ms), in the column's 6 characters: from
+    100,000 on in thousands (k) or millions (M). Rows that waited 40 minutes showed "2,325," for
+    2,325,280: the column cut the number, which then read as 2.3 s."""
+    if value is None or float(value) < 99_999.5:
+        return ms(value).removesuffix(" ms")
+    v = float(value)
+    if v < 999_500:
+        return f"{v / 1000:.0f}k"
+    if v < 9_950_000:
+        return f"{v / 1e6:.1f}M"
+    return f"{v / 1e6:,.0f}M"
 
 
 @dataclass
