@@ -317,12 +317,12 @@ def recount(conn: psycopg.Connection) -> dict[str, int]:
     return {k: int(v) for k, v in row.items()}
 
 
-def rebuild_fraud_minutes(conn: psycopg.Connection, accounts: list[int] | None = None) -> int:
-    """Rebuild the fraud window's per-minute sums from the processed rows, for ``accounts`` or all
+def rebuild_fraud_minutes(conn: psycopg.Connection) -> int:
+    """Rebuild the fraud window's per-minute sums from the processed rows, every account's
     (financial_fraud_minutes_rebuild, an admin's function that audits itself): the fix for
     reconcile's fraud_minutes_differ. Workers need not stop. Returns the minutes written."""
     with database_errors("rebuild the fraud window's minutes", fallback=PipelineProblem):
-        (n,) = conn.execute("SELECT financial_fraud_minutes_rebuild(%s::bigint[])", (accounts,)).fetchone()
+        (n,) = conn.execute("SELECT financial_fraud_minutes_rebuild()").fetchone()
     return int(n)
 
 
