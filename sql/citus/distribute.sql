@@ -31,6 +31,10 @@ BEGIN
     -- plan its statement with unbound parameters ("could not create distributed plan"), so here it
     -- is planned per call with the values.
     ALTER FUNCTION public.customer_search_rows(text, integer) RESET plan_cache_mode;
+    -- The same for the chunk's small chunks, which take a generic plan on one server: planned per
+    -- chunk with the values here (with the generic plan no row of a chunk was processed).
+    ALTER FUNCTION public.financial_apply_chunk(financial_transactions_staging[], financial_pipeline_settings, bigint, text, timestamptz)
+        SET opsconsole.chunk_generic_max_rows = '0';
     -- A read of staging by account bucket asks every shard of staging, whatever it finds: the claim
     -- reads 8 buckets at once here (one read per chunk), not one (process_financial_batch_detail).
     ALTER FUNCTION public.process_financial_batch_detail(integer, interval, text) SET opsconsole.claim_span = '8';

@@ -416,7 +416,8 @@ SET search_path = pg_catalog, public, pg_temp
 SET jit = off   -- JIT compiled the chunk's statements for 12x their cost (Debian's PostgreSQL 15)
 -- A generic plan estimates unnest(p_rows) at 10 rows, whatever the chunk holds: PL/pgSQL switched to
 -- one after five chunks, and its nested loops paired every late row of a 10,000-row chunk with
--- every other (89M rows filtered, 5.5 s against 0.34 s). A custom plan sees the chunk's size.
+-- every other (89M rows filtered, 5.5 s against 0.34 s). A custom plan sees the chunk's size. Small
+-- chunks take the generic plan all the same (see v_generic_max): their worst case stays small.
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
@@ -441,7 +442,18 @@ DECLARE
     -- whole minutes of a window summed from financial_fraud_minutes (see acct); 'off' reads every
     -- row, as before 0034: for the tests to compare both ways, and a way back if the table is doubted
     v_minutes boolean := coalesce(current_setting('opsconsole.fraud_minutes', true), '') <> 'off';
+    -- chunks of up to this many rows take the generic plan: planning every statement per chunk
+    -- cost a 200-row chunk a quarter of its server CPU, and a nested loop over so few rows stays
+    -- small (docs/pipeline.md, thirteenth session). A setting so that the tests can force either
+    -- plan (0: always custom); an unreadable value means the default. Citus sets 0 (distribute.sql).
+    v_generic_max integer := CASE WHEN current_setting('opsconsole.chunk_generic_max_rows', true) ~ '^[0-9]{1,9}$'
+                                  THEN current_setting('opsconsole.chunk_generic_max_rows', true)::integer
+                                  ELSE 1000 END;
 BEGIN
+    -- (local to this call: the function's own SET of plan_cache_mode is restored when it returns)
+    IF cardinality(p_rows) <= v_generic_max THEN
+        PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
+    END IF;
     -- the chunk's ingestion-time span: prunes the staging UPDATE to the partitions holding its rows;
     -- and the longest fraud window of its rows in seconds (an interval with days or months is not
     -- always the same length), the width of the time slots the window join below pairs rows by

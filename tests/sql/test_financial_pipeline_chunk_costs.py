@@ -115,3 +115,24 @@ def test_the_chunk_is_planned_for_its_own_rows(conn):
         ).fetchone()["n"]
         == 40
     )
+
+
+@pytest.mark.parametrize("generic_max", ["1000", "0"])
+def test_a_small_chunks_generic_plan_stays_inside_the_chunk(conn, generic_max):
+    """A chunk of up to opsconsole.chunk_generic_max_rows rows switches plan_cache_mode for its own
+    statements only: the caller's transaction keeps its own mode after the chunk returns."""
+    insert_counted(
+        conn,
+        "INSERT INTO financial_transactions_staging (transaction_id, account_id, transaction_timestamp, "
+        "amount, transaction_type) "
+        "SELECT g, g %% 3, %s::timestamptz + g * interval '1 second', 10, 'payment' "
+        "FROM generate_series(1, 20) g",
+        (T0,),
+    )
+    with conn.transaction():
+        conn.execute("SELECT set_config('opsconsole.chunk_generic_max_rows', %s, true)", (generic_max,))
+        conn.execute("SET LOCAL plan_cache_mode = auto")
+        done = conn.execute("SELECT * FROM process_financial_batch_detail(100)").fetchone()
+        mode = conn.execute("SELECT current_setting('plan_cache_mode') AS m").fetchone()["m"]
+    assert done["processed_count"] == 20
+    assert mode == "auto"

@@ -62,13 +62,16 @@ def _insert(conn, rows) -> list[int]:
     frame_min=st.sampled_from(["0", "3", "64"]),
     # the whole minutes of a window summed from financial_fraud_minutes, or every row read
     minutes=st.sampled_from(["on", "off"]),
+    # chunks up to this size take the generic plan: never, or these (the default)
+    generic_max=st.sampled_from(["0", "1000"]),
 )
 def test_set_based_score_equals_row_by_row_reference(
-    conn, rows, zone, chunk_size, window, frame_min, minutes
+    conn, rows, zone, chunk_size, window, frame_min, minutes, generic_max
 ):
     with conn.transaction(force_rollback=True):
         conn.execute("SELECT set_config('opsconsole.fraud_frame_min_rows', %s, true)", (frame_min,))
         conn.execute("SELECT set_config('opsconsole.fraud_minutes', %s, true)", (minutes,))
+        conn.execute("SELECT set_config('opsconsole.chunk_generic_max_rows', %s, true)", (generic_max,))
         conn.execute(
             "UPDATE financial_pipeline_settings SET business_time_zone = %s, chunk_size = %s, "
             "fraud_window = %s::interval",
@@ -254,11 +257,14 @@ history_strategy = st.lists(
 def test_the_moving_frame_and_the_slot_join_give_the_same_scores(conn, rows, history, chunk_size, window):
     scores = {}
     # the frame for every account; the slot join for every one; each with the whole minutes of a
-    # window summed from financial_fraud_minutes (the default), and the frame with every row read
-    for frame_min, minutes in (("0", "on"), ("999999999", "on"), ("0", "off")):
+    # window summed from financial_fraud_minutes (the default), and the frame with every row read;
+    # chunks of up to 1,000 rows planned generic (the default), and the slot join's planned custom
+    runs = (("0", "on", "1000"), ("999999999", "on", "0"), ("0", "off", "1000"))
+    for frame_min, minutes, generic_max in runs:
         with conn.transaction(force_rollback=True):
             conn.execute("SELECT set_config('opsconsole.fraud_frame_min_rows', %s, true)", (frame_min,))
             conn.execute("SELECT set_config('opsconsole.fraud_minutes', %s, true)", (minutes,))
+            conn.execute("SELECT set_config('opsconsole.chunk_generic_max_rows', %s, true)", (generic_max,))
             conn.execute(
                 "UPDATE financial_pipeline_settings SET chunk_size = %s, fraud_window = %s::interval",
                 (chunk_size, window),
