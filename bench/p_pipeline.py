@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import psycopg
 
-from bench.harness import BenchDB, Result, backend_run_ns, median_of, timed
+from bench.harness import BenchDB, Result, backend_run_ns, median_of, settle, timed
 from opsconsole.ops import pipeline as ops_pipeline
 from opsconsole.pipeline import arrival
 from opsconsole.pipeline.copyio import STAGING_COLUMNS, copy_frame, pg_text_frame
@@ -402,6 +402,10 @@ def _offer(db: BenchDB, rate: int, seconds: int) -> dict:
     ]
     with db.connect() as conn:
         conn.execute(RESET_PIPELINE)
+    # Each probe starts as the benchmark does: the previous probe's dirty buffers flushed and the
+    # machine quiet. A probe right after an unheld one otherwise paid for its gigabytes of WAL (a
+    # checkpoint forced by max_wal_size) and its autovacuum.
+    before = settle(db.admin_dsn)
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for t in threads:
         t.start()
@@ -452,6 +456,7 @@ def _offer(db: BenchDB, rate: int, seconds: int) -> dict:
         "rows": row[1],
         "offered_rows_s": achieved,
         "pending_samples": backlog_samples,
+        "before": before,
         "held": p99 is not None and p99 < P3_SLA_MS and not growing and achieved >= 0.9 * rate,
     }
 
@@ -471,7 +476,7 @@ def p3_latency(db: BenchDB, quick: bool) -> Result:
         for _ in range(1 if quick else 3):
             mid = (lo + hi) // 2000 * 1000
             probe = _offer(db, mid, seconds)
-            probes.append({k: probe[k] for k in ("offered", "offered_rows_s", "p99_ms", "held")})
+            probes.append({k: probe[k] for k in ("offered", "offered_rows_s", "p99_ms", "held", "before")})
             lo, hi = (mid, hi) if probe["held"] else (lo, mid)
         held_at = lo
     lowest = min([rate] + [p["offered"] for p in probes])
