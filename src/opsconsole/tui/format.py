@@ -71,8 +71,9 @@ def interval_text(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def plain(value: Any, width: int | None = None) -> Text:
-    """Any value as a single-line Text (never parsed as markup), cut to width."""
+def plain(value: Any, width: int | None = None, keep_end: bool = False) -> Text:
+    """Any value as a single-line Text (never parsed as markup), cut to width: its end cut off, or
+    with keep_end its start (names that share a prefix and differ at the end, like worker loops)."""
     if value is None:
         text = "—"
     elif isinstance(value, Mapping | list):
@@ -83,7 +84,7 @@ def plain(value: Any, width: int | None = None) -> Text:
         text = str(value)
     text = " ".join(text.split())
     if width is not None and len(text) > width:
-        text = text[: width - 1] + "…"
+        text = "…" + text[len(text) - width + 1 :] if keep_end else text[: width - 1] + "…"
     return Text(text)
 
 

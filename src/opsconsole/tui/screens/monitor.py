@@ -59,6 +59,9 @@ SIDE_WIDTH = 76  # the side tables (failures by code, workers) beside the minute
 MINUTES_WIDTH = sum(width + 2 for _, _, width in COLUMNS) + 2
 NARROW_BELOW = 4 + MINUTES_WIDTH + 1 + SIDE_WIDTH
 WORKER_COLUMNS = [
+    # a worker's loops are worker-0, worker-1, ... and worker-maintenance: cut from the start, so
+    # that the part that tells them apart stays (it showed as "worker-ma…"). Not wider: at 80
+    # columns the rows/s beside it would be cut
     ("worker", "worker", 10),
     ("who", "who", 8),
     ("since", "since", 6),
@@ -415,7 +418,7 @@ class MonitorScreen(PaneScreen):
         if w["last_chunk_rows"] is not None:
             chunk.append(f" · last {num(w['last_chunk_rows'])} rows {ms(w['last_chunk_ms'])}")
         return (
-            plain(name, 10),
+            plain(name, 10, keep_end=True),
             plain(w["actor"], 8),
             Text(human_duration(since) if since is not None else "—"),
             cell_num(round((w["claimed_last_minute"] or 0) / 60)),
