@@ -476,6 +476,30 @@ COMMENT ON FUNCTION shard_local_to(regclass, oid) IS
     'The table on one server or a coordinator; on a Citus worker the shard co-located with the fired-on shard.';
 
 
+-- The one reading of an integer setting (opsconsole.*): unset or empty is the default, an integer is
+-- itself, anything else an error that names the setting, not an odd cast error from deep in a chunk.
+CREATE OR REPLACE FUNCTION setting_integer(p_name text, p_default integer)
+RETURNS integer
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_text text := nullif(btrim(current_setting(p_name, true)), '');
+BEGIN
+    IF v_text IS NULL THEN
+        RETURN p_default;
+    ELSIF v_text !~ '^[+-]?[0-9]{1,9}$' THEN
+        RAISE EXCEPTION 'setting % must be an integer (got "%")', p_name, v_text
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN v_text::integer;
+END;
+$$;
+COMMENT ON FUNCTION setting_integer(text, integer) IS
+    'An integer setting, or p_default when unset or empty; an error naming the setting when not an integer.';
+
+
 -- Keeps updated_at honest when a writer forgets to set it.
 CREATE OR REPLACE FUNCTION touch_updated_at()
 RETURNS trigger

@@ -954,12 +954,7 @@ BEGIN
             CASE WHEN p_rule_name IS NULL THEN '' ELSE format(' and rule "%s"', p_rule_name) END
             USING ERRCODE = 'no_data_found';
     END IF;
-    BEGIN
-        v_default_ms := coalesce(p_timeout_ms, nullif(current_setting('opsconsole.dq_timeout_ms', true), '')::integer, 30000);
-    EXCEPTION WHEN invalid_text_representation THEN
-        RAISE EXCEPTION 'setting opsconsole.dq_timeout_ms must be an integer number of milliseconds'
-            USING ERRCODE = 'invalid_parameter_value';
-    END;
+    v_default_ms := coalesce(p_timeout_ms, setting_integer('opsconsole.dq_timeout_ms', 30000));
 
     INSERT INTO dq_runs (table_filter, rule_filter, timeout_ms)
     VALUES (p_table_name, p_rule_name, p_timeout_ms)

@@ -435,20 +435,16 @@ DECLARE
     -- winners of one account in one slot (a window wide) from which a moving frame counts their
     -- windows (see acct): the slot join's cost grows with them, the frame's does not, and below
     -- this the slot join is cheaper (docs/pipeline.md). A setting so that the tests can force
-    -- either way; an unreadable value means the default.
-    v_frame_min integer := CASE WHEN current_setting('opsconsole.fraud_frame_min_rows', true) ~ '^[0-9]{1,9}$'
-                                THEN current_setting('opsconsole.fraud_frame_min_rows', true)::integer
-                                ELSE 8 END;
+    -- either way.
+    v_frame_min integer := setting_integer('opsconsole.fraud_frame_min_rows', 8);
     -- whole minutes of a window summed from financial_fraud_minutes (see acct); 'off' reads every
     -- row, as before 0034: for the tests to compare both ways, and a way back if the table is doubted
     v_minutes boolean := coalesce(current_setting('opsconsole.fraud_minutes', true), '') <> 'off';
     -- chunks of up to this many rows take the generic plan: planning every statement per chunk
     -- cost a 200-row chunk a quarter of its server CPU, and a nested loop over so few rows stays
     -- small (docs/pipeline.md, thirteenth session). A setting so that the tests can force either
-    -- plan (0: always custom); an unreadable value means the default. Citus sets 0 (distribute.sql).
-    v_generic_max integer := CASE WHEN current_setting('opsconsole.chunk_generic_max_rows', true) ~ '^[0-9]{1,9}$'
-                                  THEN current_setting('opsconsole.chunk_generic_max_rows', true)::integer
-                                  ELSE 1000 END;
+    -- plan (0: always custom). Citus sets 0 (distribute.sql).
+    v_generic_max integer := setting_integer('opsconsole.chunk_generic_max_rows', 1000);
 BEGIN
     -- (local to this call: the function's own SET of plan_cache_mode is restored when it returns)
     IF cardinality(p_rows) <= v_generic_max THEN
@@ -1045,7 +1041,7 @@ DECLARE
     v_bucket   integer;
     v_i        integer;
     v_take     integer[];
-    v_span     integer := greatest(1, least(64, coalesce(nullif(current_setting('opsconsole.claim_span', true), '')::integer, 1)));
+    v_span     integer := greatest(1, least(64, setting_integer('opsconsole.claim_span', 1)));
 BEGIN
     IF p_batch_size IS NULL OR p_batch_size < 1 THEN
         RAISE EXCEPTION 'process_financial_batch: p_batch_size must be at least 1 (got %)', p_batch_size

@@ -109,3 +109,28 @@ def test_record_audit_writes_who_and_what(conn: psycopg.Connection) -> None:
         "ok",
     )
     assert row["application_name"] == "opsconsole:test" and row["reason"] == "replay"
+
+
+@pytest.mark.parametrize(
+    ("setting", "call"),
+    [
+        ("opsconsole.claim_span", "SELECT * FROM process_financial_batch(10)"),
+        ("opsconsole.dq_timeout_ms", "SELECT * FROM dq_run()"),
+    ],
+)
+def test_an_integer_setting_that_is_not_one_is_named_in_the_error(
+    conn: psycopg.Connection, setting: str, call: str
+) -> None:
+    """setting_integer() is the one reading of opsconsole.* integers: unset or empty is the default,
+    and a typo stops the caller with the setting's name, not a cast error or a silent default."""
+    read = "SELECT setting_integer(%s, 42) AS v"
+    assert conn.execute(read, (setting,)).fetchone()["v"] == 42
+    conn.execute("SELECT set_config(%s, ' 7 ', false)", (setting,))
+    assert conn.execute(read, (setting,)).fetchone()["v"] == 7
+    conn.execute("SELECT set_config(%s, '', false)", (setting,))
+    assert conn.execute(read, (setting,)).fetchone()["v"] == 42
+    conn.execute("SELECT set_config(%s, '8 rows', false)", (setting,))
+    with pytest.raises(
+        psycopg.errors.InvalidParameterValue, match=f'setting {setting} must be an integer.*"8 rows"'
+    ):
+        conn.execute(call)
