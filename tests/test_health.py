@@ -177,3 +177,16 @@ def test_a_viewer_role_can_read_the_snapshot(db_dsn, admin_dsn, plain):
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as a:
             a.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def test_a_maintenance_loop_alone_is_not_a_worker(db_dsn, plain):
+    """A worker whose claim loops are gone but whose maintenance loop is still connected processes
+    nothing: the no-worker alert must still fire (it counted every opsconsole:worker* session)."""
+    with (
+        psycopg.connect(db_dsn, application_name="opsconsole:worker-maintenance"),
+        psycopg.connect(db_dsn, application_name="opsconsole:workers-report"),  # not a worker's loop
+    ):
+        snap = health.snapshot(plain)
+        assert snap.workers == 0
+        with psycopg.connect(db_dsn, application_name="opsconsole:worker-3"):
+            assert health.snapshot(plain).workers == 1

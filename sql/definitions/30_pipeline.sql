@@ -22,6 +22,23 @@ CREATE OR REPLACE TRIGGER financial_pipeline_settings_check BEFORE INSERT OR UPD
     FOR EACH ROW EXECUTE FUNCTION financial_pipeline_settings_check();
 
 
+-- Which loop of a pipeline worker a session is, by its application_name: 'claim' (opsconsole:worker,
+-- opsconsole:worker-0, ..., the console's worker-console: the loops that process), 'maintenance' (a worker's daily maintenance loop,
+-- opsconsole:worker-maintenance), NULL for any other session. The one rule the Monitor's workers and
+-- the no-worker alert read: an idle maintenance loop alone is not a worker that processes.
+CREATE OR REPLACE FUNCTION worker_loop(p_application_name text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+    SELECT CASE WHEN p_application_name IS DISTINCT FROM 'opsconsole:worker'
+                     AND NOT starts_with(p_application_name, 'opsconsole:worker-') THEN NULL
+                WHEN right(p_application_name, 12) = '-maintenance' THEN 'maintenance'
+                ELSE 'claim' END;
+$$;
+
+
 -- Lower bounds (ms) of the latency histogram buckets; finer around the 1 s SLA.
 CREATE OR REPLACE FUNCTION financial_latency_bounds()
 RETURNS integer[]

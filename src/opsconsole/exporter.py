@@ -137,7 +137,8 @@ def series(s: health.Snapshot) -> Iterator[Metric]:
     oldest.add_metric([], s.oldest_pending_age_s)
     yield oldest
     workers = GaugeMetricFamily(
-        "opsconsole_workers", "Pipeline worker sessions connected (application_name opsconsole:worker*)."
+        "opsconsole_workers",
+        "Pipeline worker claim loops connected (opsconsole:worker-*; a maintenance loop is not counted).",
     )
     workers.add_metric([], s.workers)
     yield workers

@@ -1,5 +1,6 @@
--- Monitor pane: pipeline workers are sessions whose application_name starts with opsconsole:worker.
+-- Monitor pane and the no-worker alert: the claim loops of pipeline workers (worker_loop()); a
+-- worker's maintenance loop is not counted, so it cannot hide that nothing processes.
 SELECT count(*) AS workers,
        count(*) FILTER (WHERE state = 'active') AS busy
 FROM pg_stat_activity
-WHERE starts_with(application_name, 'opsconsole:worker')
+WHERE worker_loop(application_name) = 'claim'

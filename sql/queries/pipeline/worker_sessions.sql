@@ -1,7 +1,8 @@
--- Monitor pane: each connected pipeline worker (sessions whose application_name starts with
--- opsconsole:worker): who, since when, what it is doing now, and what its batch audit rows say about
--- the last minute (rows claimed, chunks) and its latest chunk. Audit rows are matched by
--- application_name (and actor), read through ops_audit_log_occurred_idx for the last minute only.
+-- Monitor pane: each connected pipeline worker loop (sessions named opsconsole:worker or
+-- opsconsole:worker-*; `loop` says claim or maintenance, worker_loop()): who, since when, what it
+-- is doing now, and what its batch audit rows say about the last minute (rows claimed, chunks) and
+-- its latest chunk. Audit rows are matched by application_name (and actor), read through
+-- ops_audit_log_occurred_idx for the last minute only.
 WITH recent AS (
     SELECT a.application_name, a.actor, a.occurred_at,
            coalesce((a.result ->> 'claimed_count')::bigint, 0) AS claimed,
@@ -14,6 +15,7 @@ WITH recent AS (
 )
 SELECT s.pid,
        s.application_name,
+       worker_loop(s.application_name) AS loop,
        s.usename::text AS actor,
        coalesce(host(s.client_addr), 'local') AS client,
        s.backend_start,
@@ -37,5 +39,5 @@ LEFT JOIN LATERAL (
     ORDER BY r.occurred_at DESC
     LIMIT 1
 ) l ON true
-WHERE starts_with(s.application_name, 'opsconsole:worker')
-ORDER BY s.application_name, s.pid
+WHERE worker_loop(s.application_name) IS NOT NULL
+ORDER BY loop, s.application_name, s.pid

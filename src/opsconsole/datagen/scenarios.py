@@ -141,7 +141,7 @@ def play_incident(
     stop = stop or threading.Event()
     report: dict[str, Any] = {"hold_s": hold, "rate": rate, "invalid": invalid}
     with connect(dsn, "incident") as conn:
-        workers = len(pipeline.worker_sessions(conn))
+        workers = sum(1 for w in pipeline.worker_sessions(conn) if w["loop"] == "claim")
         if workers == 0:
             say("No pipeline worker is connected: start one (`opsconsole worker`) to see the backlog drain.")
     traffic_stop = threading.Event()

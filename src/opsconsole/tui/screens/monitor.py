@@ -314,7 +314,8 @@ class MonitorScreen(PaneScreen):
         dead = data.open.get("dead_letter", {})
         oldest = clock.since(pending.get("oldest_ingested"))
         workers = data.workers
-        busy = sum(1 for w in workers if w["state"] == "active")
+        claim = [w for w in workers if w["loop"] == "claim"]  # a maintenance loop processes nothing
+        busy = sum(1 for w in claim if w["state"] == "active")
         lines = []
         latest = data.minutes[0] if data.minutes else None
         if latest is not None:
@@ -341,7 +342,8 @@ class MonitorScreen(PaneScreen):
         )
         set_text(
             self.query_one("#workers-label", Static),
-            f"workers [b]{num(len(workers))}[/] active ({num(busy)} busy)",
+            f"workers [b]{num(len(claim))}[/] ({num(busy)} busy)"
+            + (" [dim]+ maintenance[/]" if len(claim) < len(workers) else ""),
         )
         set_text(self.query_one("#kpi", Static), "\n".join(lines))
         self.update_counters()
@@ -421,7 +423,9 @@ class MonitorScreen(PaneScreen):
             plain(name, 10, keep_end=True),
             plain(w["actor"], 8),
             Text(human_duration(since) if since is not None else "—"),
-            cell_num(round((w["claimed_last_minute"] or 0) / 60)),
+            cell_num(round((w["claimed_last_minute"] or 0) / 60))
+            if w["loop"] == "claim"
+            else Text("—", justify="right"),  # a maintenance loop claims nothing
             chunk,
         )
 
