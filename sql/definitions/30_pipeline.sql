@@ -1430,6 +1430,29 @@ CREATE OR REPLACE TRIGGER financial_transactions_mark_processed AFTER INSERT ON 
     FOR EACH STATEMENT EXECUTE FUNCTION financial_transactions_mark_processed();
 
 
+-- What financial_fraud_minutes must hold, summed from the processed rows (for the given accounts, or
+-- all): the one definition the rebuild writes and reconcile compares with. Invoker's rights: it
+-- reads only what the caller may read. PL/pgSQL, not SQL: Citus cannot plan a SQL function's
+-- parameters against a distributed table ("could not create distributed plan").
+CREATE OR REPLACE FUNCTION financial_fraud_minutes_expected(p_accounts bigint[] DEFAULT NULL)
+RETURNS TABLE (account_id bigint, minute timestamptz, row_count bigint, amount_abs_sum numeric,
+               max_staging_id bigint)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT p.account_id, date_bin('1 minute', p.transaction_timestamp, timestamptz 'epoch'), count(*),
+           sum(p.amount_abs), max(coalesce(p.staging_id, 0))
+    FROM financial_transactions_processed p
+    WHERE isfinite(p.transaction_timestamp)
+      AND (p_accounts IS NULL OR p.account_id = ANY (p_accounts))
+    GROUP BY 1, 2;
+END;
+$$;
+
+
 -- Rebuilds financial_fraud_minutes from the processed rows, for the given accounts or all: the
 -- correction an admin runs after reconcile reports fraud_minutes_differ (the chunk keeps the table as
 -- it inserts processed rows; this is for rows that came another way: a bulk load, a test's history,
@@ -1449,12 +1472,8 @@ BEGIN
     LOCK TABLE financial_fraud_minutes IN SHARE ROW EXCLUSIVE MODE;
     DELETE FROM financial_fraud_minutes f WHERE p_accounts IS NULL OR f.account_id = ANY (p_accounts);
     INSERT INTO financial_fraud_minutes (account_id, minute, row_count, amount_abs_sum, max_staging_id)
-    SELECT p.account_id, date_bin('1 minute', p.transaction_timestamp, timestamptz 'epoch'), count(*),
-           sum(p.amount_abs), max(coalesce(p.staging_id, 0))
-    FROM financial_transactions_processed p
-    WHERE isfinite(p.transaction_timestamp)
-      AND (p_accounts IS NULL OR p.account_id = ANY (p_accounts))
-    GROUP BY 1, 2;
+    SELECT e.account_id, e.minute, e.row_count, e.amount_abs_sum, e.max_staging_id
+    FROM financial_fraud_minutes_expected(p_accounts) e;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     PERFORM record_audit(
         'financial_fraud_minutes_rebuild', jsonb_build_object('accounts', to_jsonb(p_accounts)),
@@ -1614,12 +1633,7 @@ BEGIN
         SELECT DISTINCT coalesce(m.account_id, e.account_id) AS id
         FROM (SELECT f.account_id, f.minute, f.row_count, f.amount_abs_sum, f.max_staging_id
               FROM financial_fraud_minutes f) m
-        FULL JOIN (SELECT p.account_id, date_bin('1 minute', p.transaction_timestamp, timestamptz 'epoch') AS minute,
-                          count(*) AS row_count, sum(abs(p.amount)) AS amount_abs_sum,
-                          max(coalesce(p.staging_id, 0)) AS max_staging_id
-                   FROM proc p
-                   WHERE isfinite(p.transaction_timestamp)
-                   GROUP BY 1, 2) e
+        FULL JOIN financial_fraud_minutes_expected() e
           ON e.account_id = m.account_id AND e.minute = m.minute
         WHERE (m.row_count, m.amount_abs_sum, m.max_staging_id)
               IS DISTINCT FROM (e.row_count, e.amount_abs_sum, e.max_staging_id)
