@@ -103,7 +103,7 @@ async def test_monitor_shows_the_monitor_view_and_the_backlog(make_app, conn):
             ).fetchone()["n"]
             assert pending == 17
             assert f"backlog {pending}" in kpi and "(17 pending" in kpi
-            assert "workers 1 active" in str(app.screen.query_one("#workers-label").render())
+            assert "workers 1 (" in str(app.screen.query_one("#workers-label").render())
             assert sum(app.screen.query_one("#tp-spark").data) == sum(m["processed_count"] for m in view)
     finally:
         worker.close()
