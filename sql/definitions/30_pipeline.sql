@@ -22,10 +22,11 @@ CREATE OR REPLACE TRIGGER financial_pipeline_settings_check BEFORE INSERT OR UPD
     FOR EACH ROW EXECUTE FUNCTION financial_pipeline_settings_check();
 
 
--- Which loop of a pipeline worker a session is, by its application_name: 'claim' (opsconsole:worker,
--- opsconsole:worker-0, ..., the console's worker-console: the loops that process), 'maintenance' (a worker's daily maintenance loop,
--- opsconsole:worker-maintenance), NULL for any other session. The one rule the Monitor's workers and
--- the no-worker alert read: an idle maintenance loop alone is not a worker that processes.
+-- Which loop of a pipeline worker a session is, by its application_name: 'claim' for the loops
+-- that process (opsconsole:worker, opsconsole:worker-0, ..., the console's worker-console),
+-- 'maintenance' for a worker's daily maintenance loop (opsconsole:worker-maintenance), NULL for any
+-- other session. The one rule the Monitor's workers and the no-worker alert read: an idle
+-- maintenance loop alone is not a worker that processes.
 CREATE OR REPLACE FUNCTION worker_loop(p_application_name text)
 RETURNS text
 LANGUAGE sql
